@@ -1,0 +1,47 @@
+//! pulse-metrics: durable, low-wear metrics history for Proxmox dashboards.
+//!
+//! ```
+//! use pulse_metrics::{MetricsConfig, SeriesKey, Store, TimeRange};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(MetricsConfig {
+//!     database_path: dir.path().join("metrics.db"),
+//!     ..MetricsConfig::default()
+//! })?;
+//! let now = 1_700_000_040_000; // Unix ms, on a minute boundary
+//! for i in 0..12 {
+//!     store.write("vm", "pve1:node1:101", "cpu", 10.0 + i as f64, now - 60_000 + i * 5_000)?;
+//! }
+//! store.flush()?; // durable from here on, even if the process is killed
+//! store.rollup(now)?; // closed minutes become minute buckets
+//! let cpu = SeriesKey::new("vm", "pve1:node1:101", "cpu");
+//! let day = store.query(&cpu, TimeRange::last(std::time::Duration::from_secs(86_400), now), None)?;
+//! assert_eq!(day.tier, pulse_metrics::Tier::Minute);
+//! assert_eq!(day.points[0].count, 12);
+//! assert_eq!(day.points[0].value, 15.5);
+//! # Ok::<(), pulse_metrics::Error>(())
+//! ```
+//!
+//! # Modules
+//!
+//! | module   | owns                                                              |
+//! |----------|-------------------------------------------------------------------|
+//! | `store`  | [`Store`]: the SQLite file, tiers, rollup, retention, queries      |
+//! | `model`  | series, points, tiers and the validation rules of the contract     |
+//! | `config` | the configuration file's types, defaults and rules                 |
+//! | `error`  | [`Error`], one opaque error type with accessors                    |
+//!
+//! The store knows nothing of HTTP or the command line; the service and the
+//! CLI are thin layers over it.
+
+pub mod config;
+pub mod error;
+pub mod model;
+pub mod store;
+
+pub use config::{Config, MetricsConfig, Retention};
+pub use error::{Error, PointError, Result};
+pub use model::{HistoryPoint, Point, SeriesKey, Tier};
+pub use store::{
+    History, MaintainReport, ManyHistory, PruneReport, RollupReport, SeriesFilter, SeriesInfo,
+    Stats, Store, TimeRange, VacuumReport,
+};

@@ -1,0 +1,3 @@
+fn main() {
+    println!("pulse-metrics {}", env!("CARGO_PKG_VERSION"));
+}

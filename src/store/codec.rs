@@ -1,0 +1,464 @@
+//! Byte layouts of the two kinds of blob the store keeps.
+//!
+//! * A **log slot** (table `raw_log`) holds flushed raw points in write order.
+//!   Every slot is the same size (one page), so a flush rewrites one page in
+//!   place instead of allocating pages: that is what keeps the bytes written
+//!   per flush near the size of the data (see docs/storage.md).
+//! * A **chunk** (tables `minute`, `hourly`, `daily`) holds the buckets of one
+//!   series over one span (an hour of minutes, a day of hours, 32 days).
+//!   Floats are XOR-coded against their predecessor, dropping the leading and
+//!   trailing zero bytes, which shrinks slowly moving series without losing a
+//!   bit.
+
+/// Bytes of one log slot: one slot per 4 KiB page with room for SQLite's cell
+/// and record headers, so an update of a slot never spills to an overflow page.
+pub const SLOT_BYTES: usize = 4000;
+const SLOT_VERSION: u8 = 1;
+const SLOT_HEADER: usize = 3;
+/// Worst-case size of a record header (seq, count, base timestamp varints).
+const RECORD_HEADER_MAX: usize = 10 + 3 + 10;
+const CHUNK_VERSION: u8 = 1;
+
+/// Aggregate of some raw values: what every rolled-up bucket stores.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Agg {
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl Agg {
+    pub fn of(value: f64) -> Agg {
+        Agg {
+            count: 1,
+            sum: value,
+            min: value,
+            max: value,
+        }
+    }
+
+    /// Folds `other` in: counts and sums add, so means stay count-weighted.
+    pub fn merge(&mut self, other: &Agg) {
+        self.count += other.count;
+        self.sum += other.sum;
+        self.min = self.min.min(other.min);
+        self.max = self.max.max(other.max);
+    }
+
+    pub fn mean(&self) -> f64 {
+        self.sum / self.count as f64
+    }
+
+    /// The aggregate of a sequence of aggregates, or `None` if it is empty.
+    pub fn combine<'a>(mut it: impl Iterator<Item = &'a Agg>) -> Option<Agg> {
+        let mut acc = *it.next()?;
+        for a in it {
+            acc.merge(a);
+        }
+        Some(acc)
+    }
+}
+
+/// Malformed blob: the store refuses to guess.
+#[derive(Debug)]
+pub struct DecodeError(pub &'static str);
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn unzigzag(v: u64) -> i64 {
+    ((v >> 1) as i64) ^ -((v & 1) as i64)
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Reader { buf, pos: 0 }
+    }
+    fn byte(&mut self) -> Result<u8, DecodeError> {
+        let b = *self.buf.get(self.pos).ok_or(DecodeError("truncated"))?;
+        self.pos += 1;
+        Ok(b)
+    }
+    fn bytes(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
+        let end = self.pos.checked_add(n).ok_or(DecodeError("truncated"))?;
+        let s = self
+            .buf
+            .get(self.pos..end)
+            .ok_or(DecodeError("truncated"))?;
+        self.pos = end;
+        Ok(s)
+    }
+    fn varint(&mut self) -> Result<u64, DecodeError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(DecodeError("varint too long"))
+    }
+    fn f64(&mut self) -> Result<f64, DecodeError> {
+        let b = self.bytes(8)?;
+        Ok(f64::from_le_bytes(b.try_into().expect("8 bytes")))
+    }
+}
+
+/// One point as it travels through the log: series id, second, value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogPoint {
+    pub sid: u32,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// A page-sized log slot being filled.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    buf: Vec<u8>,
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Slot::new()
+    }
+}
+
+impl Slot {
+    pub fn new() -> Slot {
+        let mut buf = vec![0u8; SLOT_BYTES];
+        buf[0] = SLOT_VERSION;
+        buf[1..3].copy_from_slice(&(SLOT_HEADER as u16).to_le_bytes());
+        Slot { buf }
+    }
+
+    fn used(&self) -> usize {
+        usize::from(u16::from_le_bytes([self.buf[1], self.buf[2]]))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.used() == SLOT_HEADER
+    }
+
+    /// The full blob, always `SLOT_BYTES` long so updates stay in place.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// Appends as many of `points` (sorted by time) as fit, as one record of
+    /// batch `seq`; returns how many were taken.
+    pub fn append(&mut self, seq: u64, points: &[LogPoint]) -> usize {
+        let used = self.used();
+        let free = SLOT_BYTES - used;
+        if points.is_empty() || free <= RECORD_HEADER_MAX {
+            return 0;
+        }
+        let budget = free - RECORD_HEADER_MAX;
+        let base_ts = points[0].ts;
+        let mut body = Vec::with_capacity(budget.min(points.len() * 11));
+        let (mut prev_sid, mut prev_ts) = (0i64, base_ts);
+        let mut taken = 0;
+        for p in points {
+            let sid_delta = zigzag(i64::from(p.sid) - prev_sid);
+            let ts_delta = zigzag(p.ts - prev_ts);
+            if body.len() + varint_len(sid_delta) + varint_len(ts_delta) + 8 > budget {
+                break;
+            }
+            put_varint(&mut body, sid_delta);
+            put_varint(&mut body, ts_delta);
+            body.extend_from_slice(&p.value.to_le_bytes());
+            prev_sid = i64::from(p.sid);
+            prev_ts = p.ts;
+            taken += 1;
+        }
+        if taken == 0 {
+            return 0;
+        }
+        let mut rec = Vec::with_capacity(RECORD_HEADER_MAX + body.len());
+        put_varint(&mut rec, seq);
+        put_varint(&mut rec, taken as u64);
+        put_varint(&mut rec, zigzag(base_ts));
+        rec.extend_from_slice(&body);
+        self.buf[used..used + rec.len()].copy_from_slice(&rec);
+        let new_used = (used + rec.len()) as u16;
+        self.buf[1..3].copy_from_slice(&new_used.to_le_bytes());
+        taken
+    }
+
+    /// Parses a stored slot.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Slot, DecodeError> {
+        if bytes.len() != SLOT_BYTES {
+            return Err(DecodeError("log slot has the wrong size"));
+        }
+        let slot = Slot {
+            buf: bytes.to_vec(),
+        };
+        if slot.buf[0] != SLOT_VERSION {
+            return Err(DecodeError("unknown log slot version"));
+        }
+        let used = slot.used();
+        if !(SLOT_HEADER..=SLOT_BYTES).contains(&used) {
+            return Err(DecodeError("log slot length out of range"));
+        }
+        Ok(slot)
+    }
+
+    /// The batch sequence number of the first record, if any.
+    pub fn first_seq(&self) -> Result<Option<u64>, DecodeError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        Reader::new(&self.buf[SLOT_HEADER..self.used()])
+            .varint()
+            .map(Some)
+    }
+
+    /// Calls `f(seq, point)` for every point, in write order.
+    pub fn for_each(&self, mut f: impl FnMut(u64, LogPoint)) -> Result<(), DecodeError> {
+        let mut r = Reader::new(&self.buf[SLOT_HEADER..self.used()]);
+        while r.pos < r.buf.len() {
+            let seq = r.varint()?;
+            let n = r.varint()?;
+            let mut ts = unzigzag(r.varint()?);
+            let mut sid = 0i64;
+            for _ in 0..n {
+                sid += unzigzag(r.varint()?);
+                ts += unzigzag(r.varint()?);
+                let value = r.f64()?;
+                let sid = u32::try_from(sid).map_err(|_| DecodeError("series id out of range"))?;
+                f(seq, LogPoint { sid, ts, value });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn put_xor(out: &mut Vec<u8>, value: f64, prev: f64) {
+    let x = value.to_bits() ^ prev.to_bits();
+    if x == 0 {
+        out.push(0x80);
+        return;
+    }
+    let lead = (x.leading_zeros() / 8) as usize;
+    let trail = (x.trailing_zeros() / 8) as usize;
+    out.push(((lead as u8) << 4) | trail as u8);
+    let be = x.to_be_bytes();
+    out.extend_from_slice(&be[lead..8 - trail]);
+}
+
+fn get_xor(r: &mut Reader<'_>, prev: f64) -> Result<f64, DecodeError> {
+    let ctrl = r.byte()?;
+    let (lead, trail) = (usize::from(ctrl >> 4), usize::from(ctrl & 0x0f));
+    if lead == 8 && trail == 0 {
+        return Ok(prev);
+    }
+    if lead + trail >= 8 {
+        return Err(DecodeError("bad float control byte"));
+    }
+    let mut be = [0u8; 8];
+    be[lead..8 - trail].copy_from_slice(r.bytes(8 - lead - trail)?);
+    Ok(f64::from_bits(u64::from_be_bytes(be) ^ prev.to_bits()))
+}
+
+/// Encodes the buckets of one chunk (`None` = no data in that bucket).
+pub fn encode_chunk(buckets: &[Option<Agg>]) -> Vec<u8> {
+    let bitmap_len = buckets.len().div_ceil(8);
+    let mut out = Vec::with_capacity(1 + bitmap_len + buckets.len() * 22);
+    out.push(CHUNK_VERSION);
+    let mut bitmap = vec![0u8; bitmap_len];
+    for (i, b) in buckets.iter().enumerate() {
+        if b.is_some() {
+            bitmap[i / 8] |= 1 << (i % 8);
+        }
+    }
+    out.extend_from_slice(&bitmap);
+    let (mut prev_sum, mut prev_min) = (0.0f64, 0.0f64);
+    for a in buckets.iter().flatten() {
+        put_varint(&mut out, a.count);
+        put_xor(&mut out, a.sum, prev_sum);
+        put_xor(&mut out, a.min, prev_min);
+        // max is closest to this bucket's min (equal when count is 1).
+        put_xor(&mut out, a.max, a.min);
+        prev_sum = a.sum;
+        prev_min = a.min;
+    }
+    out
+}
+
+/// Decodes a chunk of `span` buckets.
+pub fn decode_chunk(bytes: &[u8], span: usize) -> Result<Vec<Option<Agg>>, DecodeError> {
+    let mut r = Reader::new(bytes);
+    if r.byte()? != CHUNK_VERSION {
+        return Err(DecodeError("unknown chunk version"));
+    }
+    let bitmap = r.bytes(span.div_ceil(8))?;
+    let mut out = vec![None; span];
+    let (mut prev_sum, mut prev_min) = (0.0f64, 0.0f64);
+    for (i, slot) in out.iter_mut().enumerate() {
+        if bitmap[i / 8] & (1 << (i % 8)) == 0 {
+            continue;
+        }
+        let count = r.varint()?;
+        if count == 0 {
+            return Err(DecodeError("bucket with zero count"));
+        }
+        let sum = get_xor(&mut r, prev_sum)?;
+        let min = get_xor(&mut r, prev_min)?;
+        let max = get_xor(&mut r, min)?;
+        prev_sum = sum;
+        prev_min = min;
+        *slot = Some(Agg {
+            count,
+            sum,
+            min,
+            max,
+        });
+    }
+    if r.pos != bytes.len() {
+        return Err(DecodeError("trailing bytes after chunk"));
+    }
+    Ok(out)
+}
+
+/// Number of buckets present in an encoded chunk (reads only the bitmap).
+pub fn chunk_population(bytes: &[u8], span: usize) -> Result<u32, DecodeError> {
+    let bitmap = bytes
+        .get(1..1 + span.div_ceil(8))
+        .ok_or(DecodeError("truncated chunk"))?;
+    Ok(bitmap.iter().map(|b| b.count_ones()).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn finite() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<f64>().prop_filter("finite", |v| v.is_finite()),
+            (-1000i32..1000).prop_map(f64::from),
+            Just(0.0),
+            Just(-0.0),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn chunks_round_trip_bit_exact(
+            buckets in proptest::collection::vec(
+                proptest::option::of((1u64..100_000, finite(), finite(), finite())), 1..61)
+        ) {
+            let buckets: Vec<Option<Agg>> = buckets
+                .into_iter()
+                .map(|b| b.map(|(count, sum, min, max)| Agg { count, sum, min, max }))
+                .collect();
+            let bytes = encode_chunk(&buckets);
+            let back = decode_chunk(&bytes, buckets.len()).unwrap();
+            prop_assert_eq!(back.len(), buckets.len());
+            for (a, b) in buckets.iter().zip(&back) {
+                match (a, b) {
+                    (None, None) => {}
+                    (Some(a), Some(b)) => {
+                        prop_assert_eq!(a.count, b.count);
+                        prop_assert_eq!(a.sum.to_bits(), b.sum.to_bits());
+                        prop_assert_eq!(a.min.to_bits(), b.min.to_bits());
+                        prop_assert_eq!(a.max.to_bits(), b.max.to_bits());
+                    }
+                    _ => prop_assert!(false, "presence differs"),
+                }
+            }
+            prop_assert_eq!(
+                chunk_population(&bytes, buckets.len()).unwrap() as usize,
+                buckets.iter().flatten().count()
+            );
+        }
+
+        #[test]
+        fn slots_keep_every_point_in_order(
+            batches in proptest::collection::vec(
+                proptest::collection::vec((0u32..5000, 0i64..4_000_000_000, finite()), 0..300), 1..6)
+        ) {
+            let mut slots = vec![Slot::new()];
+            let mut expected = Vec::new();
+            for (seq, batch) in batches.iter().enumerate() {
+                let mut pts: Vec<LogPoint> =
+                    batch.iter().map(|&(sid, ts, value)| LogPoint { sid, ts, value }).collect();
+                pts.sort_by_key(|p| p.ts);
+                let mut rest = &pts[..];
+                while !rest.is_empty() {
+                    let n = slots.last_mut().unwrap().append(seq as u64, rest);
+                    if n == 0 {
+                        slots.push(Slot::new());
+                        continue;
+                    }
+                    for p in &rest[..n] {
+                        expected.push((seq as u64, *p));
+                    }
+                    rest = &rest[n..];
+                }
+            }
+            let mut got = Vec::new();
+            for s in &slots {
+                let back = Slot::from_bytes(s.bytes()).unwrap();
+                back.for_each(|seq, p| got.push((seq, p))).unwrap();
+            }
+            prop_assert_eq!(got.len(), expected.len());
+            for (g, e) in got.iter().zip(&expected) {
+                prop_assert_eq!(g.0, e.0);
+                prop_assert_eq!(g.1.sid, e.1.sid);
+                prop_assert_eq!(g.1.ts, e.1.ts);
+                prop_assert_eq!(g.1.value.to_bits(), e.1.value.to_bits());
+            }
+        }
+    }
+
+    #[test]
+    fn slow_series_compress() {
+        let mut v = 42.123456789;
+        let buckets: Vec<Option<Agg>> = (0..60)
+            .map(|i| {
+                v += 0.0001 * f64::from(i % 7);
+                Some(Agg {
+                    count: 12,
+                    sum: v * 12.0,
+                    min: v - 0.001,
+                    max: v + 0.001,
+                })
+            })
+            .collect();
+        let bytes = encode_chunk(&buckets);
+        assert!(bytes.len() < 60 * 22, "{} bytes", bytes.len());
+    }
+
+    #[test]
+    fn corrupt_blobs_are_refused() {
+        assert!(decode_chunk(&[9, 0, 0], 24).is_err());
+        assert!(decode_chunk(&[1, 1, 0, 0], 24).is_err());
+        assert!(Slot::from_bytes(&[1, 2, 3]).is_err());
+    }
+}

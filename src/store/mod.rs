@@ -1,0 +1,775 @@
+//! The durable tiered store.
+//!
+//! | module      | owns                                                         |
+//! |-------------|--------------------------------------------------------------|
+//! | `schema`    | opening the file, refusing foreign files, pragmas, migrations |
+//! | `codec`     | byte layouts of log slots and tier chunks                    |
+//! | `ring`      | the raw log's page-sized slots and their reuse               |
+//! | `state`     | what lives in memory: series, raw points, open hours          |
+//! | `writer`    | the bounded queue and the thread owning the write connection |
+//! | `load`      | replaying the log at open                                    |
+//! | `rollup`    | raw -> minute -> hourly -> daily                             |
+//! | `retention` | pruning and giving space back                                |
+//! | `tiers`     | reading/writing tier chunks                                  |
+//! | `query`     | tier selection, stitching, `max_points`                      |
+//!
+//! See `docs/storage.md` for the layout and the figures behind it.
+
+mod codec;
+mod load;
+mod query;
+mod retention;
+mod ring;
+mod rollup;
+mod schema;
+mod state;
+mod tiers;
+mod writer;
+
+use crate::config::MetricsConfig;
+use crate::error::{Error, PointError, Result, SqlContext};
+use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
+use parking_lot::{Mutex, RwLock};
+use rusqlite::Connection;
+use schema::Location;
+use serde::Serialize;
+use state::{ChunkTier, State};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::thread::JoinHandle;
+use std::time::Duration;
+use writer::{Counters, Pending, Queue, SeriesRef, Writer};
+
+pub use query::select_tier;
+pub use writer::QUEUE_CAPACITY;
+
+/// A time range for a query, with the `now` that tier selection uses
+/// (a tier "covers" `start` if `start >= now - retention`). All Unix ms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeRange {
+    pub start: i64,
+    pub end: i64,
+    pub now: i64,
+}
+
+impl TimeRange {
+    /// The last `duration` before `now`.
+    pub fn last(duration: Duration, now: i64) -> TimeRange {
+        let d = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX / 2);
+        TimeRange {
+            start: now.saturating_sub(d),
+            end: now,
+            now,
+        }
+    }
+
+    /// An explicit range; refused when `start` is after `end`.
+    pub fn between(start: i64, end: i64, now: i64) -> Result<TimeRange> {
+        if start > end {
+            return Err(Error::invalid_input(format!(
+                "start ({}) is after end ({})",
+                crate::model::format_timestamp(start),
+                crate::model::format_timestamp(end)
+            )));
+        }
+        Ok(TimeRange { start, end, now })
+    }
+}
+
+/// Which series a `query_many` covers; `None` matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SeriesFilter {
+    pub resource_type: Option<String>,
+    pub resource_id: Option<String>,
+    pub metric: Option<String>,
+}
+
+impl SeriesFilter {
+    pub fn matches(&self, key: &SeriesKey) -> bool {
+        self.resource_type
+            .as_ref()
+            .is_none_or(|t| *t == key.resource_type)
+            && self
+                .resource_id
+                .as_ref()
+                .is_none_or(|i| *i == key.resource_id)
+            && self.metric.as_ref().is_none_or(|m| *m == key.metric)
+    }
+}
+
+/// Answer of `query`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct History {
+    pub tier: Tier,
+    pub points: Vec<HistoryPoint>,
+}
+
+/// Answer of `query_many`: every matching series, in key order.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ManyHistory {
+    pub tier: Tier,
+    pub series: Vec<(SeriesKey, Vec<HistoryPoint>)>,
+}
+
+/// One line of `series()`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SeriesInfo {
+    #[serde(flatten)]
+    pub key: SeriesKey,
+    /// Unix ms of the oldest stored point or bucket, if any.
+    pub first_timestamp: Option<i64>,
+    pub last_timestamp: Option<i64>,
+    /// The newest raw value, else the mean of the newest bucket.
+    pub last_value: Option<f64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RollupReport {
+    /// The `now` the pass ran as of (Unix ms).
+    pub now: i64,
+    /// Minute buckets (re)computed from raw points.
+    pub minute_buckets: usize,
+    /// (Hour, series) chunks sealed to disk.
+    pub hours_sealed: usize,
+    pub hourly_buckets: usize,
+    pub daily_buckets: usize,
+    /// Points folded in after their raw minute was pruned.
+    pub late_points: usize,
+    /// Late points older than every tier's retention, which nothing keeps.
+    pub discarded_points: usize,
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PruneReport {
+    pub now: i64,
+    pub raw_points: u64,
+    pub minute_buckets: u64,
+    pub hourly_buckets: u64,
+    pub daily_buckets: u64,
+    pub log_slots_deleted: u64,
+    /// Oldest timestamp each tier keeps (raw, minute, hourly, daily), Unix ms.
+    pub floors: [i64; 4],
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReclaimReport {
+    pub bytes_freed: u64,
+    /// Free pages left in the file for reuse.
+    pub free_pages: u64,
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MaintainReport {
+    pub rollup: RollupReport,
+    pub prune: PruneReport,
+    pub reclaim: ReclaimReport,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VacuumReport {
+    pub reclaim: ReclaimReport,
+}
+
+/// Storage health, as `/api/metrics-store/stats` shows it. Times are Unix
+/// ms, 0 meaning "never"; `lastError` is empty when there was none.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stats {
+    pub enabled: bool,
+    pub db_path: String,
+    pub db_size: u64,
+    pub wal_size: u64,
+    pub free_pages: u64,
+    pub series_count: u64,
+    pub raw_count: u64,
+    pub minute_count: u64,
+    pub hourly_count: u64,
+    pub daily_count: u64,
+    pub oldest_data_timestamp: i64,
+    pub total_writes: u64,
+    pub dropped_writes: u64,
+    pub buffer_size: u64,
+    pub last_flush: i64,
+    pub last_rollup: i64,
+    pub last_retention: i64,
+    pub last_vacuum: i64,
+    pub last_error: String,
+    pub flush_count: u64,
+    pub flush_failures: u64,
+    pub job_failures: u64,
+    pub log_slots: u64,
+    pub log_slots_free: u64,
+    pub queue_capacity: u64,
+}
+
+/// The metrics store. Cheap to clone; every clone is the same store.
+///
+/// ```
+/// use pulse_metrics::{MetricsConfig, SeriesKey, Store, TimeRange};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let config = MetricsConfig { database_path: dir.path().join("metrics.db"), ..Default::default() };
+/// let store = Store::open(config)?;
+/// let now = 1_700_000_000_000;
+/// store.write("node", "pve1:node1", "cpu", 12.5, now - 5_000)?;
+/// store.write("node", "pve1:node1", "cpu", 14.5, now)?;
+/// store.flush()?;
+/// let cpu = SeriesKey::new("node", "pve1:node1", "cpu");
+/// let history = store.query(&cpu, TimeRange::last(std::time::Duration::from_secs(3600), now), None)?;
+/// assert_eq!(history.points.len(), 2);
+/// assert_eq!(history.points[1].value, 14.5);
+/// store.close()?;
+/// # Ok::<(), pulse_metrics::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    location: Location,
+    config: Arc<RwLock<MetricsConfig>>,
+    shared: Arc<RwLock<State>>,
+    queue: Arc<Queue>,
+    counters: Arc<Counters>,
+    readers: Mutex<Vec<Connection>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.queue.shutdown();
+        if let Some(handle) = self.writer.lock().take() {
+            let _ = handle.join();
+        }
+    }
+}
+
+/// Readers kept open for reuse.
+const READER_POOL: usize = 8;
+
+fn to_secs(ms: i64) -> i64 {
+    ms.div_euclid(1000)
+}
+
+impl Store {
+    /// Opens (creating if needed) the store described by `config`.
+    #[tracing::instrument(skip_all, fields(path = %config.database_path.display()))]
+    pub fn open(config: MetricsConfig) -> Result<Store> {
+        config.validate()?;
+        let location = if config.enabled {
+            Location::File(config.database_path.clone())
+        } else {
+            Location::memory()
+        };
+        let conn = schema::open_writer(&location)?;
+        let counters = Arc::new(Counters::default());
+        let loaded = load::load(&conn, &counters)?;
+        let shared = Arc::new(RwLock::new(loaded.state));
+        let queue = Arc::new(Queue::new(&config));
+        let config = Arc::new(RwLock::new(config));
+        let mut writer = Writer::new(
+            conn,
+            matches!(location, Location::Memory(_)),
+            shared.clone(),
+            queue.clone(),
+            counters.clone(),
+            config.clone(),
+            loaded.ring,
+            loaded.next_seq,
+            loaded.rolled_to,
+        );
+        writer.work = loaded.work;
+        writer.daily_pending = loaded.daily_pending;
+        let guard_queue = queue.clone();
+        let handle = std::thread::Builder::new()
+            .name("pulse-metrics-writer".into())
+            .spawn(move || {
+                let _gone = writer::GoneOnDrop(guard_queue);
+                writer.run();
+            })
+            .map_err(|e| Error::io("start writer thread", e))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                location,
+                config,
+                shared,
+                queue,
+                counters,
+                readers: Mutex::new(Vec::new()),
+                writer: Mutex::new(Some(handle)),
+            }),
+        })
+    }
+
+    /// The configuration in effect.
+    pub fn config(&self) -> MetricsConfig {
+        self.inner.config.read().clone()
+    }
+
+    /// Applies a new `metrics` section without a restart: retention at the
+    /// next prune, buffer and flush interval at once. Returns the keys that
+    /// only take effect at the next start (`enabled`, `database_path`).
+    pub fn reconfigure(&self, config: MetricsConfig) -> Result<Vec<String>> {
+        config.validate()?;
+        let mut restart = Vec::new();
+        {
+            let current = self.inner.config.read();
+            if config.enabled != current.enabled {
+                restart.push("metrics.enabled".to_string());
+            }
+            if config.database_path != current.database_path {
+                restart.push("metrics.database_path".to_string());
+            }
+        }
+        {
+            let mut q = self.inner.queue.state.lock();
+            q.write_buffer = config.write_buffer;
+            q.flush_interval = config.flush_interval;
+        }
+        let mut c = self.inner.config.write();
+        let (enabled, path) = (c.enabled, c.database_path.clone());
+        *c = config;
+        // What the running store uses cannot change under it.
+        c.enabled = enabled;
+        c.database_path = path;
+        Ok(restart)
+    }
+
+    /// Writes one point (Unix ms). See `write_batch`.
+    pub fn write(
+        &self,
+        resource_type: &str,
+        resource_id: &str,
+        metric: &str,
+        value: f64,
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        self.write_batch(&[Point {
+            resource_type: resource_type.to_string(),
+            resource_id: resource_id.to_string(),
+            metric: metric.to_string(),
+            value,
+            timestamp: timestamp_ms,
+        }])
+        .map(|_| ())
+    }
+
+    /// Validates the whole batch, then queues it for the writer. A bad point
+    /// refuses the batch (every bad index is named) and nothing is stored; a
+    /// full queue refuses it with an `Overloaded` error. Returns how many
+    /// points were accepted. Points are durable after the next flush.
+    pub fn write_batch(&self, points: &[Point]) -> Result<usize> {
+        let errors: Vec<PointError> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                p.validate()
+                    .err()
+                    .map(|reason| PointError { index, reason })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::invalid_points(errors));
+        }
+        if points.is_empty() {
+            return Ok(0);
+        }
+        let pending: Vec<Pending> = {
+            let st = self.inner.shared.read();
+            points
+                .iter()
+                .map(|p| {
+                    let key = p.series();
+                    let series = match st.ids.get(&key) {
+                        Some(id) => SeriesRef::Known(*id),
+                        None => SeriesRef::New(key),
+                    };
+                    Pending {
+                        series,
+                        ts: to_secs(p.timestamp),
+                        value: p.value,
+                    }
+                })
+                .collect()
+        };
+        self.inner.queue.push(pending, &self.inner.counters)?;
+        Ok(points.len())
+    }
+
+    /// Returns once every point written before the call is durable (survives
+    /// a killed process).
+    pub fn flush(&self) -> Result<()> {
+        self.inner.queue.flush()
+    }
+
+    /// Flushes everything, stops the writer and truncates the WAL. Other
+    /// clones of this store get `Closed` errors afterwards.
+    pub fn close(self) -> Result<()> {
+        let flushed = self.flush();
+        self.inner.queue.shutdown();
+        if let Some(handle) = self.inner.writer.lock().take() {
+            let _ = handle.join();
+        }
+        flushed
+    }
+
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.inner.readers.lock().pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => schema::open_reader(&self.inner.location)?,
+        };
+        // One snapshot for every statement of the query.
+        conn.execute_batch("BEGIN").ctx("begin read")?;
+        let result = f(&conn);
+        let ended = conn.execute_batch("COMMIT").ctx("end read");
+        if ended.is_ok() {
+            let mut pool = self.inner.readers.lock();
+            if pool.len() < READER_POOL {
+                pool.push(conn);
+            }
+        }
+        let value = result?;
+        ended?;
+        Ok(value)
+    }
+
+    /// History of one series. An unknown series has no points.
+    #[tracing::instrument(skip(self), level = "debug")]
+    pub fn query(
+        &self,
+        series: &SeriesKey,
+        range: TimeRange,
+        max_points: Option<usize>,
+    ) -> Result<History> {
+        let many = self.query_sids(Some(series), &SeriesFilter::default(), range, max_points)?;
+        let points = many
+            .series
+            .into_iter()
+            .next()
+            .map(|(_, p)| p)
+            .unwrap_or_default();
+        Ok(History {
+            tier: many.tier,
+            points,
+        })
+    }
+
+    /// History of every series matching `filter` (for charts: all series of a
+    /// resource, or all series), all answered from the same tier.
+    #[tracing::instrument(skip(self), level = "debug")]
+    pub fn query_many(
+        &self,
+        filter: &SeriesFilter,
+        range: TimeRange,
+        max_points: Option<usize>,
+    ) -> Result<ManyHistory> {
+        self.query_sids(None, filter, range, max_points)
+    }
+
+    fn query_sids(
+        &self,
+        one: Option<&SeriesKey>,
+        filter: &SeriesFilter,
+        range: TimeRange,
+        max_points: Option<usize>,
+    ) -> Result<ManyHistory> {
+        if range.start > range.end {
+            return Err(Error::invalid_input("start is after end"));
+        }
+        if max_points == Some(0) {
+            return Err(Error::invalid_input("maxPoints must be at least 1"));
+        }
+        let tier = select_tier(range.start, range.now, &self.inner.config.read().retention);
+        let st = self.inner.shared.read();
+        let mut sids: Vec<u32> = match one {
+            Some(key) => st.ids.get(key).copied().into_iter().collect(),
+            None => st
+                .series
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| filter.matches(&s.key))
+                .map(|(i, _)| i as u32)
+                .collect(),
+        };
+        sids.sort_by(|a, b| st.series[*a as usize].key.cmp(&st.series[*b as usize].key));
+        let (from, to) = query::secs_range(range.start, range.end);
+        let series = self.with_reader(|conn| {
+            let mut source = query::Source::new(&st, conn, &sids);
+            let mut out = Vec::with_capacity(sids.len());
+            for &sid in &sids {
+                let pts = source.stitched(tier, sid, from, to)?;
+                let history = query::to_history(pts, range.start, range.end, max_points);
+                out.push((st.series[sid as usize].key.clone(), history));
+            }
+            Ok(out)
+        })?;
+        Ok(ManyHistory { tier, series })
+    }
+
+    /// Every series with its first and last timestamp and last value.
+    pub fn series(&self) -> Result<Vec<SeriesInfo>> {
+        let st = self.inner.shared.read();
+        let n = st.series.len();
+        let mut first: Vec<Option<i64>> = vec![None; n];
+        let mut last: Vec<Option<(i64, f64)>> = vec![None; n];
+        let mut see = |sid: u32, ts: i64, value: f64| {
+            let i = sid as usize;
+            if first[i].is_none_or(|f| ts < f) {
+                first[i] = Some(ts);
+            }
+            if last[i].is_none_or(|(l, _)| ts >= l) {
+                last[i] = Some((ts, value));
+            }
+        };
+        self.with_reader(|conn| {
+            for tier in [ChunkTier::DAILY, ChunkTier::HOURLY, ChunkTier::MINUTE] {
+                tiers::scan(
+                    conn,
+                    tier,
+                    i64::MIN >> 24,
+                    i64::MAX >> 24,
+                    |_| true,
+                    |chunk, sid, buckets| {
+                        for (i, b) in buckets.iter().enumerate() {
+                            if let Some(a) = b {
+                                see(
+                                    sid,
+                                    tier.chunk_start(chunk) + i as i64 * tier.bucket,
+                                    a.mean(),
+                                );
+                            }
+                        }
+                    },
+                )?;
+            }
+            Ok(())
+        })?;
+        for (&(hour, sid), buckets) in &st.open {
+            for (m, b) in buckets.iter().enumerate() {
+                if let Some(a) = b {
+                    see(sid, hour + 60 * m as i64, a.mean());
+                }
+            }
+        }
+        for (sid, s) in st.series.iter().enumerate() {
+            if let (Some(f), Some(l)) = (s.raw.first(), s.raw.last()) {
+                see(sid as u32, f.ts, f.value);
+                see(sid as u32, l.ts, l.value);
+            }
+        }
+        let mut out: Vec<SeriesInfo> = st
+            .series
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SeriesInfo {
+                key: s.key.clone(),
+                first_timestamp: first[i].map(|t| t * 1000),
+                last_timestamp: last[i].map(|(t, _)| t * 1000),
+                last_value: last[i].map(|(_, v)| v),
+            })
+            .collect();
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// Calls `f` for every stored point of `tier`, series by series in key
+    /// order and oldest first (what `export` prints).
+    pub fn export(
+        &self,
+        tier: Tier,
+        mut f: impl FnMut(&SeriesKey, &HistoryPoint) -> Result<()>,
+    ) -> Result<()> {
+        let st = self.inner.shared.read();
+        let mut order: Vec<u32> = (0..st.series.len() as u32).collect();
+        order.sort_by(|a, b| st.series[*a as usize].key.cmp(&st.series[*b as usize].key));
+        if tier == Tier::Raw {
+            for sid in order {
+                let s = &st.series[sid as usize];
+                for p in &s.raw {
+                    let h = HistoryPoint {
+                        timestamp: p.ts * 1000,
+                        value: p.value,
+                        min: p.value,
+                        max: p.value,
+                        count: 1,
+                    };
+                    f(&s.key, &h)?;
+                }
+            }
+            return Ok(());
+        }
+        let t = match tier {
+            Tier::Minute => ChunkTier::MINUTE,
+            Tier::Hourly => ChunkTier::HOURLY,
+            _ => ChunkTier::DAILY,
+        };
+        self.with_reader(|conn| {
+            let mut per: Vec<Vec<(i64, codec::Agg)>> = vec![Vec::new(); st.series.len()];
+            tiers::scan(
+                conn,
+                t,
+                i64::MIN >> 24,
+                i64::MAX >> 24,
+                |_| true,
+                |chunk, sid, buckets| {
+                    for (i, b) in buckets.iter().enumerate() {
+                        if let Some(a) = b {
+                            per[sid as usize]
+                                .push((t.chunk_start(chunk) + i as i64 * t.bucket, *a));
+                        }
+                    }
+                },
+            )?;
+            if tier == Tier::Minute {
+                for (&(hour, sid), buckets) in &st.open {
+                    let list = &mut per[sid as usize];
+                    list.retain(|(ts, _)| *ts < hour || *ts >= hour + 3600);
+                    for (m, b) in buckets.iter().enumerate() {
+                        if let Some(a) = b {
+                            list.push((hour + 60 * m as i64, *a));
+                        }
+                    }
+                }
+            }
+            for sid in order {
+                let list = &mut per[sid as usize];
+                list.sort_by_key(|p| p.0);
+                for (ts, a) in list.iter() {
+                    let h = HistoryPoint {
+                        timestamp: ts * 1000,
+                        value: a.mean(),
+                        min: a.min,
+                        max: a.max,
+                        count: a.count,
+                    };
+                    f(&st.series[sid as usize].key, &h)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Rolls up every closed bucket as of `now_ms`.
+    pub fn rollup(&self, now_ms: i64) -> Result<RollupReport> {
+        self.inner
+            .queue
+            .run(|r| writer::Job::Rollup(to_secs(now_ms), r))
+    }
+
+    /// Applies retention as of `now_ms`.
+    pub fn prune(&self, now_ms: i64) -> Result<PruneReport> {
+        self.inner
+            .queue
+            .run(|r| writer::Job::Prune(to_secs(now_ms), r))
+    }
+
+    /// Rollup, prune, then gives free space beyond a small reserve back and
+    /// runs `PRAGMA optimize`.
+    pub fn maintain(&self, now_ms: i64) -> Result<MaintainReport> {
+        self.inner
+            .queue
+            .run(|r| writer::Job::Maintain(to_secs(now_ms), r))
+    }
+
+    /// Gives every free page back and truncates the WAL.
+    pub fn vacuum(&self) -> Result<VacuumReport> {
+        self.inner.queue.run(writer::Job::Vacuum)
+    }
+
+    /// Storage health.
+    pub fn stats(&self) -> Result<Stats> {
+        let c = &self.inner.counters;
+        let (db_path, db_size, wal_size) = match &self.inner.location {
+            Location::File(p) => {
+                let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+                let mut wal = p.clone().into_os_string();
+                wal.push("-wal");
+                (
+                    p.display().to_string(),
+                    size(p.clone()),
+                    size(PathBuf::from(wal)),
+                )
+            }
+            Location::Memory(_) => (":memory:".to_string(), 0, 0),
+        };
+        let st = self.inner.shared.read();
+        let (free_pages, oldest_disk) = self.with_reader(|conn| {
+            let free: i64 = conn
+                .pragma_query_value(None, "freelist_count", |r| r.get(0))
+                .ctx("freelist_count")?;
+            let mut oldest: Option<i64> = None;
+            for tier in [ChunkTier::DAILY, ChunkTier::HOURLY, ChunkTier::MINUTE] {
+                let min_key: Option<i64> = conn
+                    .query_row(&format!("SELECT min(key) FROM {}", tier.table), [], |r| {
+                        r.get(0)
+                    })
+                    .ctx("oldest chunk")?;
+                if let Some(k) = min_key {
+                    let (chunk, _) = ChunkTier::split_key(k);
+                    tiers::scan(
+                        conn,
+                        tier,
+                        chunk,
+                        chunk,
+                        |_| true,
+                        |chunk, _, buckets| {
+                            if let Some(i) = buckets.iter().position(Option::is_some) {
+                                let ts = tier.chunk_start(chunk) + i as i64 * tier.bucket;
+                                oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
+                            }
+                        },
+                    )?;
+                }
+            }
+            Ok((free.max(0) as u64, oldest))
+        })?;
+        let oldest_mem = st
+            .series
+            .iter()
+            .filter_map(|s| s.raw.first().map(|p| p.ts))
+            .chain(st.open.keys().map(|&(h, _)| h))
+            .min();
+        let oldest = match (oldest_disk, oldest_mem) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        Ok(Stats {
+            enabled: matches!(self.inner.location, Location::File(_)),
+            db_path,
+            db_size,
+            wal_size,
+            free_pages,
+            series_count: st.series.len() as u64,
+            raw_count: st.raw_count(),
+            minute_count: st.disk_buckets[0] + st.open_buckets(),
+            hourly_count: st.disk_buckets[1],
+            daily_count: st.disk_buckets[2],
+            oldest_data_timestamp: oldest.map_or(0, |t| t * 1000),
+            total_writes: c.total_writes.load(Ordering::Relaxed),
+            dropped_writes: c.dropped_writes.load(Ordering::Relaxed),
+            buffer_size: self.inner.queue.pending_len() as u64,
+            last_flush: c.last_flush.load(Ordering::Relaxed),
+            last_rollup: c.last_rollup.load(Ordering::Relaxed),
+            last_retention: c.last_retention.load(Ordering::Relaxed),
+            last_vacuum: c.last_vacuum.load(Ordering::Relaxed),
+            last_error: c.last_error.lock().clone(),
+            flush_count: c.flushes.load(Ordering::Relaxed),
+            flush_failures: c.flush_failures.load(Ordering::Relaxed),
+            job_failures: c.job_failures.load(Ordering::Relaxed),
+            log_slots: c.log_slots.load(Ordering::Relaxed),
+            log_slots_free: c.log_slots_free.load(Ordering::Relaxed),
+            queue_capacity: QUEUE_CAPACITY as u64,
+        })
+    }
+}

@@ -1,0 +1,215 @@
+//! Retention: dropping what each tier no longer keeps, and giving the
+//! space back to the file system without a full VACUUM.
+//!
+//! Floors are aligned to the tier's chunk (raw: minute, minute: hour,
+//! hourly: day, daily: day), so a pruned bucket is always whole; and they
+//! never pass data that is not yet folded into the next tier.
+
+use super::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, floor_to};
+use super::tiers;
+use super::writer::Writer;
+use super::{PruneReport, ReclaimReport, VacuumReport, schema};
+use crate::error::{Result, SqlContext};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// Free pages kept for reuse rather than returned to the file system: about
+/// what an hour of rollups allocates, so steady state neither shrinks nor
+/// grows the file (each shrink would cost page moves, i.e. writes).
+const RESERVE_PAGES: i64 = 512;
+
+impl Writer {
+    /// Applies retention as of `now` (Unix seconds).
+    #[tracing::instrument(skip(self), level = "debug")]
+    pub fn prune(&mut self, now: i64) -> Result<PruneReport> {
+        let started = Instant::now();
+        let retention = self.config.read().retention;
+        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4);
+        // Oldest hour holding raw points not sealed yet, and oldest day whose
+        // hourly buckets are not rolled into a daily one yet.
+        let unsealed = self.work.keys().map(|&(h, _)| h).min().unwrap_or(i64::MAX);
+        let unrolled_day = self
+            .daily_pending
+            .iter()
+            .map(|&(d, _)| d)
+            .min()
+            .unwrap_or(i64::MAX);
+        let old = self.shared.read().floors;
+        let candidate = Floors {
+            raw: floor_to(now - secs(retention.raw), MINUTE).min(unsealed),
+            minute: floor_to(now - secs(retention.minute), HOUR).min(unsealed),
+            hourly: floor_to(now - secs(retention.hourly), DAY)
+                .min(floor_to(unsealed, DAY))
+                .min(unrolled_day),
+            daily: floor_to(now - secs(retention.daily), DAY),
+        };
+        let floors = Floors {
+            raw: old.raw.max(candidate.raw),
+            minute: old.minute.max(candidate.minute),
+            hourly: old.hourly.max(candidate.hourly),
+            daily: old.daily.max(candidate.daily),
+        };
+        let mut report = PruneReport {
+            now: now * 1000,
+            ..PruneReport::default()
+        };
+
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .ctx("begin prune")?;
+        let staged = (|| -> Result<([u64; 3], Vec<u32>)> {
+            let mut removed = [0u64; 3];
+            for (i, (tier, floor)) in [
+                (ChunkTier::MINUTE, floors.minute),
+                (ChunkTier::HOURLY, floors.hourly),
+                (ChunkTier::DAILY, floors.daily),
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let first_kept = tier.chunk_of(floor);
+                let below = tier.key(first_kept, 0);
+                removed[i] = tiers::population_between(&self.conn, tier, i64::MIN, below)?;
+                let sql = format!("DELETE FROM {} WHERE key < ?1", tier.table);
+                self.conn
+                    .execute(&sql, [below])
+                    .ctx("delete expired chunks")?;
+                // A chunk straddling the floor keeps only its newer buckets.
+                if tier.chunk_start(first_kept) < floor {
+                    let cut = tier.index_of(floor);
+                    let mut edits = Vec::new();
+                    tiers::scan(
+                        &self.conn,
+                        tier,
+                        first_kept,
+                        first_kept,
+                        |_| true,
+                        |chunk, sid, b| edits.push((chunk, sid, b)),
+                    )?;
+                    for (chunk, sid, mut buckets) in edits {
+                        let seq = tiers::seq(&self.conn, tier, chunk, sid)?.unwrap_or(0);
+                        for b in buckets.iter_mut().take(cut) {
+                            if b.take().is_some() {
+                                removed[i] += 1;
+                            }
+                        }
+                        tiers::write(&self.conn, tier, chunk, sid, seq, &buckets)?;
+                    }
+                }
+            }
+            let surplus = self.ring.surplus();
+            if !surplus.is_empty() {
+                let mut del = self
+                    .conn
+                    .prepare_cached("DELETE FROM raw_log WHERE slot = ?1")
+                    .ctx("prepare log shrink")?;
+                for id in &surplus {
+                    del.execute([i64::from(*id)]).ctx("shrink log")?;
+                }
+            }
+            schema::meta_set(&self.conn, "floor_raw", floors.raw)?;
+            schema::meta_set(&self.conn, "floor_minute", floors.minute)?;
+            schema::meta_set(&self.conn, "floor_hourly", floors.hourly)?;
+            schema::meta_set(&self.conn, "floor_daily", floors.daily)?;
+            schema::meta_set(&self.conn, "next_seq", self.next_seq as i64)?;
+            schema::meta_set(&self.conn, "last_retention", crate::model::now_ms())?;
+            Ok((removed, surplus))
+        })();
+        let (removed, surplus) = match staged {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        let mut released = Vec::new();
+        {
+            let mut st = self.shared.write();
+            if let Err(e) = self.conn.execute_batch("COMMIT").ctx("commit prune") {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+            st.floors = floors;
+            for (i, r) in removed.iter().enumerate() {
+                st.disk_buckets[i] = st.disk_buckets[i].saturating_sub(*r);
+            }
+            for series in &mut st.series {
+                let cut = series.raw.partition_point(|p| p.ts < floors.raw);
+                released.extend(series.raw.drain(..cut).map(|p| p.slot));
+            }
+        }
+        report.raw_points = released.len() as u64;
+        report.minute_buckets = removed[0];
+        report.hourly_buckets = removed[1];
+        report.daily_buckets = removed[2];
+        for slot in released {
+            self.ring.release(slot);
+        }
+        self.ring.deleted(&surplus);
+        report.log_slots_deleted = surplus.len() as u64;
+        let (rows, free) = self.ring.usage();
+        self.counters
+            .log_slots
+            .store(rows as u64, Ordering::Relaxed);
+        self.counters
+            .log_slots_free
+            .store(free as u64, Ordering::Relaxed);
+        self.counters
+            .last_retention
+            .store(crate::model::now_ms(), Ordering::Relaxed);
+        report.floors =
+            [floors.raw, floors.minute, floors.hourly, floors.daily].map(|f| f.max(0) * 1000);
+        // Big deletes leave the WAL large; give that back too.
+        self.checkpoint("TRUNCATE");
+        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+        Ok(report)
+    }
+
+    /// Returns free pages to the file system. `all` frees every free page
+    /// (vacuum); otherwise only those beyond the reuse reserve (maintain).
+    pub fn reclaim(&mut self, all: bool) -> Result<ReclaimReport> {
+        let started = Instant::now();
+        let page_size: i64 = self
+            .conn
+            .pragma_query_value(None, "page_size", |r| r.get(0))
+            .ctx("page_size")?;
+        let free_before: i64 = self
+            .conn
+            .pragma_query_value(None, "freelist_count", |r| r.get(0))
+            .ctx("freelist_count")?;
+        let excess = if all {
+            free_before
+        } else {
+            free_before - RESERVE_PAGES
+        };
+        if excess > 0 {
+            // incremental_vacuum frees pages only as its rows are stepped.
+            let mut stmt = self
+                .conn
+                .prepare(&format!("PRAGMA incremental_vacuum({excess})"))
+                .ctx("incremental_vacuum")?;
+            let mut rows = stmt.query([]).ctx("incremental_vacuum")?;
+            while rows.next().ctx("incremental_vacuum")?.is_some() {}
+        }
+        let free_after: i64 = self
+            .conn
+            .pragma_query_value(None, "freelist_count", |r| r.get(0))
+            .ctx("freelist_count")?;
+        self.conn.execute_batch("PRAGMA optimize").ctx("optimize")?;
+        self.checkpoint("TRUNCATE");
+        let now = crate::model::now_ms();
+        schema::meta_set(&self.conn, "last_vacuum", now)?;
+        self.counters.last_vacuum.store(now, Ordering::Relaxed);
+        Ok(ReclaimReport {
+            bytes_freed: ((free_before - free_after).max(0) * page_size) as u64,
+            free_pages: free_after as u64,
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Reclaims every free page, truncates the WAL and refreshes the planner.
+    pub fn vacuum(&mut self) -> Result<VacuumReport> {
+        let reclaim = self.reclaim(true)?;
+        Ok(VacuumReport { reclaim })
+    }
+}

@@ -1,0 +1,259 @@
+//! Opening the database file: refusing files that are not ours, pragmas,
+//! and migrations (plain SQL files applied in order, recorded in
+//! `user_version`).
+
+use crate::error::{Error, Result, SqlContext};
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Migrations in order; migration `i` brings the schema to version `i + 1`.
+const MIGRATIONS: &[&str] = &[include_str!("../../migrations/0001_init.sql")];
+/// The newest schema this build understands.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+/// `PRAGMA application_id` of our files ("PMET"), so a file of another
+/// program is recognised and refused rather than written into.
+const APPLICATION_ID: i32 = 0x504D_4554;
+/// One slot per page: see `codec::SLOT_BYTES`.
+pub const PAGE_SIZE: i64 = 4096;
+
+/// Where the database lives.
+#[derive(Debug, Clone)]
+pub enum Location {
+    File(PathBuf),
+    /// A private in-memory database (`metrics.enabled: false`), shared by the
+    /// store's connections through SQLite's `memdb` VFS.
+    Memory(String),
+}
+
+impl Location {
+    pub fn memory() -> Location {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Location::Memory(format!(
+            "file:/pulse-metrics-{}-{n}?vfs=memdb",
+            std::process::id()
+        ))
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Location::File(p) => Some(p),
+            Location::Memory(_) => None,
+        }
+    }
+}
+
+/// Opens the connection that performs every write, creating and migrating
+/// the file if needed. Refuses (and does not touch) a file that is not an
+/// SQLite database, is corrupt, belongs to another program or was written by
+/// a newer version.
+pub fn open_writer(loc: &Location) -> Result<Connection> {
+    let conn = match loc {
+        Location::File(path) => {
+            inspect_existing(path)?;
+            create_file(path)?;
+            let conn = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .ctx("open database")?;
+            // Both must precede the first table; harmless on an existing file.
+            conn.pragma_update(None, "page_size", PAGE_SIZE)
+                .ctx("set page_size")?;
+            conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+                .ctx("set auto_vacuum")?;
+            conn.pragma_update(None, "journal_mode", "WAL")
+                .ctx("set WAL mode")?;
+            // WAL + NORMAL: a commit survives a killed process; fsync happens
+            // at checkpoints, not per flush.
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .ctx("set synchronous")?;
+            // Checkpoints are run by the writer outside of commits (see writer.rs).
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .ctx("set wal_autocheckpoint")?;
+            conn.pragma_update(None, "journal_size_limit", 4 * 1024 * 1024)
+                .ctx("set journal_size_limit")?;
+            conn
+        }
+        Location::Memory(uri) => {
+            let conn =
+                Connection::open_with_flags(uri, memory_flags()).ctx("open memory database")?;
+            conn.pragma_update(None, "page_size", PAGE_SIZE)
+                .ctx("set page_size")?;
+            conn
+        }
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .ctx("set busy timeout")?;
+    conn.pragma_update(None, "cache_size", -4000)
+        .ctx("set cache_size")?;
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .ctx("set temp_store")?;
+    migrate(&conn, loc)?;
+    Ok(conn)
+}
+
+/// Opens a read-only connection for queries. With WAL, readers see the last
+/// committed state and never wait for the writer.
+pub fn open_reader(loc: &Location) -> Result<Connection> {
+    let conn = match loc {
+        Location::File(path) => Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .ctx("open database for reading")?,
+        Location::Memory(uri) => {
+            Connection::open_with_flags(uri, memory_flags()).ctx("open memory database")?
+        }
+    };
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .ctx("set busy timeout")?;
+    conn.pragma_update(None, "query_only", true)
+        .ctx("set query_only")?;
+    conn.pragma_update(None, "cache_size", -2000)
+        .ctx("set cache_size")?;
+    if matches!(loc, Location::File(_)) {
+        // Chunks are read straight from the page cache without a copy.
+        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)
+            .ctx("set mmap_size")?;
+    }
+    Ok(conn)
+}
+
+fn memory_flags() -> OpenFlags {
+    OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_CREATE
+        | OpenFlags::SQLITE_OPEN_URI
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+}
+
+/// Creates the directory and an empty file with mode 0600 (metrics reveal
+/// what runs on the host); SQLite gives its -wal and -shm files the same mode.
+fn create_file(path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Error::io(format!("create directory {}", dir.display()), e))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        opts.mode(0o600);
+    }
+    opts.open(path)
+        .map_err(|e| Error::io(format!("create database file {}", path.display()), e))?;
+    Ok(())
+}
+
+/// Looks at an existing file without writing to it.
+fn inspect_existing(path: &Path) -> Result<()> {
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Error::io(format!("open {}", path.display()), e)),
+    };
+    let mut header = [0u8; 16];
+    let mut read = 0;
+    while read < header.len() {
+        match file.read(&mut header[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+        }
+    }
+    if read == 0 {
+        return Ok(()); // an empty file is a new database
+    }
+    if read < 16 || &header != b"SQLite format 3\0" {
+        return Err(Error::not_sqlite(path.to_path_buf()));
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::corrupt(path.to_path_buf(), e.to_string()))?;
+    let corrupt = |e: rusqlite::Error| Error::corrupt(path.to_path_buf(), e.to_string());
+    let app_id: i32 = conn
+        .pragma_query_value(None, "application_id", |r| r.get(0))
+        .map_err(corrupt)?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .map_err(corrupt)?;
+    let mut stmt = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+        .map_err(corrupt)?;
+    let tables: Vec<String> = stmt
+        .query_map([], |r| r.get(0))
+        .and_then(|rows| rows.collect())
+        .map_err(corrupt)?;
+    drop(stmt);
+    if app_id != APPLICATION_ID && !tables.is_empty() {
+        return Err(Error::foreign(path.to_path_buf(), tables));
+    }
+    if version > SCHEMA_VERSION {
+        return Err(Error::newer_version(
+            path.to_path_buf(),
+            version,
+            SCHEMA_VERSION,
+        ));
+    }
+    let check: String = conn
+        .query_row("PRAGMA quick_check", [], |r| r.get(0))
+        .map_err(corrupt)?;
+    if check != "ok" {
+        return Err(Error::corrupt(path.to_path_buf(), check));
+    }
+    Ok(())
+}
+
+fn migrate(conn: &Connection, loc: &Location) -> Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")
+        .ctx("begin migration")?;
+    let result = (|| {
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .ctx("read user_version")?;
+        if version > SCHEMA_VERSION {
+            let path = loc.path().map(Path::to_path_buf).unwrap_or_default();
+            return Err(Error::newer_version(path, version, SCHEMA_VERSION));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(sql)
+                .ctx(&format!("apply migration {}", i + 1))?;
+        }
+        if version < SCHEMA_VERSION {
+            conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+                .ctx("set user_version")?;
+            conn.pragma_update(None, "application_id", APPLICATION_ID)
+                .ctx("set application_id")?;
+        }
+        Ok(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT").ctx("commit migration"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Reads an integer from `meta`, or `default` when absent.
+pub fn meta_get(conn: &Connection, key: &str, default: i64) -> Result<i64> {
+    Ok(conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+        .ctx("read meta")?
+        .unwrap_or(default))
+}
+
+/// Writes an integer to `meta` (inside the caller's transaction).
+pub fn meta_set(conn: &Connection, key: &str, value: i64) -> Result<()> {
+    conn.prepare_cached("INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = excluded.value")
+        .and_then(|mut s| s.execute(rusqlite::params![key, value]))
+        .ctx("write meta")?;
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! Reading and writing the chunks of the rolled-up tiers (`minute`,
+//! `hourly`, `daily`): one row per series per span, keyed time-major.
+
+use super::codec::{self, Agg};
+use super::state::ChunkTier;
+use crate::error::{Error, Result, SqlContext};
+use rusqlite::{Connection, OptionalExtension};
+
+pub type Buckets = Vec<Option<Agg>>;
+
+fn corrupt(tier: ChunkTier, key: i64, e: codec::DecodeError) -> Error {
+    let (chunk, sid) = ChunkTier::split_key(key);
+    Error::io(
+        format!("corrupt {} chunk (series {sid}, span {chunk})", tier.table),
+        std::io::Error::new(std::io::ErrorKind::InvalidData, e.0),
+    )
+}
+
+/// One chunk of one series, if stored.
+pub fn read(conn: &Connection, tier: ChunkTier, chunk: i64, sid: u32) -> Result<Option<Buckets>> {
+    let key = tier.key(chunk, sid);
+    let sql = format!("SELECT data FROM {} WHERE key = ?1", tier.table);
+    let blob: Option<Vec<u8>> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([key], |r| r.get(0)).optional())
+        .ctx("read chunk")?;
+    blob.map(|b| codec::decode_chunk(&b, tier.span).map_err(|e| corrupt(tier, key, e)))
+        .transpose()
+}
+
+/// Every chunk with span number in `[first, last]`, for the series `want`
+/// accepts; calls `f(chunk, sid, buckets)` in key order.
+pub fn scan(
+    conn: &Connection,
+    tier: ChunkTier,
+    first: i64,
+    last: i64,
+    want: impl Fn(u32) -> bool,
+    mut f: impl FnMut(i64, u32, Buckets),
+) -> Result<()> {
+    let sql = format!(
+        "SELECT key, data FROM {} WHERE key >= ?1 AND key < ?2 ORDER BY key",
+        tier.table
+    );
+    let mut stmt = conn.prepare_cached(&sql).ctx("prepare chunk scan")?;
+    let mut rows = stmt
+        .query([first << 24, (last + 1) << 24])
+        .ctx("scan chunks")?;
+    while let Some(row) = rows.next().ctx("scan chunks")? {
+        let key: i64 = row.get(0).ctx("read chunk key")?;
+        let (chunk, sid) = ChunkTier::split_key(key);
+        if !want(sid) {
+            continue;
+        }
+        let blob = row
+            .get_ref(1)
+            .ctx("read chunk")?
+            .as_blob()
+            .ctx("read chunk")?;
+        let buckets = codec::decode_chunk(blob, tier.span).map_err(|e| corrupt(tier, key, e))?;
+        f(chunk, sid, buckets);
+    }
+    Ok(())
+}
+
+/// Total buckets stored in rows with key in `[from_key, to_key)`.
+pub fn population_between(
+    conn: &Connection,
+    tier: ChunkTier,
+    from_key: i64,
+    to_key: i64,
+) -> Result<u64> {
+    let sql = format!(
+        "SELECT key, data FROM {} WHERE key >= ?1 AND key < ?2",
+        tier.table
+    );
+    let mut stmt = conn.prepare_cached(&sql).ctx("prepare population")?;
+    let mut rows = stmt.query([from_key, to_key]).ctx("count buckets")?;
+    let mut total = 0u64;
+    while let Some(row) = rows.next().ctx("count buckets")? {
+        let key: i64 = row.get(0).ctx("read key")?;
+        let blob = row
+            .get_ref(1)
+            .ctx("read chunk")?
+            .as_blob()
+            .ctx("read chunk")?;
+        total +=
+            u64::from(codec::chunk_population(blob, tier.span).map_err(|e| corrupt(tier, key, e))?);
+    }
+    Ok(total)
+}
+
+/// Writes (or deletes, when empty) a chunk; `seq` is the last batch folded in.
+pub fn write(
+    conn: &Connection,
+    tier: ChunkTier,
+    chunk: i64,
+    sid: u32,
+    seq: u64,
+    buckets: &[Option<Agg>],
+) -> Result<()> {
+    let key = tier.key(chunk, sid);
+    if buckets.iter().all(Option::is_none) {
+        let sql = format!("DELETE FROM {} WHERE key = ?1", tier.table);
+        conn.prepare_cached(&sql)
+            .and_then(|mut s| s.execute([key]))
+            .ctx("delete chunk")?;
+        return Ok(());
+    }
+    let sql = format!(
+        "INSERT INTO {} (key, seq, data) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(key) DO UPDATE SET seq = excluded.seq, data = excluded.data",
+        tier.table
+    );
+    let data = codec::encode_chunk(buckets);
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.execute(rusqlite::params![key, seq as i64, data]))
+        .ctx("write chunk")?;
+    Ok(())
+}
+
+/// The `seq` of a chunk, if stored.
+pub fn seq(conn: &Connection, tier: ChunkTier, chunk: i64, sid: u32) -> Result<Option<u64>> {
+    let sql = format!("SELECT seq FROM {} WHERE key = ?1", tier.table);
+    let v: Option<i64> = conn
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([tier.key(chunk, sid)], |r| r.get(0)).optional())
+        .ctx("read chunk seq")?;
+    Ok(v.map(|s| s as u64))
+}
