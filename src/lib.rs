@@ -29,14 +29,20 @@
 //! | `model`  | series, points, tiers and the validation rules of the contract     |
 //! | `config` | the configuration file's types, defaults and rules                 |
 //! | `error`  | [`Error`], one opaque error type with accessors                    |
+//! | `collectors` | host and Proxmox samplers writing into the store          |
+//! | `server` | the service: HTTP API, UI, background jobs, collectors          |
+//! | `ui`     | the embedded web UI                                                |
 //!
 //! The store knows nothing of HTTP or the command line; the service and the
 //! CLI are thin layers over it.
 
+pub mod collectors;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod server;
 pub mod store;
+pub mod ui;
 
 pub use config::{Config, MetricsConfig, Retention};
 pub use error::{Error, PointError, Result};

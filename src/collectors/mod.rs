@@ -1,0 +1,75 @@
+//! Collectors: programs that sample something on an interval and write the
+//! samples into the store. Each reports its health on a shared status board,
+//! which `/api/metrics-store/stats` and the UI show; a failing collector
+//! never stops the others or the service.
+
+pub mod host;
+pub mod proxmox;
+
+use crate::model::Point;
+use parking_lot::Mutex;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Where collectors put their samples.
+pub trait Sink: Send + Sync + 'static {
+    fn write(&self, points: &[Point]) -> crate::Result<usize>;
+}
+
+impl Sink for crate::Store {
+    fn write(&self, points: &[Point]) -> crate::Result<usize> {
+        self.write_batch(points)
+    }
+}
+
+/// Health of one collector (for Proxmox: of one cluster).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CollectorStatus {
+    /// `host`, or `proxmox:<instance name>`.
+    pub name: String,
+    /// `starting`, `ok`, `error` or `disabled`.
+    pub state: String,
+    /// Unix ms of the last successful poll (0 = never).
+    pub last_success: i64,
+    /// Unix ms of the last poll attempt (0 = never).
+    pub last_attempt: i64,
+    /// The last failure's message; empty once a poll succeeds again.
+    pub last_error: String,
+    pub consecutive_failures: u32,
+    /// Points written since start.
+    pub points_written: u64,
+}
+
+impl CollectorStatus {
+    pub fn new(name: impl Into<String>) -> CollectorStatus {
+        CollectorStatus {
+            name: name.into(),
+            state: "starting".into(),
+            last_success: 0,
+            last_attempt: 0,
+            last_error: String::new(),
+            consecutive_failures: 0,
+            points_written: 0,
+        }
+    }
+}
+
+/// The shared status board: one entry per collector, keyed by name.
+#[derive(Debug, Clone, Default)]
+pub struct StatusBoard(Arc<Mutex<BTreeMap<String, CollectorStatus>>>);
+
+impl StatusBoard {
+    pub fn update(&self, name: &str, f: impl FnOnce(&mut CollectorStatus)) {
+        let mut map = self.0.lock();
+        let entry = map
+            .entry(name.to_string())
+            .or_insert_with(|| CollectorStatus::new(name));
+        f(entry);
+    }
+
+    pub fn snapshot(&self) -> Vec<CollectorStatus> {
+        self.0.lock().values().cloned().collect()
+    }
+}

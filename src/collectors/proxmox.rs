@@ -1,0 +1,1 @@
+//! Proxmox VE collector. Owned by the Proxmox collector issue.

@@ -1,0 +1,1 @@
+//! The web UI, embedded in the binary. Owned by the UI issue.
