@@ -43,9 +43,18 @@ pub fn scan(
         tier.table
     );
     let mut stmt = conn.prepare_cached(&sql).ctx("prepare chunk scan")?;
-    let mut rows = stmt
-        .query([first << 24, (last + 1) << 24])
-        .ctx("scan chunks")?;
+    // Span numbers use 40 bits of the key; clamp so "everything" scans work.
+    let lo = if first <= i64::MIN >> 24 {
+        i64::MIN
+    } else {
+        first << 24
+    };
+    let hi = if last >= (i64::MAX >> 24) - 1 {
+        i64::MAX
+    } else {
+        (last + 1) << 24
+    };
+    let mut rows = stmt.query([lo, hi]).ctx("scan chunks")?;
     while let Some(row) = rows.next().ctx("scan chunks")? {
         let key: i64 = row.get(0).ctx("read chunk key")?;
         let (chunk, sid) = ChunkTier::split_key(key);
