@@ -528,7 +528,8 @@ mod tests {
     fn unusable_settings_are_refused_with_the_key() {
         let i = Duration::from_secs(10);
         assert!(Poller::new(instance(), i).is_ok());
-        let cases: [(fn(&mut ProxmoxInstance), &str); 7] = [
+        type Change = fn(&mut ProxmoxInstance);
+        let cases: [(Change, &str); 7] = [
             (|c| c.name.clear(), "`name`"),
             (|c| c.name = "a\u{7}".into(), "`name`"),
             (|c| c.url = "http://pve1".into(), "`url`"),

@@ -97,7 +97,7 @@ pub fn parse_resources(
         }
         None => {
             return Err(format!(
-                "unexpected cluster/resources answer: {} without a `data` list",
+                "unexpected cluster/resources answer: expected an object with a `data` list, got {}",
                 kind_of(payload)
             ));
         }
