@@ -103,6 +103,55 @@ struct Poller {
     timeout: Duration,
 }
 
+/// Checks one instance's settings the way the collector will use them; the
+/// message names the key at fault. For config validation at startup, so a bad
+/// instance is refused before the service runs rather than shown as an error.
+pub fn check_instance(instance: &ProxmoxInstance) -> Result<(), String> {
+    check(instance).map(|_| ())
+}
+
+struct Checked {
+    endpoint: String,
+    auth: reqwest::header::HeaderValue,
+    pin: Option<[u8; 32]>,
+}
+
+fn check(instance: &ProxmoxInstance) -> Result<Checked, String> {
+    let name = &instance.name;
+    if name.is_empty() {
+        return Err("`name` must not be empty: it prefixes every series id".into());
+    }
+    if let Err(e) = SeriesKey::new("node", format!("{name}:node"), "cpu").validate() {
+        return Err(format!("`name` {name:?} cannot prefix a series id ({e})"));
+    }
+    let endpoint = endpoint(&instance.url)?;
+    let token_id = instance.token_id.trim();
+    if token_id.is_empty() || !token_id.contains('!') {
+        return Err(format!(
+            "`token_id` {token_id:?} must be an API token id of the form user@realm!tokenid"
+        ));
+    }
+    if instance.token_secret.trim().is_empty() {
+        return Err("`token_secret` is empty".into());
+    }
+    let auth = reqwest::header::HeaderValue::from_str(&format!(
+        "PVEAPIToken={token_id}={}",
+        instance.token_secret.trim()
+    ))
+    .map_err(|_| {
+        "`token_id` or `token_secret` contains characters not allowed in an HTTP header".to_string()
+    })?;
+    let pin = match instance.fingerprint.trim() {
+        "" => None,
+        text => Some(tls::parse_fingerprint(text).map_err(|e| format!("`fingerprint`: {e}"))?),
+    };
+    Ok(Checked {
+        endpoint,
+        auth,
+        pin,
+    })
+}
+
 /// What the log last said about a cluster, so it speaks only on change.
 #[derive(Debug, Clone, PartialEq)]
 enum Health {
@@ -113,40 +162,19 @@ enum Health {
 
 impl Poller {
     fn new(instance: ProxmoxInstance, interval: Duration) -> Result<Poller, String> {
+        let checked = check(&instance)?;
         let name = instance.name;
-        if name.is_empty() {
-            return Err("`name` must not be empty: it prefixes every series id".into());
-        }
-        if let Err(e) = SeriesKey::new("node", format!("{name}:node"), "cpu").validate() {
-            return Err(format!("`name` {name:?} cannot prefix a series id ({e})"));
-        }
-        let endpoint = endpoint(&instance.url)?;
-        let token_id = instance.token_id.trim();
-        if token_id.is_empty() || !token_id.contains('!') {
-            return Err(format!(
-                "`token_id` {token_id:?} must be an API token id of the form user@realm!tokenid"
-            ));
-        }
-        if instance.token_secret.trim().is_empty() {
-            return Err("`token_secret` is empty".into());
-        }
-        let mut auth = reqwest::header::HeaderValue::from_str(&format!(
-            "PVEAPIToken={token_id}={}",
-            instance.token_secret.trim()
-        ))
-        .map_err(|_| {
-            "`token_id` or `token_secret` contains characters not allowed in an HTTP header"
-                .to_string()
-        })?;
+        let endpoint = checked.endpoint;
+        let mut auth = checked.auth;
         auth.set_sensitive(true);
 
-        let trust = if !instance.fingerprint.trim().is_empty() {
+        let trust = if let Some(pin) = checked.pin {
             if instance.insecure_skip_verify {
                 tracing::warn!(
                     "proxmox {name}: `insecure_skip_verify` is ignored because `fingerprint` is set; the pinned certificate is enforced"
                 );
             }
-            Trust::Pinned(tls::parse_fingerprint(&instance.fingerprint)?)
+            Trust::Pinned(pin)
         } else if instance.insecure_skip_verify {
             tracing::warn!(
                 "proxmox {name}: TLS CERTIFICATE VERIFICATION IS DISABLED for {endpoint} (insecure_skip_verify). \
@@ -528,6 +556,7 @@ mod tests {
     fn unusable_settings_are_refused_with_the_key() {
         let i = Duration::from_secs(10);
         assert!(Poller::new(instance(), i).is_ok());
+        assert_eq!(check_instance(&instance()), Ok(()));
         type Change = fn(&mut ProxmoxInstance);
         let cases: [(Change, &str); 7] = [
             (|c| c.name.clear(), "`name`"),
@@ -541,6 +570,7 @@ mod tests {
         for (change, needle) in cases {
             let mut c = instance();
             change(&mut c);
+            assert_eq!(check_instance(&c).err(), Poller::new(c.clone(), i).err());
             let err = Poller::new(c, i).err().expect("refused");
             assert!(err.contains(needle), "{err}");
         }
