@@ -161,10 +161,10 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
             };
             if p.ts >= floors.raw {
                 *live.get_mut(id).expect("slot") += 1;
-                if let Some(old) = state.series[p.sid as usize].upsert(point) {
-                    if let Some(n) = live.get_mut(&old.slot) {
-                        *n = n.saturating_sub(1);
-                    }
+                if let Some(old) = state.series[p.sid as usize].upsert(point)
+                    && let Some(n) = live.get_mut(&old.slot)
+                {
+                    *n = n.saturating_sub(1);
                 }
                 if !sealed {
                     let w = work.entry((hour, p.sid)).or_insert_with(|| HourWork {

@@ -88,20 +88,22 @@ impl<'a> Source<'a> {
                 Some(o) => Some(&o[..]),
                 None => {
                     let key = (tier.index(), chunk, sid);
-                    if self.wanted.is_none() && !self.cache.contains_key(&key) {
-                        if let Some(b) = tiers::read(self.conn, t, chunk, sid)? {
-                            self.cache.insert(key, b);
-                        }
+                    if self.wanted.is_none()
+                        && !self.cache.contains_key(&key)
+                        && let Some(b) = tiers::read(self.conn, t, chunk, sid)?
+                    {
+                        self.cache.insert(key, b);
                     }
                     self.cache.get(&key).map(|b| &b[..])
                 }
             };
             for (i, b) in buckets.into_iter().flatten().enumerate() {
                 let ts = start + i as i64 * t.bucket;
-                if let Some(a) = b {
-                    if ts >= from && ts <= to {
-                        out.push((ts, *a));
-                    }
+                if let Some(a) = b
+                    && ts >= from
+                    && ts <= to
+                {
+                    out.push((ts, *a));
                 }
             }
         }

@@ -166,13 +166,13 @@ impl Queue {
             if q.durable >= target {
                 return Ok(());
             }
-            if let Some((covered, message)) = &q.failure {
-                if *covered >= target {
-                    return Err(Error::io(
-                        "flush failed; the points stay queued and are retried",
-                        std::io::Error::other(message.clone()),
-                    ));
-                }
+            if let Some((covered, message)) = &q.failure
+                && *covered >= target
+            {
+                return Err(Error::io(
+                    "flush failed; the points stay queued and are retried",
+                    std::io::Error::other(message.clone()),
+                ));
             }
             if q.writer_gone {
                 return Err(Error::closed());
