@@ -115,8 +115,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 store.write_batch(&batch).unwrap();
             }
             Step::Rollup => {
-                store.rollup(now * 1000).unwrap();
+                let r = store.rollup(now * 1000).unwrap();
                 rolled_to = rolled_to.max(now);
+                raw_floor = r.raw_floor / 1000;
             }
             Step::Prune => {
                 let r = store.prune(now * 1000).unwrap();
@@ -129,7 +130,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
         }
     }
-    store.rollup(now * 1000).unwrap();
+    raw_floor = store.rollup(now * 1000).unwrap().raw_floor / 1000;
     rolled_to = rolled_to.max(now);
 
     // Raw: exactly the retained points.

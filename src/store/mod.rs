@@ -142,6 +142,9 @@ pub struct RollupReport {
     pub late_points: usize,
     /// Late points older than every tier's retention, which nothing keeps.
     pub discarded_points: usize,
+    /// Oldest raw point kept (Unix ms): raw points past retention are
+    /// dropped once rolled up.
+    pub raw_floor: i64,
     pub duration_ms: f64,
 }
 

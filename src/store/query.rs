@@ -7,7 +7,7 @@
 //! coarser tiers' buckets where it has no older data.
 
 use super::codec::Agg;
-use super::state::{ChunkTier, State};
+use super::state::{ChunkTier, HOUR, State};
 use super::tiers::{self, Buckets};
 use crate::config::Retention;
 use crate::error::Result;
@@ -81,11 +81,16 @@ impl<'a> Source<'a> {
         let mut out = Vec::new();
         for chunk in c0..=c1 {
             let start = t.chunk_start(chunk);
+            // An hour not sealed yet is answered from memory.
+            let hour = start - start.rem_euclid(HOUR);
             let open = (tier == Tier::Minute)
-                .then(|| self.st.open.get(&(start, sid)))
+                .then(|| self.st.open.get(&(hour, sid)))
                 .flatten();
             let buckets: Option<&[Option<Agg>]> = match open {
-                Some(o) => Some(&o[..]),
+                Some(o) => {
+                    let first = ((start - hour) / t.bucket) as usize;
+                    Some(&o[first..first + t.span])
+                }
                 None => {
                     let key = (tier.index(), chunk, sid);
                     if self.wanted.is_none()

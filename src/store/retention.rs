@@ -5,7 +5,7 @@
 //! hourly: day, daily: day), so a pruned bucket is always whole; and they
 //! never pass data that is not yet folded into the next tier.
 
-use super::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, floor_to};
+use super::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, State, floor_to};
 use super::tiers;
 use super::writer::Writer;
 use super::{PruneReport, ReclaimReport, VacuumReport, schema};
@@ -36,7 +36,7 @@ impl Writer {
             .unwrap_or(i64::MAX);
         let old = self.shared.read().floors;
         let candidate = Floors {
-            raw: floor_to(now - secs(retention.raw), MINUTE).min(unsealed),
+            raw: self.raw_floor_candidate(now).min(unsealed),
             minute: floor_to(now - secs(retention.minute), HOUR).min(unsealed),
             hourly: floor_to(now - secs(retention.hourly), DAY)
                 .min(floor_to(unsealed, DAY))
@@ -122,7 +122,7 @@ impl Writer {
                 return Err(e);
             }
         };
-        let mut released = Vec::new();
+        let released;
         {
             let mut st = self.shared.write();
             if let Err(e) = self.conn.execute_batch("COMMIT").ctx("commit prune") {
@@ -133,10 +133,7 @@ impl Writer {
             for (i, r) in removed.iter().enumerate() {
                 st.disk_buckets[i] = st.disk_buckets[i].saturating_sub(*r);
             }
-            for series in &mut st.series {
-                let cut = series.raw.partition_point(|p| p.ts < floors.raw);
-                released.extend(series.raw.drain(..cut).map(|p| p.slot));
-            }
+            released = drop_raw_below(&mut st, floors.raw);
         }
         report.raw_points = released.len() as u64;
         report.minute_buckets = removed[0];
@@ -163,6 +160,13 @@ impl Writer {
         self.checkpoint("TRUNCATE");
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
+    }
+
+    /// Where raw retention puts the raw floor as of `now` (minute-aligned).
+    pub fn raw_floor_candidate(&self, now: i64) -> i64 {
+        let keep =
+            i64::try_from(self.config.read().retention.raw.as_secs()).unwrap_or(i64::MAX / 4);
+        floor_to(now.saturating_sub(keep), MINUTE)
     }
 
     /// Returns free pages to the file system. `all` frees every free page
@@ -212,4 +216,15 @@ impl Writer {
         let reclaim = self.reclaim(true)?;
         Ok(VacuumReport { reclaim })
     }
+}
+
+/// Removes raw points older than `floor` from memory; returns their log
+/// slots so the caller can release them.
+pub fn drop_raw_below(st: &mut State, floor: i64) -> Vec<u32> {
+    let mut released = Vec::new();
+    for series in &mut st.series {
+        let cut = series.raw.partition_point(|p| p.ts < floor);
+        released.extend(series.raw.drain(..cut).map(|p| p.slot));
+    }
+    released
 }
