@@ -454,3 +454,82 @@ fn memory_only_mode_answers_and_writes_no_file() {
         "memory only: gone after restart"
     );
 }
+
+#[test]
+fn a_lone_point_is_flushed_within_the_flush_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = MetricsConfig {
+        flush_interval: Duration::from_millis(200),
+        ..config(&dir.path().join("metrics.db"))
+    };
+    let store = Store::open(cfg).unwrap();
+    std::thread::sleep(Duration::from_millis(300)); // the writer is idle
+    store.write_batch(&poll(3, T0)).unwrap(); // fewer than write_buffer
+    let started = Instant::now();
+    while store.stats().unwrap().raw_count < 3 {
+        assert!(started.elapsed() < Duration::from_secs(5), "never flushed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    store.close().unwrap();
+}
+
+#[test]
+fn coarser_tiers_fill_in_without_overlapping_finer_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(&dir.path().join("metrics.db"))).unwrap();
+    // Hourly history from an import, then collection starting mid-hour.
+    let k = key(0);
+    let hourly: Vec<_> = (1..=5)
+        .map(|h| {
+            let ts = (T0 - h * 3600) * 1000;
+            (
+                k.clone(),
+                pulse_metrics::HistoryPoint {
+                    timestamp: ts,
+                    value: 50.0,
+                    min: 40.0,
+                    max: 60.0,
+                    count: 60,
+                },
+            )
+        })
+        .collect();
+    store.import_buckets(Tier::Hourly, &hourly).unwrap();
+    for i in 0..60 {
+        store
+            .write_batch(&[Point::new(&k, 1.0, (T0 - 1800 + i * 60) * 1000)])
+            .unwrap();
+    }
+    let now = (T0 + 1800) * 1000;
+    store.rollup(now).unwrap();
+    let h = store
+        .query(
+            &k,
+            TimeRange::last(Duration::from_secs(12 * 3600), now),
+            None,
+        )
+        .unwrap();
+    assert_eq!(h.tier, Tier::Minute);
+    let first_minute = (T0 - 1800) * 1000;
+    let coarse: Vec<_> = h
+        .points
+        .iter()
+        .filter(|p| p.timestamp < first_minute)
+        .collect();
+    assert_eq!(
+        coarse.len(),
+        4,
+        "the hourly buckets that end before minute data starts"
+    );
+    assert!(
+        coarse
+            .iter()
+            .all(|p| p.timestamp + 3_600_000 <= first_minute)
+    );
+    assert_eq!(
+        h.points.iter().map(|p| p.count).sum::<u64>(),
+        4 * 60 + 60,
+        "nothing counted twice"
+    );
+    store.close().unwrap();
+}

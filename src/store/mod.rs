@@ -157,6 +157,8 @@ pub struct PruneReport {
     pub hourly_buckets: u64,
     pub daily_buckets: u64,
     pub log_slots_deleted: u64,
+    /// Free space returned to the file system (beyond a small reuse reserve).
+    pub bytes_freed: u64,
     /// Oldest timestamp each tier keeps (raw, minute, hourly, daily), Unix ms.
     pub floors: [i64; 4],
     pub duration_ms: f64,

@@ -172,14 +172,16 @@ impl<'a> Source<'a> {
             }
             fine.extend(pts);
         }
-        // Coarser tiers where the chosen one has no older data.
+        // Coarser tiers where the chosen one has no older data: only whole
+        // buckets that end before it starts, so nothing is counted twice.
         let mut limit = fine.first().map_or(to + 1, |p| p.0);
         let mut prefix = Vec::new();
         for t in &Tier::ALL[tier.index() + 1..] {
             if limit <= from {
                 break;
             }
-            let pts = self.points(*t, sid, from, limit - 1)?;
+            let mut pts = self.points(*t, sid, from, limit - 1)?;
+            pts.retain(|p| p.0 + t.bucket_secs() <= limit);
             if let Some(&(first, _)) = pts.first() {
                 limit = first;
             }

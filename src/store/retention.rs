@@ -16,7 +16,7 @@ use std::time::Instant;
 /// Free pages kept for reuse rather than returned to the file system: about
 /// what an hour of rollups allocates, so steady state neither shrinks nor
 /// grows the file (each shrink would cost page moves, i.e. writes).
-const RESERVE_PAGES: i64 = 512;
+pub const RESERVE_PAGES: i64 = 256;
 
 impl Writer {
     /// Applies retention as of `now` (Unix seconds).
@@ -156,7 +156,9 @@ impl Writer {
             .store(crate::model::now_ms(), Ordering::Relaxed);
         report.floors =
             [floors.raw, floors.minute, floors.hourly, floors.daily].map(|f| f.max(0) * 1000);
-        // Big deletes leave the WAL large; give that back too.
+        // Space beyond the reuse reserve goes back to the file system, and
+        // big deletes leave the WAL large: give that back too.
+        report.bytes_freed = self.free_pages(RESERVE_PAGES)?.0;
         self.checkpoint("TRUNCATE");
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
@@ -169,23 +171,15 @@ impl Writer {
         floor_to(now.saturating_sub(keep), MINUTE)
     }
 
-    /// Returns free pages to the file system. `all` frees every free page
-    /// (vacuum); otherwise only those beyond the reuse reserve (maintain).
-    pub fn reclaim(&mut self, all: bool) -> Result<ReclaimReport> {
-        let started = Instant::now();
-        let page_size: i64 = self
-            .conn
-            .pragma_query_value(None, "page_size", |r| r.get(0))
-            .ctx("page_size")?;
-        let free_before: i64 = self
-            .conn
-            .pragma_query_value(None, "freelist_count", |r| r.get(0))
-            .ctx("freelist_count")?;
-        let excess = if all {
-            free_before
-        } else {
-            free_before - RESERVE_PAGES
+    /// Gives free pages beyond `keep` back to the file system; returns the
+    /// bytes freed and the free pages left.
+    fn free_pages(&mut self, keep: i64) -> Result<(u64, u64)> {
+        let pragma = |conn: &rusqlite::Connection, name: &str| -> Result<i64> {
+            conn.pragma_query_value(None, name, |r| r.get(0)).ctx(name)
         };
+        let page_size = pragma(&self.conn, "page_size")?;
+        let free_before = pragma(&self.conn, "freelist_count")?;
+        let excess = free_before - keep;
         if excess > 0 {
             // incremental_vacuum frees pages only as its rows are stepped.
             let mut stmt = self
@@ -195,25 +189,33 @@ impl Writer {
             let mut rows = stmt.query([]).ctx("incremental_vacuum")?;
             while rows.next().ctx("incremental_vacuum")?.is_some() {}
         }
-        let free_after: i64 = self
-            .conn
-            .pragma_query_value(None, "freelist_count", |r| r.get(0))
-            .ctx("freelist_count")?;
+        let free_after = pragma(&self.conn, "freelist_count")?;
+        Ok((
+            ((free_before - free_after).max(0) * page_size) as u64,
+            free_after.max(0) as u64,
+        ))
+    }
+
+    /// Frees pages beyond `keep`, refreshes the query planner's statistics
+    /// and truncates the WAL.
+    pub fn reclaim(&mut self, keep: i64) -> Result<ReclaimReport> {
+        let started = Instant::now();
+        let (bytes_freed, free_pages) = self.free_pages(keep)?;
         self.conn.execute_batch("PRAGMA optimize").ctx("optimize")?;
         self.checkpoint("TRUNCATE");
         let now = crate::model::now_ms();
         schema::meta_set(&self.conn, "last_vacuum", now)?;
         self.counters.last_vacuum.store(now, Ordering::Relaxed);
         Ok(ReclaimReport {
-            bytes_freed: ((free_before - free_after).max(0) * page_size) as u64,
-            free_pages: free_after as u64,
+            bytes_freed,
+            free_pages,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
     }
 
     /// Reclaims every free page, truncates the WAL and refreshes the planner.
     pub fn vacuum(&mut self) -> Result<VacuumReport> {
-        let reclaim = self.reclaim(true)?;
+        let reclaim = self.reclaim(0)?;
         Ok(VacuumReport { reclaim })
     }
 }

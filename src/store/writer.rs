@@ -141,13 +141,16 @@ impl Queue {
                 .fetch_add(n as u64, Ordering::Relaxed);
             return Err(Error::overloaded(q.pending.len(), QUEUE_CAPACITY));
         }
-        if q.pending.is_empty() {
+        let was_empty = q.pending.is_empty();
+        if was_empty {
             q.oldest = Some(Instant::now());
         }
         q.pending.extend(points);
         q.accepted += 1;
         counters.total_writes.fetch_add(n as u64, Ordering::Relaxed);
-        if q.pending.len() >= q.write_buffer {
+        // The first pending point starts the flush_interval clock: the
+        // writer, idle until now, must learn of it to time its wait.
+        if was_empty || q.pending.len() >= q.write_buffer {
             self.wake.notify_one();
         }
         Ok(())
@@ -508,7 +511,7 @@ impl Writer {
     pub fn maintain(&mut self, now: i64) -> Result<MaintainReport> {
         let rollup = self.rollup(now)?;
         let prune = self.prune(now)?;
-        let reclaim = self.reclaim(false)?;
+        let reclaim = self.reclaim(super::retention::RESERVE_PAGES)?;
         Ok(MaintainReport {
             rollup,
             prune,
