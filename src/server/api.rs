@@ -887,3 +887,50 @@ async fn healthz(State(app): State<App>) -> Response {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_503_with_retry_after() {
+        let resp = ApiError::from_store(crate::Error::overloaded(500_000, 500_000)).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let resp = ApiError::from_store(crate::Error::closed()).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn store_point_errors_become_details() {
+        let e = crate::Error::invalid_points(vec![crate::PointError {
+            index: 3,
+            reason: "value: must be a finite number".into(),
+        }]);
+        let api = ApiError::from_store(e);
+        assert_eq!(api.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            api.details,
+            vec![json!({"index": 3, "error": "value: must be a finite number"})]
+        );
+    }
+
+    #[test]
+    fn token_headers() {
+        let mut h = HeaderMap::new();
+        assert!(!token_matches(&h, "t0k"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t0k"),
+        );
+        assert!(token_matches(&h, "t0k"));
+        assert!(!token_matches(&h, "t0k2"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-token", HeaderValue::from_static("t0k"));
+        assert!(token_matches(&h, "t0k"));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic t0k"));
+        assert!(!token_matches(&h, "t0k"));
+    }
+}

@@ -80,10 +80,37 @@ const RECHECK: Duration = Duration::from_secs(1);
 
 /// Starts one task per job kind; they end when `stop` turns true.
 pub fn spawn(app: App, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    JobKind::ALL
+    let mut tasks: Vec<_> = JobKind::ALL
         .into_iter()
         .map(|kind| tokio::spawn(job_loop(kind, app.clone(), stop.clone())))
-        .collect()
+        .collect();
+    tasks.push(tokio::spawn(flush_nudge(app, stop)));
+    tasks
+}
+
+/// Asks the store to flush once per `flush_interval`.
+///
+/// Works around a store bug (see `tests/store_bugs.rs`): a write smaller than
+/// `write_buffer` into an idle store is not flushed when `flush_interval` is
+/// up, so the host collector's few points a poll would stay invisible (and
+/// not durable) for minutes. `flush()` costs nothing when nothing is pending.
+/// Remove once the store's writer wakes itself for the interval.
+async fn flush_nudge(app: App, mut stop: watch::Receiver<bool>) {
+    loop {
+        let interval = app.state.store.config().flush_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let store = app.state.store.clone();
+        match tokio::task::spawn_blocking(move || store.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if e.is_closed() => return,
+            // The store records flush failures itself (stats, lastError).
+            Ok(Err(e)) => tracing::debug!("periodic flush: {e}"),
+            Err(e) => tracing::error!("periodic flush task failed: {e}"),
+        }
+    }
 }
 
 async fn job_loop(kind: JobKind, app: App, mut stop: watch::Receiver<bool>) {
