@@ -303,7 +303,10 @@ async fn charts_have_pulses_shape() {
         assert_eq!(st, 200, "{r}: {c}");
         assert_eq!(c["stats"]["range"], r);
     }
-    for bad in ["2h", "1y", "", "1H"] {
+    // As in Pulse, an empty range is the default.
+    let (st, c) = s.get("/api/charts?range=").await;
+    assert_eq!((st, &c["stats"]["range"]), (200, &json!("1h")), "{c}");
+    for bad in ["2h", "1y", "1H", "24"] {
         let (st, c) = s.get(&format!("/api/charts?range={bad}")).await;
         assert_error(st, &c, 400, "24h");
     }

@@ -348,8 +348,9 @@ struct Window {
 /// `range` or `start`+`end` (exclusive). `charts` limits `range` to Pulse's
 /// list and defaults it to 1h; history accepts any duration and needs one.
 fn window(p: &Params, now: i64, charts: bool) -> Result<Window, ApiError> {
-    let range = p.get("range");
-    let (start, end) = (p.get("start"), p.get("end"));
+    // Empty values count as absent: Pulse treats `range=` as its default.
+    let range = p.text("range");
+    let (start, end) = (p.text("start"), p.text("end"));
     if range.is_some() && (start.is_some() || end.is_some()) {
         return Err(ApiError::bad_request(
             "give either range or start and end, not both",
