@@ -298,9 +298,28 @@ async fn run() {
             }
         }));
     }
+    // A dashboard polling while the writers push: its latency under load.
+    let reader = {
+        let client = client.clone();
+        let url = format!("{base}/api/charts?range=1h&maxPoints=120");
+        tokio::spawn(async move {
+            let mut times = Vec::new();
+            while Instant::now() < deadline {
+                let started = Instant::now();
+                let r = client.get(&url).send().await.expect("GET");
+                assert_eq!(r.status(), 200);
+                let _ = r.bytes().await;
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            times.sort_by(f64::total_cmp);
+            times
+        })
+    };
     for t in tasks {
         t.await.unwrap();
     }
+    let read_times = reader.await.unwrap();
     let s = store.clone();
     tokio::task::spawn_blocking(move || s.flush().expect("flush"))
         .await
@@ -311,6 +330,19 @@ async fn run() {
     println!(
         "/api/metrics-store/write: {n} points in {secs:.1} s = {rate:.0} points/s ({WRITE_CLIENTS} clients, batches of {WRITE_BATCH}, {} refused with 503), flushed",
         refused.load(Ordering::Relaxed)
+    );
+    let (rp50, rp99) = (percentile(&read_times, 0.5), percentile(&read_times, 0.99));
+    println!(
+        "/api/charts?range=1h&maxPoints=120 during the writes: p50 {rp50:.1} ms, p99 {rp99:.1} ms over {} requests",
+        read_times.len()
+    );
+    figures.insert(
+        "read_during_writes_p50_ms".into(),
+        serde_json::json!(round(rp50)),
+    );
+    figures.insert(
+        "read_during_writes_p99_ms".into(),
+        serde_json::json!(round(rp99)),
     );
     figures.insert("write_points_per_s".into(), serde_json::json!(rate.round()));
     figures.insert(
