@@ -80,43 +80,36 @@ const RECHECK: Duration = Duration::from_secs(1);
 
 /// Starts one task per job kind; they end when `stop` turns true.
 pub fn spawn(app: App, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks: Vec<_> = JobKind::ALL
+    JobKind::ALL
         .into_iter()
         .map(|kind| tokio::spawn(job_loop(kind, app.clone(), stop.clone())))
-        .collect();
-    tasks.push(tokio::spawn(flush_nudge(app, stop)));
-    tasks
+        .collect()
 }
 
-/// Asks the store to flush once per `flush_interval`.
-///
-/// Works around a store bug (see `tests/store_bugs.rs`): a write smaller than
-/// `write_buffer` into an idle store is not flushed when `flush_interval` is
-/// up, so the host collector's few points a poll would stay invisible (and
-/// not durable) for minutes. `flush()` costs nothing when nothing is pending.
-/// Remove once the store's writer wakes itself for the interval.
-async fn flush_nudge(app: App, mut stop: watch::Receiver<bool>) {
-    loop {
-        let interval = app.state.store.config().flush_interval;
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        let store = app.state.store.clone();
-        match tokio::task::spawn_blocking(move || store.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) if e.is_closed() => return,
-            // The store records flush failures itself (stats, lastError).
-            Ok(Err(e)) => tracing::debug!("periodic flush: {e}"),
-            Err(e) => tracing::error!("periodic flush task failed: {e}"),
-        }
+async fn last_run(kind: JobKind, app: &App) -> Instant {
+    let store = app.state.store.clone();
+    let stats = tokio::task::spawn_blocking(move || store.stats()).await;
+    let last_ms = match stats {
+        Ok(Ok(s)) => match kind {
+            JobKind::Rollup => s.last_rollup,
+            JobKind::Retention => s.last_retention,
+            JobKind::Vacuum => s.last_vacuum,
+        },
+        _ => 0,
+    };
+    let now = Instant::now();
+    if last_ms <= 0 {
+        return now;
     }
+    let age = Duration::from_millis(u64::try_from(now_ms() - last_ms).unwrap_or(0));
+    now.checked_sub(age).unwrap_or(now)
 }
 
 async fn job_loop(kind: JobKind, app: App, mut stop: watch::Receiver<bool>) {
-    // The first run comes one interval after start: a restart must not
-    // trigger a vacuum, and the store's own open already caught up.
-    let mut last = Instant::now();
+    // Due one interval after the job last ran, as the store remembers it
+    // across restarts (so a service restarted daily still vacuums weekly);
+    // a job that never ran is due one interval after start.
+    let mut last = last_run(kind, &app).await;
     loop {
         let interval = kind.interval(&app.state.store.config());
         let due = last + interval;
