@@ -5,14 +5,25 @@
 //! exists, and the raw tier holds exactly the retained raw points.
 
 use proptest::prelude::*;
-use pulse_metrics::{MetricsConfig, Point, Retention, SeriesKey, Store, Tier, TimeRange};
+use pulse_metrics::{
+    MetricsConfig, Point, Retention, SeriesFilter, SeriesKey, Store, Tier, TimeRange,
+};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-const SERIES: [(&str, &str, &str); 3] = [
+/// Ten series: more than a query looks up one by one, so `query_many`
+/// takes its scanning path and can be checked against `query`.
+const SERIES: [(&str, &str, &str); 10] = [
     ("vm", "pve1:node1:101", "cpu"),
     ("node", "pve1:node1", "memory"),
     ("storage", "pve1:node1:local", "disk"),
+    ("vm", "pve1:node1:102", "cpu"),
+    ("vm", "pve1:node1:103", "cpu"),
+    ("container", "pve1:node1:104", "memory"),
+    ("container", "pve1:node1:105", "disk"),
+    ("node", "pve1:node2", "cpu"),
+    ("storage", "pve1:node2:ceph", "disk"),
+    ("dockerHost", "h1", "cpu"),
 ];
 /// 2024-01-01T00:00:00Z minus three hours: runs cross UTC midnight.
 const BASE: i64 = 1_704_067_200 - 3 * 3600;
@@ -46,7 +57,7 @@ fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         3 => (1i64..4 * 3600).prop_map(Step::Advance),
         5 => proptest::collection::vec(
-            (0usize..3, prop_oneof![4 => 0i64..600, 1 => 0i64..7200, 1 => 0i64..(3 * 86_400)], -50i32..150),
+            (0usize..10, prop_oneof![4 => 0i64..600, 1 => 0i64..7200, 1 => 0i64..(3 * 86_400)], -50i32..150),
             1..40
         )
         .prop_map(Step::Write),
@@ -212,6 +223,17 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     // than the newest raw point in range (no trailing hole).
     for range_secs in [600, 3 * 3600, 26 * 3600, 5 * 86_400] {
         let range = TimeRange::last(Duration::from_secs(range_secs), now * 1000);
+        // The many-series path answers exactly what one-series queries do.
+        for max_points in [None, Some(7)] {
+            let many = store
+                .query_many(&SeriesFilter::default(), range, max_points)
+                .unwrap();
+            for (key, points) in &many.series {
+                let one = store.query(key, range, max_points).unwrap();
+                prop_assert_eq!(one.tier, many.tier);
+                prop_assert_eq!(&one.points, points, "{} over {}s", key, range_secs);
+            }
+        }
         for (series, (t, i, m)) in SERIES.iter().enumerate() {
             let h = store
                 .query(&SeriesKey::new(*t, *i, *m), range, None)

@@ -289,6 +289,16 @@ fn get_uint(r: &mut Reader<'_>, len: usize) -> Result<u64, DecodeError> {
     if len > 8 {
         return Err(DecodeError("bad length nibble"));
     }
+    // Fast path: one unaligned 8-byte load, masked to `len` bytes.
+    if let Some(word) = r.buf.get(r.pos..r.pos + 8) {
+        let v = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        r.pos += len;
+        return Ok(if len == 8 {
+            v
+        } else {
+            v & ((1u64 << (len * 8)) - 1)
+        });
+    }
     let mut le = [0u8; 8];
     le[..len].copy_from_slice(r.bytes(len)?);
     Ok(u64::from_le_bytes(le))
@@ -335,14 +345,25 @@ pub fn encode_chunk(buckets: &[Option<Agg>]) -> Vec<u8> {
 
 /// Decodes a chunk of `span` buckets.
 pub fn decode_chunk(bytes: &[u8], span: usize) -> Result<Vec<Option<Agg>>, DecodeError> {
+    let mut out = vec![None; span];
+    for_each_bucket(bytes, span, |i, a| out[i] = Some(a))?;
+    Ok(out)
+}
+
+/// Calls `f(index, bucket)` for each bucket present, without allocating:
+/// the read path decodes hundreds of thousands of buckets per chart.
+pub fn for_each_bucket(
+    bytes: &[u8],
+    span: usize,
+    mut f: impl FnMut(usize, Agg),
+) -> Result<(), DecodeError> {
     let mut r = Reader::new(bytes);
     if r.byte()? != CHUNK_VERSION {
         return Err(DecodeError("unknown chunk version"));
     }
     let bitmap = r.bytes(span.div_ceil(8))?;
-    let mut out = vec![None; span];
     let (mut prev_sum, mut prev_min, mut prev_count) = (0.0f64, 0.0f64, 1u64);
-    for (i, slot) in out.iter_mut().enumerate() {
+    for i in 0..span {
         if bitmap[i / 8] & (1 << (i % 8)) == 0 {
             continue;
         }
@@ -357,17 +378,20 @@ pub fn decode_chunk(bytes: &[u8], span: usize) -> Result<Vec<Option<Agg>>, Decod
         prev_sum = sum;
         prev_min = min;
         prev_count = count;
-        *slot = Some(Agg {
-            count,
-            sum,
-            min,
-            max,
-        });
+        f(
+            i,
+            Agg {
+                count,
+                sum,
+                min,
+                max,
+            },
+        );
     }
     if r.pos != bytes.len() {
         return Err(DecodeError("trailing bytes after chunk"));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Number of buckets present in an encoded chunk (reads only the bitmap).

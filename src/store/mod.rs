@@ -510,13 +510,11 @@ impl Store {
                 .collect(),
         };
         sids.sort_by(|a, b| st.series[*a as usize].key.cmp(&st.series[*b as usize].key));
-        let (from, to) = query::secs_range(range.start, range.end);
         let series = self.with_reader(|conn| {
             let mut source = query::Source::new(&st, conn, &sids);
             let mut out = Vec::with_capacity(sids.len());
             for &sid in &sids {
-                let pts = source.stitched(tier, sid, from, to)?;
-                let history = query::to_history(pts, range.start, range.end, max_points);
+                let history = source.history(tier, sid, range.start, range.end, max_points)?;
                 out.push((st.series[sid as usize].key.clone(), history));
             }
             Ok(out)
