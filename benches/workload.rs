@@ -228,6 +228,7 @@ fn simulate(path: &Path, quick: bool) -> (Store, Fleet, Ours) {
             store.write_batch(&pts).unwrap();
             store.flush().unwrap();
         });
+        peak_file = peak_file.max(file_size(path));
         now += POLL;
         if now % (5 * MINUTE) == 0 {
             let t = Instant::now();
