@@ -533,3 +533,36 @@ fn coarser_tiers_fill_in_without_overlapping_finer_data() {
     );
     store.close().unwrap();
 }
+
+#[test]
+fn a_query_over_millennia_costs_what_the_data_costs() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(&dir.path().join("metrics.db"))).unwrap();
+    for i in 0..20 {
+        store.write_batch(&poll(12, T0 + i * 60)).unwrap();
+    }
+    store.rollup((T0 + 7200) * 1000).unwrap();
+    let everything = TimeRange {
+        start: 0,
+        end: pulse_metrics::model::MAX_TIMESTAMP_MS,
+        now: (T0 + 7200) * 1000,
+    };
+    let started = Instant::now();
+    let one = store.query(&key(0), everything, None).unwrap();
+    let many = store
+        .query_many(&SeriesFilter::default(), everything, Some(100))
+        .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(one.tier, Tier::Daily);
+    assert_eq!(
+        one.points.iter().map(|p| p.count).sum::<u64>(),
+        20,
+        "every point, from the finest tier that has it"
+    );
+    assert_eq!(many.series.len(), 12);
+    store.close().unwrap();
+}

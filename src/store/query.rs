@@ -49,6 +49,8 @@ pub struct Source<'a> {
     lists: [Vec<Vec<(i64, Agg)>>; 4],
     /// Lookup mode: decoded chunks by (tier, span number, series).
     chunks: HashMap<(usize, i64, u32), Vec<(i64, Agg)>>,
+    /// Per tier, the first and last span number stored (looked up once).
+    extent: [Option<Option<(i64, i64)>>; 4],
 }
 
 /// Above this many series a query scans instead of looking up.
@@ -70,6 +72,7 @@ impl<'a> Source<'a> {
             scanned: [None; 4],
             lists: std::array::from_fn(|_| vec![Vec::new(); n]),
             chunks: HashMap::new(),
+            extent: [None; 4],
         }
     }
 
@@ -112,7 +115,10 @@ impl<'a> Source<'a> {
             return Ok(None);
         }
         let t = chunk_tier(tier);
-        self.ensure_scanned(tier, t, t.chunk_of(from), t.chunk_of(to))?;
+        let Some((c0, c1)) = self.stored_spans(tier, from, to)? else {
+            return Ok(Some((slot, 0, 0)));
+        };
+        self.ensure_scanned(tier, t, c0, c1)?;
         let list = &self.lists[tier.index()][slot];
         let a = list.partition_point(|p| p.0 < from);
         let b = list.partition_point(|p| p.0 <= to).max(a);
@@ -120,11 +126,40 @@ impl<'a> Source<'a> {
     }
 
     fn has_open_hour(&self, sid: u32, from: i64, to: i64) -> bool {
+        self.open_hours(sid, from, to).next().is_some()
+    }
+
+    /// Open (unsealed) hours of `sid` overlapping `[from, to]`, walking the
+    /// few open hours rather than every hour of the range (which may span
+    /// millennia).
+    fn open_hours(
+        &self,
+        sid: u32,
+        from: i64,
+        to: i64,
+    ) -> impl Iterator<Item = (i64, &OpenHour)> + '_ {
         let first_hour = from - from.rem_euclid(HOUR);
-        (0..)
-            .map(|i| first_hour + i * HOUR)
-            .take_while(|h| *h <= to)
-            .any(|h| self.st.open.contains_key(&(h, sid)))
+        self.st
+            .open
+            .range((first_hour, 0)..=(to, u32::MAX))
+            .filter(move |((_, s), _)| *s == sid)
+            .map(|((h, _), o)| (*h, o))
+    }
+
+    /// Span numbers of `tier` covering `[from, to]`, clamped to those that
+    /// hold any row at all, so a query over a huge range costs what the
+    /// stored data costs. `None` when nothing is stored in it.
+    fn stored_spans(&mut self, tier: Tier, from: i64, to: i64) -> Result<Option<(i64, i64)>> {
+        let t = chunk_tier(tier);
+        let idx = tier.index();
+        if self.extent[idx].is_none() {
+            self.extent[idx] = Some(tiers::extent(self.conn, t)?);
+        }
+        let Some(Some((lo, hi))) = self.extent[idx] else {
+            return Ok(None);
+        };
+        let (c0, c1) = (t.chunk_of(from).max(lo), t.chunk_of(to).min(hi));
+        Ok((c0 <= c1).then_some((c0, c1)))
     }
 
     fn copy_points(
@@ -150,7 +185,12 @@ impl<'a> Source<'a> {
             return Ok(());
         }
         let t = chunk_tier(tier);
-        let (c0, c1) = (t.chunk_of(from), t.chunk_of(to));
+        let Some((c0, c1)) = self.stored_spans(tier, from, to)? else {
+            if tier == Tier::Minute {
+                self.overlay_open_hours(sid, from, to, out, before);
+            }
+            return Ok(());
+        };
         if let Some(slot) = self.slots.as_ref().and_then(|s| s.get(&sid)).copied() {
             self.ensure_scanned(tier, t, c0, c1)?;
             let list = &self.lists[tier.index()][slot];
@@ -195,12 +235,7 @@ impl<'a> Source<'a> {
         out: &mut Vec<(i64, Agg)>,
         start: usize,
     ) {
-        let first_hour = from - from.rem_euclid(HOUR);
-        let open: Vec<(i64, &OpenHour)> = (0..)
-            .map(|i| first_hour + i * HOUR)
-            .take_while(|h| *h <= to)
-            .filter_map(|h| self.st.open.get(&(h, sid)).map(|o| (h, o)))
-            .collect();
+        let open: Vec<(i64, &OpenHour)> = self.open_hours(sid, from, to).collect();
         let Some(&(first_open, _)) = open.first() else {
             return;
         };

@@ -92,6 +92,17 @@ pub fn scan_chunks(
     Ok(())
 }
 
+/// The first and last span number with any row, if any.
+pub fn extent(conn: &Connection, tier: ChunkTier) -> Result<Option<(i64, i64)>> {
+    let sql = format!("SELECT min(key), max(key) FROM {}", tier.table);
+    let (lo, hi): (Option<i64>, Option<i64>) = conn
+        .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .ctx("read tier extent")?;
+    Ok(lo
+        .zip(hi)
+        .map(|(lo, hi)| (ChunkTier::split_key(lo).0, ChunkTier::split_key(hi).0)))
+}
+
 /// Key range of span numbers `[first, last]`. Span numbers use 40 bits of
 /// the key; clamped so "everything" scans work.
 fn key_bounds(first: i64, last: i64) -> (i64, i64) {
