@@ -1200,13 +1200,13 @@ pub fn format_duration(d: Duration) -> String {
     if ms == 0 {
         return "0s".into();
     }
-    if ms % 1000 != 0 {
+    if !ms.is_multiple_of(1000) {
         return format!("{ms}ms");
     }
     let s = ms / 1000;
-    if s % 3600 == 0 {
+    if s.is_multiple_of(3600) {
         format!("{}h", s / 3600)
-    } else if s % 60 == 0 {
+    } else if s.is_multiple_of(60) {
         format!("{}m", s / 60)
     } else {
         format!("{s}s")
@@ -1305,14 +1305,18 @@ mod tests {
             c.validate().unwrap_err().config_key(),
             Some("metrics.retention.daily")
         );
-        let mut c = MetricsConfig::default();
-        c.write_buffer = 0;
+        let c = MetricsConfig {
+            write_buffer: 0,
+            ..MetricsConfig::default()
+        };
         assert_eq!(
             c.validate().unwrap_err().config_key(),
             Some("metrics.write_buffer")
         );
-        let mut c = MetricsConfig::default();
-        c.rollup_interval = Duration::ZERO;
+        let c = MetricsConfig {
+            rollup_interval: Duration::ZERO,
+            ..MetricsConfig::default()
+        };
         assert_eq!(
             c.validate().unwrap_err().config_key(),
             Some("metrics.rollup_interval")
@@ -1438,7 +1442,8 @@ mod load_tests {
         };
         c.collectors.proxmox.instances = vec![good.clone()];
         c.validate().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut ProxmoxInstance)>)> = vec![
+        type Spoil = Box<dyn Fn(&mut ProxmoxInstance)>;
+        let cases: Vec<(&str, Spoil)> = vec![
             ("name", Box::new(|i| i.name = "pve 1".into())),
             ("url", Box::new(|i| i.url = "ftp://pve1".into())),
             ("token_id", Box::new(|i| i.token_id = String::new())),
