@@ -32,6 +32,7 @@
 //! | `export` | writing a tier as JSON Lines / CSV that `ingest` reads back     |
 //! | `answer` | the history answer's JSON, shared by the HTTP API and the CLI     |
 //! | `ingest` | streaming JSON Lines / CSV point reader, batched writes           |
+//! | `pulse_import` | migrating a Pulse (Go) metrics.db, read-only, every tier     |
 //! | `collectors` | host and Proxmox samplers writing into the store          |
 //! | `server` | the service: HTTP API, UI, background jobs, collectors          |
 //! | `ui`     | the embedded web UI                                                |
@@ -46,6 +47,7 @@ pub mod error;
 pub mod export;
 pub mod ingest;
 pub mod model;
+pub mod pulse_import;
 pub mod server;
 pub mod store;
 pub mod ui;
