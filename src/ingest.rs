@@ -233,6 +233,28 @@ impl<R: BufRead> Iterator for PointReader<R> {
 }
 
 fn json_point(line: &[u8]) -> std::result::Result<Point, String> {
+    // serde_json's default float parser may be one bit off; `value` is read
+    // from its source text with Rust's exact parser instead, so an export
+    // ingested again gives back the very same numbers.
+    if let Ok(fields) = serde_json::from_slice::<
+        std::collections::BTreeMap<String, &serde_json::value::RawValue>,
+    >(line)
+    {
+        let mut obj = serde_json::Map::new();
+        for (k, raw) in fields {
+            let exact = (k == "value")
+                .then(|| raw.get().parse::<f64>().ok())
+                .flatten()
+                .and_then(serde_json::Number::from_f64);
+            let v = match exact {
+                Some(n) => serde_json::Value::Number(n),
+                None => serde_json::from_str(raw.get())
+                    .map_err(|_| format!("{k}: must be a finite number, got {}", raw.get()))?,
+            };
+            obj.insert(k, v);
+        }
+        return Point::from_json(&serde_json::Value::Object(obj));
+    }
     let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
         let text = e.to_string();
         // serde_json says "at line 1 column N": the line is ours already.
@@ -435,6 +457,31 @@ mod tests {
         assert_eq!(e.line, 4);
         assert!(e.reason.contains("not valid JSON"), "{e}");
         assert_eq!(items[3].as_ref().unwrap().timestamp, 2000);
+    }
+
+    #[test]
+    fn json_values_are_read_exactly() {
+        for v in [
+            123456789.123456789f64,
+            0.1 + 0.2,
+            1e300,
+            -5e-324,
+            2.2250738585072014e-308,
+        ] {
+            let line = format!(
+                r#"{{"resourceType":"vm","resourceId":"1","metric":"cpu","value":{},"timestamp":1}}"#,
+                serde_json::to_string(&v).unwrap()
+            );
+            let p = json_point(line.as_bytes()).unwrap();
+            assert_eq!(p.value.to_bits(), v.to_bits(), "{line}");
+        }
+        let line =
+            r#"{"resourceType":"vm","resourceId":"1","metric":"cpu","value":1e999,"timestamp":1}"#;
+        assert!(
+            json_point(line.as_bytes())
+                .unwrap_err()
+                .starts_with("value:")
+        );
     }
 
     #[test]
