@@ -279,8 +279,14 @@ impl Config {
         match format {
             ConfigFormat::Json => {
                 let mut de = serde_json::Deserializer::from_str(text);
-                let config: Config = serde_path_to_error::deserialize(&mut de)
-                    .map_err(|e| key_error("", &e.path().to_string(), e.inner().to_string()))?;
+                let config: Config = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+                    let inner = e.inner();
+                    if inner.is_syntax() || inner.is_eof() {
+                        Error::config("(file)", format!("invalid JSON: {inner}"))
+                    } else {
+                        key_error("", &e.path().to_string(), inner.to_string())
+                    }
+                })?;
                 de.end()
                     .map_err(|e| Error::config("(file)", format!("invalid JSON: {e}")))?;
                 Ok(config)
