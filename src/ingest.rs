@@ -462,7 +462,7 @@ mod tests {
     #[test]
     fn json_values_are_read_exactly() {
         for v in [
-            123456789.123456789f64,
+            123456789.12345679f64,
             0.1 + 0.2,
             1e300,
             -5e-324,

@@ -192,7 +192,7 @@ pub fn import_pulse(
                 }
             }
         }
-        if done % PROGRESS_EVERY == 0 {
+        if done.is_multiple_of(PROGRESS_EVERY) {
             progress(Progress {
                 rows_done: done,
                 rows_total: rows_total.max(done),
