@@ -285,7 +285,9 @@ fn imports_every_tier_and_twice_is_once() {
 #[test]
 fn an_older_file_without_min_max_imports_with_min_max_equal_to_the_value() {
     let sb = Sandbox::new();
-    let src = sb.path("old.db");
+    // A name that needs escaping in an SQLite URI.
+    std::fs::create_dir_all(sb.path("old files")).unwrap();
+    let src = sb.path("old files/pulse #1?%20.db");
     let rows: Vec<Row> = vec![
         ("vm", "pve1:node1:101", "cpu", 12.5, None, None, S0, "raw"),
         (
@@ -415,7 +417,19 @@ fn a_source_with_a_wal_is_read_through_a_copy() {
         .filter(|e| e.file_name().to_string_lossy().starts_with(".pulse-import"))
         .collect();
     assert!(leftovers.is_empty());
+    // Closed cleanly (WAL checkpointed and removed): read in place, and no
+    // -wal or -shm file appears beside it.
     drop(conn);
+    assert!(!wal.exists());
+    let before = std::fs::read(&src).unwrap();
+    let again = sb
+        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .ok()
+        .json();
+    assert_eq!(again["rawPoints"], 1);
+    assert_eq!(std::fs::read(&src).unwrap(), before);
+    assert!(!wal.exists());
+    assert!(!sb.path("live/metrics.db-shm").exists());
 }
 
 #[test]

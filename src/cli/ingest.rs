@@ -69,6 +69,11 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     };
+    if stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+        eprintln!(
+            "reading points from the terminal; end with Ctrl-D (see `pulse-metrics ingest --help`)"
+        );
+    }
     let open = || -> CliResult<File> {
         let path = args.file.as_deref().unwrap_or(Path::new("-"));
         let file = File::open(path)
