@@ -122,10 +122,16 @@ impl HistoryRequest {
         })
     }
 
-    /// The `[start, end]` and `now` the store is asked for.
+    /// The `[start, end]` and `now` the store is asked for. A range reaching
+    /// back before 1970 starts at 1970: nothing older can be stored, and the
+    /// store's work grows with the span asked for.
     pub fn time_range(&self) -> TimeRange {
         match &self.window {
-            Window::Last { duration, .. } => TimeRange::last(*duration, self.now),
+            Window::Last { duration, .. } => {
+                let mut range = TimeRange::last(*duration, self.now);
+                range.start = range.start.clamp(0, range.end.max(0));
+                range
+            }
             Window::Between { start, end } => TimeRange {
                 start: *start,
                 end: *end,
@@ -218,6 +224,8 @@ mod tests {
     fn parameters_are_checked() {
         let r = req(Some("48h"), None, None).unwrap();
         assert_eq!(r.time_range().start, NOW - 48 * 3_600_000);
+        let r = req(Some("99999999999d"), None, None).unwrap();
+        assert_eq!((r.time_range().start, r.time_range().end), (0, NOW));
         let r = req(None, Some("2023-11-14T00:00:00Z"), Some("1699920000000")).unwrap();
         assert_eq!(
             r.window,
