@@ -42,15 +42,13 @@ pub struct HistoryRequest {
     pub max_points: Option<usize>,
 }
 
-/// Range used when a request names neither a range nor start/end.
-pub const DEFAULT_RANGE: &str = "1h";
-
 impl HistoryRequest {
     /// Builds a request from text parameters as they arrive on the command
-    /// line or in a query string. `range` is any duration (`1h`, `48h`,
-    /// `30d`); `start`/`end` are Unix ms or RFC 3339 (`end` defaults to
-    /// `now`); neither given means the last hour. Errors are invalid input
-    /// naming the parameter (HTTP 400, exit code 2).
+    /// line or in a query string, with the history endpoint's rules: either
+    /// `range` (any duration longer than 0s: `1h`, `48h`, `30d`) or `start`
+    /// and `end` together (Unix ms or RFC 3339); empty values count as
+    /// absent. Errors are invalid input naming the parameter (HTTP 400,
+    /// exit code 2).
     #[allow(clippy::too_many_arguments)]
     pub fn from_params(
         resource_type: &str,
@@ -62,31 +60,23 @@ impl HistoryRequest {
         now: i64,
         max_points: Option<&str>,
     ) -> Result<HistoryRequest> {
-        let probe = SeriesKey::new(resource_type, resource_id, metric.unwrap_or("m"));
+        if metric == Some("") {
+            return Err(Error::invalid_input("metric: must not be empty"));
+        }
+        let probe = SeriesKey::new(resource_type, resource_id, metric.unwrap_or("cpu"));
         probe.validate().map_err(Error::invalid_input)?;
+        let (range, start, end) = (present(range), present(start), present(end));
+        if range.is_some() && (start.is_some() || end.is_some()) {
+            return Err(Error::invalid_input(
+                "give either range or start and end, not both",
+            ));
+        }
         let window = match (range, start, end) {
-            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
-                return Err(Error::invalid_input(
-                    "give either range or start/end, not both",
-                ));
-            }
-            (Some(r), None, None) => Window::Last {
-                text: r.to_string(),
-                duration: parse_duration(r)
-                    .map_err(|e| Error::invalid_input(format!("range: {e}")))?,
-            },
-            (None, None, Some(_)) => {
-                return Err(Error::invalid_input("end needs a start"));
-            }
-            (None, Some(s), e) => {
+            (_, Some(s), Some(e)) => {
                 let start =
                     parse_timestamp(s).map_err(|m| Error::invalid_input(format!("start: {m}")))?;
-                let end = match e {
-                    Some(e) => {
-                        parse_timestamp(e).map_err(|m| Error::invalid_input(format!("end: {m}")))?
-                    }
-                    None => now,
-                };
+                let end =
+                    parse_timestamp(e).map_err(|m| Error::invalid_input(format!("end: {m}")))?;
                 if start > end {
                     return Err(Error::invalid_input(format!(
                         "start ({}) is after end ({})",
@@ -96,10 +86,32 @@ impl HistoryRequest {
                 }
                 Window::Between { start, end }
             }
-            (None, None, None) => Window::Last {
-                text: DEFAULT_RANGE.to_string(),
-                duration: std::time::Duration::from_secs(3600),
-            },
+            (_, Some(_), None) => {
+                return Err(Error::invalid_input(
+                    "end is missing: start and end go together",
+                ));
+            }
+            (_, None, Some(_)) => {
+                return Err(Error::invalid_input(
+                    "start is missing: start and end go together",
+                ));
+            }
+            (Some(r), None, None) => {
+                let duration =
+                    parse_duration(r).map_err(|e| Error::invalid_input(format!("range: {e}")))?;
+                if duration.is_zero() {
+                    return Err(Error::invalid_input("range: must be longer than 0s"));
+                }
+                Window::Last {
+                    text: r.to_string(),
+                    duration,
+                }
+            }
+            (None, None, None) => {
+                return Err(Error::invalid_input(
+                    "range (e.g. 1h, 24h, 7d) or start and end is required",
+                ));
+            }
         };
         let max_points = match max_points {
             None => None,
@@ -139,6 +151,10 @@ impl HistoryRequest {
             },
         }
     }
+}
+
+fn present(v: Option<&str>) -> Option<&str> {
+    v.filter(|s| !s.is_empty())
 }
 
 /// The history answer, serialized as the contract's JSON.
@@ -248,17 +264,26 @@ mod tests {
                 .contains("after")
         );
         assert!(req(None, None, Some("4")).is_err());
+        assert!(req(None, Some("4"), None).is_err());
+        assert!(
+            req(None, None, None)
+                .unwrap_err()
+                .to_string()
+                .contains("required")
+        );
+        assert!(req(Some("0s"), None, None).is_err());
         assert_eq!(
-            req(None, None, None).unwrap().window,
+            req(Some("1h"), Some(""), Some("")).unwrap().window,
             Window::Last {
                 text: "1h".into(),
                 duration: std::time::Duration::from_secs(3600)
             }
         );
         let bad_max =
-            HistoryRequest::from_params("vm", "1", None, None, None, None, NOW, Some("0"));
+            HistoryRequest::from_params("vm", "1", None, Some("1h"), None, None, NOW, Some("0"));
         assert!(bad_max.unwrap_err().to_string().contains("maxPoints"));
-        let bad_type = HistoryRequest::from_params("v m", "1", None, None, None, None, NOW, None);
+        let bad_type =
+            HistoryRequest::from_params("v m", "1", None, Some("1h"), None, None, NOW, None);
         assert!(bad_type.unwrap_err().is_invalid_input());
     }
 

@@ -1,8 +1,8 @@
 //! The command line as an operator uses it: the real binary, real files.
 
-mod common;
+mod cli_support;
 
-use common::{Out, Sandbox, T0, point};
+use cli_support::{Out, Sandbox, T0, point};
 use serde_json::json;
 
 fn stats(sb: &Sandbox, db: &std::path::Path) -> serde_json::Value {
@@ -48,7 +48,17 @@ fn usage_errors_exit_2() {
     let sb = Sandbox::new();
     let db = sb.path("m.db");
     sb.run(&["frobnicate"]).fails(2);
-    sb.on(&db, &["query", "--id", "x"]).fails(2);
+    sb.on(&db, &["query", "--id", "x", "--range", "1h"])
+        .fails(2);
+    // A window is required, and start and end go together.
+    sb.on(&db, &["query", "--type", "vm", "--id", "x"]).fails(2);
+    sb.on(&db, &["query", "--type", "vm", "--id", "x", "--start", "1"])
+        .fails(2);
+    sb.on(
+        &db,
+        &["query", "--type", "vm", "--id", "x", "--range", "0s"],
+    )
+    .fails(2);
     sb.on(
         &db,
         &[

@@ -1,12 +1,12 @@
 //! Configuration files as the binary loads them: each kind of mistake is a
 //! startup error (exit 2) naming the key; good files take effect.
 
-mod common;
+mod cli_support;
 
-use common::Sandbox;
+use cli_support::Sandbox;
 
 /// Runs `stats` with `--config <file>` and returns the outcome.
-fn stats_with(sb: &Sandbox, name: &str, content: &str) -> common::Out {
+fn stats_with(sb: &Sandbox, name: &str, content: &str) -> cli_support::Out {
     let cfg = sb.write(name, content);
     sb.run(&["--config", cfg.to_str().unwrap(), "stats"])
 }

@@ -1,8 +1,8 @@
 //! `import-pulse` on files built with the Pulse Go store's schema.
 
-mod common;
+mod cli_support;
 
-use common::{Sandbox, T0};
+use cli_support::{Sandbox, T0};
 use rusqlite::Connection;
 use std::path::Path;
 

@@ -88,7 +88,7 @@ Examples:
   pulse-metrics query --type vm --id pve1:node1:101 --range 7d --format csv
 
 Without --metric every metric of the resource is answered, under \"metrics\".
-Without --range or --start, the last hour.")]
+Give either --range, or --start and --end.")]
     Query(QueryArgs),
 
     /// Print storage statistics as JSON (the stats endpoint's answer)
@@ -147,6 +147,7 @@ struct MaintainArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("window").required(true).args(["range", "start"])))]
 struct QueryArgs {
     /// Resource type (node, vm, container, storage, ...)
     #[arg(long = "type", value_name = "T")]
@@ -164,11 +165,11 @@ struct QueryArgs {
     #[arg(long, value_name = "R", conflicts_with_all = ["start", "end"])]
     range: Option<String>,
 
-    /// Start of the range (Unix ms or RFC 3339)
-    #[arg(long, value_name = "TIME")]
+    /// Start of the range (Unix ms or RFC 3339); needs --end
+    #[arg(long, value_name = "TIME", requires = "end")]
     start: Option<String>,
 
-    /// End of the range (Unix ms or RFC 3339) [default: --now]
+    /// End of the range (Unix ms or RFC 3339); needs --start
     #[arg(long, value_name = "TIME", requires = "start")]
     end: Option<String>,
 
