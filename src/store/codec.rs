@@ -6,18 +6,18 @@
 //!   per flush near the size of the data (see docs/storage.md).
 //! * A **chunk** (tables `minute`, `hourly`, `daily`) holds the buckets of one
 //!   series over one span (an hour of minutes, a day of hours, 32 days).
-//!   Floats are XOR-coded against their predecessor, dropping the leading and
-//!   trailing zero bytes, which shrinks slowly moving series without losing a
-//!   bit.
+//!   Floats are stored as the difference of their bit patterns from a
+//!   predicted value (the previous bucket's), in as few bytes as it needs:
+//!   slowly moving series shrink, and every value comes back bit for bit.
 
 /// Bytes of one log slot: one slot per 4 KiB page with room for SQLite's cell
 /// and record headers, so an update of a slot never spills to an overflow page.
 pub const SLOT_BYTES: usize = 4000;
-const SLOT_VERSION: u8 = 1;
+const SLOT_VERSION: u8 = 2;
 const SLOT_HEADER: usize = 3;
 /// Worst-case size of a record header (seq, count, base timestamp varints).
 const RECORD_HEADER_MAX: usize = 10 + 3 + 10;
-const CHUNK_VERSION: u8 = 1;
+const CHUNK_VERSION: u8 = 2;
 
 /// Aggregate of some raw values: what every rolled-up bucket stores.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -180,17 +180,27 @@ impl Slot {
         }
         let budget = free - RECORD_HEADER_MAX;
         let base_ts = points[0].ts;
-        let mut body = Vec::with_capacity(budget.min(points.len() * 11));
+        let mut body = Vec::with_capacity(budget.min(points.len() * 10));
         let (mut prev_sid, mut prev_ts) = (0i64, base_ts);
         let mut taken = 0;
         for p in points {
-            let sid_delta = zigzag(i64::from(p.sid) - prev_sid);
-            let ts_delta = zigzag(p.ts - prev_ts);
-            if body.len() + varint_len(sid_delta) + varint_len(ts_delta) + 8 > budget {
+            // One varint carries the series delta and whether the time
+            // moved: a poll's points share their second, so most points
+            // cost one byte plus the value.
+            let ts_delta = p.ts - prev_ts;
+            let head = (zigzag(i64::from(p.sid) - prev_sid) << 1) | u64::from(ts_delta != 0);
+            let ts_len = if ts_delta != 0 {
+                varint_len(zigzag(ts_delta))
+            } else {
+                0
+            };
+            if body.len() + varint_len(head) + ts_len + 8 > budget {
                 break;
             }
-            put_varint(&mut body, sid_delta);
-            put_varint(&mut body, ts_delta);
+            put_varint(&mut body, head);
+            if ts_delta != 0 {
+                put_varint(&mut body, zigzag(ts_delta));
+            }
             body.extend_from_slice(&p.value.to_le_bytes());
             prev_sid = i64::from(p.sid);
             prev_ts = p.ts;
@@ -247,8 +257,11 @@ impl Slot {
             let mut ts = unzigzag(r.varint()?);
             let mut sid = 0i64;
             for _ in 0..n {
-                sid += unzigzag(r.varint()?);
-                ts += unzigzag(r.varint()?);
+                let head = r.varint()?;
+                sid += unzigzag(head >> 1);
+                if head & 1 == 1 {
+                    ts += unzigzag(r.varint()?);
+                }
                 let value = r.f64()?;
                 let sid = u32::try_from(sid).map_err(|_| DecodeError("series id out of range"))?;
                 f(seq, LogPoint { sid, ts, value });
@@ -258,37 +271,49 @@ impl Slot {
     }
 }
 
-fn put_xor(out: &mut Vec<u8>, value: f64, prev: f64) {
-    let x = value.to_bits() ^ prev.to_bits();
-    if x == 0 {
-        out.push(0x80);
-        return;
-    }
-    let lead = (x.leading_zeros() / 8) as usize;
-    let trail = (x.trailing_zeros() / 8) as usize;
-    out.push(((lead as u8) << 4) | trail as u8);
-    let be = x.to_be_bytes();
-    out.extend_from_slice(&be[lead..8 - trail]);
+/// Bytes needed for the zigzagged difference of two floats' bit patterns.
+/// Neighbouring values of a series share sign, exponent and high mantissa
+/// bits, so their bit patterns are close as integers; the difference keeps
+/// only what changed, and adding it back restores the value bit for bit.
+fn delta(value: f64, pred: f64) -> (u64, usize) {
+    let d = (value.to_bits() as i64).wrapping_sub(pred.to_bits() as i64);
+    let z = zigzag(d);
+    (z, (64 - z.leading_zeros() as usize).div_ceil(8))
 }
 
-fn get_xor(r: &mut Reader<'_>, prev: f64) -> Result<f64, DecodeError> {
-    let ctrl = r.byte()?;
-    let (lead, trail) = (usize::from(ctrl >> 4), usize::from(ctrl & 0x0f));
-    if lead == 8 && trail == 0 {
-        return Ok(prev);
+fn undelta(z: u64, pred: f64) -> f64 {
+    f64::from_bits((pred.to_bits() as i64).wrapping_add(unzigzag(z)) as u64)
+}
+
+fn get_uint(r: &mut Reader<'_>, len: usize) -> Result<u64, DecodeError> {
+    if len > 8 {
+        return Err(DecodeError("bad length nibble"));
     }
-    if lead + trail >= 8 {
-        return Err(DecodeError("bad float control byte"));
+    // Fast path: one unaligned 8-byte load, masked to `len` bytes.
+    if let Some(word) = r.buf.get(r.pos..r.pos + 8) {
+        let v = u64::from_le_bytes(word.try_into().expect("8 bytes"));
+        r.pos += len;
+        return Ok(if len == 8 {
+            v
+        } else {
+            v & ((1u64 << (len * 8)) - 1)
+        });
     }
-    let mut be = [0u8; 8];
-    be[lead..8 - trail].copy_from_slice(r.bytes(8 - lead - trail)?);
-    Ok(f64::from_bits(u64::from_be_bytes(be) ^ prev.to_bits()))
+    let mut le = [0u8; 8];
+    le[..len].copy_from_slice(r.bytes(len)?);
+    Ok(u64::from_le_bytes(le))
 }
 
 /// Encodes the buckets of one chunk (`None` = no data in that bucket).
+///
+/// Per bucket: two header bytes holding the byte lengths of the sum, min
+/// and max deltas and whether the count differs from the previous bucket's
+/// (it rarely does), the count if it does, then the three deltas. The sum
+/// and min are predicted by the previous bucket's; the max by this bucket's
+/// min (equal to it when the bucket holds one point).
 pub fn encode_chunk(buckets: &[Option<Agg>]) -> Vec<u8> {
     let bitmap_len = buckets.len().div_ceil(8);
-    let mut out = Vec::with_capacity(1 + bitmap_len + buckets.len() * 22);
+    let mut out = Vec::with_capacity(1 + bitmap_len + buckets.len() * 21);
     out.push(CHUNK_VERSION);
     let mut bitmap = vec![0u8; bitmap_len];
     for (i, b) in buckets.iter().enumerate() {
@@ -297,52 +322,76 @@ pub fn encode_chunk(buckets: &[Option<Agg>]) -> Vec<u8> {
         }
     }
     out.extend_from_slice(&bitmap);
-    let (mut prev_sum, mut prev_min) = (0.0f64, 0.0f64);
+    let (mut prev_sum, mut prev_min, mut prev_count) = (0.0f64, 0.0f64, 1u64);
     for a in buckets.iter().flatten() {
-        put_varint(&mut out, a.count);
-        put_xor(&mut out, a.sum, prev_sum);
-        put_xor(&mut out, a.min, prev_min);
-        // max is closest to this bucket's min (equal when count is 1).
-        put_xor(&mut out, a.max, a.min);
+        let (zs, ls) = delta(a.sum, prev_sum);
+        let (zn, ln) = delta(a.min, prev_min);
+        let (zx, lx) = delta(a.max, a.min);
+        let count_changed = a.count != prev_count;
+        out.push(((ls as u8) << 4) | ln as u8);
+        out.push(((lx as u8) << 4) | u8::from(count_changed));
+        if count_changed {
+            put_varint(&mut out, a.count);
+        }
+        for (z, len) in [(zs, ls), (zn, ln), (zx, lx)] {
+            out.extend_from_slice(&z.to_le_bytes()[..len]);
+        }
         prev_sum = a.sum;
         prev_min = a.min;
+        prev_count = a.count;
     }
     out
 }
 
 /// Decodes a chunk of `span` buckets.
 pub fn decode_chunk(bytes: &[u8], span: usize) -> Result<Vec<Option<Agg>>, DecodeError> {
+    let mut out = vec![None; span];
+    for_each_bucket(bytes, span, |i, a| out[i] = Some(a))?;
+    Ok(out)
+}
+
+/// Calls `f(index, bucket)` for each bucket present, without allocating:
+/// the read path decodes hundreds of thousands of buckets per chart.
+pub fn for_each_bucket(
+    bytes: &[u8],
+    span: usize,
+    mut f: impl FnMut(usize, Agg),
+) -> Result<(), DecodeError> {
     let mut r = Reader::new(bytes);
     if r.byte()? != CHUNK_VERSION {
         return Err(DecodeError("unknown chunk version"));
     }
     let bitmap = r.bytes(span.div_ceil(8))?;
-    let mut out = vec![None; span];
-    let (mut prev_sum, mut prev_min) = (0.0f64, 0.0f64);
-    for (i, slot) in out.iter_mut().enumerate() {
+    let (mut prev_sum, mut prev_min, mut prev_count) = (0.0f64, 0.0f64, 1u64);
+    for i in 0..span {
         if bitmap[i / 8] & (1 << (i % 8)) == 0 {
             continue;
         }
-        let count = r.varint()?;
+        let (h1, h2) = (r.byte()?, r.byte()?);
+        let count = if h2 & 1 == 1 { r.varint()? } else { prev_count };
         if count == 0 {
             return Err(DecodeError("bucket with zero count"));
         }
-        let sum = get_xor(&mut r, prev_sum)?;
-        let min = get_xor(&mut r, prev_min)?;
-        let max = get_xor(&mut r, min)?;
+        let sum = undelta(get_uint(&mut r, usize::from(h1 >> 4))?, prev_sum);
+        let min = undelta(get_uint(&mut r, usize::from(h1 & 0x0f))?, prev_min);
+        let max = undelta(get_uint(&mut r, usize::from(h2 >> 4))?, min);
         prev_sum = sum;
         prev_min = min;
-        *slot = Some(Agg {
-            count,
-            sum,
-            min,
-            max,
-        });
+        prev_count = count;
+        f(
+            i,
+            Agg {
+                count,
+                sum,
+                min,
+                max,
+            },
+        );
     }
     if r.pos != bytes.len() {
         return Err(DecodeError("trailing bytes after chunk"));
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Number of buckets present in an encoded chunk (reads only the bitmap).

@@ -125,7 +125,7 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
             let day = floor_to(p.ts, DAY);
             // The chunk this point would be folded into, per the floors.
             let target = if p.ts >= floors.raw || hour >= floors.minute {
-                Some((ChunkTier::MINUTE, ChunkTier::MINUTE.chunk_of(hour)))
+                Some((ChunkTier::MINUTE, ChunkTier::MINUTE.chunk_of(p.ts)))
             } else if day >= floors.hourly {
                 Some((ChunkTier::HOURLY, ChunkTier::HOURLY.chunk_of(day)))
             } else if day >= floors.daily {
@@ -161,10 +161,10 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
             };
             if p.ts >= floors.raw {
                 *live.get_mut(id).expect("slot") += 1;
-                if let Some(old) = state.series[p.sid as usize].upsert(point) {
-                    if let Some(n) = live.get_mut(&old.slot) {
-                        *n = n.saturating_sub(1);
-                    }
+                if let Some(old) = state.series[p.sid as usize].upsert(point)
+                    && let Some(n) = live.get_mut(&old.slot)
+                {
+                    *n = n.saturating_sub(1);
                 }
                 if !sealed {
                     let w = work.entry((hour, p.sid)).or_insert_with(|| HourWork {

@@ -142,6 +142,9 @@ pub struct RollupReport {
     pub late_points: usize,
     /// Late points older than every tier's retention, which nothing keeps.
     pub discarded_points: usize,
+    /// Oldest raw point kept (Unix ms): raw points past retention are
+    /// dropped once rolled up.
+    pub raw_floor: i64,
     pub duration_ms: f64,
 }
 
@@ -154,6 +157,8 @@ pub struct PruneReport {
     pub hourly_buckets: u64,
     pub daily_buckets: u64,
     pub log_slots_deleted: u64,
+    /// Free space returned to the file system (beyond a small reuse reserve).
+    pub bytes_freed: u64,
     /// Oldest timestamp each tier keeps (raw, minute, hourly, daily), Unix ms.
     pub floors: [i64; 4],
     pub duration_ms: f64,
@@ -505,13 +510,11 @@ impl Store {
                 .collect(),
         };
         sids.sort_by(|a, b| st.series[*a as usize].key.cmp(&st.series[*b as usize].key));
-        let (from, to) = query::secs_range(range.start, range.end);
         let series = self.with_reader(|conn| {
             let mut source = query::Source::new(&st, conn, &sids);
             let mut out = Vec::with_capacity(sids.len());
             for &sid in &sids {
-                let pts = source.stitched(tier, sid, from, to)?;
-                let history = query::to_history(pts, range.start, range.end, max_points);
+                let history = source.history(tier, sid, range.start, range.end, max_points)?;
                 out.push((st.series[sid as usize].key.clone(), history));
             }
             Ok(out)

@@ -6,14 +6,14 @@
 //! points after its last bucket (the part not rolled up yet), and preceded by
 //! coarser tiers' buckets where it has no older data.
 
-use super::codec::Agg;
-use super::state::{ChunkTier, State};
-use super::tiers::{self, Buckets};
+use super::codec::{self, Agg};
+use super::state::{ChunkTier, HOUR, OpenHour, State};
+use super::tiers;
 use crate::config::Retention;
 use crate::error::Result;
 use crate::model::{HistoryPoint, Tier};
 use rusqlite::Connection;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The finest tier whose retention covers `start` as of `now` (all in ms).
 pub fn select_tier(start: i64, now: i64, retention: &Retention) -> Tier {
@@ -36,13 +36,19 @@ fn chunk_tier(tier: Tier) -> ChunkTier {
 
 /// Reads buckets of the rolled-up tiers for a set of series. With many
 /// series it scans each tier's time range once (rows of one span are
-/// neighbours on disk); with few it looks chunks up by key.
+/// neighbours on disk) into per-series lists; with few it looks chunks up
+/// by key.
 pub struct Source<'a> {
     st: &'a State,
     conn: &'a Connection,
-    wanted: Option<HashSet<u32>>,
-    cache: HashMap<(usize, i64, u32), Buckets>,
+    /// Scan mode: position of each wanted series in the per-series lists.
+    slots: Option<HashMap<u32, usize>>,
+    /// Scan mode: per tier, the span numbers scanned so far and what they
+    /// held per series (by slot), sorted by time.
     scanned: [Option<(i64, i64)>; 4],
+    lists: [Vec<Vec<(i64, Agg)>>; 4],
+    /// Lookup mode: decoded chunks by (tier, span number, series).
+    chunks: HashMap<(usize, i64, u32), Vec<(i64, Agg)>>,
 }
 
 /// Above this many series a query scans instead of looking up.
@@ -50,70 +56,190 @@ const SCAN_THRESHOLD: usize = 8;
 
 impl<'a> Source<'a> {
     pub fn new(st: &'a State, conn: &'a Connection, sids: &[u32]) -> Source<'a> {
-        let wanted = (sids.len() > SCAN_THRESHOLD).then(|| sids.iter().copied().collect());
+        let slots = (sids.len() > SCAN_THRESHOLD).then(|| {
+            sids.iter()
+                .enumerate()
+                .map(|(i, s)| (*s, i))
+                .collect::<HashMap<_, _>>()
+        });
+        let n = slots.as_ref().map_or(0, HashMap::len);
         Source {
             st,
             conn,
-            wanted,
-            cache: HashMap::new(),
+            slots,
             scanned: [None; 4],
+            lists: std::array::from_fn(|_| vec![Vec::new(); n]),
+            chunks: HashMap::new(),
         }
     }
 
-    /// Points of `tier` for `sid` with `from <= ts <= to` (seconds).
-    fn points(&mut self, tier: Tier, sid: u32, from: i64, to: i64) -> Result<Vec<(i64, Agg)>> {
+    /// Appends the points of `tier` for `sid` with `from <= ts <= to`
+    /// (seconds) to `out`; returns how many.
+    fn push_points(
+        &mut self,
+        tier: Tier,
+        sid: u32,
+        from: i64,
+        to: i64,
+        out: &mut Vec<(i64, Agg)>,
+    ) -> Result<usize> {
+        let before = out.len();
+        match self.borrowed(tier, sid, from, to)? {
+            Some((slot, a, b)) => out.extend_from_slice(&self.lists[tier.index()][slot][a..b]),
+            None => self.copy_points(tier, sid, from, to, out)?,
+        }
+        Ok(out.len() - before)
+    }
+
+    /// In scan mode, where `tier`'s points for `sid` in `[from, to]` sit in
+    /// the per-series lists (slot and index range), so they can be read in
+    /// place. `None` when they must be copied (raw, lookup mode, or minute
+    /// data overlaid by open hours).
+    fn borrowed(
+        &mut self,
+        tier: Tier,
+        sid: u32,
+        from: i64,
+        to: i64,
+    ) -> Result<Option<(usize, usize, usize)>> {
+        if from > to || tier == Tier::Raw {
+            return Ok(None);
+        }
+        let Some(slot) = self.slots.as_ref().and_then(|s| s.get(&sid)).copied() else {
+            return Ok(None);
+        };
+        if tier == Tier::Minute && self.has_open_hour(sid, from, to) {
+            return Ok(None);
+        }
+        let t = chunk_tier(tier);
+        self.ensure_scanned(tier, t, t.chunk_of(from), t.chunk_of(to))?;
+        let list = &self.lists[tier.index()][slot];
+        let a = list.partition_point(|p| p.0 < from);
+        let b = list.partition_point(|p| p.0 <= to).max(a);
+        Ok(Some((slot, a, b)))
+    }
+
+    fn has_open_hour(&self, sid: u32, from: i64, to: i64) -> bool {
+        let first_hour = from - from.rem_euclid(HOUR);
+        (0..)
+            .map(|i| first_hour + i * HOUR)
+            .take_while(|h| *h <= to)
+            .any(|h| self.st.open.contains_key(&(h, sid)))
+    }
+
+    fn copy_points(
+        &mut self,
+        tier: Tier,
+        sid: u32,
+        from: i64,
+        to: i64,
+        out: &mut Vec<(i64, Agg)>,
+    ) -> Result<()> {
+        let before = out.len();
         if from > to {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if tier == Tier::Raw {
             let series = &self.st.series[sid as usize];
-            return Ok(series
-                .raw_range(from, to)
-                .iter()
-                .map(|p| (p.ts, Agg::of(p.value)))
-                .collect());
+            out.extend(
+                series
+                    .raw_range(from, to)
+                    .iter()
+                    .map(|p| (p.ts, Agg::of(p.value))),
+            );
+            return Ok(());
         }
         let t = chunk_tier(tier);
         let (c0, c1) = (t.chunk_of(from), t.chunk_of(to));
-        if self.wanted.is_some() {
+        if let Some(slot) = self.slots.as_ref().and_then(|s| s.get(&sid)).copied() {
             self.ensure_scanned(tier, t, c0, c1)?;
-        }
-        let mut out = Vec::new();
-        for chunk in c0..=c1 {
-            let start = t.chunk_start(chunk);
-            let open = (tier == Tier::Minute)
-                .then(|| self.st.open.get(&(start, sid)))
-                .flatten();
-            let buckets: Option<&[Option<Agg>]> = match open {
-                Some(o) => Some(&o[..]),
-                None => {
-                    let key = (tier.index(), chunk, sid);
-                    if self.wanted.is_none() && !self.cache.contains_key(&key) {
-                        if let Some(b) = tiers::read(self.conn, t, chunk, sid)? {
-                            self.cache.insert(key, b);
-                        }
+            let list = &self.lists[tier.index()][slot];
+            let a = list.partition_point(|p| p.0 < from);
+            let b = list.partition_point(|p| p.0 <= to).max(a);
+            out.extend_from_slice(&list[a..b]);
+        } else {
+            for chunk in c0..=c1 {
+                let key = (tier.index(), chunk, sid);
+                if !self.chunks.contains_key(&key) {
+                    let mut pts = Vec::new();
+                    if let Some(b) = tiers::read(self.conn, t, chunk, sid)? {
+                        let start = t.chunk_start(chunk);
+                        pts.extend(
+                            b.iter()
+                                .enumerate()
+                                .filter_map(|(i, a)| a.map(|a| (start + i as i64 * t.bucket, a))),
+                        );
                     }
-                    self.cache.get(&key).map(|b| &b[..])
+                    self.chunks.insert(key, pts);
                 }
-            };
-            for (i, b) in buckets.into_iter().flatten().enumerate() {
-                let ts = start + i as i64 * t.bucket;
-                if let Some(a) = b {
-                    if ts >= from && ts <= to {
-                        out.push((ts, *a));
-                    }
+                out.extend(
+                    self.chunks[&key]
+                        .iter()
+                        .filter(|p| p.0 >= from && p.0 <= to),
+                );
+            }
+        }
+        if tier == Tier::Minute {
+            self.overlay_open_hours(sid, from, to, out, before);
+        }
+        Ok(())
+    }
+
+    /// Minute buckets of hours not sealed yet live in memory and take
+    /// precedence over anything on disk for the same hour (`out[start..]`).
+    fn overlay_open_hours(
+        &self,
+        sid: u32,
+        from: i64,
+        to: i64,
+        out: &mut Vec<(i64, Agg)>,
+        start: usize,
+    ) {
+        let first_hour = from - from.rem_euclid(HOUR);
+        let open: Vec<(i64, &OpenHour)> = (0..)
+            .map(|i| first_hour + i * HOUR)
+            .take_while(|h| *h <= to)
+            .filter_map(|h| self.st.open.get(&(h, sid)).map(|o| (h, o)))
+            .collect();
+        let Some(&(first_open, _)) = open.first() else {
+            return;
+        };
+        // Disk data of an open hour only exists after a clock went back.
+        let mut i = start;
+        while i < out.len() {
+            if out[i].0 >= first_open
+                && open
+                    .iter()
+                    .any(|(h, _)| out[i].0 >= *h && out[i].0 < h + HOUR)
+            {
+                out.remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        let sorted = out.last().is_none_or(|p| p.0 < first_open) || out.len() == start;
+        for (hour, buckets) in open {
+            for (m, b) in buckets.iter().enumerate() {
+                let ts = hour + m as i64 * 60;
+                if let Some(a) = b
+                    && ts >= from
+                    && ts <= to
+                {
+                    out.push((ts, *a));
                 }
             }
         }
-        Ok(out)
+        if !sorted {
+            out[start..].sort_by_key(|p| p.0);
+        }
     }
 
-    /// Scans the chunks of `[c0, c1]` not scanned yet (keeping one covered
+    /// Scans the spans of `[c0, c1]` not scanned yet (keeping one covered
     /// interval per tier, so a many-series query reads each row once).
     fn ensure_scanned(&mut self, tier: Tier, t: ChunkTier, c0: i64, c1: i64) -> Result<()> {
         let idx = tier.index();
-        let runs = match self.scanned[idx] {
-            None => vec![(c0, c1)],
+        let (runs, prepend) = match self.scanned[idx] {
+            None => (vec![(c0, c1)], false),
             Some((lo, hi)) => {
                 let mut runs = Vec::new();
                 if c0 < lo {
@@ -122,22 +248,36 @@ impl<'a> Source<'a> {
                 if c1 > hi {
                     runs.push((hi + 1, c1));
                 }
-                runs
+                (runs, c0 < lo)
             }
         };
-        let wanted = self.wanted.as_ref().expect("scan mode");
+        if runs.is_empty() {
+            return Ok(());
+        }
+        let slots = self.slots.as_ref().expect("scan mode");
+        let lists = &mut self.lists[idx];
+        if self.scanned[idx].is_none() {
+            let per_series = ((c1 - c0 + 1) as usize * t.span).min(1 << 16);
+            for list in lists.iter_mut() {
+                list.reserve(per_series);
+            }
+        }
         for (a, b) in runs {
-            let cache = &mut self.cache;
-            tiers::scan(
-                self.conn,
-                t,
-                a,
-                b,
-                |s| wanted.contains(&s),
-                |chunk, s, buckets| {
-                    cache.insert((idx, chunk, s), buckets);
-                },
-            )?;
+            tiers::scan_chunks(self.conn, t, a, b, |sid, start, blob| {
+                let Some(&slot) = slots.get(&sid) else {
+                    return Ok(());
+                };
+                let list = &mut lists[slot];
+                codec::for_each_bucket(blob, t.span, |i, agg| {
+                    list.push((start + i as i64 * t.bucket, agg))
+                })
+            })?;
+        }
+        if prepend {
+            // A run scanned before the covered interval lands after it.
+            for list in lists.iter_mut() {
+                list.sort_by_key(|p| p.0);
+            }
         }
         self.scanned[idx] = Some(match self.scanned[idx] {
             None => (c0, c1),
@@ -146,41 +286,62 @@ impl<'a> Source<'a> {
         Ok(())
     }
 
-    /// The stitched answer for one series over `[from, to]` (seconds).
-    pub fn stitched(
+    /// The history of one series over `[start_ms, end_ms]` from `tier`,
+    /// stitched and capped at `max` points.
+    ///
+    /// The chosen tier, then each finer tier after the last bucket of the
+    /// coarser one (what has not been rolled up yet); before it, coarser
+    /// tiers where the chosen one has no older data (only whole buckets
+    /// that end before it starts, so nothing is counted twice). The chosen
+    /// tier's points are read in place when scanned, not copied.
+    pub fn history(
         &mut self,
         tier: Tier,
         sid: u32,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<(i64, Agg)>> {
-        // The chosen tier, then each finer tier after the last bucket of the
-        // coarser one (what has not been rolled up yet).
-        let mut fine = Vec::new();
-        let mut cursor = from;
-        for t in Tier::ALL[..=tier.index()].iter().rev() {
-            let pts = self.points(*t, sid, cursor, to)?;
-            if let Some(&(last, _)) = pts.last() {
-                cursor = last + t.bucket_secs();
-            }
-            fine.extend(pts);
+        start_ms: i64,
+        end_ms: i64,
+        max: Option<usize>,
+    ) -> Result<Vec<HistoryPoint>> {
+        let (from, to) = secs_range(start_ms, end_ms);
+        let main = self.borrowed(tier, sid, from, to)?;
+        let mut owned = Vec::new();
+        if main.is_none() {
+            self.copy_points(tier, sid, from, to, &mut owned)?;
         }
-        // Coarser tiers where the chosen one has no older data.
-        let mut limit = fine.first().map_or(to + 1, |p| p.0);
-        let mut prefix = Vec::new();
+        let (first, last) = {
+            let slice: &[(i64, Agg)] = match main {
+                Some((slot, a, b)) => &self.lists[tier.index()][slot][a..b],
+                None => &owned,
+            };
+            (slice.first().map(|p| p.0), slice.last().map(|p| p.0))
+        };
+        let mut tail = Vec::new();
+        let mut cursor = last.map_or(from, |l| l + tier.bucket_secs());
+        for t in Tier::ALL[..tier.index()].iter().rev() {
+            if self.push_points(*t, sid, cursor, to, &mut tail)? > 0 {
+                cursor = tail.last().map_or(cursor, |p| p.0 + t.bucket_secs());
+            }
+        }
+        let mut limit = first.or(tail.first().map(|p| p.0)).unwrap_or(to + 1);
+        let mut prefix: Vec<(i64, Agg)> = Vec::new();
         for t in &Tier::ALL[tier.index() + 1..] {
             if limit <= from {
                 break;
             }
-            let pts = self.points(*t, sid, from, limit - 1)?;
-            if let Some(&(first, _)) = pts.first() {
-                limit = first;
+            let mut pts = Vec::new();
+            self.push_points(*t, sid, from, limit - 1, &mut pts)?;
+            pts.retain(|p| p.0 + t.bucket_secs() <= limit);
+            if let Some(&(f, _)) = pts.first() {
+                limit = f;
             }
-            prefix.push(pts);
+            pts.append(&mut prefix);
+            prefix = pts;
         }
-        let mut out: Vec<(i64, Agg)> = prefix.into_iter().rev().flatten().collect();
-        out.extend(fine);
-        Ok(out)
+        let slice: &[(i64, Agg)] = match main {
+            Some((slot, a, b)) => &self.lists[tier.index()][slot][a..b],
+            None => &owned,
+        };
+        Ok(to_history(&[&prefix, slice, &tail], start_ms, end_ms, max))
     }
 }
 
@@ -188,7 +349,7 @@ impl<'a> Source<'a> {
 /// `ceil((end - start) / max)` ms from `start`, each keeping the
 /// count-weighted mean, the min and the max, stamped with its start.
 pub fn to_history(
-    points: Vec<(i64, Agg)>,
+    parts: &[&[(i64, Agg)]],
     start_ms: i64,
     end_ms: i64,
     max: Option<usize>,
@@ -200,14 +361,16 @@ pub fn to_history(
         max: a.max,
         count: a.count,
     };
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let all = parts.iter().flat_map(|p| p.iter());
     let max = match max {
-        Some(m) if m > 0 && points.len() > m => m,
-        _ => return points.iter().map(|(ts, a)| point(ts * 1000, a)).collect(),
+        Some(m) if m > 0 && len > m => m,
+        _ => return all.map(|(ts, a)| point(ts * 1000, a)).collect(),
     };
     let span = (end_ms - start_ms).max(1);
     let width = (span + max as i64 - 1) / max as i64;
     let mut out: Vec<(i64, Agg)> = Vec::with_capacity(max);
-    for (ts, a) in points {
+    for &(ts, a) in all {
         let idx = ((ts * 1000 - start_ms).max(0) / width).min(max as i64 - 1);
         let stamp = start_ms + idx * width;
         match out.last_mut() {
@@ -264,7 +427,7 @@ mod tests {
             .collect();
         let total: u64 = pts.iter().map(|p| p.1.count).sum();
         let sum: f64 = pts.iter().map(|p| p.1.sum).sum();
-        let out = to_history(pts, 0, 100_000, Some(10));
+        let out = to_history(&[&pts], 0, 100_000, Some(10));
         assert_eq!(out.len(), 10);
         assert_eq!(out.iter().map(|p| p.count).sum::<u64>(), total);
         let weighted: f64 = out.iter().map(|p| p.value * p.count as f64).sum();
@@ -282,7 +445,7 @@ mod tests {
     #[test]
     fn few_points_are_left_alone() {
         let pts = vec![(5, Agg::of(1.0)), (6, Agg::of(2.0))];
-        let out = to_history(pts, 0, 10_000, Some(10));
+        let out = to_history(&[&pts], 0, 10_000, Some(10));
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].timestamp, 6000);
     }

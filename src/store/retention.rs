@@ -5,7 +5,7 @@
 //! hourly: day, daily: day), so a pruned bucket is always whole; and they
 //! never pass data that is not yet folded into the next tier.
 
-use super::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, floor_to};
+use super::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, State, floor_to};
 use super::tiers;
 use super::writer::Writer;
 use super::{PruneReport, ReclaimReport, VacuumReport, schema};
@@ -16,7 +16,7 @@ use std::time::Instant;
 /// Free pages kept for reuse rather than returned to the file system: about
 /// what an hour of rollups allocates, so steady state neither shrinks nor
 /// grows the file (each shrink would cost page moves, i.e. writes).
-const RESERVE_PAGES: i64 = 512;
+pub const RESERVE_PAGES: i64 = 256;
 
 impl Writer {
     /// Applies retention as of `now` (Unix seconds).
@@ -36,7 +36,7 @@ impl Writer {
             .unwrap_or(i64::MAX);
         let old = self.shared.read().floors;
         let candidate = Floors {
-            raw: floor_to(now - secs(retention.raw), MINUTE).min(unsealed),
+            raw: self.raw_floor_candidate(now).min(unsealed),
             minute: floor_to(now - secs(retention.minute), HOUR).min(unsealed),
             hourly: floor_to(now - secs(retention.hourly), DAY)
                 .min(floor_to(unsealed, DAY))
@@ -122,7 +122,7 @@ impl Writer {
                 return Err(e);
             }
         };
-        let mut released = Vec::new();
+        let released;
         {
             let mut st = self.shared.write();
             if let Err(e) = self.conn.execute_batch("COMMIT").ctx("commit prune") {
@@ -133,10 +133,7 @@ impl Writer {
             for (i, r) in removed.iter().enumerate() {
                 st.disk_buckets[i] = st.disk_buckets[i].saturating_sub(*r);
             }
-            for series in &mut st.series {
-                let cut = series.raw.partition_point(|p| p.ts < floors.raw);
-                released.extend(series.raw.drain(..cut).map(|p| p.slot));
-            }
+            released = drop_raw_below(&mut st, floors.raw);
         }
         report.raw_points = released.len() as u64;
         report.minute_buckets = removed[0];
@@ -159,29 +156,30 @@ impl Writer {
             .store(crate::model::now_ms(), Ordering::Relaxed);
         report.floors =
             [floors.raw, floors.minute, floors.hourly, floors.daily].map(|f| f.max(0) * 1000);
-        // Big deletes leave the WAL large; give that back too.
+        // Space beyond the reuse reserve goes back to the file system, and
+        // big deletes leave the WAL large: give that back too.
+        report.bytes_freed = self.free_pages(RESERVE_PAGES)?.0;
         self.checkpoint("TRUNCATE");
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
     }
 
-    /// Returns free pages to the file system. `all` frees every free page
-    /// (vacuum); otherwise only those beyond the reuse reserve (maintain).
-    pub fn reclaim(&mut self, all: bool) -> Result<ReclaimReport> {
-        let started = Instant::now();
-        let page_size: i64 = self
-            .conn
-            .pragma_query_value(None, "page_size", |r| r.get(0))
-            .ctx("page_size")?;
-        let free_before: i64 = self
-            .conn
-            .pragma_query_value(None, "freelist_count", |r| r.get(0))
-            .ctx("freelist_count")?;
-        let excess = if all {
-            free_before
-        } else {
-            free_before - RESERVE_PAGES
+    /// Where raw retention puts the raw floor as of `now` (minute-aligned).
+    pub fn raw_floor_candidate(&self, now: i64) -> i64 {
+        let keep =
+            i64::try_from(self.config.read().retention.raw.as_secs()).unwrap_or(i64::MAX / 4);
+        floor_to(now.saturating_sub(keep), MINUTE)
+    }
+
+    /// Gives free pages beyond `keep` back to the file system; returns the
+    /// bytes freed and the free pages left.
+    fn free_pages(&mut self, keep: i64) -> Result<(u64, u64)> {
+        let pragma = |conn: &rusqlite::Connection, name: &str| -> Result<i64> {
+            conn.pragma_query_value(None, name, |r| r.get(0)).ctx(name)
         };
+        let page_size = pragma(&self.conn, "page_size")?;
+        let free_before = pragma(&self.conn, "freelist_count")?;
+        let excess = free_before - keep;
         if excess > 0 {
             // incremental_vacuum frees pages only as its rows are stepped.
             let mut stmt = self
@@ -191,25 +189,44 @@ impl Writer {
             let mut rows = stmt.query([]).ctx("incremental_vacuum")?;
             while rows.next().ctx("incremental_vacuum")?.is_some() {}
         }
-        let free_after: i64 = self
-            .conn
-            .pragma_query_value(None, "freelist_count", |r| r.get(0))
-            .ctx("freelist_count")?;
+        let free_after = pragma(&self.conn, "freelist_count")?;
+        Ok((
+            ((free_before - free_after).max(0) * page_size) as u64,
+            free_after.max(0) as u64,
+        ))
+    }
+
+    /// Frees pages beyond `keep`, refreshes the query planner's statistics
+    /// and truncates the WAL.
+    pub fn reclaim(&mut self, keep: i64) -> Result<ReclaimReport> {
+        let started = Instant::now();
+        let (bytes_freed, free_pages) = self.free_pages(keep)?;
         self.conn.execute_batch("PRAGMA optimize").ctx("optimize")?;
         self.checkpoint("TRUNCATE");
         let now = crate::model::now_ms();
         schema::meta_set(&self.conn, "last_vacuum", now)?;
         self.counters.last_vacuum.store(now, Ordering::Relaxed);
         Ok(ReclaimReport {
-            bytes_freed: ((free_before - free_after).max(0) * page_size) as u64,
-            free_pages: free_after as u64,
+            bytes_freed,
+            free_pages,
             duration_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
     }
 
     /// Reclaims every free page, truncates the WAL and refreshes the planner.
     pub fn vacuum(&mut self) -> Result<VacuumReport> {
-        let reclaim = self.reclaim(true)?;
+        let reclaim = self.reclaim(0)?;
         Ok(VacuumReport { reclaim })
     }
+}
+
+/// Removes raw points older than `floor` from memory; returns their log
+/// slots so the caller can release them.
+pub fn drop_raw_below(st: &mut State, floor: i64) -> Vec<u32> {
+    let mut released = Vec::new();
+    for series in &mut st.series {
+        let cut = series.raw.partition_point(|p| p.ts < floor);
+        released.extend(series.raw.drain(..cut).map(|p| p.slot));
+    }
+    released
 }

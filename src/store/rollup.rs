@@ -78,6 +78,32 @@ impl Edits {
         }
     }
 
+    /// The 60 minute buckets of an hour (minute chunks are shorter than an
+    /// hour so that several fill a page).
+    fn hour(&mut self, conn: &rusqlite::Connection, hour: i64, sid: u32) -> Result<Buckets> {
+        let t = self.tier;
+        let mut out = Vec::with_capacity(60);
+        for chunk in t.chunk_of(hour)..=t.chunk_of(hour + HOUR - 1) {
+            out.extend_from_slice(self.get(conn, chunk, sid)?);
+        }
+        Ok(out)
+    }
+
+    fn set_hour(
+        &mut self,
+        conn: &rusqlite::Connection,
+        hour: i64,
+        sid: u32,
+        buckets: &[Option<Agg>],
+    ) -> Result<()> {
+        let t = self.tier;
+        for (i, chunk) in (t.chunk_of(hour)..=t.chunk_of(hour + HOUR - 1)).enumerate() {
+            self.get(conn, chunk, sid)?
+                .copy_from_slice(&buckets[i * t.span..(i + 1) * t.span]);
+        }
+        Ok(())
+    }
+
     /// Writes every edited chunk; returns the change in stored buckets.
     fn write(&self, conn: &rusqlite::Connection, seq: u64) -> Result<i64> {
         let mut delta = 0i64;
@@ -133,9 +159,7 @@ impl Writer {
             if hour >= floors.minute {
                 let mut buckets: Buckets = match st.open.get(&(hour, sid)) {
                     Some(open) => open.to_vec(),
-                    None => minute
-                        .get(&self.conn, ChunkTier::MINUTE.chunk_of(hour), sid)?
-                        .clone(),
+                    None => minute.hour(&self.conn, hour, sid)?,
                 };
                 let series = &st.series[sid as usize];
                 for m in (0..60).filter(|m| roll & (1u64 << m) != 0) {
@@ -148,7 +172,7 @@ impl Writer {
                 }
                 if hour_closed {
                     hourly_ops.push((sid, hour, Op::Set(Agg::combine(buckets.iter().flatten()))));
-                    *minute.get(&self.conn, ChunkTier::MINUTE.chunk_of(hour), sid)? = buckets;
+                    minute.set_hour(&self.conn, hour, sid, &buckets)?;
                     if st.open.contains_key(&(hour, sid)) {
                         open_remove.push((hour, sid));
                     }
@@ -248,6 +272,18 @@ impl Writer {
             .min()
             .unwrap_or(last_seq);
         let rolled_to = self.rolled_to.max(now);
+        // Raw points past raw retention are dropped as soon as they are
+        // folded, not only at the hourly prune: the log then holds raw
+        // retention plus one rollup interval instead of plus an hour, which
+        // is a third of the file (docs/storage.md).
+        let unsealed = self
+            .work
+            .keys()
+            .filter(|k| !done.contains(k))
+            .map(|&(h, _)| h)
+            .min()
+            .unwrap_or(i64::MAX);
+        let raw_floor = floors.raw.max(self.raw_floor_candidate(now).min(unsealed));
 
         self.conn
             .execute_batch("BEGIN IMMEDIATE")
@@ -258,6 +294,7 @@ impl Writer {
             let d2 = daily.write(&self.conn, last_seq)?;
             schema::meta_set(&self.conn, "rolled_to", rolled_to)?;
             schema::meta_set(&self.conn, "folded_seq", folded_seq as i64)?;
+            schema::meta_set(&self.conn, "floor_raw", raw_floor)?;
             schema::meta_set(&self.conn, "next_seq", self.next_seq as i64)?;
             schema::meta_set(&self.conn, "last_rollup", crate::model::now_ms())?;
             Ok([d0, d1, d2])
@@ -287,6 +324,8 @@ impl Writer {
                 st.disk_buckets[i] = st.disk_buckets[i].saturating_add_signed(*d);
             }
             st.late_points = st.late_points.saturating_sub(report.late_points as u64);
+            st.floors.raw = raw_floor;
+            released.extend(super::retention::drop_raw_below(&mut st, raw_floor));
         }
         for k in work_done {
             self.work.remove(&k);
@@ -309,6 +348,7 @@ impl Writer {
             .last_rollup
             .store(crate::model::now_ms(), std::sync::atomic::Ordering::Relaxed);
         self.checkpoint("PASSIVE");
+        report.raw_floor = raw_floor.max(0) * 1000;
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
     }

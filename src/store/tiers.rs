@@ -43,9 +43,8 @@ pub fn scan(
         tier.table
     );
     let mut stmt = conn.prepare_cached(&sql).ctx("prepare chunk scan")?;
-    let mut rows = stmt
-        .query([first << 24, (last + 1) << 24])
-        .ctx("scan chunks")?;
+    let (lo, hi) = key_bounds(first, last);
+    let mut rows = stmt.query([lo, hi]).ctx("scan chunks")?;
     while let Some(row) = rows.next().ctx("scan chunks")? {
         let key: i64 = row.get(0).ctx("read chunk key")?;
         let (chunk, sid) = ChunkTier::split_key(key);
@@ -61,6 +60,52 @@ pub fn scan(
         f(chunk, sid, buckets);
     }
     Ok(())
+}
+
+/// Like `scan`, but hands out each row's series, start and encoded blob,
+/// so the caller decodes straight into its own buffers (the hot path of
+/// many-series queries).
+pub fn scan_chunks(
+    conn: &Connection,
+    tier: ChunkTier,
+    first: i64,
+    last: i64,
+    mut f: impl FnMut(u32, i64, &[u8]) -> Result<(), codec::DecodeError>,
+) -> Result<()> {
+    let sql = format!(
+        "SELECT key, data FROM {} WHERE key >= ?1 AND key < ?2 ORDER BY key",
+        tier.table
+    );
+    let mut stmt = conn.prepare_cached(&sql).ctx("prepare chunk scan")?;
+    let (lo, hi) = key_bounds(first, last);
+    let mut rows = stmt.query([lo, hi]).ctx("scan chunks")?;
+    while let Some(row) = rows.next().ctx("scan chunks")? {
+        let key: i64 = row.get(0).ctx("read chunk key")?;
+        let (chunk, sid) = ChunkTier::split_key(key);
+        let blob = row
+            .get_ref(1)
+            .ctx("read chunk")?
+            .as_blob()
+            .ctx("read chunk")?;
+        f(sid, tier.chunk_start(chunk), blob).map_err(|e| corrupt(tier, key, e))?;
+    }
+    Ok(())
+}
+
+/// Key range of span numbers `[first, last]`. Span numbers use 40 bits of
+/// the key; clamped so "everything" scans work.
+fn key_bounds(first: i64, last: i64) -> (i64, i64) {
+    let lo = if first <= i64::MIN >> 24 {
+        i64::MIN
+    } else {
+        first << 24
+    };
+    let hi = if last >= (i64::MAX >> 24) - 1 {
+        i64::MAX
+    } else {
+        (last + 1) << 24
+    };
+    (lo, hi)
 }
 
 /// Total buckets stored in rows with key in `[from_key, to_key)`.

@@ -141,13 +141,16 @@ impl Queue {
                 .fetch_add(n as u64, Ordering::Relaxed);
             return Err(Error::overloaded(q.pending.len(), QUEUE_CAPACITY));
         }
-        if q.pending.is_empty() {
+        let was_empty = q.pending.is_empty();
+        if was_empty {
             q.oldest = Some(Instant::now());
         }
         q.pending.extend(points);
         q.accepted += 1;
         counters.total_writes.fetch_add(n as u64, Ordering::Relaxed);
-        if q.pending.len() >= q.write_buffer {
+        // The first pending point starts the flush_interval clock: the
+        // writer, idle until now, must learn of it to time its wait.
+        if was_empty || q.pending.len() >= q.write_buffer {
             self.wake.notify_one();
         }
         Ok(())
@@ -166,13 +169,13 @@ impl Queue {
             if q.durable >= target {
                 return Ok(());
             }
-            if let Some((covered, message)) = &q.failure {
-                if *covered >= target {
-                    return Err(Error::io(
-                        "flush failed; the points stay queued and are retried",
-                        std::io::Error::other(message.clone()),
-                    ));
-                }
+            if let Some((covered, message)) = &q.failure
+                && *covered >= target
+            {
+                return Err(Error::io(
+                    "flush failed; the points stay queued and are retried",
+                    std::io::Error::other(message.clone()),
+                ));
             }
             if q.writer_gone {
                 return Err(Error::closed());
@@ -508,7 +511,7 @@ impl Writer {
     pub fn maintain(&mut self, now: i64) -> Result<MaintainReport> {
         let rollup = self.rollup(now)?;
         let prune = self.prune(now)?;
-        let reclaim = self.reclaim(false)?;
+        let reclaim = self.reclaim(super::retention::RESERVE_PAGES)?;
         Ok(MaintainReport {
             rollup,
             prune,
