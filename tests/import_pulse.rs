@@ -487,7 +487,6 @@ fn large_files_show_progress_on_stderr() {
 }
 
 #[test]
-#[ignore = "store bug: export skips on-disk chunks (see tests/store_bugs.rs)"]
 fn export_after_an_import_lists_every_tier() {
     let sb = Sandbox::new();
     let src = sb.path("pulse.db");
