@@ -29,6 +29,10 @@
 //! | `model`  | series, points, tiers and the validation rules of the contract     |
 //! | `config` | the configuration file's types, defaults and rules                 |
 //! | `error`  | [`Error`], one opaque error type with accessors                    |
+//! | `export` | writing a tier as JSON Lines / CSV that `ingest` reads back     |
+//! | `answer` | the history answer's JSON, shared by the HTTP API and the CLI     |
+//! | `ingest` | streaming JSON Lines / CSV point reader, batched writes           |
+//! | `pulse_import` | migrating a Pulse (Go) metrics.db, read-only, every tier     |
 //! | `collectors` | host and Proxmox samplers writing into the store          |
 //! | `server` | the service: HTTP API, UI, background jobs, collectors          |
 //! | `ui`     | the embedded web UI                                                |
@@ -36,10 +40,14 @@
 //! The store knows nothing of HTTP or the command line; the service and the
 //! CLI are thin layers over it.
 
+pub mod answer;
 pub mod collectors;
 pub mod config;
 pub mod error;
+pub mod export;
+pub mod ingest;
 pub mod model;
+pub mod pulse_import;
 pub mod server;
 pub mod store;
 pub mod ui;

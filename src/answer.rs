@@ -1,0 +1,329 @@
+//! The history answer: one shape for `GET /api/metrics-store/history` and
+//! `pulse-metrics query`, so the two can never drift apart.
+//!
+//! ```json
+//! {"resourceType":"vm","resourceId":"pve1:node1:101","metric":"cpu","range":"1h",
+//!  "start":1700000000000,"end":1700003600000,"tier":"raw",
+//!  "points":[{"timestamp":1700000000000,"value":12.5,"min":12.5,"max":12.5,"count":1}]}
+//! ```
+//! Without a metric, `"metric": null` and `"metrics": {"cpu": [points], ...}`
+//! replace `"points"`.
+
+use crate::config::parse_duration;
+use crate::error::{Error, Result};
+use crate::model::{HistoryPoint, SeriesKey, Tier, parse_timestamp};
+use crate::store::{SeriesFilter, Store, TimeRange};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// The span a history request covers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Window {
+    /// The last `duration` before `now`; `text` is echoed as `"range"`.
+    Last {
+        text: String,
+        duration: std::time::Duration,
+    },
+    /// An explicit `[start, end]`, Unix ms.
+    Between { start: i64, end: i64 },
+}
+
+/// A validated history request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryRequest {
+    pub resource_type: String,
+    pub resource_id: String,
+    /// `None`: every metric of the resource.
+    pub metric: Option<String>,
+    pub window: Window,
+    /// The time tier selection and `Window::Last` count from (Unix ms).
+    pub now: i64,
+    /// Caps points per series (at least 1).
+    pub max_points: Option<usize>,
+}
+
+impl HistoryRequest {
+    /// Builds a request from text parameters as they arrive on the command
+    /// line or in a query string, with the history endpoint's rules: either
+    /// `range` (any duration longer than 0s: `1h`, `48h`, `30d`) or `start`
+    /// and `end` together (Unix ms or RFC 3339); empty values count as
+    /// absent. Errors are invalid input naming the parameter (HTTP 400,
+    /// exit code 2).
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_params(
+        resource_type: &str,
+        resource_id: &str,
+        metric: Option<&str>,
+        range: Option<&str>,
+        start: Option<&str>,
+        end: Option<&str>,
+        now: i64,
+        max_points: Option<&str>,
+    ) -> Result<HistoryRequest> {
+        if metric == Some("") {
+            return Err(Error::invalid_input("metric: must not be empty"));
+        }
+        let probe = SeriesKey::new(resource_type, resource_id, metric.unwrap_or("cpu"));
+        probe.validate().map_err(Error::invalid_input)?;
+        let (range, start, end) = (present(range), present(start), present(end));
+        if range.is_some() && (start.is_some() || end.is_some()) {
+            return Err(Error::invalid_input(
+                "give either range or start and end, not both",
+            ));
+        }
+        let window = match (range, start, end) {
+            (_, Some(s), Some(e)) => {
+                let start =
+                    parse_timestamp(s).map_err(|m| Error::invalid_input(format!("start: {m}")))?;
+                let end =
+                    parse_timestamp(e).map_err(|m| Error::invalid_input(format!("end: {m}")))?;
+                if start > end {
+                    return Err(Error::invalid_input(format!(
+                        "start ({}) is after end ({})",
+                        crate::model::format_timestamp(start),
+                        crate::model::format_timestamp(end)
+                    )));
+                }
+                Window::Between { start, end }
+            }
+            (_, Some(_), None) => {
+                return Err(Error::invalid_input(
+                    "end is missing: start and end go together",
+                ));
+            }
+            (_, None, Some(_)) => {
+                return Err(Error::invalid_input(
+                    "start is missing: start and end go together",
+                ));
+            }
+            (Some(r), None, None) => {
+                let duration =
+                    parse_duration(r).map_err(|e| Error::invalid_input(format!("range: {e}")))?;
+                if duration.is_zero() {
+                    return Err(Error::invalid_input("range: must be longer than 0s"));
+                }
+                Window::Last {
+                    text: r.to_string(),
+                    duration,
+                }
+            }
+            (None, None, None) => {
+                return Err(Error::invalid_input(
+                    "range (e.g. 1h, 24h, 7d) or start and end is required",
+                ));
+            }
+        };
+        let max_points = match max_points {
+            None => None,
+            Some(text) => match text.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Some(n),
+                _ => {
+                    return Err(Error::invalid_input(format!(
+                        "maxPoints: must be a whole number of at least 1, got {text:?}"
+                    )));
+                }
+            },
+        };
+        Ok(HistoryRequest {
+            resource_type: resource_type.to_string(),
+            resource_id: resource_id.to_string(),
+            metric: metric.map(str::to_string),
+            window,
+            now,
+            max_points,
+        })
+    }
+
+    /// The `[start, end]` and `now` the store is asked for. A range reaching
+    /// back before 1970 starts at 1970: nothing older can be stored, and the
+    /// store's work grows with the span asked for.
+    pub fn time_range(&self) -> TimeRange {
+        match &self.window {
+            Window::Last { duration, .. } => {
+                let mut range = TimeRange::last(*duration, self.now);
+                range.start = range.start.clamp(0, range.end.max(0));
+                range
+            }
+            Window::Between { start, end } => TimeRange {
+                start: *start,
+                end: *end,
+                now: self.now,
+            },
+        }
+    }
+}
+
+fn present(v: Option<&str>) -> Option<&str> {
+    v.filter(|s| !s.is_empty())
+}
+
+/// The history answer, serialized as the contract's JSON.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryAnswer {
+    pub resource_type: String,
+    pub resource_id: String,
+    pub metric: Option<String>,
+    /// The range text given, or `null` when start/end were given.
+    pub range: Option<String>,
+    pub start: i64,
+    pub end: i64,
+    pub tier: Tier,
+    /// Present when a metric was asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<Vec<HistoryPoint>>,
+    /// Present when no metric was asked for: every metric of the resource.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, Vec<HistoryPoint>>>,
+}
+
+/// Answers a history request from the store.
+pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer> {
+    let range = request.time_range();
+    let (tier, points, metrics) = match &request.metric {
+        Some(metric) => {
+            let key = SeriesKey::new(&request.resource_type, &request.resource_id, metric);
+            let h = store.query(&key, range, request.max_points)?;
+            (h.tier, Some(h.points), None)
+        }
+        None => {
+            let filter = SeriesFilter {
+                resource_type: Some(request.resource_type.clone()),
+                resource_id: Some(request.resource_id.clone()),
+                metric: None,
+            };
+            let many = store.query_many(&filter, range, request.max_points)?;
+            let metrics = many
+                .series
+                .into_iter()
+                .map(|(key, points)| (key.metric, points))
+                .collect();
+            (many.tier, None, Some(metrics))
+        }
+    };
+    Ok(HistoryAnswer {
+        resource_type: request.resource_type.clone(),
+        resource_id: request.resource_id.clone(),
+        metric: request.metric.clone(),
+        range: match &request.window {
+            Window::Last { text, .. } => Some(text.clone()),
+            Window::Between { .. } => None,
+        },
+        start: range.start,
+        end: range.end,
+        tier,
+        points,
+        metrics,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: i64 = 1_700_000_000_000;
+
+    fn req(range: Option<&str>, start: Option<&str>, end: Option<&str>) -> Result<HistoryRequest> {
+        HistoryRequest::from_params(
+            "vm",
+            "pve1:node1:101",
+            Some("cpu"),
+            range,
+            start,
+            end,
+            NOW,
+            None,
+        )
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        let r = req(Some("48h"), None, None).unwrap();
+        assert_eq!(r.time_range().start, NOW - 48 * 3_600_000);
+        let r = req(Some("99999999999d"), None, None).unwrap();
+        assert_eq!((r.time_range().start, r.time_range().end), (0, NOW));
+        let r = req(None, Some("2023-11-14T00:00:00Z"), Some("1699920000000")).unwrap();
+        assert_eq!(
+            r.window,
+            Window::Between {
+                start: 1_699_920_000_000,
+                end: 1_699_920_000_000
+            }
+        );
+        assert!(req(Some("1h"), Some("1"), None).is_err());
+        assert!(
+            req(Some("often"), None, None)
+                .unwrap_err()
+                .to_string()
+                .contains("range")
+        );
+        assert!(
+            req(None, Some("5"), Some("4"))
+                .unwrap_err()
+                .to_string()
+                .contains("after")
+        );
+        assert!(req(None, None, Some("4")).is_err());
+        assert!(req(None, Some("4"), None).is_err());
+        assert!(
+            req(None, None, None)
+                .unwrap_err()
+                .to_string()
+                .contains("required")
+        );
+        assert!(req(Some("0s"), None, None).is_err());
+        assert_eq!(
+            req(Some("1h"), Some(""), Some("")).unwrap().window,
+            Window::Last {
+                text: "1h".into(),
+                duration: std::time::Duration::from_secs(3600)
+            }
+        );
+        let bad_max =
+            HistoryRequest::from_params("vm", "1", None, Some("1h"), None, None, NOW, Some("0"));
+        assert!(bad_max.unwrap_err().to_string().contains("maxPoints"));
+        let bad_type =
+            HistoryRequest::from_params("v m", "1", None, Some("1h"), None, None, NOW, None);
+        assert!(bad_type.unwrap_err().is_invalid_input());
+    }
+
+    #[test]
+    fn json_shape() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::MetricsConfig {
+            database_path: dir.path().join("m.db"),
+            ..Default::default()
+        })
+        .unwrap();
+        store.write("vm", "1", "cpu", 1.5, NOW - 1000).unwrap();
+        store.write("vm", "1", "mem", 2.5, NOW - 1000).unwrap();
+        store.flush().unwrap();
+        let one =
+            HistoryRequest::from_params("vm", "1", Some("cpu"), Some("1h"), None, None, NOW, None)
+                .unwrap();
+        let v = serde_json::to_value(history(&store, &one).unwrap()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"resourceType":"vm","resourceId":"1","metric":"cpu","range":"1h",
+                "start": NOW - 3_600_000, "end": NOW, "tier":"raw",
+                "points":[{"timestamp": NOW - 1000, "value":1.5,"min":1.5,"max":1.5,"count":1}]})
+        );
+        let all = HistoryRequest::from_params(
+            "vm",
+            "1",
+            None,
+            None,
+            Some("0"),
+            Some(&NOW.to_string()),
+            NOW,
+            None,
+        )
+        .unwrap();
+        let v = serde_json::to_value(history(&store, &all).unwrap()).unwrap();
+        assert_eq!(v["range"], serde_json::Value::Null);
+        assert_eq!(v["metric"], serde_json::Value::Null);
+        assert!(v.get("points").is_none());
+        assert_eq!(v["metrics"]["mem"][0]["value"], 2.5);
+        assert_eq!(v["metrics"]["cpu"][0]["value"], 1.5);
+    }
+}
