@@ -148,10 +148,12 @@ fn main() {
 
 async fn run() {
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.metrics = MetricsConfig {
-        database_path: dir.path().join("metrics.db"),
-        ..MetricsConfig::default()
+    let mut config = Config {
+        metrics: MetricsConfig {
+            database_path: dir.path().join("metrics.db"),
+            ..MetricsConfig::default()
+        },
+        ..Config::default()
     };
     config.collectors.host.enabled = false;
     let metrics = config.metrics.clone();

@@ -235,7 +235,16 @@ pub fn parse_timestamp(s: &str) -> Result<i64, String> {
         check_timestamp(ms)?;
         return Ok(ms);
     }
-    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+    let rfc3339 = &time::format_description::well_known::Rfc3339;
+    let t = time::OffsetDateTime::parse(s, rfc3339)
+        .or_else(|e| {
+            // An unencoded `+01:00` in a URL query arrives as ` 01:00`.
+            if s.contains(' ') {
+                time::OffsetDateTime::parse(&s.replace(' ', "+"), rfc3339).map_err(|_| e)
+            } else {
+                Err(e)
+            }
+        })
         .map_err(|e| format!("{s:?} is neither Unix milliseconds nor an RFC 3339 time ({e})"))?;
     let ms = i64::try_from(t.unix_timestamp_nanos().div_euclid(1_000_000))
         .map_err(|_| format!("{s:?} is out of range"))?;

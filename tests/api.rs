@@ -656,10 +656,10 @@ async fn host_collector_shows_this_machine() {
     let node = loop {
         let (_, c) = s.get("/api/charts?range=5m").await;
         let nodes = c["nodeData"].as_object().cloned().unwrap_or_default();
-        if let Some((id, metrics)) = nodes.into_iter().next() {
-            if metrics.get("disk").is_some() {
-                break (id, metrics);
-            }
+        if let Some((id, metrics)) = nodes.into_iter().next()
+            && metrics.get("disk").is_some()
+        {
+            break (id, metrics);
         }
         if tokio::time::Instant::now() >= deadline {
             let (_, stats) = s.get("/api/metrics-store/stats").await;

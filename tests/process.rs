@@ -6,9 +6,7 @@
 //! - `*_child`: the process is this test binary re-run as `child_serve`,
 //!   which calls `server::serve` exactly as the CLI does. Runs today.
 //! - `*_binary`: the real `pulse-metrics --db PATH serve --listen
-//!   127.0.0.1:0`. These need the CLI branch's `main.rs` (the `serve`
-//!   subcommand and `--db`); they are ignored until it is merged. Run them
-//!   with `cargo test --test process -- --ignored binary`.
+//!   127.0.0.1:0`.
 
 mod common;
 
@@ -85,11 +83,11 @@ impl Proc {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(i) = line.find("listening on http://") {
-                    if let Some(tx) = tx.take() {
-                        let addr = line[i + "listening on ".len()..].trim().to_string();
-                        let _ = tx.send(addr);
-                    }
+                if let Some(i) = line.find("listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let addr = line[i + "listening on ".len()..].trim().to_string();
+                    let _ = tx.send(addr);
                 }
             }
         });
@@ -246,13 +244,11 @@ async fn sigterm_flushes_and_exits_zero_child() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the CLI branch's main.rs (`serve`, `--db`); remove at merge"]
 async fn kill9_after_sync_loses_nothing_binary() {
     kill9_after_sync_loses_nothing(Launcher::Binary).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the CLI branch's main.rs (`serve`, `--db`); remove at merge"]
 async fn sigterm_flushes_and_exits_zero_binary() {
     sigterm_flushes_and_exits_zero(Launcher::Binary).await;
 }

@@ -261,6 +261,7 @@ pub(crate) type CliResult<T = ()> = Result<T, Failure>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    init_logging(matches!(cli.command, None | Some(Command::Serve(_))));
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Input(m)) => {
@@ -273,6 +274,21 @@ pub fn main() -> ExitCode {
         }
         Err(Failure::Exit(code)) => ExitCode::from(code),
     }
+}
+
+/// Logs go to stderr (stdout carries data): `info` for the service, only
+/// warnings for one-shot commands; `RUST_LOG` overrides either.
+fn init_logging(service: bool) {
+    let default = if service { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    use std::io::IsTerminal;
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .try_init();
 }
 
 fn run(cli: Cli) -> CliResult {

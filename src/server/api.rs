@@ -6,9 +6,10 @@
 //! ends in a 2xx or a 4xx naming the problem.
 
 use super::{App, prom};
+use crate::answer;
 use crate::config::{self, MetricsConfig};
-use crate::model::{HistoryPoint, Point, SeriesKey, Tier, now_ms, parse_timestamp};
-use crate::store::{SeriesFilter, Store, TimeRange};
+use crate::model::{HistoryPoint, Point, Tier, now_ms, parse_timestamp};
+use crate::store::{SeriesFilter, TimeRange};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -327,15 +328,7 @@ impl Params {
 /// A query-string timestamp: Unix ms or RFC 3339. An unescaped `+` in an
 /// offset arrives as a space after URL decoding; it is put back.
 fn param_timestamp(name: &str, v: &str) -> Result<i64, ApiError> {
-    parse_timestamp(v)
-        .or_else(|e| {
-            if v.contains(' ') {
-                parse_timestamp(&v.replace(' ', "+")).map_err(|_| e)
-            } else {
-                Err(e)
-            }
-        })
-        .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+    parse_timestamp(v).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
 }
 
 /// What range a query asked for.
@@ -521,73 +514,6 @@ fn parse_points(bytes: &[u8]) -> Result<Vec<Point>, ApiError> {
 
 // ----------------------------------------------------------- history
 
-/// The history answer (shared shape with `pulse-metrics query`).
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HistoryAnswer {
-    pub resource_type: String,
-    pub resource_id: String,
-    pub metric: Option<String>,
-    pub range: Option<String>,
-    pub start: i64,
-    pub end: i64,
-    pub tier: Tier,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub points: Option<Vec<HistoryPoint>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub metrics: Option<BTreeMap<String, Vec<HistoryPoint>>>,
-}
-
-/// Answers a history query against `store` (blocking).
-pub fn history_answer(
-    store: &Store,
-    resource_type: &str,
-    resource_id: &str,
-    metric: Option<&str>,
-    range: TimeRange,
-    label: Option<String>,
-    max_points: Option<usize>,
-) -> crate::Result<HistoryAnswer> {
-    let mut answer = HistoryAnswer {
-        resource_type: resource_type.to_string(),
-        resource_id: resource_id.to_string(),
-        metric: metric.map(str::to_string),
-        range: label,
-        start: range.start,
-        end: range.end,
-        tier: Tier::Raw,
-        points: None,
-        metrics: None,
-    };
-    match metric {
-        Some(m) => {
-            let h = store.query(
-                &SeriesKey::new(resource_type, resource_id, m),
-                range,
-                max_points,
-            )?;
-            answer.tier = h.tier;
-            answer.points = Some(h.points);
-        }
-        None => {
-            let filter = SeriesFilter {
-                resource_type: Some(resource_type.to_string()),
-                resource_id: Some(resource_id.to_string()),
-                metric: None,
-            };
-            let many = store.query_many(&filter, range, max_points)?;
-            answer.tier = many.tier;
-            answer.metrics = Some(
-                many.series
-                    .into_iter()
-                    .map(|(k, points)| (k.metric, points))
-                    .collect(),
-            );
-        }
-    }
-    Ok(answer)
-}
-
 async fn history(
     State(app): State<App>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -595,38 +521,25 @@ async fn history(
     let p = Params::from(query)?;
     let resource_type = p
         .text("resourceType")
-        .ok_or_else(|| ApiError::bad_request("resourceType is required"))?
-        .to_string();
+        .ok_or_else(|| ApiError::bad_request("resourceType is required"))?;
     let resource_id = p
         .text("resourceId")
-        .ok_or_else(|| ApiError::bad_request("resourceId is required"))?
-        .to_string();
-    let metric = match p.get("metric") {
-        Some("") => return Err(ApiError::bad_request("metric: must not be empty")),
-        m => m.map(str::to_string),
-    };
-    // The same rules as for writing, so a typo gets a 400, not an empty answer.
-    SeriesKey::new(
-        &resource_type,
-        &resource_id,
-        metric.as_deref().unwrap_or("cpu"),
+        .ok_or_else(|| ApiError::bad_request("resourceId is required"))?;
+    // The same rules as `pulse-metrics query` (crate::answer).
+    let request = answer::HistoryRequest::from_params(
+        resource_type,
+        resource_id,
+        p.get("metric"),
+        p.get("range"),
+        p.get("start"),
+        p.get("end"),
+        now_ms(),
+        p.get("maxPoints"),
     )
-    .validate()
-    .map_err(ApiError::bad_request)?;
-    let max_points = p.max_points()?;
-    let w = window(&p, now_ms(), false)?;
+    .map_err(ApiError::from_store)?;
     let store = app.state.store.clone();
     let bytes = blocking(move || {
-        let answer = history_answer(
-            &store,
-            &resource_type,
-            &resource_id,
-            metric.as_deref(),
-            w.range,
-            w.label,
-            max_points,
-        )
-        .map_err(ApiError::from_store)?;
+        let answer = answer::history(&store, &request).map_err(ApiError::from_store)?;
         to_json(&answer)
     })
     .await?;

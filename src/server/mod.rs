@@ -202,7 +202,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let tasks = start_background(&app, stop_rx).await;
 
-    tracing::info!(%addr, "listening on http://{addr}");
+    // One plain line that scripts and tests parse; the log says it too,
+    // worded differently so a grep finds exactly one line.
+    tracing::info!(%addr, "serving the API and the web UI");
     eprintln!("listening on http://{addr}");
 
     // The shutdown future is shared: axum's graceful shutdown waits on it,

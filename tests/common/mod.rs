@@ -13,10 +13,12 @@ use std::time::Duration;
 /// A configuration over `dir` with the host collector off, so every series
 /// in the store is one the test wrote.
 pub fn test_config(dir: &Path) -> Config {
-    let mut c = Config::default();
-    c.metrics = MetricsConfig {
-        database_path: dir.join("metrics.db"),
-        ..MetricsConfig::default()
+    let mut c = Config {
+        metrics: MetricsConfig {
+            database_path: dir.join("metrics.db"),
+            ..MetricsConfig::default()
+        },
+        ..Config::default()
     };
     c.server.listen = "127.0.0.1:0".into();
     c.collectors.host.enabled = false;
