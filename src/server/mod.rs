@@ -1,8 +1,29 @@
 //! The service: HTTP API, web UI, background jobs and collectors over one
-//! store. Owned by the service issue; this is the interface the CLI calls.
+//! store.
+//!
+//! | module | owns                                                        |
+//! |--------|-------------------------------------------------------------|
+//! | `api`  | the router, auth, every `/api` handler and their JSON shapes |
+//! | `jobs` | rollup, retention and vacuum on their (live) intervals       |
+//! | `prom` | `/metrics` in the Prometheus text format                     |
+//!
+//! [`serve`] is what `pulse-metrics serve` calls: it opens the store, binds,
+//! and runs until SIGINT/SIGTERM. [`run`] is the same service over a listener
+//! and shutdown signal the caller provides, which is how the tests drive it.
 
+pub mod api;
+pub mod jobs;
+pub mod prom;
+
+use crate::collectors::{self, Sink, StatusBoard};
 use crate::config::Config;
+use crate::store::Store;
+use anyhow::Context;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
 /// What `pulse-metrics serve` was asked to do.
 #[derive(Debug, Clone)]
@@ -14,8 +35,287 @@ pub struct ServeOptions {
     pub config_path: Option<PathBuf>,
 }
 
+/// How long shutdown waits for in-flight requests before it stops waiting
+/// and flushes anyway: SIGTERM must end the process within a few seconds
+/// even if a client keeps a slow request open.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long shutdown waits for collectors and jobs to notice the signal.
+const TASK_STOP_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything the handlers share. Cheap to clone.
+#[derive(Clone)]
+pub struct App {
+    pub(crate) state: Arc<AppState>,
+}
+
+pub(crate) struct AppState {
+    pub store: Store,
+    /// The whole configuration as last saved; the lock serializes config
+    /// PUTs so two of them cannot interleave their read-modify-write.
+    pub config: tokio::sync::Mutex<Config>,
+    pub config_path: Option<PathBuf>,
+    pub board: StatusBoard,
+    pub prom: prom::HttpMetrics,
+    pub jobs: jobs::JobCounters,
+    /// `server.api_token`, if non-empty. Fixed for the life of the process.
+    pub token: Option<String>,
+    /// Unix ms the service started (health checks measure from here).
+    pub started_ms: i64,
+}
+
+impl App {
+    /// The service state over an open store. `config.metrics` should be
+    /// what the store was opened with; `config_path` is where config PUTs
+    /// are saved (none: they apply until restart only).
+    pub fn new(store: Store, config: Config, config_path: Option<PathBuf>) -> App {
+        let token = Some(config.server.api_token.clone()).filter(|t| !t.is_empty());
+        App {
+            state: Arc::new(AppState {
+                store,
+                config: tokio::sync::Mutex::new(config),
+                config_path,
+                board: StatusBoard::default(),
+                prom: prom::HttpMetrics::default(),
+                jobs: jobs::JobCounters::default(),
+                token,
+                started_ms: crate::model::now_ms(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.state.store
+    }
+
+    pub fn board(&self) -> &StatusBoard {
+        &self.state.board
+    }
+
+    /// The router of the whole service (API, `/metrics`, `/healthz`, UI).
+    pub fn router(&self) -> axum::Router {
+        api::router(self.clone())
+    }
+}
+
+/// Is `listen` (an address as written in the config) a loopback address?
+/// Only 127.0.0.0/8, ::1 and `localhost` count: anything else (including
+/// 0.0.0.0 and unresolved host names) is treated as exposed.
+pub fn is_loopback_listen(listen: &str) -> bool {
+    if let Ok(addr) = listen.parse::<SocketAddr>() {
+        return addr.ip().is_loopback();
+    }
+    if let Ok(ip) = listen.parse::<IpAddr>() {
+        return ip.is_loopback();
+    }
+    let host = match listen.rsplit_once(':') {
+        Some((host, _port)) => host,
+        None => listen,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuses to expose the API without a token (see CONTRACT: "Listening on a
+/// non-loopback address without a token is refused at startup").
+pub fn check_listen(config: &Config) -> anyhow::Result<()> {
+    if !is_loopback_listen(&config.server.listen) && config.server.api_token.is_empty() {
+        anyhow::bail!(
+            "refusing to listen on {} without server.api_token: anyone who can reach it could read and write metrics. \
+             Set server.api_token (or listen on 127.0.0.1)",
+            config.server.listen
+        );
+    }
+    Ok(())
+}
+
 /// Runs the service until SIGINT/SIGTERM, then flushes everything and returns.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let _ = options;
-    anyhow::bail!("the service is not built yet")
+    let ServeOptions {
+        config,
+        config_path,
+    } = options;
+    config.validate().context("invalid configuration")?;
+    check_listen(&config)?;
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let metrics = config.metrics.clone();
+    let store = tokio::task::spawn_blocking(move || Store::open(metrics))
+        .await
+        .context("store open task failed")?
+        .with_context(|| {
+            format!(
+                "cannot open the metrics store {}",
+                config.metrics.database_path.display()
+            )
+        })?;
+    if !config.metrics.enabled {
+        tracing::warn!(
+            "metrics.enabled is false: history is kept in memory only and lost at restart"
+        );
+    }
+    let app = App::new(store, config, config_path);
+    run(listener, app, shutdown_signal()).await
+}
+
+/// Resolves at the first SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!("cannot listen for SIGINT: {e}");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!("cannot listen for SIGTERM: {e}");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        _ = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Serves `app` on `listener` with its background jobs and collectors until
+/// `shutdown` resolves; then stops accepting, lets in-flight requests finish
+/// (up to a few seconds), stops jobs and collectors, and closes the store
+/// (every accepted point flushed, WAL checkpointed).
+///
+/// Prints `listening on http://ADDR` (the real bound address) to stderr.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    app: App,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr().context("listener has no address")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let tasks = start_background(&app, stop_rx).await;
+
+    tracing::info!(%addr, "listening on http://{addr}");
+    eprintln!("listening on http://{addr}");
+
+    // The shutdown future is shared: axum's graceful shutdown waits on it,
+    // and so does the drain deadline below.
+    let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = signal_tx.send(true);
+    });
+    let mut graceful_rx = signal_rx.clone();
+    let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
+        let _ = graceful_rx.wait_for(|v| *v).await;
+    });
+    let mut deadline_rx = signal_rx;
+    let served = tokio::select! {
+        r = server.into_future() => r.context("HTTP server failed"),
+        _ = async {
+            let _ = deadline_rx.wait_for(|v| *v).await;
+            tokio::time::sleep(DRAIN_TIMEOUT).await;
+        } => {
+            tracing::warn!("requests still open after {DRAIN_TIMEOUT:?}; closing anyway");
+            Ok(())
+        }
+    };
+
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        if tokio::time::timeout(TASK_STOP_TIMEOUT, task).await.is_err() {
+            tracing::warn!("a background task did not stop in time");
+        }
+    }
+    let store = app.state.store.clone();
+    drop(app);
+    let closed = tokio::task::spawn_blocking(move || store.close())
+        .await
+        .context("store close task failed")?;
+    match closed {
+        Ok(()) => tracing::info!("store flushed and closed"),
+        Err(e) => {
+            tracing::error!("closing the store failed: {e}");
+            return Err(anyhow::Error::new(e).context("closing the store failed"));
+        }
+    }
+    served
+}
+
+/// Starts the maintenance jobs and the enabled collectors.
+async fn start_background(
+    app: &App,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let config = app.state.config.lock().await.clone();
+    let mut tasks = jobs::spawn(app.clone(), stop.clone());
+    let sink: Arc<dyn Sink> = Arc::new(app.state.store.clone());
+    if config.collectors.host.enabled {
+        tasks.push(collectors::host::spawn(
+            config.collectors.host.clone(),
+            sink.clone(),
+            app.state.board.clone(),
+            stop.clone(),
+        ));
+    } else {
+        app.state
+            .board
+            .update("host", |s| s.state = "disabled".into());
+    }
+    if config.collectors.proxmox.enabled {
+        tasks.push(collectors::proxmox::spawn(
+            config.collectors.proxmox.clone(),
+            sink,
+            app.state.board.clone(),
+            stop,
+        ));
+    }
+    tasks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_detection() {
+        for ok in [
+            "127.0.0.1:7656",
+            "127.1.2.3:80",
+            "[::1]:7656",
+            "localhost:7656",
+            "LOCALHOST:1",
+            "::1",
+            "127.0.0.1",
+        ] {
+            assert!(is_loopback_listen(ok), "{ok}");
+        }
+        for exposed in [
+            "0.0.0.0:7656",
+            "[::]:7656",
+            "192.168.1.5:7656",
+            "example.com:80",
+            "10.0.0.1",
+        ] {
+            assert!(!is_loopback_listen(exposed), "{exposed}");
+        }
+    }
+
+    #[test]
+    fn exposed_listen_needs_a_token() {
+        let mut c = Config::default();
+        c.server.listen = "0.0.0.0:7656".into();
+        let err = check_listen(&c).unwrap_err().to_string();
+        assert!(err.contains("api_token"), "{err}");
+        c.server.api_token = "s3cret".into();
+        assert!(check_listen(&c).is_ok());
+        assert!(check_listen(&Config::default()).is_ok());
+    }
 }

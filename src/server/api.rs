@@ -1,0 +1,936 @@
+//! The HTTP API: router, auth, request logging and every handler.
+//!
+//! Errors are JSON `{"error": "...", "details": [...]}`. Every store call
+//! runs on the blocking pool (the store's methods block on SQLite or on its
+//! writer thread). Request data is never unwrapped: anything a client sends
+//! ends in a 2xx or a 4xx naming the problem.
+
+use super::{App, prom};
+use crate::config::{self, MetricsConfig};
+use crate::model::{HistoryPoint, Point, SeriesKey, Tier, now_ms, parse_timestamp};
+use crate::store::{SeriesFilter, Store, TimeRange};
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+use serde::ser::{SerializeMap, SerializeSeq, Serializer};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// Largest request body (CONTRACT: bodies over 8 MiB -> 413).
+pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
+/// At most this many per-point errors are listed in a 400 answer; the
+/// message still gives the total.
+const MAX_DETAILS: usize = 1000;
+/// The ranges `/api/charts` accepts, as Pulse's front end sends them.
+pub const CHART_RANGES: [(&str, u64); 11] = [
+    ("5m", 300),
+    ("15m", 900),
+    ("30m", 1800),
+    ("1h", 3600),
+    ("4h", 4 * 3600),
+    ("8h", 8 * 3600),
+    ("12h", 12 * 3600),
+    ("24h", 24 * 3600),
+    ("7d", 7 * 86_400),
+    ("30d", 30 * 86_400),
+    ("90d", 90 * 86_400),
+];
+/// Pulse's default when the front end sends no range.
+const DEFAULT_CHART_RANGE: &str = "1h";
+
+/// The whole service's router.
+pub fn router(app: App) -> Router {
+    let api = Router::new()
+        .route("/metrics-store/write", post(write))
+        .route("/metrics-store/history", get(history))
+        .route("/metrics-store/series", get(series))
+        .route("/metrics-store/stats", get(stats))
+        .route("/metrics-store/config", get(get_config).put(put_config))
+        .route("/metrics-store/maintenance", post(maintenance))
+        .route("/charts", get(charts))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(app.clone(), auth));
+    Router::new()
+        .nest("/api", api)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app.clone())
+        .merge(crate::ui::router())
+        .layer(middleware::from_fn_with_state(app, log_requests))
+}
+
+// ---------------------------------------------------------------- errors
+
+/// A JSON error answer.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    message: String,
+    details: Vec<Value>,
+    retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            details: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    fn with_details(mut self, details: Vec<Value>) -> ApiError {
+        self.details = details;
+        self
+    }
+
+    /// Maps a store error to its status: bad input 400 (with per-point
+    /// details), a full queue 503 + `Retry-After`, a closed store 503,
+    /// anything else 500.
+    fn from_store(e: crate::Error) -> ApiError {
+        if let Some(points) = e.point_errors() {
+            return ApiError::bad_request(e.to_string()).with_details(point_details(
+                points.iter().map(|p| (p.index, p.reason.clone())),
+            ));
+        }
+        if e.is_invalid_input() {
+            return ApiError::bad_request(e.to_string());
+        }
+        if e.is_overloaded() {
+            let mut err = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            err.retry_after = Some(1);
+            return err;
+        }
+        if e.is_closed() {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the service is shutting down; retry later",
+            );
+            err.retry_after = Some(5);
+            return err;
+        }
+        tracing::error!("store error: {e}");
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.message, "details": self.details});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+type ApiResult = Result<Response, ApiError>;
+
+fn point_details(errors: impl Iterator<Item = (usize, String)>) -> Vec<Value> {
+    errors
+        .take(MAX_DETAILS)
+        .map(|(index, reason)| json!({"index": index, "error": reason}))
+        .collect()
+}
+
+/// Runs a blocking store call on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!("request task failed: {e}");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error while answering the request",
+            ))
+        }
+    }
+}
+
+/// A JSON answer from bytes serialized off the async threads.
+fn json_bytes(bytes: Vec<u8>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        bytes,
+    )
+        .into_response()
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}"),
+        )
+    })
+}
+
+async fn not_found(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        format!("no such endpoint: {}", req.uri().path()),
+    )
+}
+
+async fn method_not_allowed(req: Request) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        format!("{} is not allowed on {}", req.method(), req.uri().path()),
+    )
+}
+
+// ---------------------------------------------------------- middleware
+
+/// Every `/api` route needs the token when one is configured. Both sides
+/// are hashed first so the comparison takes the same time whatever the
+/// length or content of the guess.
+async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    let Some(token) = app.state.token.as_deref() else {
+        return next.run(req).await;
+    };
+    if token_matches(req.headers(), token) {
+        next.run(req).await
+    } else {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong API token: send `Authorization: Bearer <token>` or `X-API-Token: <token>`",
+        )
+        .into_response()
+    }
+}
+
+fn token_matches(headers: &HeaderMap, token: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    use subtle::ConstantTimeEq;
+    let want = Sha256::digest(token.as_bytes());
+    let check = |given: &[u8]| -> bool { Sha256::digest(given).ct_eq(&want).into() };
+    let mut ok = false;
+    for value in headers.get_all(header::AUTHORIZATION) {
+        let v = value.as_bytes();
+        if v.len() > 7 && v[..7].eq_ignore_ascii_case(b"bearer ") {
+            ok |= check(v[7..].trim_ascii());
+        }
+    }
+    for value in headers.get_all("x-api-token") {
+        ok |= check(value.as_bytes().trim_ascii());
+    }
+    ok
+}
+
+/// One log line and one Prometheus count per request. The route label is
+/// the matched pattern, not the raw path.
+async fn log_requests(State(app): State<App>, req: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16();
+    let route = route.unwrap_or_else(|| {
+        if path.starts_with("/api") {
+            "/api/unmatched".to_string()
+        } else {
+            "other".to_string()
+        }
+    });
+    app.state.prom.record(method.as_str(), &route, status);
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, ms, "request");
+    } else {
+        tracing::info!(%method, %path, status, ms, "request");
+    }
+    resp
+}
+
+// ------------------------------------------------------------- params
+
+/// Query parameters in order; the first of a repeated name wins.
+struct Params(Vec<(String, String)>);
+
+impl Params {
+    fn from(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Params, ApiError> {
+        match q {
+            Ok(Query(v)) => Ok(Params(v)),
+            Err(e) => Err(ApiError::bad_request(format!(
+                "malformed query string: {e}"
+            ))),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A non-empty value, or None when absent or empty.
+    fn text(&self, name: &str) -> Option<&str> {
+        self.get(name).filter(|v| !v.is_empty())
+    }
+
+    fn bool(&self, name: &str) -> Result<bool, ApiError> {
+        match self.get(name) {
+            None => Ok(false),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "" | "true" | "1" | "yes" => Ok(true),
+                "false" | "0" | "no" => Ok(false),
+                _ => Err(ApiError::bad_request(format!(
+                    "{name}: expected true or false, got {v:?}"
+                ))),
+            },
+        }
+    }
+
+    fn max_points(&self) -> Result<Option<usize>, ApiError> {
+        match self.get("maxPoints") {
+            None => Ok(None),
+            Some(v) => match v.trim().parse::<usize>() {
+                Ok(n) if n >= 1 => Ok(Some(n)),
+                _ => Err(ApiError::bad_request(format!(
+                    "maxPoints: must be a whole number of at least 1, got {v:?}"
+                ))),
+            },
+        }
+    }
+}
+
+/// A query-string timestamp: Unix ms or RFC 3339. An unescaped `+` in an
+/// offset arrives as a space after URL decoding; it is put back.
+fn param_timestamp(name: &str, v: &str) -> Result<i64, ApiError> {
+    parse_timestamp(v)
+        .or_else(|e| {
+            if v.contains(' ') {
+                parse_timestamp(&v.replace(' ', "+")).map_err(|_| e)
+            } else {
+                Err(e)
+            }
+        })
+        .map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
+}
+
+/// What range a query asked for.
+struct Window {
+    range: TimeRange,
+    /// The `range` parameter as given (null when start/end were used).
+    label: Option<String>,
+}
+
+/// `range` or `start`+`end` (exclusive). `charts` limits `range` to Pulse's
+/// list and defaults it to 1h; history accepts any duration and needs one.
+fn window(p: &Params, now: i64, charts: bool) -> Result<Window, ApiError> {
+    let range = p.get("range");
+    let (start, end) = (p.get("start"), p.get("end"));
+    if range.is_some() && (start.is_some() || end.is_some()) {
+        return Err(ApiError::bad_request(
+            "give either range or start and end, not both",
+        ));
+    }
+    match (start, end) {
+        (Some(s), Some(e)) => {
+            let start = param_timestamp("start", s)?;
+            let end = param_timestamp("end", e)?;
+            if start > end {
+                return Err(ApiError::bad_request(format!(
+                    "start ({}) is after end ({})",
+                    crate::model::format_timestamp(start),
+                    crate::model::format_timestamp(end)
+                )));
+            }
+            let range = TimeRange::between(start, end, now).map_err(ApiError::from_store)?;
+            return Ok(Window { range, label: None });
+        }
+        (Some(_), None) => {
+            return Err(ApiError::bad_request(
+                "end is missing: start and end go together",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(ApiError::bad_request(
+                "start is missing: start and end go together",
+            ));
+        }
+        (None, None) => {}
+    }
+    if charts {
+        let r = range.unwrap_or(DEFAULT_CHART_RANGE);
+        let Some(&(_, secs)) = CHART_RANGES.iter().find(|(name, _)| *name == r) else {
+            let names: Vec<&str> = CHART_RANGES.iter().map(|(n, _)| *n).collect();
+            return Err(ApiError::bad_request(format!(
+                "range: unknown range {r:?}; expected one of {}",
+                names.join(", ")
+            ))
+            .with_details(names.iter().map(|n| json!(n)).collect()));
+        };
+        return Ok(Window {
+            range: TimeRange::last(Duration::from_secs(secs), now),
+            label: Some(r.to_string()),
+        });
+    }
+    let Some(r) = range else {
+        return Err(ApiError::bad_request(
+            "range (e.g. 1h, 24h, 7d) or start and end is required",
+        ));
+    };
+    let d = config::parse_duration(r).map_err(|e| ApiError::bad_request(format!("range: {e}")))?;
+    if d.is_zero() {
+        return Err(ApiError::bad_request("range: must be longer than 0s"));
+    }
+    Ok(Window {
+        range: TimeRange::last(d, now),
+        label: Some(r.to_string()),
+    })
+}
+
+// ------------------------------------------------------------- write
+
+enum WriteFailure {
+    Refused(ApiError),
+    /// Accepted but `sync=true` could not make the points durable.
+    NotDurable(usize, crate::Error),
+}
+
+async fn write(
+    State(app): State<App>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult {
+    let params = Params::from(query)?;
+    let sync = params.bool("sync")?;
+    let points = parse_points(&read_body(body)?)?;
+    let store = app.state.store.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        let n = store
+            .write_batch(&points)
+            .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
+        if sync {
+            store.flush().map_err(|e| WriteFailure::NotDurable(n, e))?;
+        }
+        Ok(n)
+    })
+    .await;
+    match outcome {
+        Ok(Ok(n)) => Ok(axum::Json(json!({"accepted": n})).into_response()),
+        Ok(Err(WriteFailure::Refused(e))) => Err(e),
+        Ok(Err(WriteFailure::NotDurable(n, e))) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "{n} points were accepted but are not durable yet ({e}); they stay queued and are retried"
+            ),
+        )),
+        Err(e) => {
+            tracing::error!("write task failed: {e}");
+            Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error while writing",
+            ))
+        }
+    }
+}
+
+fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body over the {BODY_LIMIT} byte (8 MiB) limit; send smaller batches"
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request("empty body: expected JSON"));
+    }
+    serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
+}
+
+/// `{"points": [...]}` -> points, or a 400 naming every bad index.
+fn parse_points(bytes: &[u8]) -> Result<Vec<Point>, ApiError> {
+    let body = parse_json(bytes)?;
+    let Some(obj) = body.as_object() else {
+        return Err(ApiError::bad_request(
+            r#"body must be a JSON object {"points": [...]}"#,
+        ));
+    };
+    let list = match obj.get("points") {
+        Some(Value::Array(list)) => list,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "`points` must be an array of point objects",
+            ));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                r#"missing `points`: expected {"points": [{"resourceType", "resourceId", "metric", "value", "timestamp"}]}"#,
+            ));
+        }
+    };
+    let mut points = Vec::with_capacity(list.len());
+    let mut bad = Vec::new();
+    for (i, v) in list.iter().enumerate() {
+        match Point::from_json(v) {
+            Ok(p) => points.push(p),
+            Err(reason) => bad.push((i, reason)),
+        }
+    }
+    if !bad.is_empty() {
+        return Err(ApiError::bad_request(format!(
+            "{} invalid point(s), nothing stored",
+            bad.len()
+        ))
+        .with_details(point_details(bad.into_iter())));
+    }
+    Ok(points)
+}
+
+// ----------------------------------------------------------- history
+
+/// The history answer (shared shape with `pulse-metrics query`).
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryAnswer {
+    pub resource_type: String,
+    pub resource_id: String,
+    pub metric: Option<String>,
+    pub range: Option<String>,
+    pub start: i64,
+    pub end: i64,
+    pub tier: Tier,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points: Option<Vec<HistoryPoint>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, Vec<HistoryPoint>>>,
+}
+
+/// Answers a history query against `store` (blocking).
+pub fn history_answer(
+    store: &Store,
+    resource_type: &str,
+    resource_id: &str,
+    metric: Option<&str>,
+    range: TimeRange,
+    label: Option<String>,
+    max_points: Option<usize>,
+) -> crate::Result<HistoryAnswer> {
+    let mut answer = HistoryAnswer {
+        resource_type: resource_type.to_string(),
+        resource_id: resource_id.to_string(),
+        metric: metric.map(str::to_string),
+        range: label,
+        start: range.start,
+        end: range.end,
+        tier: Tier::Raw,
+        points: None,
+        metrics: None,
+    };
+    match metric {
+        Some(m) => {
+            let h = store.query(
+                &SeriesKey::new(resource_type, resource_id, m),
+                range,
+                max_points,
+            )?;
+            answer.tier = h.tier;
+            answer.points = Some(h.points);
+        }
+        None => {
+            let filter = SeriesFilter {
+                resource_type: Some(resource_type.to_string()),
+                resource_id: Some(resource_id.to_string()),
+                metric: None,
+            };
+            let many = store.query_many(&filter, range, max_points)?;
+            answer.tier = many.tier;
+            answer.metrics = Some(
+                many.series
+                    .into_iter()
+                    .map(|(k, points)| (k.metric, points))
+                    .collect(),
+            );
+        }
+    }
+    Ok(answer)
+}
+
+async fn history(
+    State(app): State<App>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(query)?;
+    let resource_type = p
+        .text("resourceType")
+        .ok_or_else(|| ApiError::bad_request("resourceType is required"))?
+        .to_string();
+    let resource_id = p
+        .text("resourceId")
+        .ok_or_else(|| ApiError::bad_request("resourceId is required"))?
+        .to_string();
+    let metric = match p.get("metric") {
+        Some("") => return Err(ApiError::bad_request("metric: must not be empty")),
+        m => m.map(str::to_string),
+    };
+    // The same rules as for writing, so a typo gets a 400, not an empty answer.
+    SeriesKey::new(
+        &resource_type,
+        &resource_id,
+        metric.as_deref().unwrap_or("cpu"),
+    )
+    .validate()
+    .map_err(ApiError::bad_request)?;
+    let max_points = p.max_points()?;
+    let w = window(&p, now_ms(), false)?;
+    let store = app.state.store.clone();
+    let bytes = blocking(move || {
+        let answer = history_answer(
+            &store,
+            &resource_type,
+            &resource_id,
+            metric.as_deref(),
+            w.range,
+            w.label,
+            max_points,
+        )
+        .map_err(ApiError::from_store)?;
+        to_json(&answer)
+    })
+    .await?;
+    Ok(json_bytes(bytes))
+}
+
+// ------------------------------------------------------------ charts
+
+/// Points in Pulse's chart shape: `[{"timestamp", "value"}]` only.
+struct ChartSeries<'a>(&'a [HistoryPoint]);
+
+impl Serialize for ChartSeries<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Tv<'a>(&'a HistoryPoint);
+        impl Serialize for Tv<'_> {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut m = s.serialize_map(Some(2))?;
+                m.serialize_entry("timestamp", &self.0.timestamp)?;
+                m.serialize_entry("value", &self.0.value)?;
+                m.end()
+            }
+        }
+        let mut seq = s.serialize_seq(Some(self.0.len()))?;
+        for p in self.0 {
+            seq.serialize_element(&Tv(p))?;
+        }
+        seq.end()
+    }
+}
+
+type ByMetric<'a> = BTreeMap<&'a str, ChartSeries<'a>>;
+type ById<'a> = BTreeMap<&'a str, ByMetric<'a>>;
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ChartsAnswer<'a> {
+    data: ById<'a>,
+    node_data: ById<'a>,
+    storage_data: ById<'a>,
+    docker_data: ById<'a>,
+    docker_host_data: ById<'a>,
+    guest_types: BTreeMap<&'a str, &'static str>,
+    /// Resource types Pulse has no map for, by type.
+    resources: BTreeMap<&'a str, ById<'a>>,
+    timestamp: i64,
+    stats: ChartStats,
+}
+
+#[derive(Serialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct ChartStats {
+    oldest_data_timestamp: i64,
+    tier: Option<Tier>,
+    point_count: usize,
+    range: Option<String>,
+    range_seconds: i64,
+}
+
+async fn charts(
+    State(app): State<App>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let p = Params::from(query)?;
+    let max_points = p.max_points()?;
+    let now = now_ms();
+    let w = window(&p, now, true)?;
+    let store = app.state.store.clone();
+    let bytes = blocking(move || {
+        let many = store
+            .query_many(&SeriesFilter::default(), w.range, max_points)
+            .map_err(ApiError::from_store)?;
+        let oldest = store
+            .stats()
+            .map_err(ApiError::from_store)?
+            .oldest_data_timestamp;
+        let mut answer = ChartsAnswer {
+            timestamp: now,
+            ..ChartsAnswer::default()
+        };
+        let mut count = 0;
+        for (key, points) in &many.series {
+            count += points.len();
+            let t = key.resource_type.as_str();
+            let map = match t {
+                "vm" | "container" => {
+                    answer
+                        .guest_types
+                        .insert(&key.resource_id, if t == "vm" { "vm" } else { "container" });
+                    &mut answer.data
+                }
+                "node" => &mut answer.node_data,
+                "storage" => &mut answer.storage_data,
+                "dockerContainer" => &mut answer.docker_data,
+                "dockerHost" => &mut answer.docker_host_data,
+                other => answer.resources.entry(other).or_default(),
+            };
+            map.entry(&key.resource_id)
+                .or_default()
+                .insert(&key.metric, ChartSeries(points));
+        }
+        answer.stats = ChartStats {
+            oldest_data_timestamp: oldest,
+            tier: Some(many.tier),
+            point_count: count,
+            range: w.label,
+            range_seconds: (w.range.end - w.range.start) / 1000,
+        };
+        to_json(&answer)
+    })
+    .await?;
+    Ok(json_bytes(bytes))
+}
+
+// ------------------------------------------------------ small endpoints
+
+async fn series(State(app): State<App>) -> ApiResult {
+    let store = app.state.store.clone();
+    let bytes = blocking(move || {
+        let series = store.series().map_err(ApiError::from_store)?;
+        to_json(&json!({ "series": series }))
+    })
+    .await?;
+    Ok(json_bytes(bytes))
+}
+
+async fn stats(State(app): State<App>) -> ApiResult {
+    let store = app.state.store.clone();
+    let stats = blocking(move || store.stats().map_err(ApiError::from_store)).await?;
+    let mut v = serde_json::to_value(&stats).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode stats: {e}"),
+        )
+    })?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("collectors".into(), json!(app.state.board.snapshot()));
+    }
+    Ok(axum::Json(v).into_response())
+}
+
+async fn get_config(State(app): State<App>) -> ApiResult {
+    Ok(axum::Json(app.state.store.config()).into_response())
+}
+
+/// Validates the new `metrics` section, saves the whole config file
+/// atomically (when the service has one), then applies it live. Nothing is
+/// saved or applied when validation or saving fails.
+async fn put_config(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> ApiResult {
+    let value = parse_json(&read_body(body)?)?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request(
+            "body must be a JSON object: the metrics section (e.g. {\"retention\": {\"raw\": \"4h\"}})",
+        ));
+    }
+    let mut current = app.state.config.lock().await;
+    let new_metrics: MetricsConfig = config::metrics_from_json(&value, &current.metrics)
+        .and_then(|m| m.validate().map(|()| m))
+        .map_err(config_error)?;
+    let mut new_config = current.clone();
+    new_config.metrics = new_metrics.clone();
+    let persisted = match app.state.config_path.clone() {
+        Some(path) => {
+            let to_save = new_config.clone();
+            blocking(move || {
+                to_save.save(&path).map_err(|e| {
+                    tracing::error!("saving the configuration to {} failed: {e}", path.display());
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!(
+                            "cannot save the configuration to {}: {e}; nothing was changed",
+                            path.display()
+                        ),
+                    )
+                })
+            })
+            .await?;
+            true
+        }
+        None => false,
+    };
+    let store = app.state.store.clone();
+    let applied = new_metrics.clone();
+    let restart = blocking(move || store.reconfigure(applied).map_err(config_error)).await?;
+    *current = new_config;
+    drop(current);
+    tracing::info!(persisted, ?restart, "configuration changed through the API");
+    let mut v = serde_json::to_value(&new_metrics).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode config: {e}"),
+        )
+    })?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("restartRequired".into(), json!(restart));
+        obj.insert("persisted".into(), json!(persisted));
+    }
+    Ok(axum::Json(v).into_response())
+}
+
+fn config_error(e: crate::Error) -> ApiError {
+    let key = e.config_key().unwrap_or("metrics").to_string();
+    ApiError::bad_request(format!("invalid configuration: {e}"))
+        .with_details(vec![json!({"key": key, "error": e.to_string()})])
+}
+
+async fn maintenance(State(app): State<App>) -> ApiResult {
+    let store = app.state.store.clone();
+    let report = blocking(move || store.maintain(now_ms()).map_err(ApiError::from_store)).await?;
+    Ok(axum::Json(report).into_response())
+}
+
+async fn metrics(State(app): State<App>) -> ApiResult {
+    let a = app.clone();
+    let text = blocking(move || {
+        prom::render(&a.state.store, &a.state.board, &a.state.jobs, &a.state.prom)
+            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"))
+    })
+    .await?;
+    Ok((
+        [(header::CONTENT_TYPE, prom::CONTENT_TYPE)],
+        Body::from(text),
+    )
+        .into_response())
+}
+
+/// 200 `ok` while the store answers and its writer keeps up: points waiting
+/// longer than twice the flush interval (at least 30 s) mean the writer is
+/// stuck or dead. Checked without forcing a flush, so frequent probes cost
+/// no disk writes.
+async fn healthz(State(app): State<App>) -> Response {
+    let store = app.state.store.clone();
+    let started = app.state.started_ms;
+    let checked = tokio::time::timeout(
+        Duration::from_secs(5),
+        blocking(move || {
+            let s = store.stats().map_err(ApiError::from_store)?;
+            let limit = (store.config().flush_interval * 2).max(Duration::from_secs(30));
+            let since = now_ms() - s.last_flush.max(started);
+            if s.buffer_size > 0 && since > limit.as_millis() as i64 {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!(
+                        "writer stalled: {} points waiting, last flush {} s ago; last error: {}",
+                        s.buffer_size,
+                        since / 1000,
+                        s.last_error
+                    ),
+                ));
+            }
+            Ok(())
+        }),
+    )
+    .await;
+    match checked {
+        Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
+        Ok(Err(e)) => e.into_response(),
+        Err(_) => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "store not answering").into_response()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_queue_is_503_with_retry_after() {
+        let resp = ApiError::from_store(crate::Error::overloaded(500_000, 500_000)).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
+        let resp = ApiError::from_store(crate::Error::closed()).into_response();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(resp.headers().contains_key(header::RETRY_AFTER));
+    }
+
+    #[test]
+    fn store_point_errors_become_details() {
+        let e = crate::Error::invalid_points(vec![crate::PointError {
+            index: 3,
+            reason: "value: must be a finite number".into(),
+        }]);
+        let api = ApiError::from_store(e);
+        assert_eq!(api.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            api.details,
+            vec![json!({"index": 3, "error": "value: must be a finite number"})]
+        );
+    }
+
+    #[test]
+    fn token_headers() {
+        let mut h = HeaderMap::new();
+        assert!(!token_matches(&h, "t0k"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer t0k"),
+        );
+        assert!(token_matches(&h, "t0k"));
+        assert!(!token_matches(&h, "t0k2"));
+        let mut h = HeaderMap::new();
+        h.insert("x-api-token", HeaderValue::from_static("t0k"));
+        assert!(token_matches(&h, "t0k"));
+        let mut h = HeaderMap::new();
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic t0k"));
+        assert!(!token_matches(&h, "t0k"));
+    }
+}
