@@ -12,10 +12,12 @@
 //! | `retention` | pruning and giving space back                                |
 //! | `tiers`     | reading/writing tier chunks                                  |
 //! | `query`     | tier selection, stitching, `max_points`                      |
+//! | `import`    | storing buckets migrated from another store                  |
 //!
 //! See `docs/storage.md` for the layout and the figures behind it.
 
 mod codec;
+mod import;
 mod load;
 mod query;
 mod retention;
@@ -670,10 +672,38 @@ impl Store {
         tier: Tier,
         buckets: &[(SeriesKey, HistoryPoint)],
     ) -> Result<usize> {
-        let _ = (tier, buckets);
-        Err(Error::invalid_input(
-            "import_buckets is not implemented yet",
-        ))
+        if tier == Tier::Raw {
+            return Err(Error::invalid_input(
+                "raw points are imported with write_batch, not import_buckets",
+            ));
+        }
+        let errors: Vec<PointError> = buckets
+            .iter()
+            .enumerate()
+            .filter_map(|(index, (key, b))| {
+                let problem = key.validate().err().or_else(|| {
+                    if !(b.value.is_finite() && b.min.is_finite() && b.max.is_finite()) {
+                        Some("value, min and max must be finite".to_string())
+                    } else if b.count == 0 {
+                        Some("count must be at least 1".to_string())
+                    } else if b.timestamp < 0 || b.timestamp > crate::model::MAX_TIMESTAMP_MS {
+                        Some(format!("timestamp {} out of range", b.timestamp))
+                    } else {
+                        None
+                    }
+                });
+                problem.map(|reason| PointError { index, reason })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::invalid_points(errors));
+        }
+        if buckets.is_empty() {
+            return Ok(0);
+        }
+        self.inner
+            .queue
+            .run(|r| writer::Job::Import(tier, buckets.to_vec(), r))
     }
 
     /// Rolls up every closed bucket as of `now_ms`.

@@ -51,6 +51,11 @@ pub enum Job {
     Prune(i64, Reply<PruneReport>),
     Maintain(i64, Reply<MaintainReport>),
     Vacuum(Reply<VacuumReport>),
+    Import(
+        crate::model::Tier,
+        Vec<(SeriesKey, crate::model::HistoryPoint)>,
+        Reply<usize>,
+    ),
 }
 
 /// Counters shown by `stats()` and `/metrics`.
@@ -362,33 +367,19 @@ impl Writer {
 
     /// Writes one batch to the log in one transaction, then into memory.
     fn flush(&mut self, batch: &[Pending]) -> Result<()> {
-        let mut new_series: Vec<SeriesKey> = Vec::new();
-        let mut pts: Vec<LogPoint> = Vec::with_capacity(batch.len());
-        {
+        let (sids, new_series) = {
             let st = self.shared.read();
-            let base = st.series.len();
-            let mut new_ids: HashMap<&SeriesKey, u32> = HashMap::new();
-            for p in batch {
-                let sid = match &p.series {
-                    SeriesRef::Known(id) => *id,
-                    SeriesRef::New(key) => match st.ids.get(key) {
-                        Some(id) => *id,
-                        None => *new_ids.entry(key).or_insert_with(|| {
-                            new_series.push(key.clone());
-                            (base + new_series.len() - 1) as u32
-                        }),
-                    },
-                };
-                pts.push(LogPoint {
-                    sid,
-                    ts: p.ts,
-                    value: p.value,
-                });
-            }
-            if base + new_series.len() > super::state::MAX_SERIES {
-                return Err(Error::invalid_input("too many series (at most 16,777,216)"));
-            }
-        }
+            resolve_series(&st, batch.iter().map(|p| &p.series))?
+        };
+        let mut pts: Vec<LogPoint> = batch
+            .iter()
+            .zip(sids)
+            .map(|(p, sid)| LogPoint {
+                sid,
+                ts: p.ts,
+                value: p.value,
+            })
+            .collect();
         // One point per series and second: the last write wins.
         pts.sort_by_key(|p| (p.ts, p.sid));
         let mut deduped: Vec<LogPoint> = Vec::with_capacity(pts.len());
@@ -408,18 +399,7 @@ impl Writer {
                 .transaction_with_behavior(TransactionBehavior::Immediate)
                 .ctx("begin flush")?;
             {
-                let mut ins = tx
-                    .prepare_cached("INSERT INTO series (id, resource_type, resource_id, metric) VALUES (?1, ?2, ?3, ?4)")
-                    .ctx("prepare series insert")?;
-                for (i, key) in new_series.iter().enumerate() {
-                    ins.execute(rusqlite::params![
-                        (first_new + i) as i64,
-                        key.resource_type,
-                        key.resource_id,
-                        key.metric
-                    ])
-                    .ctx("insert series")?;
-                }
+                insert_series(&tx, first_new, &new_series)?;
                 let mut upd = tx
                     .prepare_cached("UPDATE raw_log SET data = ?2 WHERE slot = ?1")
                     .ctx("prepare log update")?;
@@ -511,6 +491,9 @@ impl Writer {
                 let r = self.vacuum();
                 let _ = reply.send(self.note("vacuum", r));
             }
+            Job::Import(tier, buckets, reply) => {
+                let _ = reply.send(self.import(tier, &buckets));
+            }
         }
     }
 
@@ -562,6 +545,66 @@ impl Writer {
             self.counters
                 .record_error(&format!("{n} points could not be flushed before shutdown"));
         }
+    }
+}
+
+/// Ids for the series of a batch: known ones from the directory, unknown
+/// ones numbered after it (in the returned list, to be inserted).
+pub fn resolve_series<'a>(
+    st: &State,
+    refs: impl Iterator<Item = &'a SeriesRef>,
+) -> Result<(Vec<u32>, Vec<SeriesKey>)> {
+    let base = st.series.len();
+    let mut new_series: Vec<SeriesKey> = Vec::new();
+    let mut new_ids: HashMap<&SeriesKey, u32> = HashMap::new();
+    let mut sids = Vec::new();
+    for r in refs {
+        let sid = match r {
+            SeriesRef::Known(id) => *id,
+            SeriesRef::New(key) => match st.ids.get(key) {
+                Some(id) => *id,
+                None => *new_ids.entry(key).or_insert_with(|| {
+                    new_series.push(key.clone());
+                    (base + new_series.len() - 1) as u32
+                }),
+            },
+        };
+        sids.push(sid);
+    }
+    if base + new_series.len() > super::state::MAX_SERIES {
+        return Err(Error::invalid_input("too many series (at most 16,777,216)"));
+    }
+    Ok((sids, new_series))
+}
+
+/// Inserts new series rows (inside the caller's transaction).
+pub fn insert_series(conn: &Connection, first_id: usize, keys: &[SeriesKey]) -> Result<()> {
+    let mut ins = conn
+        .prepare_cached(
+            "INSERT INTO series (id, resource_type, resource_id, metric) VALUES (?1, ?2, ?3, ?4)",
+        )
+        .ctx("prepare series insert")?;
+    for (i, key) in keys.iter().enumerate() {
+        ins.execute(rusqlite::params![
+            (first_id + i) as i64,
+            key.resource_type,
+            key.resource_id,
+            key.metric
+        ])
+        .ctx("insert series")?;
+    }
+    Ok(())
+}
+
+/// Makes committed new series visible to readers.
+pub fn publish_series(st: &mut State, keys: Vec<SeriesKey>) {
+    for key in keys {
+        let id = st.series.len() as u32;
+        st.ids.insert(key.clone(), id);
+        st.series.push(SeriesEntry {
+            key,
+            raw: Vec::new(),
+        });
     }
 }
 

@@ -1,0 +1,83 @@
+//! Storing rolled-up buckets that come from another store (`import-pulse`):
+//! each replaces the bucket with the same start, so importing twice stores
+//! each bucket once.
+
+use super::codec::Agg;
+use super::state::{ChunkTier, floor_to};
+use super::tiers;
+use super::writer::{SeriesRef, Writer, insert_series, publish_series, resolve_series};
+use crate::error::{Result, SqlContext};
+use crate::model::{HistoryPoint, SeriesKey, Tier};
+use std::collections::BTreeMap;
+
+impl Writer {
+    pub fn import(&mut self, tier: Tier, buckets: &[(SeriesKey, HistoryPoint)]) -> Result<usize> {
+        let t = match tier {
+            Tier::Minute => ChunkTier::MINUTE,
+            Tier::Hourly => ChunkTier::HOURLY,
+            Tier::Daily => ChunkTier::DAILY,
+            Tier::Raw => unreachable!("refused by Store::import_buckets"),
+        };
+        let refs: Vec<SeriesRef> = buckets
+            .iter()
+            .map(|(k, _)| SeriesRef::New(k.clone()))
+            .collect();
+        let (sids, new_series) = {
+            let st = self.shared.read();
+            resolve_series(&st, refs.iter())?
+        };
+        let mut by_chunk: BTreeMap<(i64, u32), Vec<(usize, Agg)>> = BTreeMap::new();
+        for ((_, b), sid) in buckets.iter().zip(&sids) {
+            let start = floor_to(b.timestamp.div_euclid(1000), t.bucket);
+            let agg = Agg {
+                count: b.count,
+                sum: b.value * b.count as f64,
+                min: b.min,
+                max: b.max,
+            };
+            by_chunk
+                .entry((t.chunk_of(start), *sid))
+                .or_default()
+                .push((t.index_of(start), agg));
+        }
+        let first_new = self.shared.read().series.len();
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .ctx("begin import")?;
+        let staged = (|| -> Result<i64> {
+            insert_series(&self.conn, first_new, &new_series)?;
+            let mut delta = 0i64;
+            for ((chunk, sid), entries) in &by_chunk {
+                let stored = tiers::read(&self.conn, t, *chunk, *sid)?;
+                let old = stored
+                    .as_ref()
+                    .map_or(0, |b| b.iter().flatten().count() as i64);
+                let mut chunk_buckets = stored.unwrap_or_else(|| vec![None; t.span]);
+                for (i, agg) in entries {
+                    chunk_buckets[*i] = Some(*agg);
+                }
+                // Keep the chunk's fold mark: imported buckets fold no raw points.
+                let seq = tiers::seq(&self.conn, t, *chunk, *sid)?.unwrap_or(0);
+                tiers::write(&self.conn, t, *chunk, *sid, seq, &chunk_buckets)?;
+                delta += chunk_buckets.iter().flatten().count() as i64 - old;
+            }
+            Ok(delta)
+        })();
+        let delta = match staged {
+            Ok(d) => d,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        let mut st = self.shared.write();
+        if let Err(e) = self.conn.execute_batch("COMMIT").ctx("commit import") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        publish_series(&mut st, new_series);
+        let i = tier.index() - 1;
+        st.disk_buckets[i] = st.disk_buckets[i].saturating_add_signed(delta);
+        Ok(buckets.len())
+    }
+}
