@@ -1,11 +1,12 @@
 // Realistic test data: 20 resources of several types (nodes, VMs,
 // containers, storage, a Docker host and a backup server) sampled every 15 s
-// over the last 3 hours, with VM 101 stopped for 30 minutes (a gap).
+// over the last 3 hours, with VM 101 stopped for 20 minutes (a gap) within
+// the last hour.
 
 export const STEP_MS = 15_000;
 export const HOURS = 3;
 /** VM 101 is stopped between these offsets from now (ms): no points at all. */
-export const GAP = { id: 'pve1:node1:101', type: 'vm', from: 80 * 60_000, to: 50 * 60_000 };
+export const GAP = { id: 'pve1:node1:101', type: 'vm', from: 45 * 60_000, to: 25 * 60_000 };
 
 export const RESOURCES = [
   ...['node1', 'node2', 'node3'].map((n, i) => ({ type: 'node', id: `pve1:${n}`, base: { cpu: 25 + i * 12, memory: 55 + i * 6, disk: 38 + i * 9 }, metrics: ['cpu', 'memory', 'disk', 'netin', 'netout'] })),

@@ -258,6 +258,7 @@ export class Detail {
     this.chartEl.replaceChildren();
     this.plot = new uPlot(this.options(metric, width), data, this.chartEl);
     this.plot._metric = metric;
+    this.chartEl._plot = this.plot;
   }
 
   options(metric, width) {
@@ -392,6 +393,7 @@ export class Detail {
   }
 
   destroyPlot() {
+    this.chartEl._plot = null;
     if (this.plot) {
       this.plot.destroy();
       this.plot = null;
