@@ -43,7 +43,8 @@ async function startServer(name, yaml) {
     const timer = setTimeout(() => reject(new Error(`${name}: no "listening on" line within 30 s. Output:\n${log}`)), 30_000);
     const onData = (chunk) => {
       log += chunk;
-      const m = /listening on (http:\/\/[^\s]+)/.exec(log);
+      // Only a whole line: a chunk may end in the middle of the port number.
+      const m = /listening on (http:\/\/[^\s]+)\r?\n/.exec(log);
       if (m) {
         clearTimeout(timer);
         resolve(m[1].replace(/\/$/, ''));
@@ -145,6 +146,8 @@ let points;
 const dataDirs = [];
 
 before(async () => {
+  fs.mkdirSync(SHOTS, { recursive: true });
+  for (const f of fs.readdirSync(SHOTS)) if (f.endsWith('.png')) fs.rmSync(path.join(SHOTS, f));
   assert.ok(fs.existsSync(BIN), `the pulse-metrics binary is missing at ${BIN}: run cargo build`);
   assert.ok(fs.existsSync(CHROMIUM), `Chromium is missing at ${CHROMIUM}: apt-get install chromium chromium-driver`);
   server = await startServer(
@@ -440,6 +443,9 @@ test('saving a new raw retention writes the config file and survives a reload', 
   assert.match(await page.textContent('#health .kvi[data-k="database-file"] .v'), /metrics\.db$/);
   assert.notEqual(await page.textContent('#health .jobs .kvi[data-k="last-rollup"] .v'), 'never', 'the maintenance above rolled up');
   assert.match(await page.textContent('#estimate .big .v'), /≈ [\d.,]+ (KiB|MiB|GiB)/);
+  // The raw interval of the estimate is measured on the data (a point every 15 s).
+  await page.waitForFunction(() => /measured/.test(document.querySelector('#estimate .basis')?.textContent));
+  assert.match(await page.textContent('#estimate .basis'), /For 104 series with a raw point every 15 s/);
 
   // Edit raw retention: the estimate follows the form.
   const before = Number(await page.getAttribute('#estimate .big', 'data-estimate-bytes'));

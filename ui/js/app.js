@@ -26,6 +26,8 @@ const banner = {
       text = error?.message || String(error);
       lines = detailLines(error?.details);
     }
+    // Details that only repeat the message add nothing.
+    lines = lines.filter((l) => !text.includes(l) && !text.includes(l.slice(l.indexOf(': ') + 2)));
     title.textContent = text;
     list.replaceChildren(...lines.map((l) => Object.assign(document.createElement('li'), { textContent: l })));
     this.el.hidden = false;

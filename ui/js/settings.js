@@ -2,7 +2,8 @@
 // PUT /api/metrics-store/config) and storage health from the stats endpoint,
 // with a steady-state size estimate and a "run maintenance now" button.
 
-import { ApiError, api } from './api.js';
+import { ApiError, api, withQuery } from './api.js';
+import { typicalStep } from './sparkline.js';
 import {
   formatBytes,
   formatCount,
@@ -190,6 +191,7 @@ export class Settings {
       }
       this.stats = stats;
       this.statsAt = Date.now();
+      if (!this.sampled && stats.seriesCount) await this.sampleRawInterval();
       this.renderHealth();
       this.renderEstimate();
       this.ctx.banner.clear('settings-load');
@@ -199,6 +201,35 @@ export class Settings {
       if (!this.stats) this.el.querySelector('.health-body').innerHTML = '<p class="muted">Stats unavailable.</p>';
     }
     if (!this.el.hidden && !document.hidden) this.timer = setTimeout(() => this.load(), 10_000);
+  }
+
+  /**
+   * Measures the raw interval from the data: the median spacing of the last
+   * 15 minutes of raw points of the most recently written series.
+   */
+  async sampleRawInterval() {
+    this.sampled = true;
+    try {
+      const { series = [] } = await api.get('/api/metrics-store/series');
+      const recent = series
+        .filter((s) => s.lastTimestamp)
+        .sort((a, b) => b.lastTimestamp - a.lastTimestamp)
+        .slice(0, 3);
+      const steps = [];
+      for (const s of recent) {
+        const h = await api.get(
+          withQuery('/api/metrics-store/history', { resourceType: s.resourceType, resourceId: s.resourceId, metric: s.metric, range: '15m' }),
+        );
+        if (h.tier !== 'raw' || !h.points || h.points.length < 3) continue;
+        const step = typicalStep(h.points);
+        if (step > 0) steps.push(step / 1000);
+      }
+      steps.sort((a, b) => a - b);
+      this.sampledInterval = steps.length ? steps[(steps.length - 1) >> 1] : null;
+    } catch {
+      // The stats-based figure stands in; the stats call reports errors.
+      this.sampledInterval = null;
+    }
   }
 
   fillForm(config) {
@@ -366,7 +397,8 @@ export class Settings {
       return;
     }
     const configuredRaw = parseDuration(String(this.config.retention?.raw ?? '')) ?? r.raw;
-    const observed = observedRawInterval(this.stats, configuredRaw, this.statsAt);
+    const sampled = this.sampledInterval;
+    const observed = sampled ?? observedRawInterval(this.stats, configuredRaw, this.statsAt);
     const rawInterval = observed ?? 5;
     const series = this.stats.seriesCount || 0;
     const { tiers, total } = estimateSize({ series, rawInterval, ...r });
@@ -381,7 +413,7 @@ export class Settings {
       <p class="muted formula">series × (raw retention ÷ raw interval × ${RAW_ROW_BYTES} B + minute retention ÷ 60 s × ${BUCKET_ROW_BYTES} B + hourly retention ÷ 1 h × ${BUCKET_ROW_BYTES} B + daily retention ÷ 1 d × ${BUCKET_ROW_BYTES} B) + 5 %. Now: <span class="now"></span>.</p>`;
     body.querySelector('.big .v').textContent = `≈ ${formatBytes(total)}`;
     body.querySelector('.basis').textContent = `For ${formatCount(series)} series with a raw point every ${formatDuration(rawInterval)} (${
-      observed ? 'observed from the stored raw rows' : 'assumed: not enough raw data yet'
+      sampled ? 'measured on the newest raw points' : observed ? 'raw rows per series over the raw retention' : 'assumed: not enough raw data yet'
     }) and the retention ${this.changes().n ? 'entered above (not saved yet)' : 'configured'}.`;
     body.querySelector('.now').textContent = `${formatBytes(current)} on disk`;
     const rows = [
