@@ -226,6 +226,13 @@ export class Dashboard {
   // --- rendering ----------------------------------------------------------------------
 
   render() {
+    const t0 = performance.now();
+    this.renderBody();
+    // Exposed for the browser tests' performance check (and curious people).
+    this.groupsEl.dataset.renderMs = (performance.now() - t0).toFixed(1);
+  }
+
+  renderBody() {
     const { state } = this.ctx;
     const charts = this.charts;
     const now = charts.timestamp || Date.now();
@@ -505,13 +512,20 @@ export class Dashboard {
     if (this.frame) return;
     this.frame = requestAnimationFrame(() => {
       this.frame = 0;
+      const t0 = performance.now();
       const list = this.observer ? [...this.visibleCanvases] : [...this.pending];
+      let drawn = 0;
       for (const c of list) {
         const job = c._pending;
         if (!job || !this.pending.has(c)) continue;
         this.pending.delete(c);
         c._pending = null;
         drawSparkline(c, job.points, job.opts);
+        drawn++;
+      }
+      if (drawn) {
+        this.groupsEl.dataset.drawMs = (performance.now() - t0).toFixed(1);
+        this.groupsEl.dataset.drawCount = String(drawn);
       }
     });
   }

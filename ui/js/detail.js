@@ -132,7 +132,9 @@ export class Detail {
     this.zoomed = false;
     const { name, context } = splitId(target.id);
     this.dialog.querySelector('#detail-title').textContent = name;
-    this.dialog.querySelector('.detail-sub').textContent = [TYPE_LABELS[target.type] ?? target.type, context || null, target.id !== name ? target.id : null]
+    const { state } = this.ctx;
+    const range = state.range === 'custom' ? `${formatDateTime(state.start)} – ${formatDateTime(state.end)}` : `last ${state.range}`;
+    this.dialog.querySelector('.detail-sub').textContent = [TYPE_LABELS[target.type] ?? target.type, target.id !== name ? target.id : context || null, range]
       .filter(Boolean)
       .join(' · ');
     if (!this.dialog.open) this.dialog.showModal();
@@ -310,7 +312,7 @@ export class Detail {
         { label: 'Min', class: 'band-edge', stroke: 'transparent', width: 0, spanGaps: false, points: { show: false } },
         { label: 'Max', class: 'band-edge', stroke: 'transparent', width: 0, spanGaps: false, points: { show: false } },
       ],
-      bands: [{ series: [3, 2], fill: withAlpha(accent, 0.22) }],
+      bands: [{ series: [3, 2], fill: withAlpha(accent, 0.26) }],
       hooks: {
         init: [
           (u) => {
