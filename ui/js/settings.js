@@ -87,6 +87,9 @@ export class Settings {
     this.stats = null;
     this.timer = null;
     this.built = false;
+    document.addEventListener('visibilitychange', () => {
+      if (!document.hidden && !this.el.hidden && this.built) this.load();
+    });
   }
 
   show() {
