@@ -39,7 +39,8 @@ fn web_ui_in_headless_chromium() {
     let browser = chromium();
     if browser.is_none() {
         missing.push(
-            "Chromium at /usr/bin/chromium (apt-get install chromium chromium-driver)".into(),
+            "Chromium at /usr/bin/chromium or $CHROMIUM (apt-get install chromium chromium-driver)"
+                .into(),
         );
     }
     if !tests.join("node_modules/playwright-core").is_dir() {
