@@ -1,0 +1,77 @@
+// Realistic test data: 20 resources of several types (nodes, VMs,
+// containers, storage, a Docker host and a backup server) sampled every 15 s
+// over the last 3 hours, with VM 101 stopped for 20 minutes (a gap) within
+// the last hour.
+
+export const STEP_MS = 15_000;
+export const HOURS = 3;
+/** VM 101 is stopped between these offsets from now (ms): no points at all. */
+export const GAP = { id: 'pve1:node1:101', type: 'vm', from: 45 * 60_000, to: 25 * 60_000 };
+
+export const RESOURCES = [
+  ...['node1', 'node2', 'node3'].map((n, i) => ({ type: 'node', id: `pve1:${n}`, base: { cpu: 25 + i * 12, memory: 55 + i * 6, disk: 38 + i * 9 }, metrics: ['cpu', 'memory', 'disk', 'netin', 'netout'] })),
+  ...[101, 102, 103, 104, 105, 106, 107, 108].map((vmid, i) => ({
+    type: 'vm',
+    id: `pve1:node${(i % 3) + 1}:${vmid}`,
+    base: { cpu: vmid === 104 ? 93 : vmid === 107 ? 84 : 8 + i * 7, memory: vmid === 105 ? 79 : vmid === 106 ? 88 : 30 + i * 5, disk: vmid === 103 ? 83 : 20 + i * 6 },
+    metrics: ['cpu', 'memory', 'disk', 'diskread', 'diskwrite', 'netin', 'netout'],
+  })),
+  ...[201, 202, 203, 204, 205].map((ctid, i) => ({
+    type: 'container',
+    id: `pve1:node${(i % 3) + 1}:${ctid}`,
+    base: { cpu: 3 + i * 9, memory: 20 + i * 12, disk: 15 + i * 14 },
+    metrics: ['cpu', 'memory', 'disk', 'netin', 'netout'],
+  })),
+  { type: 'storage', id: 'pve1:node1:local', base: { disk: 41 }, metrics: ['disk'] },
+  { type: 'storage', id: 'pve1:node1:local-lvm', base: { disk: 77 }, metrics: ['disk'] },
+  { type: 'storage', id: 'pve1:cephpool', base: { disk: 86 }, metrics: ['disk'] },
+  { type: 'dockerHost', id: 'docker1', base: { cpu: 17, memory: 48, disk: 62 }, metrics: ['cpu', 'memory', 'disk'] },
+  { type: 'pbs', id: 'backup1', base: { cpu: 6, memory: 35 }, metrics: ['cpu', 'memory'] },
+];
+
+/** Deterministic pseudo-random numbers (mulberry32). */
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const RATE_BASE = { diskread: 2.5e6, diskwrite: 1.2e6, netin: 4e5, netout: 9e5 };
+
+/** Every point, as the write API takes them, for data ending at `now` (Unix ms). */
+export function generate(now) {
+  const end = Math.floor(now / STEP_MS) * STEP_MS;
+  const start = end - HOURS * 3600_000;
+  const out = [];
+  RESOURCES.forEach((r, ri) => {
+    r.metrics.forEach((metric, mi) => {
+      const rand = rng(ri * 97 + mi * 13 + 1);
+      const base = r.base[metric] ?? RATE_BASE[metric] ?? 10;
+      const percent = ['cpu', 'memory', 'disk'].includes(metric);
+      let walk = 0;
+      for (let t = start; t <= end; t += STEP_MS) {
+        const ago = end - t;
+        if (r.id === GAP.id && ago <= GAP.from && ago >= GAP.to) continue;
+        const phase = (t / 3600_000) * Math.PI * 2;
+        walk = walk * 0.97 + (rand() - 0.5) * (percent ? 2.2 : 0.25);
+        let value;
+        if (percent) {
+          const swing = metric === 'disk' ? 0.4 : metric === 'memory' ? 3 : 6;
+          value = base + Math.sin(phase + ri) * swing + walk * (metric === 'disk' ? 0.2 : 1) + (metric === 'cpu' ? (rand() - 0.5) * 5 : 0);
+          if (metric === 'disk') value = base + ((start - t) / (HOURS * 3600_000)) * -0.6 + walk * 0.1;
+          value = Math.max(0, Math.min(100, value));
+        } else {
+          const burst = rand() < 0.03 ? 4 + rand() * 6 : 1;
+          value = Math.max(0, base * (1 + 0.5 * Math.sin(phase * 2 + mi) + walk) * burst);
+        }
+        out.push({ resourceType: r.type, resourceId: r.id, metric, value: Math.round(value * 100) / 100, timestamp: t });
+      }
+    });
+  });
+  return out;
+}
