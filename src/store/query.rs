@@ -114,15 +114,26 @@ impl<'a> Source<'a> {
         if tier == Tier::Minute && self.has_open_hour(sid, from, to) {
             return Ok(None);
         }
-        let t = chunk_tier(tier);
+        let (a, b) = self.scanned_range(tier, slot, from, to)?;
+        Ok(Some((slot, a, b)))
+    }
+
+    /// Scan mode: the index range of `[from, to]` in the list of `slot`,
+    /// scanning the spans it needs first.
+    fn scanned_range(
+        &mut self,
+        tier: Tier,
+        slot: usize,
+        from: i64,
+        to: i64,
+    ) -> Result<(usize, usize)> {
         let Some((c0, c1)) = self.stored_spans(tier, from, to)? else {
-            return Ok(Some((slot, 0, 0)));
+            return Ok((0, 0));
         };
-        self.ensure_scanned(tier, t, c0, c1)?;
+        self.ensure_scanned(tier, chunk_tier(tier), c0, c1)?;
         let list = &self.lists[tier.index()][slot];
         let a = list.partition_point(|p| p.0 < from);
-        let b = list.partition_point(|p| p.0 <= to).max(a);
-        Ok(Some((slot, a, b)))
+        Ok((a, list.partition_point(|p| p.0 <= to).max(a)))
     }
 
     fn has_open_hour(&self, sid: u32, from: i64, to: i64) -> bool {
@@ -192,11 +203,8 @@ impl<'a> Source<'a> {
             return Ok(());
         };
         if let Some(slot) = self.slots.as_ref().and_then(|s| s.get(&sid)).copied() {
-            self.ensure_scanned(tier, t, c0, c1)?;
-            let list = &self.lists[tier.index()][slot];
-            let a = list.partition_point(|p| p.0 < from);
-            let b = list.partition_point(|p| p.0 <= to).max(a);
-            out.extend_from_slice(&list[a..b]);
+            let (a, b) = self.scanned_range(tier, slot, from, to)?;
+            out.extend_from_slice(&self.lists[tier.index()][slot][a..b]);
         } else {
             for chunk in c0..=c1 {
                 let key = (tier.index(), chunk, sid);

@@ -38,28 +38,16 @@ pub fn scan(
     want: impl Fn(u32) -> bool,
     mut f: impl FnMut(i64, u32, Buckets),
 ) -> Result<()> {
-    let sql = format!(
-        "SELECT key, data FROM {} WHERE key >= ?1 AND key < ?2 ORDER BY key",
-        tier.table
-    );
-    let mut stmt = conn.prepare_cached(&sql).ctx("prepare chunk scan")?;
-    let (lo, hi) = key_bounds(first, last);
-    let mut rows = stmt.query([lo, hi]).ctx("scan chunks")?;
-    while let Some(row) = rows.next().ctx("scan chunks")? {
-        let key: i64 = row.get(0).ctx("read chunk key")?;
-        let (chunk, sid) = ChunkTier::split_key(key);
-        if !want(sid) {
-            continue;
+    scan_chunks(conn, tier, first, last, |sid, start, blob| {
+        if want(sid) {
+            f(
+                tier.chunk_of(start),
+                sid,
+                codec::decode_chunk(blob, tier.span)?,
+            );
         }
-        let blob = row
-            .get_ref(1)
-            .ctx("read chunk")?
-            .as_blob()
-            .ctx("read chunk")?;
-        let buckets = codec::decode_chunk(blob, tier.span).map_err(|e| corrupt(tier, key, e))?;
-        f(chunk, sid, buckets);
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 /// Like `scan`, but hands out each row's series, start and encoded blob,
