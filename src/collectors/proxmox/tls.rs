@@ -81,20 +81,15 @@ impl std::fmt::Display for FingerprintMismatch {
 
 impl std::error::Error for FingerprintMismatch {}
 
-/// Accepts one exact certificate. Host name, issuer and dates are not
-/// checked: the pin already names the only certificate that can pass, and
-/// self-signed Proxmox certificates often do not match the address used.
-/// The handshake signature is still verified, so the server must hold the
-/// pinned certificate's private key.
+/// Accepts one exact certificate (`pin`), or any (`None`,
+/// `insecure_skip_verify`). Host name, issuer and dates are not checked: the
+/// pin already names the only certificate that can pass, and self-signed
+/// Proxmox certificates often do not match the address used. The handshake
+/// signature is still verified, so the server must hold the certificate's
+/// private key.
 #[derive(Debug)]
 struct PinnedVerifier {
-    pin: [u8; 32],
-    algorithms: WebPkiSupportedAlgorithms,
-}
-
-/// Accepts any certificate (`insecure_skip_verify`).
-#[derive(Debug)]
-struct AnyCertVerifier {
+    pin: Option<[u8; 32]>,
     algorithms: WebPkiSupportedAlgorithms,
 }
 
@@ -107,52 +102,17 @@ impl ServerCertVerifier for PinnedVerifier {
         _ocsp_response: &[u8],
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(pin) = self.pin else {
+            return Ok(ServerCertVerified::assertion());
+        };
         let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
-        if got == self.pin {
+        if got == pin {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
-                OtherError(Arc::new(FingerprintMismatch {
-                    expected: self.pin,
-                    got,
-                })),
+                OtherError(Arc::new(FingerprintMismatch { expected: pin, got })),
             )))
         }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.algorithms.supported_schemes()
-    }
-}
-
-impl ServerCertVerifier for AnyCertVerifier {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -193,13 +153,16 @@ pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, Strin
         Trust::Pinned(pin) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
-                pin: *pin,
+                pin: Some(*pin),
                 algorithms,
             }))
             .with_no_client_auth(),
         Trust::Insecure => builder
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertVerifier { algorithms }))
+            .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
+                pin: None,
+                algorithms,
+            }))
             .with_no_client_auth(),
     };
     Ok(config)
