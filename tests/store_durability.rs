@@ -92,6 +92,10 @@ fn restart_keeps_every_tier_exactly() {
             stats_before.series_count
         )
     );
+    // Lifetime counters survive too (`pulse-metrics stats` is a new process).
+    assert_eq!(stats.total_writes, stats_before.total_writes);
+    assert_eq!(stats.last_flush, stats_before.last_flush);
+    assert!(stats.total_writes > 0);
     // Dropping without close() flushes too.
     store.write_batch(&poll(12, ts)).unwrap();
     drop(store);

@@ -45,6 +45,17 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
     let rolled_to = meta_get(conn, "rolled_to", 0)?;
     let folded_seq = meta_get(conn, "folded_seq", 0)? as u64;
     let mut next_seq = meta_get(conn, "next_seq", 1)?.max(1) as u64;
+    counters.total_writes.store(
+        meta_get(conn, "total_writes", 0)?.max(0) as u64,
+        Ordering::Relaxed,
+    );
+    counters.dropped_writes.store(
+        meta_get(conn, "dropped_writes", 0)?.max(0) as u64,
+        Ordering::Relaxed,
+    );
+    counters
+        .last_flush
+        .store(meta_get(conn, "last_flush", 0)?, Ordering::Relaxed);
     counters
         .last_rollup
         .store(meta_get(conn, "last_rollup", 0)?, Ordering::Relaxed);

@@ -113,6 +113,7 @@ impl Writer {
             schema::meta_set(&self.conn, "floor_daily", floors.daily)?;
             schema::meta_set(&self.conn, "next_seq", self.next_seq as i64)?;
             schema::meta_set(&self.conn, "last_retention", crate::model::now_ms())?;
+            self.counters.persist(&self.conn)?;
             Ok((removed, surplus))
         })();
         let (removed, surplus) = match staged {

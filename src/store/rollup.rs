@@ -297,6 +297,7 @@ impl Writer {
             schema::meta_set(&self.conn, "floor_raw", raw_floor)?;
             schema::meta_set(&self.conn, "next_seq", self.next_seq as i64)?;
             schema::meta_set(&self.conn, "last_rollup", crate::model::now_ms())?;
+            self.counters.persist(&self.conn)?;
             Ok([d0, d1, d2])
         })();
         drop(st);

@@ -77,6 +77,24 @@ pub struct Counters {
 }
 
 impl Counters {
+    /// Writes the lifetime counters into `meta` (inside the caller's
+    /// transaction). Done with every rollup, prune and at close, never per
+    /// flush: a page per flush would double the bytes written, and after a
+    /// crash the counters are at most one rollup interval behind.
+    pub fn persist(&self, conn: &Connection) -> Result<()> {
+        super::schema::meta_set(
+            conn,
+            "total_writes",
+            self.total_writes.load(Ordering::Relaxed) as i64,
+        )?;
+        super::schema::meta_set(
+            conn,
+            "dropped_writes",
+            self.dropped_writes.load(Ordering::Relaxed) as i64,
+        )?;
+        super::schema::meta_set(conn, "last_flush", self.last_flush.load(Ordering::Relaxed))
+    }
+
     pub fn record_error(&self, message: &str) {
         tracing::error!("{message}");
         *self.last_error.lock() =
@@ -535,8 +553,19 @@ impl Writer {
         }
     }
 
-    /// Final flush already done: truncate the WAL so the file is whole.
+    /// Final flush already done: keep the counters, truncate the WAL so the
+    /// file is whole.
     fn finish(&mut self) {
+        let saved = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .ctx("begin")
+            .and_then(|()| self.counters.persist(&self.conn))
+            .and_then(|()| self.conn.execute_batch("COMMIT").ctx("commit"));
+        if let Err(e) = saved {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            tracing::warn!("could not save the write counters: {e}");
+        }
         self.checkpoint("TRUNCATE");
         let mut q = self.queue.state.lock();
         q.writer_gone = true;
