@@ -23,19 +23,19 @@
 //!
 //! # Modules
 //!
-//! | module   | owns                                                              |
-//! |----------|-------------------------------------------------------------------|
-//! | `store`  | [`Store`]: the SQLite file, tiers, rollup, retention, queries      |
-//! | `model`  | series, points, tiers and the validation rules of the contract     |
-//! | `config` | the configuration file's types, defaults and rules                 |
-//! | `error`  | [`Error`], one opaque error type with accessors                    |
-//! | `export` | writing a tier as JSON Lines / CSV that `ingest` reads back     |
-//! | `answer` | the history answer's JSON, shared by the HTTP API and the CLI     |
-//! | `ingest` | streaming JSON Lines / CSV point reader, batched writes           |
-//! | `pulse_import` | migrating a Pulse (Go) metrics.db, read-only, every tier     |
-//! | `collectors` | host and Proxmox samplers writing into the store          |
-//! | `server` | the service: HTTP API, UI, background jobs, collectors          |
-//! | `ui`     | the embedded web UI                                                |
+//! | module         | owns                                                         |
+//! |----------------|--------------------------------------------------------------|
+//! | `store`        | [`Store`]: the SQLite file, tiers, rollup, retention, queries |
+//! | `model`        | series, points, tiers and the validation rules of the contract |
+//! | `config`       | the configuration file's types, defaults, rules, load and save |
+//! | `error`        | [`Error`], one opaque error type with accessors              |
+//! | `answer`       | the history answer's JSON, shared by the HTTP API and the CLI |
+//! | `ingest`       | streaming JSON Lines / CSV point reader, batched writes      |
+//! | `export`       | writing a tier as JSON Lines / CSV that `ingest` reads back  |
+//! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
+//! | `collectors`   | host and Proxmox samplers writing into the store             |
+//! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
+//! | `ui`           | the embedded web UI                                          |
 //!
 //! The store knows nothing of HTTP or the command line; the service and the
 //! CLI are thin layers over it.
