@@ -1,0 +1,350 @@
+//! The rules of every section; each error names the dotted key at fault.
+
+use super::*;
+use crate::error::Error;
+
+const MINUTE: Duration = Duration::from_secs(60);
+const HOUR: Duration = Duration::from_secs(3600);
+const DAY: Duration = Duration::from_secs(86_400);
+/// Retentions beyond ten years are a typo, not a plan.
+const MAX_RETENTION: Duration = Duration::from_secs(3650 * 86_400);
+/// Largest `write_buffer`: more pending points than this per flush only adds latency.
+pub const MAX_WRITE_BUFFER: usize = 100_000;
+
+impl Config {
+    /// Checks every section; the error names the first key at fault.
+    pub fn validate(&self) -> Result<()> {
+        self.metrics.validate()?;
+        self.server.validate()?;
+        self.collectors.validate()
+    }
+}
+
+impl ServerConfig {
+    /// `listen` must be `host:port`; `api_token` must be sendable in a header.
+    pub fn validate(&self) -> Result<()> {
+        check_listen(&self.listen).map_err(|m| Error::config("server.listen", m))?;
+        if self.api_token.trim() != self.api_token {
+            return Err(Error::config(
+                "server.api_token",
+                "must not start or end with whitespace",
+            ));
+        }
+        if self.api_token.chars().any(|c| c.is_control()) {
+            return Err(Error::config(
+                "server.api_token",
+                "must not contain control characters",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Accepts what a socket can bind: `127.0.0.1:7656`, `[::1]:7656`,
+/// `0.0.0.0:7656`, or a host name such as `localhost:7656`.
+pub fn check_listen(s: &str) -> std::result::Result<(), String> {
+    if s.parse::<std::net::SocketAddr>().is_ok() {
+        return Ok(());
+    }
+    let example = "write host:port, e.g. 127.0.0.1:7656, 0.0.0.0:7656 or [::1]:7656";
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err(format!("{s:?} has no port; {example}"));
+    };
+    if port.parse::<u16>().is_err() {
+        return Err(format!(
+            "{s:?}: port {port:?} is not a number from 0 to 65535; {example}"
+        ));
+    }
+    if host.contains(':') {
+        return Err(format!(
+            "{s:?}: an IPv6 address goes in brackets, e.g. [::1]:{port}"
+        ));
+    }
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .split('.')
+            .all(|l| !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-'));
+    if !host_ok {
+        return Err(format!(
+            "{s:?}: {host:?} is not a host name or IP address; {example}"
+        ));
+    }
+    Ok(())
+}
+
+/// Shortest and longest collector polling interval.
+const MIN_POLL: Duration = Duration::from_secs(1);
+
+impl CollectorsConfig {
+    /// Intervals from 1s to 1h; Proxmox instances need a unique name, an
+    /// http(s) URL, a token (when enabled) and a well-formed fingerprint.
+    pub fn validate(&self) -> Result<()> {
+        check_range(
+            "collectors.host.interval",
+            self.host.interval,
+            MIN_POLL,
+            HOUR,
+        )?;
+        let p = &self.proxmox;
+        check_range("collectors.proxmox.interval", p.interval, MIN_POLL, HOUR)?;
+        if p.enabled && p.instances.is_empty() {
+            return Err(Error::config(
+                "collectors.proxmox.instances",
+                "proxmox is enabled but no instance is listed; add one (name, url, token_id, token_secret) or set enabled: false",
+            ));
+        }
+        let mut names = std::collections::HashSet::new();
+        for (i, inst) in p.instances.iter().enumerate() {
+            let key = |k: &str| format!("collectors.proxmox.instances[{i}].{k}");
+            if inst.name.is_empty() {
+                return Err(Error::config(key("name"), "must not be empty"));
+            }
+            if let Some(c) = inst
+                .name
+                .chars()
+                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+            {
+                return Err(Error::config(
+                    key("name"),
+                    format!(
+                        "character {c:?} not allowed (only A-Z, a-z, 0-9, '_', '.', '-'); the name prefixes every series id"
+                    ),
+                ));
+            }
+            if inst.name.len() > 64 {
+                return Err(Error::config(key("name"), "at most 64 bytes"));
+            }
+            if !names.insert(inst.name.as_str()) {
+                return Err(Error::config(
+                    key("name"),
+                    format!(
+                        "{:?} is used by another instance; names must be unique",
+                        inst.name
+                    ),
+                ));
+            }
+            check_url(&inst.url).map_err(|m| Error::config(key("url"), m))?;
+            if p.enabled {
+                if inst.token_id.is_empty() {
+                    return Err(Error::config(
+                        key("token_id"),
+                        "must not be empty when proxmox is enabled (e.g. root@pam!pulse)",
+                    ));
+                }
+                if inst.token_secret.is_empty() {
+                    return Err(Error::config(
+                        key("token_secret"),
+                        "must not be empty when proxmox is enabled",
+                    ));
+                }
+            }
+            if !inst.token_id.is_empty() && !inst.token_id.contains('!') {
+                return Err(Error::config(
+                    key("token_id"),
+                    format!(
+                        "{:?} is not an API token id (write user@realm!tokenid)",
+                        inst.token_id
+                    ),
+                ));
+            }
+            if !inst.fingerprint.is_empty() {
+                let hex: String = inst.fingerprint.chars().filter(|c| *c != ':').collect();
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(Error::config(
+                        key("fingerprint"),
+                        "must be empty or a SHA-256 fingerprint: 32 bytes in hex, colons allowed (AA:BB:...)",
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_url(url: &str) -> std::result::Result<(), String> {
+    if url.is_empty() {
+        return Err("must not be empty (e.g. https://pve1:8006)".into());
+    }
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("{url:?} is not a URL ({e}); write e.g. https://pve1:8006"))?;
+    if !matches!(parsed.scheme(), "https" | "http") {
+        return Err(format!("{url:?} must start with https:// (or http://)"));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+impl MetricsConfig {
+    /// Creates the database's directory and checks that it is writable (the
+    /// WAL and journal files live next to the database). Nothing to do when
+    /// the store is in memory (`enabled: false`).
+    pub fn ensure_database_dir(&self) -> Result<()> {
+        const KEY: &str = "metrics.database_path";
+        if !self.enabled {
+            return Ok(());
+        }
+        let path = &self.database_path;
+        if path.is_dir() {
+            return Err(Error::config(
+                KEY,
+                format!(
+                    "{} is a directory; give the database file, e.g. {}",
+                    path.display(),
+                    path.join("metrics.db").display()
+                ),
+            ));
+        }
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            Error::config(
+                KEY,
+                format!("cannot create the directory {}: {e}", dir.display()),
+            )
+        })?;
+        let probe = dir.join(format!(".pulse-metrics-probe-{}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+        {
+            Ok(_) => {
+                let _ = std::fs::remove_file(&probe);
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            Err(e) => Err(Error::config(
+                KEY,
+                format!("cannot write in the directory {}: {e}", dir.display()),
+            )),
+        }
+    }
+}
+
+impl MetricsConfig {
+    /// Checks every rule of the `metrics` section; the error names the key.
+    ///
+    /// Retentions must let each tier be rolled up before it is pruned: raw
+    /// must outlast two rollup intervals (and at least 2m), each tier must
+    /// hold at least one bucket of the next (minute >= 1h, hourly >= 24h), and
+    /// no tier may be kept shorter than a finer one.
+    pub fn validate(&self) -> Result<()> {
+        let r = &self.retention;
+        let key = |k: &str| format!("metrics.{k}");
+        if self.database_path.as_os_str().is_empty() {
+            return Err(Error::config(key("database_path"), "must not be empty"));
+        }
+        if self.write_buffer == 0 || self.write_buffer > MAX_WRITE_BUFFER {
+            return Err(Error::config(
+                key("write_buffer"),
+                format!(
+                    "must be between 1 and {MAX_WRITE_BUFFER} points, got {}",
+                    self.write_buffer
+                ),
+            ));
+        }
+        check_range(
+            &key("flush_interval"),
+            self.flush_interval,
+            Duration::from_millis(100),
+            HOUR,
+        )?;
+        check_range(
+            &key("rollup_interval"),
+            self.rollup_interval,
+            Duration::from_secs(1),
+            HOUR,
+        )?;
+        check_range(
+            &key("retention_interval"),
+            self.retention_interval,
+            MINUTE,
+            DAY * 7,
+        )?;
+        check_range(
+            &key("vacuum_interval"),
+            self.vacuum_interval,
+            HOUR,
+            DAY * 366,
+        )?;
+        let raw_min = (self.rollup_interval * 2).max(Duration::from_secs(120));
+        check_range("metrics.retention.raw", r.raw, raw_min, MAX_RETENTION).map_err(|_| {
+            Error::config(
+                "metrics.retention.raw",
+                format!(
+                    "must be at least twice the rollup interval ({}) and at least 2m so raw points are rolled up before they are pruned, and at most 3650d; got {}",
+                    format_duration(self.rollup_interval),
+                    format_duration(r.raw)
+                ),
+            )
+        })?;
+        let tiers = [
+            (
+                "minute",
+                r.minute,
+                HOUR,
+                "one hourly bucket (1h)",
+                r.raw,
+                "raw",
+            ),
+            (
+                "hourly",
+                r.hourly,
+                DAY,
+                "one daily bucket (24h)",
+                r.minute,
+                "minute",
+            ),
+            ("daily", r.daily, DAY, "one day", r.hourly, "hourly"),
+        ];
+        for (name, value, min, min_text, finer, finer_name) in tiers {
+            let k = format!("metrics.retention.{name}");
+            if value < min {
+                return Err(Error::config(
+                    k,
+                    format!(
+                        "must hold at least {min_text}, got {}",
+                        format_duration(value)
+                    ),
+                ));
+            }
+            if value < finer {
+                return Err(Error::config(
+                    k,
+                    format!(
+                        "must not be shorter than retention.{finer_name} ({}), got {}",
+                        format_duration(finer),
+                        format_duration(value)
+                    ),
+                ));
+            }
+            if value > MAX_RETENTION {
+                return Err(Error::config(
+                    k,
+                    format!("at most 3650d, got {}", format_duration(value)),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check_range(key: &str, value: Duration, min: Duration, max: Duration) -> Result<()> {
+    if value < min || value > max {
+        return Err(Error::config(
+            key,
+            format!(
+                "must be between {} and {}, got {}",
+                format_duration(min),
+                format_duration(max),
+                format_duration(value)
+            ),
+        ));
+    }
+    Ok(())
+}
