@@ -64,6 +64,9 @@ export function generate(now) {
           const swing = metric === 'disk' ? 0.4 : metric === 'memory' ? 3 : 6;
           value = base + Math.sin(phase + ri) * swing + walk * (metric === 'disk' ? 0.2 : 1) + (metric === 'cpu' ? (rand() - 0.5) * 5 : 0);
           if (metric === 'disk') value = base + ((start - t) / (HOURS * 3600_000)) * -0.6 + walk * 0.1;
+          // Resources placed in a threshold band (base >= 75 %) stay in it
+          // whatever the time of day, so colour checks are deterministic.
+          if (base >= 75) value = base + (rand() - 0.5) * 2;
           value = Math.max(0, Math.min(100, value));
         } else {
           const burst = rand() < 0.03 ? 4 + rand() * 6 : 1;
