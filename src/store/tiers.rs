@@ -82,9 +82,13 @@ pub fn scan_chunks(
 
 /// The first and last span number with any row, if any.
 pub fn extent(conn: &Connection, tier: ChunkTier) -> Result<Option<(i64, i64)>> {
-    let sql = format!("SELECT min(key), max(key) FROM {}", tier.table);
+    // Two subqueries: SQLite answers a lone min() or max() from the end of
+    // the B-tree, but scans the whole table for both in one SELECT.
+    let t = tier.table;
+    let sql = format!("SELECT (SELECT min(key) FROM {t}), (SELECT max(key) FROM {t})");
     let (lo, hi): (Option<i64>, Option<i64>) = conn
-        .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .prepare_cached(&sql)
+        .and_then(|mut s| s.query_row([], |r| Ok((r.get(0)?, r.get(1)?))))
         .ctx("read tier extent")?;
     Ok(lo
         .zip(hi)
