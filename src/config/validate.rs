@@ -78,7 +78,7 @@ const MIN_POLL: Duration = Duration::from_secs(1);
 
 impl CollectorsConfig {
     /// Intervals from 1s to 1h; Proxmox instances need a unique name, an
-    /// http(s) URL, a token (when enabled) and a well-formed fingerprint.
+    /// https URL, a token (when enabled) and a well-formed fingerprint.
     pub fn validate(&self) -> Result<()> {
         check_range(
             "collectors.host.interval",
@@ -156,6 +156,12 @@ impl CollectorsConfig {
                         "must be empty or a SHA-256 fingerprint: 32 bytes in hex, colons allowed (AA:BB:...)",
                     ));
                 }
+                if p.enabled {
+                    // Whatever else the collector itself would refuse at start.
+                    crate::collectors::proxmox::check_instance(inst).map_err(|m| {
+                        Error::config(format!("collectors.proxmox.instances[{i}]"), m)
+                    })?;
+                }
             }
         }
         Ok(())
@@ -168,8 +174,10 @@ fn check_url(url: &str) -> std::result::Result<(), String> {
     }
     let parsed = reqwest::Url::parse(url)
         .map_err(|e| format!("{url:?} is not a URL ({e}); write e.g. https://pve1:8006"))?;
-    if !matches!(parsed.scheme(), "https" | "http") {
-        return Err(format!("{url:?} must start with https:// (or http://)"));
+    if parsed.scheme() != "https" {
+        return Err(format!(
+            "{url:?} must start with https:// (the API token must not travel in clear)"
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err(format!("{url:?} has no host"));
