@@ -154,6 +154,8 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                     (s.0, s.1, s.2) == (&*key.resource_type, &*key.resource_id, &*key.metric)
                 })
                 .unwrap();
+            // Raw points keep the millisecond they were written with.
+            assert_eq!(p.timestamp % 1000, 7);
             raw.insert((series, p.timestamp / 1000), p.value);
             Ok(())
         })
@@ -250,9 +252,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             let newest_raw = expected_raw
                 .keys()
                 .filter(|(s, ts)| {
-                    *s == series && ts * 1000 >= range.start && ts * 1000 <= range.end
+                    *s == series && ts * 1000 + 7 >= range.start && ts * 1000 + 7 <= range.end
                 })
-                .map(|(_, ts)| ts * 1000)
+                .map(|(_, ts)| ts * 1000 + 7)
                 .max();
             if let Some(newest) = newest_raw {
                 // The newest raw point is shown, or is inside the last bucket.

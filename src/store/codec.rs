@@ -13,7 +13,7 @@
 /// Bytes of one log slot: one slot per 4 KiB page with room for SQLite's cell
 /// and record headers, so an update of a slot never spills to an overflow page.
 pub const SLOT_BYTES: usize = 4000;
-const SLOT_VERSION: u8 = 2;
+const SLOT_VERSION: u8 = 3;
 const SLOT_HEADER: usize = 3;
 /// Worst-case size of a record header (seq, count, base timestamp varints).
 const RECORD_HEADER_MAX: usize = 10 + 3 + 10;
@@ -129,7 +129,7 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// One point as it travels through the log: series id, second, value.
+/// One point as it travels through the log: series id, Unix ms, value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogPoint {
     pub sid: u32,

@@ -132,11 +132,13 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
                 failure = Some(corrupt("log point of an unknown series"));
                 return;
             }
-            let hour = floor_to(p.ts, HOUR);
-            let day = floor_to(p.ts, DAY);
+            let point = RawPoint::at(p.ts, p.value, *id);
+            let ts = point.ts;
+            let hour = floor_to(ts, HOUR);
+            let day = floor_to(ts, DAY);
             // The chunk this point would be folded into, per the floors.
-            let target = if p.ts >= floors.raw || hour >= floors.minute {
-                Some((ChunkTier::MINUTE, ChunkTier::MINUTE.chunk_of(p.ts)))
+            let target = if ts >= floors.raw || hour >= floors.minute {
+                Some((ChunkTier::MINUTE, ChunkTier::MINUTE.chunk_of(ts)))
             } else if day >= floors.hourly {
                 Some((ChunkTier::HOURLY, ChunkTier::HOURLY.chunk_of(day)))
             } else if day >= floors.daily {
@@ -165,12 +167,7 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
                         stored.is_some_and(|s| s >= seq)
                     }
                 };
-            let point = RawPoint {
-                ts: p.ts,
-                value: p.value,
-                slot: *id,
-            };
-            if p.ts >= floors.raw {
+            if ts >= floors.raw {
                 *live.get_mut(id).expect("slot") += 1;
                 if let Some(old) = state.series[p.sid as usize].upsert(point)
                     && let Some(n) = live.get_mut(&old.slot)
@@ -183,7 +180,7 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
                         ..HourWork::default()
                     });
                     w.min_seq = w.min_seq.min(seq);
-                    w.dirty |= 1u64 << ((p.ts - hour) / MINUTE);
+                    w.dirty |= 1u64 << ((ts - hour) / MINUTE);
                 }
             } else if !sealed {
                 *live.get_mut(id).expect("slot") += 1;

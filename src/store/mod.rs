@@ -403,7 +403,7 @@ impl Store {
                     };
                     Pending {
                         series,
-                        ts: to_secs(p.timestamp),
+                        ts: p.timestamp,
                         value: p.value,
                     }
                 })
@@ -522,7 +522,8 @@ impl Store {
         Ok(ManyHistory { tier, series })
     }
 
-    /// Every series with its first and last timestamp and last value.
+    /// Every series with its first and last timestamp and last value
+    /// (timestamps in Unix ms).
     pub fn series(&self) -> Result<Vec<SeriesInfo>> {
         let st = self.inner.shared.read();
         let n = st.series.len();
@@ -550,7 +551,7 @@ impl Store {
                             if let Some(a) = b {
                                 see(
                                     sid,
-                                    tier.chunk_start(chunk) + i as i64 * tier.bucket,
+                                    (tier.chunk_start(chunk) + i as i64 * tier.bucket) * 1000,
                                     a.mean(),
                                 );
                             }
@@ -563,14 +564,14 @@ impl Store {
         for (&(hour, sid), buckets) in &st.open {
             for (m, b) in buckets.iter().enumerate() {
                 if let Some(a) = b {
-                    see(sid, hour + 60 * m as i64, a.mean());
+                    see(sid, (hour + 60 * m as i64) * 1000, a.mean());
                 }
             }
         }
         for (sid, s) in st.series.iter().enumerate() {
             if let (Some(f), Some(l)) = (s.raw.first(), s.raw.last()) {
-                see(sid as u32, f.ts, f.value);
-                see(sid as u32, l.ts, l.value);
+                see(sid as u32, f.ms(), f.value);
+                see(sid as u32, l.ms(), l.value);
             }
         }
         let mut out: Vec<SeriesInfo> = st
@@ -579,8 +580,8 @@ impl Store {
             .enumerate()
             .map(|(i, s)| SeriesInfo {
                 key: s.key.clone(),
-                first_timestamp: first[i].map(|t| t * 1000),
-                last_timestamp: last[i].map(|(t, _)| t * 1000),
+                first_timestamp: first[i],
+                last_timestamp: last[i].map(|(t, _)| t),
                 last_value: last[i].map(|(_, v)| v),
             })
             .collect();
@@ -603,7 +604,7 @@ impl Store {
                 let s = &st.series[sid as usize];
                 for p in &s.raw {
                     let h = HistoryPoint {
-                        timestamp: p.ts * 1000,
+                        timestamp: p.ms(),
                         value: p.value,
                         min: p.value,
                         max: p.value,

@@ -37,7 +37,8 @@ fn chunk_tier(tier: Tier) -> ChunkTier {
 /// Reads buckets of the rolled-up tiers for a set of series. With many
 /// series it scans each tier's time range once (rows of one span are
 /// neighbours on disk) into per-series lists; with few it looks chunks up
-/// by key.
+/// by key. Every timestamp here is Unix ms: raw points keep the millisecond
+/// they were written with, buckets are stamped with their start.
 pub struct Source<'a> {
     st: &'a State,
     conn: &'a Connection,
@@ -55,6 +56,12 @@ pub struct Source<'a> {
 
 /// Above this many series a query scans instead of looking up.
 const SCAN_THRESHOLD: usize = 8;
+
+/// `[from, to]` of a slice sorted by time.
+fn within(list: &[(i64, Agg)], from: i64, to: i64) -> (usize, usize) {
+    let a = list.partition_point(|p| p.0 < from);
+    (a, list.partition_point(|p| p.0 <= to).max(a))
+}
 
 impl<'a> Source<'a> {
     pub fn new(st: &'a State, conn: &'a Connection, sids: &[u32]) -> Source<'a> {
@@ -76,8 +83,8 @@ impl<'a> Source<'a> {
         }
     }
 
-    /// Appends the points of `tier` for `sid` with `from <= ts <= to`
-    /// (seconds) to `out`; returns how many.
+    /// Appends the points of `tier` for `sid` in `[from, to]` to `out`;
+    /// returns how many.
     fn push_points(
         &mut self,
         tier: Tier,
@@ -111,7 +118,7 @@ impl<'a> Source<'a> {
         let Some(slot) = self.slots.as_ref().and_then(|s| s.get(&sid)).copied() else {
             return Ok(None);
         };
-        if tier == Tier::Minute && self.has_open_hour(sid, from, to) {
+        if tier == Tier::Minute && self.open_hours(sid, from, to).next().is_some() {
             return Ok(None);
         }
         let (a, b) = self.scanned_range(tier, slot, from, to)?;
@@ -131,13 +138,7 @@ impl<'a> Source<'a> {
             return Ok((0, 0));
         };
         self.ensure_scanned(tier, chunk_tier(tier), c0, c1)?;
-        let list = &self.lists[tier.index()][slot];
-        let a = list.partition_point(|p| p.0 < from);
-        Ok((a, list.partition_point(|p| p.0 <= to).max(a)))
-    }
-
-    fn has_open_hour(&self, sid: u32, from: i64, to: i64) -> bool {
-        self.open_hours(sid, from, to).next().is_some()
+        Ok(within(&self.lists[tier.index()][slot], from, to))
     }
 
     /// Open (unsealed) hours of `sid` overlapping `[from, to]`, walking the
@@ -149,6 +150,7 @@ impl<'a> Source<'a> {
         from: i64,
         to: i64,
     ) -> impl Iterator<Item = (i64, &OpenHour)> + '_ {
+        let (from, to) = (from.div_euclid(1000), to.div_euclid(1000));
         let first_hour = from - from.rem_euclid(HOUR);
         self.st
             .open
@@ -157,10 +159,12 @@ impl<'a> Source<'a> {
             .map(|((h, _), o)| (*h, o))
     }
 
-    /// Span numbers of `tier` covering `[from, to]`, clamped to those that
-    /// hold any row at all, so a query over a huge range costs what the
-    /// stored data costs. `None` when nothing is stored in it.
+    /// Span numbers of `tier` whose buckets may start in `[from, to]`,
+    /// clamped to those that hold any row at all, so a query over a huge
+    /// range costs what the stored data costs. `None` when nothing is stored
+    /// in it.
     fn stored_spans(&mut self, tier: Tier, from: i64, to: i64) -> Result<Option<(i64, i64)>> {
+        let (s0, s1) = secs_range(from, to);
         let t = chunk_tier(tier);
         let idx = tier.index();
         if self.extent[idx].is_none() {
@@ -169,8 +173,8 @@ impl<'a> Source<'a> {
         let Some(Some((lo, hi))) = self.extent[idx] else {
             return Ok(None);
         };
-        let (c0, c1) = (t.chunk_of(from).max(lo), t.chunk_of(to).min(hi));
-        Ok((c0 <= c1).then_some((c0, c1)))
+        let (c0, c1) = (t.chunk_of(s0).max(lo), t.chunk_of(s1).min(hi));
+        Ok((s0 <= s1 && c0 <= c1).then_some((c0, c1)))
     }
 
     fn copy_points(
@@ -187,11 +191,11 @@ impl<'a> Source<'a> {
         }
         if tier == Tier::Raw {
             let series = &self.st.series[sid as usize];
+            let pts = series.raw_range(from.div_euclid(1000), to.div_euclid(1000));
             out.extend(
-                series
-                    .raw_range(from, to)
-                    .iter()
-                    .map(|p| (p.ts, Agg::of(p.value))),
+                pts.iter()
+                    .map(|p| (p.ms(), Agg::of(p.value)))
+                    .filter(|p| p.0 >= from && p.0 <= to),
             );
             return Ok(());
         }
@@ -212,19 +216,15 @@ impl<'a> Source<'a> {
                     let mut pts = Vec::new();
                     if let Some(b) = tiers::read(self.conn, t, chunk, sid)? {
                         let start = t.chunk_start(chunk);
-                        pts.extend(
-                            b.iter()
-                                .enumerate()
-                                .filter_map(|(i, a)| a.map(|a| (start + i as i64 * t.bucket, a))),
-                        );
+                        pts.extend(b.iter().enumerate().filter_map(|(i, a)| {
+                            a.map(|a| ((start + i as i64 * t.bucket) * 1000, a))
+                        }));
                     }
                     self.chunks.insert(key, pts);
                 }
-                out.extend(
-                    self.chunks[&key]
-                        .iter()
-                        .filter(|p| p.0 >= from && p.0 <= to),
-                );
+                let list = &self.chunks[&key];
+                let (a, b) = within(list, from, to);
+                out.extend_from_slice(&list[a..b]);
             }
         }
         if tier == Tier::Minute {
@@ -247,23 +247,24 @@ impl<'a> Source<'a> {
         let Some(&(first_open, _)) = open.first() else {
             return;
         };
+        let first_open = first_open * 1000;
         // Disk data of an open hour only exists after a clock went back.
+        let in_open = |ts: i64| {
+            open.iter()
+                .any(|(h, _)| ts >= h * 1000 && ts < (h + HOUR) * 1000)
+        };
         let mut i = start;
         while i < out.len() {
-            if out[i].0 >= first_open
-                && open
-                    .iter()
-                    .any(|(h, _)| out[i].0 >= *h && out[i].0 < h + HOUR)
-            {
+            if out[i].0 >= first_open && in_open(out[i].0) {
                 out.remove(i);
             } else {
                 i += 1;
             }
         }
-        let sorted = out.last().is_none_or(|p| p.0 < first_open) || out.len() == start;
+        let sorted = out.len() == start || out.last().is_none_or(|p| p.0 < first_open);
         for (hour, buckets) in open {
             for (m, b) in buckets.iter().enumerate() {
-                let ts = hour + m as i64 * 60;
+                let ts = (hour + m as i64 * 60) * 1000;
                 if let Some(a) = b
                     && ts >= from
                     && ts <= to
@@ -312,7 +313,7 @@ impl<'a> Source<'a> {
                 };
                 let list = &mut lists[slot];
                 codec::for_each_bucket(blob, t.span, |i, agg| {
-                    list.push((start + i as i64 * t.bucket, agg))
+                    list.push(((start + i as i64 * t.bucket) * 1000, agg))
                 })
             })?;
         }
@@ -345,7 +346,8 @@ impl<'a> Source<'a> {
         end_ms: i64,
         max: Option<usize>,
     ) -> Result<Vec<HistoryPoint>> {
-        let (from, to) = secs_range(start_ms, end_ms);
+        let (from, to) = (start_ms, end_ms);
+        let width = |t: Tier| t.bucket_secs() * 1000;
         let main = self.borrowed(tier, sid, from, to)?;
         let mut owned = Vec::new();
         if main.is_none() {
@@ -359,10 +361,10 @@ impl<'a> Source<'a> {
             (slice.first().map(|p| p.0), slice.last().map(|p| p.0))
         };
         let mut tail = Vec::new();
-        let mut cursor = last.map_or(from, |l| l + tier.bucket_secs());
+        let mut cursor = last.map_or(from, |l| l + width(tier));
         for t in Tier::ALL[..tier.index()].iter().rev() {
             if self.push_points(*t, sid, cursor, to, &mut tail)? > 0 {
-                cursor = tail.last().map_or(cursor, |p| p.0 + t.bucket_secs());
+                cursor = tail.last().map_or(cursor, |p| p.0 + width(*t));
             }
         }
         let mut limit = first.or(tail.first().map(|p| p.0)).unwrap_or(to + 1);
@@ -373,7 +375,7 @@ impl<'a> Source<'a> {
             }
             let mut pts = Vec::new();
             self.push_points(*t, sid, from, limit - 1, &mut pts)?;
-            pts.retain(|p| p.0 + t.bucket_secs() <= limit);
+            pts.retain(|p| p.0 + width(*t) <= limit);
             if let Some(&(f, _)) = pts.first() {
                 limit = f;
             }
@@ -408,13 +410,13 @@ pub fn to_history(
     let all = parts.iter().flat_map(|p| p.iter());
     let max = match max {
         Some(m) if m > 0 && len > m => m,
-        _ => return all.map(|(ts, a)| point(ts * 1000, a)).collect(),
+        _ => return all.map(|(ts, a)| point(*ts, a)).collect(),
     };
     let span = (end_ms - start_ms).max(1);
     let width = (span + max as i64 - 1) / max as i64;
     let mut out: Vec<(i64, Agg)> = Vec::with_capacity(max);
     for &(ts, a) in all {
-        let idx = ((ts * 1000 - start_ms).max(0) / width).min(max as i64 - 1);
+        let idx = ((ts - start_ms).max(0) / width).min(max as i64 - 1);
         let stamp = start_ms + idx * width;
         match out.last_mut() {
             Some((s, acc)) if *s == stamp => acc.merge(&a),
@@ -455,10 +457,10 @@ mod tests {
 
     #[test]
     fn max_points_merges_count_weighted() {
-        let pts: Vec<(i64, Agg)> = (0..100)
+        let pts: Vec<(i64, Agg)> = (0..100i64)
             .map(|i| {
                 (
-                    i,
+                    i * 1000,
                     Agg {
                         count: 1 + (i % 3) as u64,
                         sum: i as f64 * (1 + i % 3) as f64,
@@ -487,7 +489,7 @@ mod tests {
 
     #[test]
     fn few_points_are_left_alone() {
-        let pts = vec![(5, Agg::of(1.0)), (6, Agg::of(2.0))];
+        let pts = vec![(5000, Agg::of(1.0)), (6000, Agg::of(2.0))];
         let out = to_history(&[&pts], 0, 10_000, Some(10));
         assert_eq!(out.len(), 2);
         assert_eq!(out[1].timestamp, 6000);

@@ -72,9 +72,29 @@ pub const MAX_SERIES: usize = 1 << 24;
 /// be reused once none of its points is needed.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RawPoint {
+    /// Unix seconds: a series keeps one point per second.
     pub ts: i64,
+    /// The millisecond within that second it was written with.
+    pub milli: u16,
     pub value: f64,
     pub slot: u32,
+}
+
+impl RawPoint {
+    /// A point written at Unix ms `at`.
+    pub fn at(at: i64, value: f64, slot: u32) -> RawPoint {
+        RawPoint {
+            ts: at.div_euclid(1000),
+            milli: at.rem_euclid(1000) as u16,
+            value,
+            slot,
+        }
+    }
+
+    /// Its timestamp in Unix ms, as written.
+    pub fn ms(&self) -> i64 {
+        self.ts * 1000 + i64::from(self.milli)
+    }
 }
 
 #[derive(Debug)]
@@ -181,17 +201,9 @@ mod tests {
             raw: Vec::new(),
         };
         for ts in [10, 5, 20, 5, 15] {
-            s.upsert(RawPoint {
-                ts,
-                value: ts as f64,
-                slot: 0,
-            });
+            s.upsert(RawPoint::at(ts * 1000, ts as f64, 0));
         }
-        let replaced = s.upsert(RawPoint {
-            ts: 15,
-            value: -1.0,
-            slot: 1,
-        });
+        let replaced = s.upsert(RawPoint::at(15_250, -1.0, 1));
         assert_eq!(replaced.map(|p| p.value), Some(15.0));
         let ts: Vec<i64> = s.raw.iter().map(|p| p.ts).collect();
         assert_eq!(ts, [5, 10, 15, 20]);

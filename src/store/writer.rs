@@ -39,7 +39,7 @@ pub enum SeriesRef {
 
 pub struct Pending {
     pub series: SeriesRef,
-    /// Seconds.
+    /// Unix ms.
     pub ts: i64,
     pub value: f64,
 }
@@ -401,12 +401,14 @@ impl Writer {
                 value: p.value,
             })
             .collect();
-        // One point per series and second: the last write wins.
-        pts.sort_by_key(|p| (p.ts, p.sid));
+        // One point per series and second: the last write wins (the sort
+        // is stable, so "last" is the order of writing).
+        let second = |p: &LogPoint| (p.ts.div_euclid(1000), p.sid);
+        pts.sort_by_key(second);
         let mut deduped: Vec<LogPoint> = Vec::with_capacity(pts.len());
         for p in pts {
             match deduped.last_mut() {
-                Some(last) if last.ts == p.ts && last.sid == p.sid => *last = p,
+                Some(last) if second(last) == second(&p) => *last = p,
                 _ => deduped.push(p),
             }
         }
@@ -451,19 +453,15 @@ impl Writer {
         }
         let raw_floor = st.floors.raw;
         for (p, slot) in pts.iter().zip(slot_of) {
-            let point = RawPoint {
-                ts: p.ts,
-                value: p.value,
-                slot,
-            };
-            let hour = floor_to(p.ts, HOUR);
+            let point = RawPoint::at(p.ts, p.value, slot);
+            let hour = floor_to(point.ts, HOUR);
             let w = self.work.entry((hour, p.sid)).or_insert_with(|| HourWork {
                 min_seq: seq,
                 ..HourWork::default()
             });
             w.min_seq = w.min_seq.min(seq);
-            if p.ts >= raw_floor {
-                w.dirty |= 1u64 << ((p.ts - hour) / MINUTE);
+            if point.ts >= raw_floor {
+                w.dirty |= 1u64 << ((point.ts - hour) / MINUTE);
                 if let Some(old) = st.series[p.sid as usize].upsert(point) {
                     self.ring.release(old.slot);
                 }
