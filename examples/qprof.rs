@@ -1,3 +1,11 @@
+//! Profiling harness for the read path: builds (once) a store with 26 h of
+//! 255 series in /tmp/qprof, then times `query_many` over 24 h and single
+//! series queries. Run under `perf record` to see where a query's time goes:
+//!
+//!     cargo build --release --example qprof && perf record -g target/release/examples/qprof
+//!
+//! The figures that count come from `cargo bench --bench workload`.
+
 use pulse_metrics::*;
 use std::time::{Duration, Instant};
 fn main() {
