@@ -443,14 +443,7 @@ impl Writer {
         self.ring.commit(plan);
 
         let mut st = self.shared.write();
-        for key in new_series {
-            let id = st.series.len() as u32;
-            st.ids.insert(key.clone(), id);
-            st.series.push(SeriesEntry {
-                key,
-                raw: Vec::new(),
-            });
-        }
+        publish_series(&mut st, new_series);
         let raw_floor = st.floors.raw;
         for (p, slot) in pts.iter().zip(slot_of) {
             let point = RawPoint::at(p.ts, p.value, slot);
