@@ -12,7 +12,7 @@ import {
   metricLabel,
   splitId,
 } from './format.js';
-import { gapThreshold } from './sparkline.js';
+import { gapThreshold, withAlpha } from './sparkline.js';
 import { rangeBounds, rangeParams } from './state.js';
 
 const TYPE_LABELS = {
@@ -401,13 +401,4 @@ export class Detail {
       this.plot = null;
     }
   }
-}
-
-function withAlpha(colour, alpha) {
-  const m = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(colour);
-  if (!m) return colour;
-  let hex = m[1];
-  if (hex.length === 3) hex = [...hex].map((c) => c + c).join('');
-  const n = parseInt(hex, 16);
-  return `rgba(${(n >> 16) & 255},${(n >> 8) & 255},${n & 255},${alpha})`;
 }

@@ -50,7 +50,7 @@ export function seriesColour(metric, value) {
   return c[level(metric, value)];
 }
 
-function withAlpha(colour, alpha) {
+export function withAlpha(colour, alpha) {
   // Works for #rgb/#rrggbb; other notations get a translucent overlay instead.
   const m = /^#([0-9a-f]{3}|[0-9a-f]{6})$/i.exec(colour);
   if (!m) return colour;
