@@ -314,3 +314,54 @@ fn late_point_refolds_its_sealed_hour() {
     assert_eq!(hourly[0].max, 61.0);
     store.close().unwrap();
 }
+
+/// A chart of every series is split over several readers; each part must
+/// answer exactly what a query of that one series alone answers, in every
+/// tier and across the stitched edges, in the store's key order.
+#[test]
+fn many_series_split_across_readers_answer_like_one_by_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(dir.path())).unwrap();
+    let keys: Vec<SeriesKey> = (0..100)
+        .map(|i| SeriesKey::new(["vm", "node", "storage"][i % 3], format!("r{i}"), "cpu"))
+        .collect();
+    let now = BASE + 40 * 3600;
+    // 40 h: one point a minute, every series with its own gaps and values;
+    // rolled up every hour as a running service would.
+    let mut t = BASE;
+    while t <= now {
+        let batch: Vec<Point> = keys
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| (t / 60 + *i as i64) % 17 != 0)
+            .map(|(i, k)| Point::new(k, ((t / 60) % 97 + i as i64) as f64 / 3.0, t * 1000))
+            .collect();
+        store.write_batch(&batch).unwrap();
+        if t % 3600 == 0 {
+            store.maintain(t * 1000).unwrap();
+        }
+        t += 60;
+    }
+    store.flush().unwrap();
+    for range_secs in [600, 3 * 3600, 26 * 3600, 40 * 3600] {
+        let range = TimeRange::last(Duration::from_secs(range_secs), now * 1000);
+        for max_points in [None, Some(50)] {
+            let many = store
+                .query_many(&SeriesFilter::default(), range, max_points)
+                .unwrap();
+            let mut sorted = keys.clone();
+            sorted.sort();
+            assert_eq!(
+                many.series.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                sorted.iter().collect::<Vec<_>>()
+            );
+            for (key, points) in &many.series {
+                assert!(!points.is_empty(), "{key} over {range_secs}s");
+                let one = store.query(key, range, max_points).unwrap();
+                assert_eq!(one.tier, many.tier);
+                assert_eq!(&one.points, points, "{key} over {range_secs}s");
+            }
+        }
+    }
+    store.close().unwrap();
+}

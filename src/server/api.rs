@@ -5,10 +5,10 @@
 //! writer thread). Request data is never unwrapped: anything a client sends
 //! ends in a 2xx or a 4xx naming the problem.
 
-use super::{App, prom};
+use super::{App, charts, prom};
 use crate::answer;
 use crate::config::{self, MetricsConfig};
-use crate::model::{HistoryPoint, Point, Tier, now_ms, parse_timestamp};
+use crate::model::{Point, now_ms, parse_timestamp};
 use crate::store::{SeriesFilter, TimeRange};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -19,9 +19,8 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
-use serde::ser::{SerializeMap, SerializeSeq, Serializer};
 use serde_json::{Value, json};
-use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::time::Duration;
 
 /// Largest request body (CONTRACT: bodies over 8 MiB -> 413).
@@ -548,56 +547,6 @@ async fn history(
 
 // ------------------------------------------------------------ charts
 
-/// Points in Pulse's chart shape: `[{"timestamp", "value"}]` only.
-struct ChartSeries<'a>(&'a [HistoryPoint]);
-
-impl Serialize for ChartSeries<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        struct Tv<'a>(&'a HistoryPoint);
-        impl Serialize for Tv<'_> {
-            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                let mut m = s.serialize_map(Some(2))?;
-                m.serialize_entry("timestamp", &self.0.timestamp)?;
-                m.serialize_entry("value", &self.0.value)?;
-                m.end()
-            }
-        }
-        let mut seq = s.serialize_seq(Some(self.0.len()))?;
-        for p in self.0 {
-            seq.serialize_element(&Tv(p))?;
-        }
-        seq.end()
-    }
-}
-
-type ByMetric<'a> = BTreeMap<&'a str, ChartSeries<'a>>;
-type ById<'a> = BTreeMap<&'a str, ByMetric<'a>>;
-
-#[derive(Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ChartsAnswer<'a> {
-    data: ById<'a>,
-    node_data: ById<'a>,
-    storage_data: ById<'a>,
-    docker_data: ById<'a>,
-    docker_host_data: ById<'a>,
-    guest_types: BTreeMap<&'a str, &'static str>,
-    /// Resource types Pulse has no map for, by type.
-    resources: BTreeMap<&'a str, ById<'a>>,
-    timestamp: i64,
-    stats: ChartStats,
-}
-
-#[derive(Serialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct ChartStats {
-    oldest_data_timestamp: i64,
-    tier: Option<Tier>,
-    point_count: usize,
-    range: Option<String>,
-    range_seconds: i64,
-}
-
 async fn charts(
     State(app): State<App>,
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
@@ -607,7 +556,7 @@ async fn charts(
     let now = now_ms();
     let w = window(&p, now, true)?;
     let store = app.state.store.clone();
-    let bytes = blocking(move || {
+    let parts = blocking(move || {
         let many = store
             .query_many(&SeriesFilter::default(), w.range, max_points)
             .map_err(ApiError::from_store)?;
@@ -615,42 +564,34 @@ async fn charts(
             .stats()
             .map_err(ApiError::from_store)?
             .oldest_data_timestamp;
-        let mut answer = ChartsAnswer {
-            timestamp: now,
-            ..ChartsAnswer::default()
-        };
-        let mut count = 0;
-        for (key, points) in &many.series {
-            count += points.len();
-            let t = key.resource_type.as_str();
-            let map = match t {
-                "vm" | "container" => {
-                    answer
-                        .guest_types
-                        .insert(&key.resource_id, if t == "vm" { "vm" } else { "container" });
-                    &mut answer.data
-                }
-                "node" => &mut answer.node_data,
-                "storage" => &mut answer.storage_data,
-                "dockerContainer" => &mut answer.docker_data,
-                "dockerHost" => &mut answer.docker_host_data,
-                other => answer.resources.entry(other).or_default(),
-            };
-            map.entry(&key.resource_id)
-                .or_default()
-                .insert(&key.metric, ChartSeries(points));
-        }
-        answer.stats = ChartStats {
-            oldest_data_timestamp: oldest,
-            tier: Some(many.tier),
-            point_count: count,
-            range: w.label,
-            range_seconds: (w.range.end - w.range.start) / 1000,
-        };
-        to_json(&answer)
+        Ok(charts::encode(
+            &many.series,
+            now,
+            charts::ChartStats {
+                oldest_data_timestamp: oldest,
+                tier: many.tier,
+                point_count: 0,
+                range: w.label,
+                range_seconds: (w.range.end - w.range.start) / 1000,
+            },
+        ))
     })
     .await?;
-    Ok(json_bytes(bytes))
+    let length: usize = parts.iter().map(Vec::len).sum();
+    let chunks = parts
+        .into_iter()
+        .map(|p| Ok::<_, Infallible>(Bytes::from(p)));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (header::CONTENT_LENGTH, HeaderValue::from(length)),
+        ],
+        Body::from_stream(futures_util::stream::iter(chunks)),
+    )
+        .into_response())
 }
 
 // ------------------------------------------------------ small endpoints

@@ -1,17 +1,19 @@
 //! The service: HTTP API, web UI, background jobs and collectors over one
 //! store.
 //!
-//! | module | owns                                                        |
-//! |--------|-------------------------------------------------------------|
-//! | `api`  | the router, auth, every `/api` handler and their JSON shapes |
-//! | `jobs` | rollup, retention and vacuum on their (live) intervals       |
-//! | `prom` | `/metrics` in the Prometheus text format                     |
+//! | module   | owns                                                        |
+//! |----------|-------------------------------------------------------------|
+//! | `api`    | the router, auth, every `/api` handler and their JSON shapes |
+//! | `charts` | the `/api/charts` body (megabytes), written fast by hand     |
+//! | `jobs`   | rollup, retention and vacuum on their (live) intervals       |
+//! | `prom`   | `/metrics` in the Prometheus text format                     |
 //!
 //! [`serve`] is what `pulse-metrics serve` calls: it opens the store, binds,
 //! and runs until SIGINT/SIGTERM. [`run`] is the same service over a listener
 //! and shutdown signal the caller provides, which is how the tests drive it.
 
 pub mod api;
+pub mod charts;
 pub mod jobs;
 pub mod prom;
 

@@ -263,6 +263,10 @@ impl Drop for Inner {
 
 /// Readers kept open for reuse.
 const READER_POOL: usize = 8;
+/// Series from which one query is split over several threads, each with
+/// its own reader, and at most how many.
+const PARALLEL_QUERY_FROM: usize = 32;
+const READERS_PER_QUERY: usize = 4;
 
 fn to_secs(ms: i64) -> i64 {
     ms.div_euclid(1000)
@@ -510,15 +514,41 @@ impl Store {
                 .collect(),
         };
         sids.sort_by(|a, b| st.series[*a as usize].key.cmp(&st.series[*b as usize].key));
-        let series = self.with_reader(|conn| {
-            let mut source = query::Source::new(&st, conn, &sids);
-            let mut out = Vec::with_capacity(sids.len());
-            for &sid in &sids {
-                let history = source.history(tier, sid, range.start, range.end, max_points)?;
-                out.push((st.series[sid as usize].key.clone(), history));
-            }
-            Ok(out)
-        })?;
+        let part = |sids: &[u32]| {
+            self.with_reader(|conn| {
+                let mut source = query::Source::new(&st, conn, sids);
+                let mut out = Vec::with_capacity(sids.len());
+                for &sid in sids {
+                    let history = source.history(tier, sid, range.start, range.end, max_points)?;
+                    out.push((st.series[sid as usize].key.clone(), history));
+                }
+                Ok(out)
+            })
+        };
+        // A chart of every series decodes hundreds of thousands of buckets:
+        // split it over the cores. Every part sees the same data, since
+        // tiers on disk only change under the state lock held here.
+        let threads = if sids.len() >= PARALLEL_QUERY_FROM {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(READERS_PER_QUERY))
+        } else {
+            1
+        };
+        let chunk = sids.len().div_ceil(threads).max(1);
+        let series = if threads > 1 {
+            std::thread::scope(|s| {
+                let handles: Vec<_> = sids[chunk..]
+                    .chunks(chunk)
+                    .map(|c| s.spawn(move || part(c)))
+                    .collect();
+                let mut series = part(&sids[..chunk])?;
+                for h in handles {
+                    series.extend(h.join().expect("query thread")?);
+                }
+                Ok::<_, Error>(series)
+            })?
+        } else {
+            part(&sids)?
+        };
         Ok(ManyHistory { tier, series })
     }
 

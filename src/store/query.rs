@@ -382,11 +382,41 @@ impl<'a> Source<'a> {
             pts.append(&mut prefix);
             prefix = pts;
         }
+        if max.is_none() {
+            // Every point is answered: turn the list into the answer in
+            // place rather than copying it (a 24 h chart of every series is
+            // ~15 MB of points, and fresh memory costs page faults).
+            // A series is answered once per query, so its list may go.
+            let mut list = match main {
+                Some((slot, a, b)) => {
+                    let mut list = std::mem::take(&mut self.lists[tier.index()][slot]);
+                    list.truncate(b);
+                    list.drain(..a);
+                    list
+                }
+                None => owned,
+            };
+            if !prefix.is_empty() {
+                list.splice(0..0, prefix);
+            }
+            list.append(&mut tail);
+            return Ok(list.into_iter().map(|(ts, a)| point(ts, &a)).collect());
+        }
         let slice: &[(i64, Agg)] = match main {
             Some((slot, a, b)) => &self.lists[tier.index()][slot][a..b],
             None => &owned,
         };
         Ok(to_history(&[&prefix, slice, &tail], start_ms, end_ms, max))
+    }
+}
+
+fn point(ts_ms: i64, a: &Agg) -> HistoryPoint {
+    HistoryPoint {
+        timestamp: ts_ms,
+        value: a.mean(),
+        min: a.min,
+        max: a.max,
+        count: a.count,
     }
 }
 
@@ -399,13 +429,6 @@ pub fn to_history(
     end_ms: i64,
     max: Option<usize>,
 ) -> Vec<HistoryPoint> {
-    let point = |ts_ms: i64, a: &Agg| HistoryPoint {
-        timestamp: ts_ms,
-        value: a.mean(),
-        min: a.min,
-        max: a.max,
-        count: a.count,
-    };
     let len: usize = parts.iter().map(|p| p.len()).sum();
     let all = parts.iter().flat_map(|p| p.iter());
     let max = match max {
