@@ -318,6 +318,9 @@ fn describe_file(path: &Path, stats: &pulse_metrics::Stats) {
 struct Latencies {
     one: BTreeMap<&'static str, (f64, f64)>,
     all: BTreeMap<&'static str, f64>,
+    /// All series over 24 h with every point: what `/api/charts?range=24h`
+    /// asks for without `maxPoints` (and the query that needs most memory).
+    all_24h_every_point: f64,
 }
 
 fn measure_queries(store: &Store, fleet: &Fleet, now: i64) -> Latencies {
@@ -348,7 +351,21 @@ fn measure_queries(store: &Store, fleet: &Fleet, now: i64) -> Latencies {
         }
         all.insert(name, percentile(&mut samples, 0.5));
     }
-    Latencies { one, all }
+    let range = TimeRange::last(Duration::from_secs(DAY as u64), now * 1000);
+    let mut samples = Vec::new();
+    for _ in 0..15 {
+        let t = Instant::now();
+        let many = store
+            .query_many(&SeriesFilter::default(), range, None)
+            .unwrap();
+        samples.push(ms(t.elapsed()));
+        assert_eq!(many.series.len(), 255);
+    }
+    Latencies {
+        one,
+        all,
+        all_24h_every_point: percentile(&mut samples, 0.5),
+    }
 }
 
 fn ingest_throughput(dir: &Path) -> f64 {
@@ -693,6 +710,12 @@ fn main() {
             Some(seed.all[name]),
         );
     }
+    f.set(
+        "query_all_255_24h_every_point_ms",
+        lat.all_24h_every_point,
+        "ms",
+        None,
+    );
     f.set(
         "rollup_pass_p50_ms",
         percentile(&mut rollups, 0.5),

@@ -263,8 +263,8 @@ impl Drop for Inner {
 
 /// Readers kept open for reuse.
 const READER_POOL: usize = 8;
-/// Series from which one query is split over several threads, each with
-/// its own reader, and at most how many.
+/// Series from which an uncapped query is split over several threads, each
+/// with its own reader, and at most how many.
 const PARALLEL_QUERY_FROM: usize = 32;
 const READERS_PER_QUERY: usize = 4;
 
@@ -525,10 +525,14 @@ impl Store {
                 Ok(out)
             })
         };
-        // A chart of every series decodes hundreds of thousands of buckets:
-        // split it over the cores. Every part sees the same data, since
-        // tiers on disk only change under the state lock held here.
-        let threads = if sids.len() >= PARALLEL_QUERY_FROM {
+        // A chart of every point of every series decodes hundreds of
+        // thousands of buckets: split it over the cores. Every part sees the
+        // same data, since tiers on disk only change under the state lock
+        // held here. Capped answers are small and stay on one thread: a
+        // second thread's allocator arena keeps what its part decoded (+5 MB
+        // of peak RSS in the workload bench), and one thread already
+        // answers 255 series over 24 h in ~20 ms.
+        let threads = if sids.len() >= PARALLEL_QUERY_FROM && max_points.is_none() {
             std::thread::available_parallelism().map_or(1, |n| n.get().min(READERS_PER_QUERY))
         } else {
             1
