@@ -405,6 +405,52 @@ pub fn write_all(store: &Store, points: &[Point]) -> Result<usize> {
     Ok(written)
 }
 
+/// Raw points a bulk load may add to what the store holds in memory (~24 B
+/// each, so ~12 MB) before it folds them into the rolled-up tiers; folding
+/// needs memory in proportion too.
+pub const RAW_HELD_BEFORE_ROLLUP: u64 = 500_000;
+
+/// Keeps a bulk load's memory bounded. The store holds raw points in memory
+/// until a rollup folds them (dropping those past the raw retention), which
+/// the service does every few minutes but a one-shot load of a large file of
+/// old points never would. Called after each flush: once `limit` more raw
+/// points are held than after the last fold, it runs the rollup and the
+/// retention pass the service would run now (so minute rows of old points
+/// do not pile up in the file either).
+#[derive(Debug)]
+pub struct RawBound {
+    limit: u64,
+    /// Raw points held after the last fold (or at the start).
+    held: Option<u64>,
+    /// Rollups run so far.
+    pub rollups: u64,
+}
+
+impl RawBound {
+    pub fn new(limit: u64) -> RawBound {
+        RawBound {
+            limit,
+            held: None,
+            rollups: 0,
+        }
+    }
+
+    /// Folds when the load has added `limit` raw points since the last
+    /// fold; returns whether it did.
+    pub fn check(&mut self, store: &Store, now_ms: i64) -> Result<bool> {
+        let held_now = |store: &Store| store.stats().map(|s| s.raw_count + s.late_count);
+        let held = *self.held.get_or_insert(0);
+        if held_now(store)? < held.saturating_add(self.limit) {
+            return Ok(false);
+        }
+        store.rollup(now_ms)?;
+        store.prune(now_ms)?;
+        self.held = Some(held_now(store)?);
+        self.rollups += 1;
+        Ok(true)
+    }
+}
+
 /// Copies everything read through it into `copy`, so input that can be read
 /// only once (stdin) can be read again from the copy.
 pub struct Tee<R, W> {
@@ -433,6 +479,54 @@ impl<R: Read, W: std::io::Write> Read for Tee<R, W> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A load of old points folds as it goes: what the store holds stays
+    /// under the bound, and every point ends up counted in its bucket.
+    #[test]
+    fn a_bulk_load_of_old_points_is_folded_as_it_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(crate::MetricsConfig {
+            database_path: dir.path().join("m.db"),
+            ..Default::default()
+        })
+        .unwrap();
+        let now = 1_800_000_000_000i64;
+        let start = now - 20 * 86_400_000;
+        let limit = 5_000;
+        let mut bound = RawBound::new(limit);
+        let mut written = 0u64;
+        let mut most_held = 0;
+        for minute in 0..3_000i64 {
+            let batch: Vec<Point> = (0..10)
+                .map(|s| Point {
+                    resource_type: "vm".into(),
+                    resource_id: format!("g{s}"),
+                    metric: "cpu".into(),
+                    value: (minute % 7) as f64,
+                    timestamp: start + minute * 60_000,
+                })
+                .collect();
+            written += write_all(&store, &batch).unwrap() as u64;
+            if minute % 100 == 99 {
+                store.flush().unwrap();
+                bound.check(&store, now).unwrap();
+                let st = store.stats().unwrap();
+                most_held = most_held.max(st.raw_count + st.late_count);
+            }
+        }
+        assert!(bound.rollups >= 5, "{} rollups", bound.rollups);
+        assert!(most_held <= limit + 1_000, "held {most_held}");
+        store.maintain(now).unwrap();
+        let mut counted = 0;
+        store
+            .export(crate::Tier::Daily, |_, p| {
+                counted += p.count;
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(counted, written);
+        store.close().unwrap();
+    }
 
     fn read(input: &str, format: InputFormat) -> Vec<std::result::Result<Point, LineError>> {
         PointReader::new(input.as_bytes(), format)

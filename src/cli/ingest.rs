@@ -8,7 +8,10 @@
 
 use super::{CliResult, Failure, IngestArgs, print_json};
 use pulse_metrics::Store;
-use pulse_metrics::ingest::{BATCH, InputFormat, LineError, PointReader, Tee, write_all};
+use pulse_metrics::ingest::{
+    BATCH, InputFormat, LineError, PointReader, RAW_HELD_BEFORE_ROLLUP, RawBound, Tee, write_all,
+};
+use pulse_metrics::model::now_ms;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::Path;
@@ -194,6 +197,7 @@ fn store_points(
     let mut batch = Vec::with_capacity(BATCH);
     let mut accepted = 0u64;
     let mut since_flush = 0usize;
+    let mut bound = RawBound::new(RAW_HELD_BEFORE_ROLLUP);
     for item in PointReader::new(input, format) {
         match item? {
             Ok(p) => {
@@ -206,6 +210,13 @@ fn store_points(
                     if since_flush >= FLUSH_EVERY {
                         store.flush()?;
                         since_flush = 0;
+                        if bound.check(store, now_ms())? && bound.rollups == 1 {
+                            eprintln!(
+                                "note: rolling up as the input is read, as the service would, to keep \
+                                 memory bounded: points older than the raw retention go to the \
+                                 minute/hourly/daily tiers"
+                            );
+                        }
                     }
                 }
             }

@@ -199,6 +199,9 @@ pub struct Stats {
     pub free_pages: u64,
     pub series_count: u64,
     pub raw_count: u64,
+    /// Points written older than the raw retention, held until the next
+    /// rollup folds them into their buckets (not in `raw_count`).
+    pub late_count: u64,
     pub minute_count: u64,
     pub hourly_count: u64,
     pub daily_count: u64,
@@ -836,6 +839,7 @@ impl Store {
             free_pages,
             series_count: st.series.len() as u64,
             raw_count: st.raw_count(),
+            late_count: st.late_points,
             minute_count: st.disk_buckets[0] + st.open_buckets(),
             hourly_count: st.disk_buckets[1],
             daily_count: st.disk_buckets[2],
