@@ -48,6 +48,10 @@ enum Step {
     /// Points (series, seconds before now, value); an offset beyond raw
     /// retention makes a late point.
     Write(Vec<(usize, i64, i32)>),
+    /// Write again seconds already written (which one, by index into what
+    /// was written so far; the new value): duplicates of recent and of
+    /// late points alike.
+    Rewrite(Vec<(usize, i32)>),
     Rollup,
     Prune,
     Restart,
@@ -61,6 +65,7 @@ fn step() -> impl Strategy<Value = Step> {
             1..40
         )
         .prop_map(Step::Write),
+        2 => proptest::collection::vec((any::<usize>(), -50i32..150), 1..10).prop_map(Step::Rewrite),
         2 => Just(Step::Rollup),
         1 => Just(Step::Prune),
         1 => Just(Step::Restart),
@@ -103,17 +108,45 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     let mut raw_floor = 0i64;
     let mut floors = [0i64; 4];
     let mut rolled_to = i64::MIN;
+    // Late writes (below the raw floor) not folded by a rollup yet.
+    let mut pending_late: std::collections::BTreeSet<(usize, i64)> = Default::default();
     for s in steps {
         match s {
             Step::Advance(d) => now += d,
-            Step::Write(points) => {
+            Step::Write(_) | Step::Rewrite(_) => {
+                let points: Vec<(usize, i64, i32)> = match s {
+                    Step::Write(points) => points
+                        .into_iter()
+                        .map(|(series, back, v)| (series, now - back, v))
+                        .collect(),
+                    Step::Rewrite(picks) => {
+                        let keys: Vec<(usize, i64)> = written.keys().copied().collect();
+                        if keys.is_empty() {
+                            continue;
+                        }
+                        picks
+                            .into_iter()
+                            .map(|(i, v)| {
+                                let (series, ts) = keys[i % keys.len()];
+                                (series, ts, v)
+                            })
+                            .collect()
+                    }
+                    _ => unreachable!(),
+                };
                 let mut batch = Vec::new();
-                for (series, back, v) in points {
-                    let ts = now - back;
-                    // Replacing a point whose raw minute was already pruned
-                    // is outside the contract (its old value is gone).
-                    if ts < raw_floor && written.contains_key(&(series, ts)) {
-                        continue;
+                for (series, ts, v) in points {
+                    // Replacing a point already folded after its raw minute
+                    // was pruned is outside the contract (its old value is
+                    // gone); replacing a late point still waiting to be
+                    // folded is not.
+                    if ts < raw_floor {
+                        if written.contains_key(&(series, ts))
+                            && !pending_late.contains(&(series, ts))
+                        {
+                            continue;
+                        }
+                        pending_late.insert((series, ts));
                     }
                     let (t, i, m) = SERIES[series];
                     batch.push(Point::new(
@@ -126,6 +159,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 store.write_batch(&batch).unwrap();
             }
             Step::Rollup => {
+                pending_late.clear();
                 let r = store.rollup(now * 1000).unwrap();
                 rolled_to = rolled_to.max(now);
                 raw_floor = r.raw_floor / 1000;

@@ -189,7 +189,7 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
                     ..HourWork::default()
                 });
                 w.min_seq = w.min_seq.min(seq);
-                w.late.push(point);
+                w.late.push((seq, point));
                 late += 1;
             }
         });
@@ -216,7 +216,7 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
         for (m, b) in buckets.iter_mut().enumerate().take(closed) {
             *b = series.raw_agg(hour + MINUTE * m as i64, MINUTE);
         }
-        for p in &w.late {
+        for p in &super::writer::latest_per_second(&w.late) {
             let m = ((p.ts - hour) / MINUTE) as usize;
             if m < closed {
                 let a = super::codec::Agg::of(p.value);
@@ -227,7 +227,7 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
             }
         }
         w.late
-            .retain(|p| ((p.ts - hour) / MINUTE) as usize >= closed);
+            .retain(|(_, p)| ((p.ts - hour) / MINUTE) as usize >= closed);
         w.dirty &= !((1u64 << closed) - 1);
         rebuilt.push(((hour, sid), Box::new(buckets)));
     }

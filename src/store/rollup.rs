@@ -13,7 +13,7 @@
 use super::codec::Agg;
 use super::state::{ChunkTier, DAY, HOUR, MINUTE, OpenHour, RawPoint, floor_to};
 use super::tiers::{self, Buckets};
-use super::writer::Writer;
+use super::writer::{LatePoint, Writer, latest_per_second};
 use super::{RollupReport, schema};
 use crate::error::{Result, SqlContext};
 use std::collections::{BTreeMap, BTreeSet};
@@ -131,7 +131,7 @@ impl Writer {
         let mut open_remove: Vec<(i64, u32)> = Vec::new();
         let mut hourly_ops: Vec<(u32, i64, Op)> = Vec::new();
         let mut work_done: Vec<(i64, u32)> = Vec::new();
-        let mut work_keep: Vec<((i64, u32), u64, Vec<RawPoint>)> = Vec::new();
+        let mut work_keep: Vec<((i64, u32), u64, Vec<LatePoint>)> = Vec::new();
         let mut released: Vec<u32> = Vec::new();
         let mut report = RollupReport {
             now: now * 1000,
@@ -147,15 +147,16 @@ impl Writer {
                 (1u64 << closed) - 1
             };
             let roll = w.dirty & mask;
-            let (late_now, late_keep): (Vec<RawPoint>, Vec<RawPoint>) = w
+            let (late_now, late_keep): (Vec<LatePoint>, Vec<LatePoint>) = w
                 .late
                 .iter()
-                .partition(|p| ((p.ts - hour) / MINUTE) < i64::from(closed));
+                .partition(|(_, p)| ((p.ts - hour) / MINUTE) < i64::from(closed));
             if roll == 0 && late_now.is_empty() && !hour_closed {
                 continue;
             }
-            released.extend(late_now.iter().map(|p| p.slot));
+            released.extend(late_now.iter().map(|(_, p)| p.slot));
             report.late_points += late_now.len();
+            let late_now = latest_per_second(&late_now);
             if hour >= floors.minute {
                 let mut buckets: Buckets = match st.open.get(&(hour, sid)) {
                     Some(open) => open.to_vec(),

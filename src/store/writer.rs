@@ -236,8 +236,27 @@ pub struct HourWork {
     /// Minutes (bit i = minute i of the hour) with raw changes not rolled up.
     pub dirty: u64,
     /// Points whose raw minute was already pruned: merged into the
-    /// aggregates instead of recomputed (their neighbours are gone).
-    pub late: Vec<RawPoint>,
+    /// aggregates instead of recomputed (their neighbours are gone). Each
+    /// with its batch's sequence number, so that of two writes of one second
+    /// still waiting here the later replaces the earlier.
+    pub late: Vec<LatePoint>,
+}
+
+/// A late point with the sequence number of the batch that wrote it.
+pub type LatePoint = (u64, RawPoint);
+
+/// The late points to fold: of several writes of one second, the last.
+pub fn latest_per_second(late: &[LatePoint]) -> Vec<RawPoint> {
+    let mut v: Vec<&LatePoint> = late.iter().collect();
+    v.sort_by_key(|(seq, p)| (p.ts, *seq));
+    let mut out: Vec<RawPoint> = Vec::with_capacity(v.len());
+    for (_, p) in v {
+        match out.last_mut() {
+            Some(last) if last.ts == p.ts => *last = *p,
+            _ => out.push(*p),
+        }
+    }
+    out
 }
 
 /// The thread that owns the write connection and everything only it touches.
@@ -459,7 +478,7 @@ impl Writer {
                     self.ring.release(old.slot);
                 }
             } else {
-                w.late.push(point);
+                w.late.push((seq, point));
                 st.late_points += 1;
             }
         }
