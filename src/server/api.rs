@@ -558,7 +558,12 @@ async fn charts(
     let store = app.state.store.clone();
     let parts = blocking(move || {
         let many = store
-            .query_many(&SeriesFilter::default(), w.range, max_points)
+            .query_many_map(
+                &SeriesFilter::default(),
+                w.range,
+                max_points,
+                &|_, points| charts::array(&points),
+            )
             .map_err(ApiError::from_store)?;
         let oldest = store
             .stats()
@@ -577,10 +582,8 @@ async fn charts(
         ))
     })
     .await?;
-    let length: usize = parts.iter().map(Vec::len).sum();
-    let chunks = parts
-        .into_iter()
-        .map(|p| Ok::<_, Infallible>(Bytes::from(p)));
+    let length: usize = parts.iter().map(Bytes::len).sum();
+    let chunks = parts.into_iter().map(Ok::<_, Infallible>);
     Ok((
         [
             (

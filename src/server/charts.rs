@@ -2,19 +2,18 @@
 //!
 //! A 24 h chart of a typical install is 255 series x 1440 points, about
 //! 15 MiB of JSON; through serde's map machinery that took ~21 ms, more than
-//! the whole latency budget. Only the point arrays are bulky, so the small
-//! structure around them is laid out first as a list of segments, and the
-//! arrays (`[{"timestamp":ms,"value":v}]`, numbers formatted exactly as
-//! serde_json formats them) are then written straight into buffers, split
-//! across the available cores.
+//! the whole latency budget. Only the point arrays are bulky: each is written
+//! by hand ([`array`], `[{"timestamp":ms,"value":v}]` with numbers formatted
+//! exactly as serde_json formats them) on the store's reader thread that
+//! read its series (`Store::query_many_map`), so the encoding runs in
+//! parallel with the query and no buffer of the whole answer is ever made.
+//! [`encode`] then lays the small structure around the arrays and answers
+//! the body as a list of pieces to send one after the other.
 
-use crate::model::SeriesKey;
-use crate::model::{HistoryPoint, Tier};
+use crate::model::{HistoryPoint, SeriesKey, Tier};
+use axum::body::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
-
-/// Below this many points a second thread costs more than it saves.
-const PARALLEL_FROM: usize = 50_000;
 
 /// What the answer's `stats` object says.
 #[derive(Serialize)]
@@ -27,7 +26,43 @@ pub struct ChartStats {
     pub range_seconds: i64,
 }
 
-type ByMetric<'a> = BTreeMap<&'a str, &'a [HistoryPoint]>;
+/// One series' points as Pulse's JSON array.
+#[derive(Debug, Clone)]
+pub struct ChartArray {
+    points: usize,
+    json: Bytes,
+}
+
+/// `[{"timestamp":ms,"value":v},...]` for `points`.
+pub fn array(points: &[HistoryPoint]) -> ChartArray {
+    // 13-digit timestamps and values of up to 17 digits: ~44 bytes a point.
+    let mut out = Vec::with_capacity(points.len() * 44 + 2);
+    let mut int = itoa::Buffer::new();
+    let mut float = zmij::Buffer::new();
+    out.push(b'[');
+    for (i, p) in points.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"timestamp\":");
+        out.extend_from_slice(int.format(p.timestamp).as_bytes());
+        out.extend_from_slice(b",\"value\":");
+        // serde_json writes what JSON cannot hold as null.
+        if p.value.is_finite() {
+            out.extend_from_slice(float.format_finite(p.value).as_bytes());
+        } else {
+            out.extend_from_slice(b"null");
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+    ChartArray {
+        points: points.len(),
+        json: Bytes::from(out),
+    }
+}
+
+type ByMetric<'a> = BTreeMap<&'a str, &'a ChartArray>;
 type ById<'a> = BTreeMap<&'a str, ByMetric<'a>>;
 
 /// Pulse's maps, in the order they are written, then the types Pulse has
@@ -43,31 +78,21 @@ struct Answer<'a> {
     resources: BTreeMap<&'a str, ById<'a>>,
 }
 
-/// The document as written in order: structure bytes, and point arrays
-/// left to be written in parallel.
-enum Segment<'a> {
-    Bytes(Vec<u8>),
-    Points(&'a [HistoryPoint]),
-}
-
+/// The body as pieces: structure written here, arrays as they were made.
 #[derive(Default)]
-struct Layout<'a> {
-    segments: Vec<Segment<'a>>,
+struct Pieces {
+    done: Vec<Bytes>,
+    open: Vec<u8>,
     points: usize,
 }
 
-impl<'a> Layout<'a> {
+impl Pieces {
     fn raw(&mut self, b: &[u8]) {
-        match self.segments.last_mut() {
-            Some(Segment::Bytes(v)) => v.extend_from_slice(b),
-            _ => self.segments.push(Segment::Bytes(b.to_vec())),
-        }
+        self.open.extend_from_slice(b);
     }
 
     fn json<T: Serialize + ?Sized>(&mut self, v: &T) {
-        let mut buf = Vec::new();
-        serde_json::to_writer(&mut buf, v).expect("small values always encode");
-        self.raw(&buf);
+        serde_json::to_writer(&mut self.open, v).expect("small values always encode");
     }
 
     fn key(&mut self, k: &str) {
@@ -75,7 +100,13 @@ impl<'a> Layout<'a> {
         self.raw(b":");
     }
 
-    fn by_id(&mut self, map: &ById<'a>) {
+    fn array(&mut self, a: &ChartArray) {
+        self.done.push(Bytes::from(std::mem::take(&mut self.open)));
+        self.done.push(a.json.clone());
+        self.points += a.points;
+    }
+
+    fn by_id(&mut self, map: &ById) {
         self.raw(b"{");
         for (i, (id, metrics)) in map.iter().enumerate() {
             if i > 0 {
@@ -83,13 +114,12 @@ impl<'a> Layout<'a> {
             }
             self.key(id);
             self.raw(b"{");
-            for (j, (metric, points)) in metrics.iter().enumerate() {
+            for (j, (metric, array)) in metrics.iter().enumerate() {
                 if j > 0 {
                     self.raw(b",");
                 }
                 self.key(metric);
-                self.points += points.len();
-                self.segments.push(Segment::Points(points));
+                self.array(array);
             }
             self.raw(b"}");
         }
@@ -97,16 +127,12 @@ impl<'a> Layout<'a> {
     }
 }
 
-/// The whole answer for `series`, as parts to send one after the other
+/// The whole answer for `series`, as pieces to send one after the other
 /// (joining them would copy megabytes for nothing). `stats.point_count` is
 /// filled here.
-pub fn encode(
-    series: &[(SeriesKey, Vec<HistoryPoint>)],
-    now: i64,
-    mut stats: ChartStats,
-) -> Vec<Vec<u8>> {
+pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, mut stats: ChartStats) -> Vec<Bytes> {
     let mut a = Answer::default();
-    for (key, points) in series {
+    for (key, array) in series {
         let t = key.resource_type.as_str();
         let map = match t {
             "vm" | "container" => {
@@ -122,11 +148,11 @@ pub fn encode(
         };
         map.entry(&key.resource_id)
             .or_default()
-            .insert(&key.metric, points);
+            .insert(&key.metric, array);
     }
 
-    let mut l = Layout::default();
-    l.raw(b"{");
+    let mut p = Pieces::default();
+    p.raw(b"{");
     for (name, map) in [
         ("data", &a.data),
         ("nodeData", &a.node_data),
@@ -134,108 +160,33 @@ pub fn encode(
         ("dockerData", &a.docker_data),
         ("dockerHostData", &a.docker_host_data),
     ] {
-        l.key(name);
-        l.by_id(map);
-        l.raw(b",");
+        p.key(name);
+        p.by_id(map);
+        p.raw(b",");
     }
-    l.key("guestTypes");
-    l.json(&a.guest_types);
-    l.raw(b",");
-    l.key("resources");
-    l.raw(b"{");
+    p.key("guestTypes");
+    p.json(&a.guest_types);
+    p.raw(b",");
+    p.key("resources");
+    p.raw(b"{");
     for (i, (t, map)) in a.resources.iter().enumerate() {
         if i > 0 {
-            l.raw(b",");
+            p.raw(b",");
         }
-        l.key(t);
-        l.by_id(map);
+        p.key(t);
+        p.by_id(map);
     }
-    l.raw(b"},");
-    l.key("timestamp");
-    l.json(&now);
-    l.raw(b",");
-    l.key("stats");
-    stats.point_count = l.points;
-    l.json(&stats);
-    l.raw(b"}");
-    render(&l)
-}
-
-/// Writes the segments out, in as many contiguous parts (of about equal
-/// points) as there are cores to use.
-fn render(l: &Layout) -> Vec<Vec<u8>> {
-    let threads = if l.points < PARALLEL_FROM {
-        1
-    } else {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
-    };
-    let mut bounds = vec![0];
-    let mut acc = 0;
-    for (i, s) in l.segments.iter().enumerate() {
-        if bounds.len() < threads && acc * threads >= l.points * bounds.len() {
-            bounds.push(i);
-        }
-        if let Segment::Points(p) = s {
-            acc += p.len();
-        }
-    }
-    bounds.push(l.segments.len());
-    // ~42 bytes a point: 13-digit timestamp, a value of up to 17 digits.
-    let size = |segs: &[Segment]| -> usize {
-        segs.iter()
-            .map(|s| match s {
-                Segment::Bytes(b) => b.len(),
-                Segment::Points(p) => p.len() * 44 + 2,
-            })
-            .sum()
-    };
-    std::thread::scope(|s| {
-        let rest: Vec<_> = bounds
-            .windows(2)
-            .skip(1)
-            .map(|w| {
-                let segs = &l.segments[w[0]..w[1]];
-                s.spawn(move || write_segments(Vec::with_capacity(size(segs)), segs))
-            })
-            .collect();
-        let segs = &l.segments[..bounds[1]];
-        let first = write_segments(Vec::with_capacity(size(segs)), segs);
-        std::iter::once(first)
-            .chain(rest.into_iter().map(|h| h.join().expect("chart encoder")))
-            .collect()
-    })
-}
-
-fn write_segments(mut out: Vec<u8>, segments: &[Segment]) -> Vec<u8> {
-    let mut int = itoa::Buffer::new();
-    let mut float = zmij::Buffer::new();
-    for s in segments {
-        let points = match s {
-            Segment::Bytes(b) => {
-                out.extend_from_slice(b);
-                continue;
-            }
-            Segment::Points(p) => p,
-        };
-        out.push(b'[');
-        for (i, p) in points.iter().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            out.extend_from_slice(b"{\"timestamp\":");
-            out.extend_from_slice(int.format(p.timestamp).as_bytes());
-            out.extend_from_slice(b",\"value\":");
-            // serde_json writes what JSON cannot hold as null.
-            if p.value.is_finite() {
-                out.extend_from_slice(float.format_finite(p.value).as_bytes());
-            } else {
-                out.extend_from_slice(b"null");
-            }
-            out.push(b'}');
-        }
-        out.push(b']');
-    }
-    out
+    p.raw(b"},");
+    p.key("timestamp");
+    p.json(&now);
+    p.raw(b",");
+    p.key("stats");
+    stats.point_count = p.points;
+    p.json(&stats);
+    p.raw(b"}");
+    let mut pieces = p.done;
+    pieces.push(Bytes::from(p.open));
+    pieces
 }
 
 #[cfg(test)]
@@ -251,6 +202,13 @@ mod tests {
             max: value,
             count: 1,
         }
+    }
+
+    /// The body for `series`, joined.
+    fn body(series: &[(SeriesKey, Vec<HistoryPoint>)], now: i64) -> Vec<u8> {
+        let arrays: Vec<(SeriesKey, ChartArray)> =
+            series.iter().map(|(k, p)| (k.clone(), array(p))).collect();
+        encode(&arrays, now, stats()).concat()
     }
 
     fn stats() -> ChartStats {
@@ -298,7 +256,7 @@ mod tests {
 
     #[test]
     fn every_map_is_present_when_nothing_is_stored() {
-        let out = encode(&[], 42, stats()).concat();
+        let out = body(&[], 42);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v, expected(&[], 42));
     }
@@ -331,7 +289,7 @@ mod tests {
             }
         }
         series.sort_by(|a, b| a.0.cmp(&b.0));
-        let out = encode(&series, 7, stats()).concat();
+        let out = body(&series, 7);
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v, expected(&series, 7));
     }
@@ -340,7 +298,7 @@ mod tests {
     fn numbers_are_written_as_serde_json_writes_them() {
         let pts = vec![pt(-5, 50.0), pt(1_700_000_000_123, 0.1 + 0.2), pt(9, 1e300)];
         let series = vec![(SeriesKey::new("node", "n", "cpu"), pts.clone())];
-        let out = String::from_utf8(encode(&series, 0, stats()).concat()).unwrap();
+        let out = String::from_utf8(body(&series, 0)).unwrap();
         let arr: Vec<Value> = pts
             .iter()
             .map(|p| json!({"timestamp": p.timestamp, "value": p.value}))
@@ -350,24 +308,5 @@ mod tests {
             serde_json::to_string(&arr).unwrap()
         );
         assert!(out.contains(&want), "{out}\n{want}");
-    }
-
-    #[test]
-    fn a_large_answer_split_across_threads_is_whole() {
-        // Enough points to take the parallel path.
-        let series: Vec<(SeriesKey, Vec<HistoryPoint>)> = (0..100)
-            .map(|i| {
-                (
-                    SeriesKey::new("vm", format!("g{i:03}"), "cpu"),
-                    (0..1000).map(|j| pt(j * 1000, (i * j) as f64)).collect(),
-                )
-            })
-            .collect();
-        let parts = encode(&series, 1, stats());
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        assert_eq!(parts.len(), threads);
-        let out = parts.concat();
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v, expected(&series, 1));
     }
 }

@@ -107,11 +107,12 @@ pub struct History {
     pub points: Vec<HistoryPoint>,
 }
 
-/// Answer of `query_many`: every matching series, in key order.
+/// Answer of `query_many`: every matching series, in key order (with
+/// `query_many_map`, what the caller made of each series' points).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct ManyHistory {
+pub struct ManyHistory<T = Vec<HistoryPoint>> {
     pub tier: Tier,
-    pub series: Vec<(SeriesKey, Vec<HistoryPoint>)>,
+    pub series: Vec<(SeriesKey, T)>,
 }
 
 /// One line of `series()`.
@@ -466,7 +467,13 @@ impl Store {
         range: TimeRange,
         max_points: Option<usize>,
     ) -> Result<History> {
-        let many = self.query_sids(Some(series), &SeriesFilter::default(), range, max_points)?;
+        let many = self.query_sids(
+            Some(series),
+            &SeriesFilter::default(),
+            range,
+            max_points,
+            &|_, points| points,
+        )?;
         let points = many
             .series
             .into_iter()
@@ -488,16 +495,31 @@ impl Store {
         range: TimeRange,
         max_points: Option<usize>,
     ) -> Result<ManyHistory> {
-        self.query_sids(None, filter, range, max_points)
+        self.query_sids(None, filter, range, max_points, &|_, points| points)
     }
 
-    fn query_sids(
+    /// `query_many`, handing each series' points to `f` on the thread that
+    /// read them, as soon as they are read: a caller that turns them into
+    /// something smaller (JSON for a chart) does so in parallel and never
+    /// holds every point of every series at once.
+    pub fn query_many_map<T: Send>(
+        &self,
+        filter: &SeriesFilter,
+        range: TimeRange,
+        max_points: Option<usize>,
+        f: &(dyn Fn(&SeriesKey, Vec<HistoryPoint>) -> T + Sync),
+    ) -> Result<ManyHistory<T>> {
+        self.query_sids(None, filter, range, max_points, f)
+    }
+
+    fn query_sids<T: Send>(
         &self,
         one: Option<&SeriesKey>,
         filter: &SeriesFilter,
         range: TimeRange,
         max_points: Option<usize>,
-    ) -> Result<ManyHistory> {
+        f: &(dyn Fn(&SeriesKey, Vec<HistoryPoint>) -> T + Sync),
+    ) -> Result<ManyHistory<T>> {
         if range.start > range.end {
             return Err(Error::invalid_input("start is after end"));
         }
@@ -523,7 +545,8 @@ impl Store {
                 let mut out = Vec::with_capacity(sids.len());
                 for &sid in sids {
                     let history = source.history(tier, sid, range.start, range.end, max_points)?;
-                    out.push((st.series[sid as usize].key.clone(), history));
+                    let key = &st.series[sid as usize].key;
+                    out.push((key.clone(), f(key, history)));
                 }
                 Ok(out)
             })
