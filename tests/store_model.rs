@@ -354,8 +354,19 @@ fn late_point_refolds_its_sealed_hour() {
 /// tier and across the stitched edges, in the store's key order.
 #[test]
 fn many_series_split_across_readers_answer_like_one_by_one() {
+    for enabled in [true, false] {
+        split_queries_answer_like_one_by_one(enabled);
+    }
+}
+
+/// With the file, or in memory only (`enabled: false`).
+fn split_queries_answer_like_one_by_one(enabled: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(config(dir.path())).unwrap();
+    let store = Store::open(MetricsConfig {
+        enabled,
+        ..config(dir.path())
+    })
+    .unwrap();
     let keys: Vec<SeriesKey> = (0..100)
         .map(|i| SeriesKey::new(["vm", "node", "storage"][i % 3], format!("r{i}"), "cpu"))
         .collect();
@@ -393,7 +404,10 @@ fn many_series_split_across_readers_answer_like_one_by_one() {
                 assert!(!points.is_empty(), "{key} over {range_secs}s");
                 let one = store.query(key, range, max_points).unwrap();
                 assert_eq!(one.tier, many.tier);
-                assert_eq!(&one.points, points, "{key} over {range_secs}s");
+                assert_eq!(
+                    &one.points, points,
+                    "{key} over {range_secs}s, enabled {enabled}"
+                );
             }
         }
     }
