@@ -420,8 +420,8 @@ pub const RAW_HELD_BEFORE_ROLLUP: u64 = 500_000;
 #[derive(Debug)]
 pub struct RawBound {
     limit: u64,
-    /// Raw points held after the last fold (or at the start).
-    held: Option<u64>,
+    /// Raw points held after the last fold (0 before the first).
+    held: u64,
     /// Rollups run so far.
     pub rollups: u64,
 }
@@ -430,7 +430,7 @@ impl RawBound {
     pub fn new(limit: u64) -> RawBound {
         RawBound {
             limit,
-            held: None,
+            held: 0,
             rollups: 0,
         }
     }
@@ -439,13 +439,12 @@ impl RawBound {
     /// fold; returns whether it did.
     pub fn check(&mut self, store: &Store, now_ms: i64) -> Result<bool> {
         let held_now = |store: &Store| store.stats().map(|s| s.raw_count + s.late_count);
-        let held = *self.held.get_or_insert(0);
-        if held_now(store)? < held.saturating_add(self.limit) {
+        if held_now(store)? < self.held.saturating_add(self.limit) {
             return Ok(false);
         }
         store.rollup(now_ms)?;
         store.prune(now_ms)?;
-        self.held = Some(held_now(store)?);
+        self.held = held_now(store)?;
         self.rollups += 1;
         Ok(true)
     }
