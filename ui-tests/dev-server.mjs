@@ -136,7 +136,7 @@ function api(req, res, url, body) {
     }
     return json(res, 200, {
       enabled: true, dbPath: config.database_path, dbSize: 3_457_024, walSize: 412_000, freePages: 12, seriesCount: series.size,
-      rawCount: raw, minuteCount: raw / 12, hourlyCount: raw / 720, dailyCount: 0, oldestDataTimestamp: oldest, totalWrites: raw,
+      rawCount: raw, lateCount: 0, minuteCount: raw / 12, hourlyCount: raw / 720, dailyCount: 0, oldestDataTimestamp: oldest, totalWrites: raw,
       droppedWrites: 0, bufferSize: 3, lastFlush: Date.now() - 2000, lastRollup: Date.now() - 60_000, lastRetention: Date.now() - 600_000,
       lastVacuum: 0, lastError: '',
       collectors: [{ name: 'host', state: 'running', lastSuccess: Date.now() - 3000, lastAttempt: Date.now() - 3000, lastError: '', consecutiveFailures: 0, pointsWritten: 1234 }],

@@ -440,6 +440,7 @@ test('saving a new raw retention writes the config file and survives a reload', 
   // Storage health is filled from the stats.
   const stats = (await call(server, 'GET', '/api/metrics-store/stats')).json;
   assert.equal(await page.textContent('#health .kvi[data-k="series"] .v'), String(stats.seriesCount));
+  assert.equal(await page.textContent('#health .kvi[data-k="late-points"] .v'), String(stats.lateCount));
   assert.match(await page.textContent('#health .kvi[data-k="database-file"] .v'), /metrics\.db$/);
   assert.notEqual(await page.textContent('#health .jobs .kvi[data-k="last-rollup"] .v'), 'never', 'the maintenance above rolled up');
   assert.match(await page.textContent('#estimate .big .v'), /≈ [\d.,]+ (KiB|MiB|GiB)/);

@@ -448,8 +448,9 @@ export class Settings {
       ['File size', formatBytes(s.dbSize), `WAL ${formatBytes(s.walSize)}${s.freePages ? ` · ${formatCount(s.freePages)} free pages` : ''}`],
       ['Series', formatCount(s.seriesCount), `${formatCount(s.totalWrites)} points written`],
       ['Oldest data', s.oldestDataTimestamp ? formatRelative(s.oldestDataTimestamp, now) : 'none yet', whenTitle(s.oldestDataTimestamp)],
-      ['Dropped writes', formatCount(s.droppedWrites), s.droppedWrites ? 'points lost: see the log' : 'none', s.droppedWrites ? 'bad' : ''],
+      ['Dropped writes', formatCount(s.droppedWrites), s.droppedWrites ? 'points refused while the queue was full (lost unless the sender retried)' : 'none', s.droppedWrites ? 'bad' : ''],
       ['Write buffer', formatCount(s.bufferSize), 'points waiting for the next flush'],
+      ['Late points', formatCount(s.lateCount || 0), 'older than the raw retention, folded in at the next rollup'],
     ];
     const jobs = [
       ['Last flush', s.lastFlush],
