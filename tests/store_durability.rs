@@ -570,3 +570,33 @@ fn a_query_over_millennia_costs_what_the_data_costs() {
     assert_eq!(many.series.len(), 12);
     store.close().unwrap();
 }
+
+/// `oldestDataTimestamp` is where the data begins, not the start of the
+/// coarse bucket that holds it: a service started at 12:58 has history
+/// since 12:58 (the UI says "collecting history since ..."), down to the
+/// minute once raw points are gone, and to the hour once minutes are too.
+#[test]
+fn oldest_data_is_the_first_point_not_its_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(config(&dir.path().join("m.db"))).unwrap();
+    // T0 is midnight UTC; data from 12:58:30, every 5 s for 5 h.
+    let first = T0 + 12 * 3600 + 58 * 60 + 30;
+    let mut ts = first;
+    while ts < first + 5 * 3600 {
+        store.write_batch(&poll(3, ts)).unwrap();
+        ts += 5;
+    }
+    store.flush().unwrap();
+    let oldest = |store: &Store| store.stats().unwrap().oldest_data_timestamp / 1000;
+    assert_eq!(oldest(&store), first, "raw points still held");
+    // Rolled up and pruned as of 5 h later: raw before 15:58 is gone, the
+    // 12:00 hour is sealed, and the minute tier still holds 12:58.
+    let now = (first + 5 * 3600) * 1000;
+    store.maintain(now).unwrap();
+    assert_eq!(oldest(&store), first - 30, "the first minute bucket");
+    // Two days later the minute tier has let 12:58 go: the hour is all
+    // that is known.
+    store.maintain(now + 2 * 86_400_000).unwrap();
+    assert_eq!(oldest(&store), T0 + 12 * 3600, "the first hourly bucket");
+    store.close().unwrap();
+}

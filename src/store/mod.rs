@@ -814,46 +814,12 @@ impl Store {
             Location::Memory(_) => (":memory:".to_string(), 0, 0),
         };
         let st = self.inner.shared.read();
-        let (free_pages, oldest_disk) = self.with_reader(|conn| {
+        let (free_pages, oldest) = self.with_reader(|conn| {
             let free: i64 = conn
                 .pragma_query_value(None, "freelist_count", |r| r.get(0))
                 .ctx("freelist_count")?;
-            let mut oldest: Option<i64> = None;
-            for tier in [ChunkTier::DAILY, ChunkTier::HOURLY, ChunkTier::MINUTE] {
-                let min_key: Option<i64> = conn
-                    .query_row(&format!("SELECT min(key) FROM {}", tier.table), [], |r| {
-                        r.get(0)
-                    })
-                    .ctx("oldest chunk")?;
-                if let Some(k) = min_key {
-                    let (chunk, _) = ChunkTier::split_key(k);
-                    tiers::scan(
-                        conn,
-                        tier,
-                        chunk,
-                        chunk,
-                        |_| true,
-                        |chunk, _, buckets| {
-                            if let Some(i) = buckets.iter().position(Option::is_some) {
-                                let ts = tier.chunk_start(chunk) + i as i64 * tier.bucket;
-                                oldest = Some(oldest.map_or(ts, |o| o.min(ts)));
-                            }
-                        },
-                    )?;
-                }
-            }
-            Ok((free.max(0) as u64, oldest))
+            Ok((free.max(0) as u64, tiers::oldest(conn, &st)?))
         })?;
-        let oldest_mem = st
-            .series
-            .iter()
-            .filter_map(|s| s.raw.first().map(|p| p.ts))
-            .chain(st.open.keys().map(|&(h, _)| h))
-            .min();
-        let oldest = match (oldest_disk, oldest_mem) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
         Ok(Stats {
             enabled: matches!(self.inner.location, Location::File(_)),
             db_path,

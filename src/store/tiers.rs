@@ -2,7 +2,7 @@
 //! `hourly`, `daily`): one row per series per span, keyed time-major.
 
 use super::codec::{self, Agg};
-use super::state::ChunkTier;
+use super::state::{ChunkTier, DAY, HOUR, MINUTE, State};
 use crate::error::{Error, Result, SqlContext};
 use rusqlite::{Connection, OptionalExtension};
 
@@ -175,4 +175,88 @@ pub fn seq(conn: &Connection, tier: ChunkTier, chunk: i64, sid: u32) -> Result<O
         .and_then(|mut s| s.query_row([tier.key(chunk, sid)], |r| r.get(0)).optional())
         .ctx("read chunk seq")?;
     Ok(v.map(|s| s as u64))
+}
+
+/// The first bucket start (Unix s) stored in `tier`, if any.
+fn first_bucket(conn: &Connection, tier: ChunkTier) -> Result<Option<i64>> {
+    let min_key: Option<i64> = conn
+        .query_row(&format!("SELECT min(key) FROM {}", tier.table), [], |r| {
+            r.get(0)
+        })
+        .ctx("oldest chunk")?;
+    let Some(k) = min_key else {
+        return Ok(None);
+    };
+    let (chunk, _) = ChunkTier::split_key(k);
+    let mut first: Option<i64> = None;
+    scan(
+        conn,
+        tier,
+        chunk,
+        chunk,
+        |_| true,
+        |chunk, _, buckets| {
+            if let Some(i) = buckets.iter().position(Option::is_some) {
+                let ts = tier.chunk_start(chunk) + i as i64 * tier.bucket;
+                first = Some(first.map_or(ts, |f| f.min(ts)));
+            }
+        },
+    )?;
+    Ok(first)
+}
+
+/// The oldest data of the store (Unix s): the earliest first bucket of any
+/// tier, or raw point. A coarse bucket only says "somewhere in this hour (or
+/// day)"; when a finer tier starts inside it and has lost nothing there to
+/// retention (its floor is not after the bucket's start), the finer start is
+/// the better answer, down to the raw point.
+pub fn oldest(conn: &Connection, st: &State) -> Result<Option<i64>> {
+    let open_first = st
+        .open
+        .iter()
+        .filter_map(|(&(hour, _), b)| {
+            b.iter()
+                .position(Option::is_some)
+                .map(|m| hour + m as i64 * MINUTE)
+        })
+        .min();
+    let raw_first = st
+        .series
+        .iter()
+        .filter_map(|s| s.raw.first().map(|p| p.ts))
+        .min();
+    let disk_minute = first_bucket(conn, ChunkTier::MINUTE)?;
+    // Finest first: raw, minute, hourly, daily.
+    let first = [
+        raw_first,
+        match (disk_minute, open_first) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        },
+        first_bucket(conn, ChunkTier::HOURLY)?,
+        first_bucket(conn, ChunkTier::DAILY)?,
+    ];
+    let width = [1, MINUTE, HOUR, DAY];
+    let f = st.floors;
+    let floors = [f.raw, f.minute, f.hourly, f.daily];
+    let mut best: Option<(usize, i64)> = None;
+    for (t, candidate) in first.iter().enumerate() {
+        if let Some(c) = *candidate
+            && best.is_none_or(|(_, b)| c < b)
+        {
+            best = Some((t, c));
+        }
+    }
+    while let Some((t, c)) = best {
+        let finer = (0..t).rev().find_map(|u| {
+            first[u]
+                .filter(|&s| s >= c && s < c + width[t] && floors[u] <= c)
+                .map(|s| (u, s))
+        });
+        match finer {
+            Some(x) => best = Some(x),
+            None => break,
+        }
+    }
+    Ok(best.map(|(_, c)| c))
 }
