@@ -274,6 +274,9 @@ test('changing the range issues the right /api/charts request and redraws; choic
   await page.goto(`${server.url}/?range=1h&view=trends`);
   await dashboardReady(page);
   const sel = 'tr[data-id="pve1:node1:104"] canvas.spark[data-metric="cpu"]';
+  // Sparklines are drawn as they come into view, just after the answer renders.
+  await page.$eval(sel, (c) => c.scrollIntoView({ block: 'center' }));
+  await page.waitForSelector(`${sel}[data-drawn]`, { timeout: 5_000 });
   const drawnBefore = Number(await page.getAttribute(sel, 'data-drawn'));
   const pointsBefore = Number(await page.getAttribute(sel, 'data-points'));
   assert.ok(pointsBefore > 0);
