@@ -6,7 +6,7 @@ use super::codec::Agg;
 use super::state::{ChunkTier, floor_to};
 use super::tiers;
 use super::writer::{SeriesRef, Writer, insert_series, publish_series, resolve_series};
-use crate::error::{Result, SqlContext};
+use crate::error::Result;
 use crate::model::{HistoryPoint, SeriesKey, Tier};
 use std::collections::BTreeMap;
 
@@ -41,43 +41,33 @@ impl Writer {
                 .push((t.index_of(start), agg));
         }
         let first_new = self.shared.read().series.len();
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .ctx("begin import")?;
-        let staged = (|| -> Result<i64> {
-            insert_series(&self.conn, first_new, &new_series)?;
-            let mut delta = 0i64;
-            for ((chunk, sid), entries) in &by_chunk {
-                let stored = tiers::read(&self.conn, t, *chunk, *sid)?;
-                let old = stored
-                    .as_ref()
-                    .map_or(0, |b| b.iter().flatten().count() as i64);
-                let mut chunk_buckets = stored.unwrap_or_else(|| vec![None; t.span]);
-                for (i, agg) in entries {
-                    chunk_buckets[*i] = Some(*agg);
+        self.commit_staged(
+            "import",
+            || {
+                insert_series(&self.conn, first_new, &new_series)?;
+                let mut delta = 0i64;
+                for ((chunk, sid), entries) in &by_chunk {
+                    let stored = tiers::read(&self.conn, t, *chunk, *sid)?;
+                    let old = stored
+                        .as_ref()
+                        .map_or(0, |b| b.iter().flatten().count() as i64);
+                    let mut chunk_buckets = stored.unwrap_or_else(|| vec![None; t.span]);
+                    for (i, agg) in entries {
+                        chunk_buckets[*i] = Some(*agg);
+                    }
+                    // Keep the chunk's fold mark: imported buckets fold no raw points.
+                    let seq = tiers::seq(&self.conn, t, *chunk, *sid)?.unwrap_or(0);
+                    tiers::write(&self.conn, t, *chunk, *sid, seq, &chunk_buckets)?;
+                    delta += chunk_buckets.iter().flatten().count() as i64 - old;
                 }
-                // Keep the chunk's fold mark: imported buckets fold no raw points.
-                let seq = tiers::seq(&self.conn, t, *chunk, *sid)?.unwrap_or(0);
-                tiers::write(&self.conn, t, *chunk, *sid, seq, &chunk_buckets)?;
-                delta += chunk_buckets.iter().flatten().count() as i64 - old;
-            }
-            Ok(delta)
-        })();
-        let delta = match staged {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-        };
-        let mut st = self.shared.write();
-        if let Err(e) = self.conn.execute_batch("COMMIT").ctx("commit import") {
-            let _ = self.conn.execute_batch("ROLLBACK");
-            return Err(e);
-        }
-        publish_series(&mut st, new_series);
-        let i = tier.index() - 1;
-        st.disk_buckets[i] = st.disk_buckets[i].saturating_add_signed(delta);
+                Ok((delta, new_series))
+            },
+            |st, (delta, new_series)| {
+                publish_series(st, new_series);
+                let i = tier.index() - 1;
+                st.disk_buckets[i] = st.disk_buckets[i].saturating_add_signed(delta);
+            },
+        )?;
         Ok(buckets.len())
     }
 }

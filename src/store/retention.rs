@@ -54,10 +54,7 @@ impl Writer {
             ..PruneReport::default()
         };
 
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .ctx("begin prune")?;
-        let staged = (|| -> Result<([u64; 3], Vec<u32>)> {
+        let stage = || -> Result<([u64; 3], Vec<u32>)> {
             let mut removed = [0u64; 3];
             for (i, (tier, floor)) in [
                 (ChunkTier::MINUTE, floors.minute),
@@ -115,27 +112,15 @@ impl Writer {
             schema::meta_set(&self.conn, "last_retention", crate::model::now_ms())?;
             self.counters.persist(&self.conn)?;
             Ok((removed, surplus))
-        })();
-        let (removed, surplus) = match staged {
-            Ok(v) => v,
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
         };
-        let released;
-        {
-            let mut st = self.shared.write();
-            if let Err(e) = self.conn.execute_batch("COMMIT").ctx("commit prune") {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
-            st.floors = floors;
-            for (i, r) in removed.iter().enumerate() {
-                st.disk_buckets[i] = st.disk_buckets[i].saturating_sub(*r);
-            }
-            released = drop_raw_below(&mut st, floors.raw);
-        }
+        let (removed, surplus, released) =
+            self.commit_staged("prune", stage, |st, (removed, surplus)| {
+                st.floors = floors;
+                for (i, r) in removed.iter().enumerate() {
+                    st.disk_buckets[i] = st.disk_buckets[i].saturating_sub(*r);
+                }
+                (removed, surplus, drop_raw_below(st, floors.raw))
+            })?;
         report.raw_points = released.len() as u64;
         report.minute_buckets = removed[0];
         report.hourly_buckets = removed[1];

@@ -15,7 +15,7 @@ use super::state::{ChunkTier, DAY, HOUR, MINUTE, OpenHour, RawPoint, floor_to};
 use super::tiers::{self, Buckets};
 use super::writer::{LatePoint, Writer, latest_per_second};
 use super::{RollupReport, schema};
-use crate::error::{Result, SqlContext};
+use crate::error::Result;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
@@ -286,10 +286,9 @@ impl Writer {
             .unwrap_or(i64::MAX);
         let raw_floor = floors.raw.max(self.raw_floor_candidate(now).min(unsealed));
 
-        self.conn
-            .execute_batch("BEGIN IMMEDIATE")
-            .ctx("begin rollup")?;
-        let staged = (|| -> Result<[i64; 3]> {
+        // The commit takes the state lock for writing.
+        drop(st);
+        let stage = || -> Result<[i64; 3]> {
             let d0 = minute.write(&self.conn, last_seq)?;
             let d1 = hourly.write(&self.conn, last_seq)?;
             let d2 = daily.write(&self.conn, last_seq)?;
@@ -300,22 +299,8 @@ impl Writer {
             schema::meta_set(&self.conn, "last_rollup", crate::model::now_ms())?;
             self.counters.persist(&self.conn)?;
             Ok([d0, d1, d2])
-        })();
-        drop(st);
-        let deltas = match staged {
-            Ok(d) => d,
-            Err(e) => {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
         };
-        {
-            // Readers see the new chunks and the new open hours together.
-            let mut st = self.shared.write();
-            if let Err(e) = self.conn.execute_batch("COMMIT").ctx("commit rollup") {
-                let _ = self.conn.execute_batch("ROLLBACK");
-                return Err(e);
-            }
+        let dropped = self.commit_staged("rollup", stage, |st, deltas| {
             for k in &open_remove {
                 st.open.remove(k);
             }
@@ -327,8 +312,9 @@ impl Writer {
             }
             st.late_points = st.late_points.saturating_sub(report.late_points as u64);
             st.floors.raw = raw_floor;
-            released.extend(super::retention::drop_raw_below(&mut st, raw_floor));
-        }
+            super::retention::drop_raw_below(st, raw_floor)
+        })?;
+        released.extend(dropped);
         for k in work_done {
             self.work.remove(&k);
         }

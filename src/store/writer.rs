@@ -547,6 +547,41 @@ impl Writer {
         })
     }
 
+    /// Changes the tiers on disk: `stage` writes in one IMMEDIATE
+    /// transaction, which commits while the state's write lock is held and
+    /// `publish` updates the in-memory state under that same lock. Readers
+    /// hold the read lock for a whole query, so they see the new rows and the
+    /// new state together, never one without the other (which is also why a
+    /// query may split itself over several readers). Any failure rolls the
+    /// transaction back and leaves the state as it was.
+    pub fn commit_staged<T, R>(
+        &self,
+        what: &str,
+        stage: impl FnOnce() -> Result<T>,
+        publish: impl FnOnce(&mut State, T) -> R,
+    ) -> Result<R> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .ctx(&format!("begin {what}"))?;
+        let staged = match stage() {
+            Ok(v) => v,
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        };
+        let mut st = self.shared.write();
+        if let Err(e) = self
+            .conn
+            .execute_batch("COMMIT")
+            .ctx(&format!("commit {what}"))
+        {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        Ok(publish(&mut st, staged))
+    }
+
     /// Runs a WAL checkpoint (`PASSIVE` or `TRUNCATE`); failures are logged,
     /// not fatal: the WAL is simply checkpointed later.
     pub fn checkpoint(&mut self, mode: &str) {
