@@ -566,9 +566,8 @@ async fn charts(
             )
             .map_err(ApiError::from_store)?;
         let oldest = store
-            .stats()
-            .map_err(ApiError::from_store)?
-            .oldest_data_timestamp;
+            .oldest_data_timestamp()
+            .map_err(ApiError::from_store)?;
         Ok(charts::encode(
             &many.series,
             now,

@@ -582,6 +582,14 @@ impl Store {
         Ok(ManyHistory { tier, series })
     }
 
+    /// Where the stored data begins (Unix ms, 0 when nothing is stored):
+    /// `stats().oldest_data_timestamp` without the rest of the stats.
+    pub fn oldest_data_timestamp(&self) -> Result<i64> {
+        let st = self.inner.shared.read();
+        let oldest = self.with_reader(|conn| tiers::oldest(conn, &st))?;
+        Ok(oldest.map_or(0, |t| t * 1000))
+    }
+
     /// Every series with its first and last timestamp and last value
     /// (timestamps in Unix ms).
     pub fn series(&self) -> Result<Vec<SeriesInfo>> {
