@@ -198,10 +198,9 @@ async fn run() {
                 let body = server::charts::encode(
                     &many.series,
                     now_ms(),
-                    server::charts::ChartStats {
+                    &server::charts::ChartStats {
                         oldest_data_timestamp: 0,
                         tier: many.tier,
-                        point_count: 0,
                         range: Some("24h".into()),
                         range_seconds: 86_400,
                     },

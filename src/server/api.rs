@@ -571,10 +571,9 @@ async fn charts(
         Ok(charts::encode(
             &many.series,
             now,
-            charts::ChartStats {
+            &charts::ChartStats {
                 oldest_data_timestamp: oldest,
                 tier: many.tier,
-                point_count: 0,
                 range: w.label,
                 range_seconds: (w.range.end - w.range.start) / 1000,
             },

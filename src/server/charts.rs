@@ -15,15 +15,24 @@ use axum::body::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// What the answer's `stats` object says.
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
+/// What the answer's `stats` object says besides `pointCount`, which
+/// [`encode`] counts.
 pub struct ChartStats {
     pub oldest_data_timestamp: i64,
     pub tier: Tier,
-    pub point_count: usize,
     pub range: Option<String>,
     pub range_seconds: i64,
+}
+
+/// The `stats` object as sent.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct StatsJson<'a> {
+    oldest_data_timestamp: i64,
+    tier: Tier,
+    point_count: usize,
+    range: &'a Option<String>,
+    range_seconds: i64,
 }
 
 /// One series' points as Pulse's JSON array.
@@ -128,9 +137,8 @@ impl Pieces {
 }
 
 /// The whole answer for `series`, as pieces to send one after the other
-/// (joining them would copy megabytes for nothing). `stats.point_count` is
-/// filled here.
-pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, mut stats: ChartStats) -> Vec<Bytes> {
+/// (joining them would copy megabytes for nothing).
+pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, stats: &ChartStats) -> Vec<Bytes> {
     let mut a = Answer::default();
     for (key, array) in series {
         let t = key.resource_type.as_str();
@@ -181,8 +189,14 @@ pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, mut stats: ChartStat
     p.json(&now);
     p.raw(b",");
     p.key("stats");
-    stats.point_count = p.points;
-    p.json(&stats);
+    let points = p.points;
+    p.json(&StatsJson {
+        oldest_data_timestamp: stats.oldest_data_timestamp,
+        tier: stats.tier,
+        point_count: points,
+        range: &stats.range,
+        range_seconds: stats.range_seconds,
+    });
     p.raw(b"}");
     let mut pieces = p.done;
     pieces.push(Bytes::from(p.open));
@@ -208,14 +222,13 @@ mod tests {
     fn body(series: &[(SeriesKey, Vec<HistoryPoint>)], now: i64) -> Vec<u8> {
         let arrays: Vec<(SeriesKey, ChartArray)> =
             series.iter().map(|(k, p)| (k.clone(), array(p))).collect();
-        encode(&arrays, now, stats()).concat()
+        encode(&arrays, now, &stats()).concat()
     }
 
     fn stats() -> ChartStats {
         ChartStats {
             oldest_data_timestamp: 5,
             tier: Tier::Minute,
-            point_count: 0,
             range: Some("1h".into()),
             range_seconds: 3600,
         }
