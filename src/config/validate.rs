@@ -156,12 +156,11 @@ impl CollectorsConfig {
                         "must be empty or a SHA-256 fingerprint: 32 bytes in hex, colons allowed (AA:BB:...)",
                     ));
                 }
-                if p.enabled {
-                    // Whatever else the collector itself would refuse at start.
-                    crate::collectors::proxmox::check_instance(inst).map_err(|m| {
-                        Error::config(format!("collectors.proxmox.instances[{i}]"), m)
-                    })?;
-                }
+            }
+            if p.enabled {
+                // Whatever else the collector itself would refuse at start.
+                crate::collectors::proxmox::check_instance(inst)
+                    .map_err(|m| Error::config(format!("collectors.proxmox.instances[{i}]"), m))?;
             }
         }
         Ok(())
