@@ -214,7 +214,7 @@ pub fn oldest(conn: &Connection, st: &State) -> Result<Option<i64>> {
     let open_first = st
         .open
         .iter()
-        .filter_map(|(&(hour, _), b)| {
+        .filter_map(|(&(_, hour), b)| {
             b.iter()
                 .position(Option::is_some)
                 .map(|m| hour + m as i64 * MINUTE)
