@@ -27,9 +27,10 @@
 //! |----------------|--------------------------------------------------------------|
 //! | `store`        | [`Store`]: the SQLite file, tiers, rollup, retention, queries |
 //! | `model`        | series, points, tiers and the validation rules of the contract |
-//! | `config`       | the configuration file's types, defaults, rules, load and save |
+//! | `config`       | the configuration's types, defaults, rules, file and UI settings |
 //! | `error`        | [`Error`], one opaque error type with accessors              |
 //! | `answer`       | the history answer's JSON, shared by the HTTP API and the CLI |
+//! | `segments`     | each answered point's tier and bucket width, for gap drawing |
 //! | `ingest`       | streaming JSON Lines / CSV point reader, batched writes      |
 //! | `export`       | writing a tier as JSON Lines / CSV that `ingest` reads back  |
 //! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
@@ -48,6 +49,7 @@ pub mod export;
 pub mod ingest;
 pub mod model;
 pub mod pulse_import;
+pub mod segments;
 pub mod server;
 pub mod store;
 pub mod ui;

@@ -3,7 +3,8 @@
 //! | module     | owns                                                        |
 //! |------------|-------------------------------------------------------------|
 //! | this one   | the types, defaults and the duration format                 |
-//! | `file`     | finding, reading (YAML/JSON, `${VAR}`), merging and saving   |
+//! | `file`     | finding, reading (YAML/JSON, `${VAR}`) and merging the file  |
+//! | `settings` | `settings.json`: UI changes applied over the file            |
 //! | `validate` | every rule, each error naming its key                       |
 //!
 //! Durations are written as strings (`5s`, `5m`, `2h`, `168h`, `90d`) in the
@@ -201,9 +202,11 @@ impl Default for ProxmoxConfig {
 
 /// Environment variable naming the configuration file when `--config` is not given.
 mod file;
+pub mod settings;
 mod validate;
 
 pub use file::{CONFIG_ENV, ConfigFormat, expand_env, metrics_from_json};
+pub use settings::{SettingsFile, UiSettings};
 pub use validate::{MAX_WRITE_BUFFER, check_listen};
 
 /// Field deserializers: `null` means "the default", scalars are accepted as
@@ -330,6 +333,10 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         return Err("empty duration (write e.g. 5s, 5m, 2h, 90d)".into());
     }
     if t.chars().all(|c| c.is_ascii_digit()) {
+        // "0" would get the hint "0s", which no setting accepts.
+        if t.bytes().all(|b| b == b'0') {
+            return Err(format!("{t:?} has no unit (write e.g. 90s, 5m, 2h or 7d)"));
+        }
         return Err(format!(
             "{t:?} has no unit (write e.g. {t}s, {t}m, {t}h or {t}d)"
         ));
@@ -416,6 +423,7 @@ mod tests {
         assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86_400);
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(!parse_duration("0").unwrap_err().contains(" 0s"));
         assert!(parse_duration("soon").is_err());
     }
 
