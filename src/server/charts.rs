@@ -83,23 +83,47 @@ pub fn series(points: &[HistoryPoint], start: i64, end: i64, max: Option<usize>)
     out
 }
 
-/// `v` rounded to 4 significant digits: what a chart can show.
-pub fn chart_value(v: f64) -> f64 {
-    if v == 0.0 || !v.is_finite() {
-        return v;
+/// Powers of ten that are exact doubles, 1e-22 to 1e22.
+const POW10: [f64; 45] = {
+    let mut t = [0.0; 45];
+    let mut i = 0;
+    while i < 45 {
+        let e = i as i32 - 22;
+        let mut p = 1.0;
+        let mut k = 0;
+        while k < e.unsigned_abs() {
+            p *= 10.0;
+            k += 1;
+        }
+        t[i] = if e < 0 { 1.0 / p } else { p };
+        i += 1;
     }
-    let magnitude = v.abs().log10().floor() as i32;
-    let shift = 3 - magnitude;
-    // Powers of ten up to 1e22 are exact doubles, so the division or
-    // product below is correctly rounded and prints as at most 4 digits.
-    if (0..=22).contains(&shift) {
-        let p = 10f64.powi(shift);
+    t
+};
+
+/// `v` rounded to 4 significant digits: what a chart can show. Runs for
+/// every point of an answer, so the magnitude comes from a table rather
+/// than `log10`.
+pub fn chart_value(v: f64) -> f64 {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() || !(1e-18..1e22).contains(&a) {
+        return if a == 0.0 || !a.is_finite() {
+            v
+        } else {
+            format!("{v:.3e}").parse().unwrap_or(v)
+        };
+    }
+    // 10^e <= a < 10^(e+1); the power 10^(3 - e) scales a to 4 digits.
+    let e = POW10.partition_point(|p| *p <= a) as i32 - 1 - 22;
+    let shift = 3 - e;
+    // Exact powers of ten make the division or product below correctly
+    // rounded, so the result prints as at most 4 digits.
+    if shift >= 0 {
+        let p = POW10[(shift + 22) as usize];
         (v * p).round() / p
-    } else if (-22..0).contains(&shift) {
-        let p = 10f64.powi(-shift);
-        (v / p).round() * p
     } else {
-        format!("{v:.3e}").parse().unwrap_or(v)
+        let p = POW10[(22 - shift) as usize];
+        (v / p).round() * p
     }
 }
 
@@ -435,6 +459,11 @@ mod tests {
             (12345678.9, "12350000.0"),
             (-0.000123456, "-0.0001235"),
             (1e300, "1e+300"),
+            (1e-20 * 1.23456, "1.235e-20"),
+            (9999.5, "10000.0"),
+            (1.0, "1.0"),
+            (0.001, "0.001"),
+            (123456.0, "123500.0"),
             (5e-324, "5e-324"),
             (0.0, "0.0"),
         ] {
