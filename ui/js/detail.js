@@ -307,6 +307,8 @@ export class Detail {
           grid: { stroke: grid, width: 1 },
           ticks: { stroke: grid, width: 1 },
           font: axisFont,
+          // Labels with a date need more room between ticks.
+          space: (u, i, min, max) => (max - min > 4 * 86_400 ? 70 : spansDays(min * 1000, max * 1000) ? 110 : 60),
           // The browser's locale, with dates when the view spans days.
           values: (u, splits) => {
             const labels = timeAxisLabels(splits, (u.scales.x.max - u.scales.x.min) * 1000);
@@ -321,7 +323,7 @@ export class Detail {
           ticks: { show: false },
           font: axisFont,
           size: kind === 'rate' ? 76 : 52,
-          values: (u, vals) => vals.map((v) => (kind === 'percent' ? formatPercent(v) : fmt(v))),
+          values: (u, vals) => vals.map((v) => (kind === 'percent' ? formatPercent(v, 0) : fmt(v))),
         },
       ],
       series: [

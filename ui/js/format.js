@@ -71,9 +71,9 @@ export function formatNumber(value, digits) {
 const percentFormats = new Map();
 
 /** A percentage (0-100) in the browser's locale: "93%", "9.5%", "12,5 %". */
-export function formatPercent(value) {
+export function formatPercent(value, digits = null) {
   if (value == null || !Number.isFinite(value)) return '—';
-  const digits = Math.abs(value) >= 10 ? 0 : 1;
+  digits ??= Math.abs(value) >= 10 ? 0 : 1;
   let f = percentFormats.get(digits);
   if (!f) {
     f = new Intl.NumberFormat(undefined, { style: 'percent', minimumFractionDigits: digits, maximumFractionDigits: digits });
