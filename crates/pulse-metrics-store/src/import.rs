@@ -41,7 +41,10 @@ pub fn import(disk: &Disk, tier: Tier, buckets: &[(SeriesKey, HistoryPoint)]) ->
             .or_default()
             .push((t.index_of(start), agg));
     }
-    let first_new = disk.shared.read().series.len();
+    let (first_new, counts) = {
+        let st = disk.shared.read();
+        (st.series.len(), st.disk_buckets)
+    };
     disk.commit_staged(
         "import",
         |conn| {
@@ -61,6 +64,9 @@ pub fn import(disk: &Disk, tier: Tier, buckets: &[(SeriesKey, HistoryPoint)]) ->
                 tiers::write(conn, t, *chunk, *sid, seq, &chunk_buckets)?;
                 delta += chunk_buckets.iter().flatten().count() as i64 - old;
             }
+            let mut deltas = [0i64; 3];
+            deltas[tier.index() - 1] = delta;
+            tiers::save_counts(conn, tiers::add_counts(counts, deltas))?;
             Ok((delta, new_series))
         },
         |st, (delta, new_series)| {

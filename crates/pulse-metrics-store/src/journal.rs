@@ -23,7 +23,7 @@
 use crate::bits::{BitCursor, BitReader, DecodeError, delta, undelta, unzigzag, zigzag};
 use crate::error::{Error, Result};
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// One point as it travels through the journal: series id, Unix ms, value.
@@ -37,6 +37,11 @@ pub struct LogPoint {
 /// Bytes of a record header: body length, CRC-32 of everything after it,
 /// sequence number, point count, first timestamp.
 const HEADER: usize = 4 + 4 + 8 + 4 + 8;
+/// The point count of a rollup mark: a record that holds no points but the
+/// `now` of a rollup pass (in the timestamp field), so a pass that wrote
+/// nothing to the database still tells the next open how far minutes were
+/// rolled up.
+const MARK: u32 = u32::MAX;
 /// Smallest segment before a roll-over; larger fleets get larger segments
 /// (`SEGMENT_BYTES_PER_SERIES` each) so that re-stating each series' first
 /// value whole stays a small share.
@@ -132,22 +137,28 @@ fn encode(seq: u64, points: &[LogPoint], values: &mut Values) -> Vec<u8> {
         prev_ts = p.ts;
         prev_sid = sid;
     }
-    let mut rec = Vec::with_capacity(HEADER + body.len());
-    rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&[0; 4]);
-    rec.extend_from_slice(&seq.to_le_bytes());
-    rec.extend_from_slice(&(points.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&base.to_le_bytes());
-    rec.extend_from_slice(&body);
-    let crc = crc32fast::hash(&rec[8..]);
-    rec[4..8].copy_from_slice(&crc.to_le_bytes());
-    rec
+    header(seq, points.len() as u32, base, &body)
 }
 
 /// One decoded record.
 pub struct Record {
     pub seq: u64,
     pub points: Vec<LogPoint>,
+    /// A rollup mark: the pass's `now` (Unix seconds).
+    pub rolled_to: Option<i64>,
+}
+
+fn header(seq: u64, count: u32, base: i64, body: &[u8]) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(HEADER + body.len());
+    rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&[0; 4]);
+    rec.extend_from_slice(&seq.to_le_bytes());
+    rec.extend_from_slice(&count.to_le_bytes());
+    rec.extend_from_slice(&base.to_le_bytes());
+    rec.extend_from_slice(body);
+    let crc = crc32fast::hash(&rec[8..]);
+    rec[4..8].copy_from_slice(&crc.to_le_bytes());
+    rec
 }
 
 /// Why a segment stopped decoding where it did.
@@ -202,8 +213,21 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
         let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
         let count = u32::from_le_bytes(header[16..20].try_into().expect("4"));
         let base = i64::from_le_bytes(header[20..28].try_into().expect("8"));
+        if count == MARK {
+            out.push(Record {
+                seq,
+                points: Vec::new(),
+                rolled_to: Some(base),
+            });
+            pos = end;
+            continue;
+        }
         match decode_body(&bytes[pos + HEADER..end], count, base, &mut values) {
-            Ok(points) => out.push(Record { seq, points }),
+            Ok(points) => out.push(Record {
+                seq,
+                points,
+                rolled_to: None,
+            }),
             Err(e) => {
                 return (
                     out,
@@ -281,15 +305,6 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Reads a whole segment file.
-pub fn read(path: &Path) -> Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(io(format!("read {}", path.display())))?;
-    Ok(bytes)
-}
-
 fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}{SEGMENT_SUFFIX}")
 }
@@ -331,39 +346,64 @@ impl Journal {
     /// write; on failure the segment is cut back to where it was, so a
     /// retried flush does not leave a torn record behind it.
     pub fn append(&mut self, seq: u64, points: &[LogPoint], series_count: usize) -> Result<u64> {
+        self.start(seq, series_count)?;
+        let record = encode(seq, points, &mut self.values);
+        let max_ts = points.iter().map(|p| p.ts.div_euclid(1000)).max();
+        self.write(seq, &record, max_ts)
+    }
+
+    /// Notes that a rollup pass ran as of `now` (seconds); `seq` is the
+    /// last batch written.
+    pub fn mark(&mut self, seq: u64, now: i64, series_count: usize) -> Result<u64> {
+        self.start(seq, series_count)?;
+        self.write(seq, &header(seq, MARK, now, &[]), None)
+    }
+
+    /// Rolls over to a new segment when there is none open or it is full.
+    fn start(&mut self, seq: u64, series_count: usize) -> Result<()> {
         let limit = SEGMENT_MIN_BYTES.max(SEGMENT_BYTES_PER_SERIES * series_count as u64);
         if self.file.is_none() || self.segments.last().is_none_or(|s| s.bytes >= limit) {
             self.roll(seq)?;
         }
+        Ok(())
+    }
+
+    fn write(&mut self, seq: u64, record: &[u8], max_ts: Option<i64>) -> Result<u64> {
         let seg = self.segments.last_mut().expect("rolled");
-        let before_values = seg.bytes;
-        // Encoding changes the per-series state: keep a copy to restore if
-        // the write fails (rare; cheap next to a failed disk write).
-        let record = encode(seq, points, &mut self.values);
+        let before = seg.bytes;
         let file = self.file.as_mut().expect("open segment");
-        if let Err(e) = file.write_all(&record) {
-            let _ = file.set_len(before_values);
-            let _ = file.seek(SeekFrom::Start(before_values));
-            // The values state now disagrees with the file: start afresh.
+        if let Err(e) = file.write_all(record) {
+            let _ = file.set_len(before);
+            let _ = file.seek(SeekFrom::Start(before));
+            // Encoding moved the per-series values on: they now disagree
+            // with the file, so the next append starts a new segment.
             self.file = None;
             return Err(Error::io(format!("append to {}", seg.path.display()), e));
         }
         seg.bytes += record.len() as u64;
-        seg.last_seq = seq;
-        if let Some(max) = points.iter().map(|p| p.ts.div_euclid(1000)).max() {
+        seg.last_seq = seg.last_seq.max(seq);
+        if let Some(max) = max_ts {
             seg.max_ts = seg.max_ts.max(max);
         }
         self.unsynced = true;
         Ok(record.len() as u64)
     }
 
-    /// Closes the current segment (fsynced) and starts the next one.
+    /// Closes the current segment (fsynced) and starts the next one. Its
+    /// name is the first batch it holds, or one past the newest segment's
+    /// name when that is higher (a rollup mark after a restart carries the
+    /// last batch written): names sort in write order and never repeat, and
+    /// an existing file is never opened for writing again.
     fn roll(&mut self, first_seq: u64) -> Result<()> {
         self.sync()?;
         std::fs::create_dir_all(&self.dir).map_err(io(format!("create {}", self.dir.display())))?;
+        let first_seq = self
+            .segments
+            .last()
+            .map_or(first_seq, |s| first_seq.max(s.first_seq + 1));
         let path = self.dir.join(segment_name(first_seq));
         let mut opts = OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
+        opts.write(true).create_new(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt;
@@ -373,7 +413,6 @@ impl Journal {
             .open(&path)
             .map_err(io(format!("create {}", path.display())))?;
         sync_dir(&self.dir)?;
-        self.segments.retain(|s| s.path != path);
         self.segments.push(Segment {
             path,
             first_seq,
@@ -431,63 +470,94 @@ impl Journal {
     }
 }
 
-/// Reads every segment of `dir`, oldest first, handing each record to
-/// `f`; returns what the segments hold. The newest segment may end in a
+/// Reads every segment of `dir`, oldest first, handing each segment's
+/// records (in order) to `f`; returns what the segments hold. The newest segment may end in a
 /// torn record (a crash or full disk mid-append): with `repair`, it is cut
 /// off there; without (read-only), it is ignored. Damage anywhere else is
 /// an error naming the segment and the offset.
 pub fn replay(
     dir: &Path,
     repair: bool,
-    mut f: impl FnMut(Record) -> Result<()>,
+    mut f: impl FnMut(Vec<Record>) -> Result<()>,
 ) -> Result<Vec<Segment>> {
     let files = list(dir)?;
-    let mut segments = Vec::with_capacity(files.len());
     let n = files.len();
-    for (i, (first_seq, path)) in files.into_iter().enumerate() {
-        let bytes = read(&path)?;
-        let (recs, damage) = decode_segment(&bytes);
-        let good = match &damage {
-            None => bytes.len() as u64,
-            Some(Damage::Torn { offset }) if i + 1 == n => *offset,
-            Some(d) => {
-                return Err(Error::damaged(format!(
-                    "raw journal segment {}: {d}",
-                    path.display()
-                )));
+    // One thread reads and decodes the next segment while the caller
+    // applies this one: at open, a big fleet's journal is hundreds of MB.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for (i, (first_seq, path)) in files.into_iter().enumerate() {
+                let segment = read_segment(first_seq, path, i + 1 == n, repair);
+                let failed = segment.is_err();
+                if tx.send(segment).is_err() || failed {
+                    break;
+                }
             }
-        };
-        drop(bytes);
-        if let Some(d) = &damage {
-            tracing::warn!(
-                "raw journal segment {} ends in {d} (a crash or full disk during a write); the rest of it is ignored",
-                path.display(),
-            );
-            if repair {
-                OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|f| f.set_len(good))
-                    .map_err(io(format!("repair {}", path.display())))?;
+        });
+        let mut segments = Vec::with_capacity(n);
+        for segment in rx {
+            if let Some((seg, records)) = segment? {
+                f(records)?;
+                segments.push(seg);
             }
         }
-        let mut seg = Segment {
-            path,
-            first_seq,
-            last_seq: first_seq,
-            max_ts: i64::MIN,
-            bytes: good,
-        };
-        for r in recs {
-            seg.last_seq = seg.last_seq.max(r.seq);
-            if let Some(max) = r.points.iter().map(|p| p.ts.div_euclid(1000)).max() {
-                seg.max_ts = seg.max_ts.max(max);
-            }
-            f(r)?;
+        Ok(segments)
+    })
+}
+
+/// Reads and decodes one segment; `None` when it vanished since it was
+/// listed (a writer beside a read-only replay deleted it).
+fn read_segment(
+    first_seq: u64,
+    path: PathBuf,
+    last: bool,
+    repair: bool,
+) -> Result<Option<(Segment, Vec<Record>)>> {
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !repair => return Ok(None),
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    let (recs, damage) = decode_segment(&bytes);
+    let good = match &damage {
+        None => bytes.len() as u64,
+        Some(Damage::Torn { offset }) if last => *offset,
+        Some(d) => {
+            return Err(Error::damaged(format!(
+                "raw journal segment {}: {d}",
+                path.display()
+            )));
         }
-        segments.push(seg);
+    };
+    drop(bytes);
+    if let Some(d) = &damage {
+        tracing::warn!(
+            "raw journal segment {} ends in {d} (a crash or full disk during a write); the rest of it is ignored",
+            path.display(),
+        );
+        if repair {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(good))
+                .map_err(io(format!("repair {}", path.display())))?;
+        }
     }
-    Ok(segments)
+    let mut seg = Segment {
+        path,
+        first_seq,
+        last_seq: first_seq,
+        max_ts: i64::MIN,
+        bytes: good,
+    };
+    for r in &recs {
+        seg.last_seq = seg.last_seq.max(r.seq);
+        if let Some(max) = r.points.iter().map(|p| p.ts.div_euclid(1000)).max() {
+            seg.max_ts = seg.max_ts.max(max);
+        }
+    }
+    Ok(Some((seg, recs)))
 }
 
 #[cfg(test)]
@@ -592,8 +662,8 @@ mod tests {
             .write_all(&[1, 2, 3])
             .unwrap();
         let mut seqs = Vec::new();
-        let segments = replay(&jdir, true, |r| {
-            seqs.push(r.seq);
+        let segments = replay(&jdir, true, |rs| {
+            seqs.extend(rs.iter().map(|r| r.seq));
             Ok(())
         })
         .unwrap();
@@ -601,14 +671,19 @@ mod tests {
         assert_eq!(std::fs::metadata(&last).unwrap().len(), len);
         let mut j = Journal::new(jdir.clone(), segments);
         j.append(51, &batch(51, 3, 300_000), 10_000).unwrap();
+        // After a restart, a mark naming the last batch starts a segment of
+        // its own: it must not replace the one that batch is in.
+        let mut j2 = Journal::new(jdir.clone(), j.segments.clone());
+        j2.mark(51, 300, 10_000).unwrap();
+        drop(j2);
         let deleted = j.delete(|s| s.last_seq <= 50).unwrap();
         assert!(deleted >= 1);
-        let mut seqs = Vec::new();
-        replay(&jdir, true, |r| {
-            seqs.push(r.seq);
+        let mut got = Vec::new();
+        replay(&jdir, true, |rs| {
+            got.extend(rs.iter().map(|r| (r.seq, r.points.len(), r.rolled_to)));
             Ok(())
         })
         .unwrap();
-        assert_eq!(seqs, [51]);
+        assert_eq!(got, [(51, 3, None), (51, 0, Some(300))]);
     }
 }

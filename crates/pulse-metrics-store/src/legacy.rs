@@ -81,7 +81,11 @@ pub fn records(conn: &Connection) -> Result<Vec<Record>> {
         .map(|(seq, mut points)| {
             // A batch written across two slots comes back in two runs.
             points.sort_by_key(|p| (p.ts, p.sid));
-            Record { seq, points }
+            Record {
+                seq,
+                points,
+                rolled_to: None,
+            }
         })
         .collect())
 }

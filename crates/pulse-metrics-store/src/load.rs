@@ -58,6 +58,7 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
     };
     // What was committed before this open is as durable as it gets.
     fold.durable_seq = fold.folded_seq;
+    fold.durable_raw_floor = floors.raw;
     let mut state = State {
         floors,
         ..State::default()
@@ -70,16 +71,18 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
         folded_seq: fold.folded_seq,
         next_seq: meta_get(conn, rollup::key::NEXT_SEQ, 1)?.max(1) as u64,
         chunk_seqs: HashMap::new(),
+        counts: Vec::new(),
+        sorted: Vec::new(),
         state: &mut state,
         fold: &mut fold,
     };
     let segments = match source {
         RawSource::None => Vec::new(),
-        RawSource::Journal { dir, repair } => journal::replay(dir, repair, |r| replay.record(&r))?,
+        RawSource::Journal { dir, repair } => {
+            journal::replay(dir, repair, |rs| replay.records(rs))?
+        }
         RawSource::Legacy => {
-            for r in legacy::records(conn)? {
-                replay.record(&r)?;
-            }
+            replay.records(legacy::records(conn)?)?;
             Vec::new()
         }
     };
@@ -123,12 +126,7 @@ fn read_series(conn: &Connection, state: &mut State) -> Result<()> {
 }
 
 fn count_buckets(conn: &Connection, state: &mut State) -> Result<()> {
-    for (i, tier) in [ChunkTier::MINUTE, ChunkTier::HOURLY, ChunkTier::DAILY]
-        .into_iter()
-        .enumerate()
-    {
-        state.disk_buckets[i] = tiers::population_between(conn, tier, i64::MIN, i64::MAX)?;
-    }
+    state.disk_buckets = tiers::restore_counts(conn)?;
     Ok(())
 }
 
@@ -156,30 +154,75 @@ struct Replay<'a> {
     next_seq: u64,
     /// `seq` of the chunks looked up so far, by (table, key).
     chunk_seqs: HashMap<(&'static str, i64), Option<u64>>,
+    /// Buffers of the per-segment sort, kept from one segment to the next
+    /// (fresh memory of that size costs page faults each time).
+    counts: Vec<u32>,
+    sorted: Vec<(u64, i64, f64, u32)>,
     state: &'a mut State,
     fold: &'a mut Fold,
 }
 
 impl Replay<'_> {
-    fn record(&mut self, r: &Record) -> Result<()> {
-        self.next_seq = self.next_seq.max(r.seq + 1);
-        for p in &r.points {
-            if p.sid as usize >= self.state.series.len() {
-                return Err(corrupt(format!(
-                    "raw journal batch {}: a point of series {}, which the series table does not have",
-                    r.seq, p.sid
-                )));
+    /// Applies the batches of one segment, series by series. A batch
+    /// holds a point of every series, so applying them in write order
+    /// touches a different series' chunk at every point: at 40,000 series
+    /// that is a cache miss or four per point. Grouped by series first (a
+    /// stable counting sort, so each series still sees its writes in order
+    /// and the last write of a second wins), each chunk is appended to
+    /// while it is hot.
+    fn records(&mut self, records: Vec<Record>) -> Result<()> {
+        let series = self.state.series.len();
+        let mut counts = std::mem::take(&mut self.counts);
+        counts.clear();
+        counts.resize(series + 1, 0);
+        for r in &records {
+            if let Some(now) = r.rolled_to {
+                self.fold.rolled_to = self.fold.rolled_to.max(now);
+                continue;
             }
-            let point = RawPoint::at(p.ts, p.value);
-            let sealed = r.seq <= self.folded_seq || self.sealed(r.seq, p.sid, point.ts)?;
-            if point.ts >= self.floors.raw {
-                self.state.series[p.sid as usize].raw.upsert(point);
-                if !sealed {
-                    self.fold.note(r.seq, p.sid, point, self.floors.raw);
+            self.next_seq = self.next_seq.max(r.seq + 1);
+            for p in &r.points {
+                if p.sid as usize >= series {
+                    return Err(corrupt(format!(
+                        "raw journal batch {}: a point of series {}, which the series table does not have",
+                        r.seq, p.sid
+                    )));
                 }
-            } else if !sealed && self.fold.note(r.seq, p.sid, point, self.floors.raw) {
-                self.state.late_points += 1;
+                counts[p.sid as usize + 1] += 1;
             }
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let total = counts[series] as usize;
+        let mut sorted = std::mem::take(&mut self.sorted);
+        sorted.clear();
+        sorted.resize(total, (0, 0, 0.0, 0));
+        for r in &records {
+            for p in &r.points {
+                let at = &mut counts[p.sid as usize];
+                sorted[*at as usize] = (r.seq, p.ts, p.value, p.sid);
+                *at += 1;
+            }
+        }
+        drop(records);
+        let result = sorted
+            .iter()
+            .try_for_each(|&(seq, ts, value, sid)| self.point(seq, sid, RawPoint::at(ts, value)));
+        self.counts = counts;
+        self.sorted = sorted;
+        result
+    }
+
+    fn point(&mut self, seq: u64, sid: u32, point: RawPoint) -> Result<()> {
+        let sealed = seq <= self.folded_seq || self.sealed(seq, sid, point.ts)?;
+        if point.ts >= self.floors.raw {
+            self.state.series[sid as usize].raw.upsert(point);
+            if !sealed {
+                self.fold.note(seq, sid, point, self.floors.raw);
+            }
+        } else if !sealed && self.fold.note(seq, sid, point, self.floors.raw) {
+            self.state.late_points += 1;
         }
         Ok(())
     }

@@ -93,13 +93,19 @@ fn prune_tier(conn: &Connection, tier: ChunkTier, floor: i64) -> Result<u64> {
             |chunk, sid, b| edits.push((chunk, sid, b)),
         )?;
         for (chunk, sid, mut buckets) in edits {
-            let seq = tiers::seq(conn, tier, chunk, sid)?.unwrap_or(0);
+            let mut cut_here = 0;
             for b in buckets.iter_mut().take(cut) {
                 if b.take().is_some() {
-                    removed += 1;
+                    cut_here += 1;
                 }
             }
-            tiers::write(conn, tier, chunk, sid, seq, &buckets)?;
+            // Rewrite only what changed: the floor moves once a day, the
+            // prune runs every hour.
+            if cut_here > 0 {
+                let seq = tiers::seq(conn, tier, chunk, sid)?.unwrap_or(0);
+                tiers::write(conn, tier, chunk, sid, seq, &buckets)?;
+                removed += cut_here;
+            }
         }
     }
     Ok(removed)
@@ -115,7 +121,10 @@ pub fn prune(
     counters: &Counters,
 ) -> Result<PruneReport> {
     let started = Instant::now();
-    let old = disk.shared.read().floors;
+    let (old, counts) = {
+        let st = disk.shared.read();
+        (st.floors, st.disk_buckets)
+    };
     let floors = floors_for(now, config, fold, old);
     let stage = |conn: &Connection| -> Result<[u64; 3]> {
         let removed = [
@@ -123,6 +132,8 @@ pub fn prune(
             prune_tier(conn, ChunkTier::HOURLY, floors.hourly)?,
             prune_tier(conn, ChunkTier::DAILY, floors.daily)?,
         ];
+        let deltas = removed.map(|r| -(r as i64));
+        tiers::save_counts(conn, tiers::add_counts(counts, deltas))?;
         schema::meta_set(conn, key::FLOOR_RAW, floors.raw)?;
         schema::meta_set(conn, key::FLOOR_MINUTE, floors.minute)?;
         schema::meta_set(conn, key::FLOOR_HOURLY, floors.hourly)?;

@@ -256,6 +256,12 @@ impl Writer {
                 counters: &self.counters,
             },
         )?;
+        if let Some(j) = &mut self.journal {
+            let series = self.disk.shared.read().series.len();
+            if let Err(e) = j.mark(self.next_seq.saturating_sub(1), now, series) {
+                tracing::warn!("could not note the rollup in the raw journal: {e}");
+            }
+        }
         self.release_journal()?;
         Ok(report)
     }
@@ -264,6 +270,9 @@ impl Writer {
         let config = self.config.read().clone();
         let mut report =
             retention::prune(&mut self.disk, &self.fold, now, &config, &self.counters)?;
+        if self.disk.checkpoint("TRUNCATE") {
+            self.fold.durable_raw_floor = self.disk.shared.read().floors.raw;
+        }
         report.journal_segments_deleted = self.release_journal()? as u64;
         Ok(report)
     }
@@ -294,7 +303,7 @@ impl Writer {
         let Some(j) = &mut self.journal else {
             return Ok(0);
         };
-        let raw_floor = self.disk.shared.read().floors.raw;
+        let raw_floor = self.fold.durable_raw_floor;
         let durable = self.fold.durable_seq;
         let n = j.delete(|s| s.max_ts < raw_floor && s.last_seq <= durable)?;
         self.publish_journal_usage();
