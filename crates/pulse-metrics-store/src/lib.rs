@@ -42,6 +42,8 @@
 //! | `query`     | tier selection, stitching, `max_points`                      |
 //! | `import`    | storing buckets migrated from another store                  |
 //! | `resources` | resource metadata (names, nodes, tags), written on change    |
+//! | `merge`     | merging one series into another (an id that changed)         |
+//! | `guest_ids` | the one-time merge of `{instance}:{node}:{vmid}` guest ids   |
 //!
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
@@ -51,8 +53,10 @@ pub mod error;
 pub mod model;
 
 mod codec;
+mod guest_ids;
 mod import;
 mod load;
+mod merge;
 mod query;
 mod resources;
 mod retention;
@@ -325,6 +329,7 @@ impl Store {
             Location::memory()
         };
         let conn = schema::open_writer(&location)?;
+        guest_ids::migrate(&conn)?;
         let counters = Arc::new(Counters::default());
         let loaded = load::load(&conn, &counters)?;
         let resources = Arc::new(RwLock::new(resources::load(&conn)?));
@@ -515,6 +520,58 @@ impl Store {
             .cloned()
     }
 
+    /// Merges every series of resource `(resource_type, from_id)` into the
+    /// series of the same metric of `(resource_type, into_id)`, so that a
+    /// resource whose id changed keeps one history: rolled-up buckets add up,
+    /// raw points move (of two in the same second, the target's stays), and
+    /// later reads and writes under the old id reach the new one. The old
+    /// id's metadata is dropped. Durable when this returns; returns the
+    /// series merged (0 when `from_id` has none).
+    pub fn merge_resource(
+        &self,
+        resource_type: &str,
+        from_id: &str,
+        into_id: &str,
+    ) -> Result<usize> {
+        for id in [from_id, into_id] {
+            SeriesKey::new(resource_type, id, "m")
+                .validate()
+                .map_err(Error::invalid_input)?;
+        }
+        if from_id == into_id {
+            return Ok(0);
+        }
+        let pairs: Vec<(SeriesKey, SeriesKey)> = {
+            let st = self.inner.shared.read();
+            st.series
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| {
+                    s.key.resource_type == resource_type
+                        && s.key.resource_id == from_id
+                        && !merge::is_merged(&st, *i as u32)
+                })
+                .map(|(_, s)| {
+                    let into = SeriesKey::new(resource_type, into_id, &s.key.metric);
+                    (s.key.clone(), into)
+                })
+                .collect()
+        };
+        if pairs.is_empty() && self.resource(resource_type, from_id).is_none() {
+            return Ok(0);
+        }
+        let map = self.inner.resources.clone();
+        let (t, id) = (resource_type.to_string(), from_id.to_string());
+        self.inner.queue.run(move |reply| {
+            writer::Job::Run(Box::new(move |w: &mut Writer| {
+                let merged = w
+                    .merge_series(&pairs)
+                    .and_then(|n| w.forget_resource(&map, &t, &id).map(|()| n));
+                let _ = reply.send(merged);
+            }))
+        })
+    }
+
     /// Returns once every point written before the call is durable (survives
     /// a killed process).
     pub fn flush(&self) -> Result<()> {
@@ -628,7 +685,7 @@ impl Store {
                 .series
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| filter.matches(&s.key))
+                .filter(|(i, s)| filter.matches(&s.key) && !merge::is_merged(&st, *i as u32))
                 .map(|(i, _)| i as u32)
                 .collect(),
         };
@@ -740,6 +797,7 @@ impl Store {
             .series
             .iter()
             .enumerate()
+            .filter(|(i, _)| !merge::is_merged(&st, *i as u32))
             .map(|(i, s)| SeriesInfo {
                 key: s.key.clone(),
                 first_timestamp: first[i],
@@ -928,7 +986,9 @@ impl Store {
             db_size,
             wal_size,
             free_pages,
-            series_count: st.series.len() as u64,
+            series_count: (0..st.series.len() as u32)
+                .filter(|sid| !merge::is_merged(&st, *sid))
+                .count() as u64,
             raw_count: st.raw_count(),
             late_count: st.late_points,
             minute_count: st.disk_buckets[0] + st.open_buckets(),

@@ -70,9 +70,12 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
         floors,
         ..State::default()
     };
+    let mut merged_into: Vec<Option<u32>> = Vec::new();
     {
         let mut stmt = conn
-            .prepare("SELECT id, resource_type, resource_id, metric FROM series ORDER BY id")
+            .prepare(
+                "SELECT id, resource_type, resource_id, metric, merged_into FROM series ORDER BY id",
+            )
             .ctx("read series")?;
         let mut rows = stmt.query([]).ctx("read series")?;
         while let Some(row) = rows.next().ctx("read series")? {
@@ -85,12 +88,18 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
                 row.get::<_, String>(2).ctx("read series")?,
                 row.get::<_, String>(3).ctx("read series")?,
             );
-            state.ids.insert(key.clone(), id as u32);
+            let merged: Option<i64> = row.get(4).ctx("read series")?;
+            merged_into.push(merged.map(|m| m as u32));
             state.series.push(SeriesEntry {
                 key,
                 raw: Vec::new(),
             });
         }
+    }
+    // Points of a merged series are the target's (see merge.rs).
+    let route = super::merge::routes(&merged_into)?;
+    for (sid, s) in state.series.iter().enumerate() {
+        state.ids.insert(s.key.clone(), route[sid]);
     }
     for (i, tier) in [ChunkTier::MINUTE, ChunkTier::HOURLY, ChunkTier::DAILY]
         .into_iter()
@@ -132,6 +141,10 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
                 failure = Some(corrupt("log point of an unknown series"));
                 return;
             }
+            let p = super::codec::LogPoint {
+                sid: route[p.sid as usize],
+                ..p
+            };
             let point = RawPoint::at(p.ts, p.value, *id);
             let ts = point.ts;
             let hour = floor_to(ts, HOUR);

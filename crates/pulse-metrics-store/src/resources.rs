@@ -297,6 +297,35 @@ impl Writer {
         publish(&mut map.write(), changed);
         Ok(n)
     }
+
+    /// Drops all metadata of one resource (its id was merged into another).
+    pub fn forget_resource(
+        &mut self,
+        map: &RwLock<ResourceMap>,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<()> {
+        let known = map
+            .read()
+            .get(resource_type)
+            .is_some_and(|ids| ids.contains_key(resource_id));
+        if !known {
+            return Ok(());
+        }
+        let gone = vec![(
+            resource_type.to_string(),
+            resource_id.to_string(),
+            ResourceMeta::default(),
+        )];
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("begin resource write")?;
+        store(&tx, &gone)?;
+        tx.commit().ctx("commit resource write")?;
+        publish(&mut map.write(), gone);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

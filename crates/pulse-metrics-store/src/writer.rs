@@ -641,7 +641,8 @@ pub fn resolve_series<'a>(
     let mut sids = Vec::new();
     for r in refs {
         let sid = match r {
-            SeriesRef::Known(id) => *id,
+            // A series merged since the caller looked it up: its target.
+            SeriesRef::Known(id) => super::merge::target(st, *id),
             SeriesRef::New(key) => match st.ids.get(key) {
                 Some(id) => *id,
                 None => *new_ids.entry(key).or_insert_with(|| {
