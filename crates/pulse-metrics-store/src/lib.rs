@@ -525,7 +525,8 @@ impl Store {
     /// resource whose id changed keeps one history: rolled-up buckets add up,
     /// raw points move (of two in the same second, the target's stays), and
     /// later reads and writes under the old id reach the new one. The old
-    /// id's metadata is dropped. Durable when this returns; returns the
+    /// id's metadata is dropped. Points written before the call are flushed
+    /// first, so they are merged too. Durable when this returns; returns the
     /// series merged (0 when `from_id` has none).
     pub fn merge_resource(
         &self,
@@ -541,6 +542,7 @@ impl Store {
         if from_id == into_id {
             return Ok(0);
         }
+        self.flush()?;
         let pairs: Vec<(SeriesKey, SeriesKey)> = {
             let st = self.inner.shared.read();
             st.series
