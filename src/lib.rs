@@ -31,6 +31,7 @@
 //! | `ingest`       | streaming JSON Lines / CSV point reader, batched writes      |
 //! | `export`       | writing a tier as JSON Lines / CSV that `ingest` reads back  |
 //! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
+//! | `pulse_ids`    | Pulse's resource ids and type names, mapped onto ours        |
 //! | `collectors`   | host and Proxmox samplers writing into the store             |
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
 //! | `ui`           | the embedded web UI                                          |
@@ -44,6 +45,7 @@ pub mod collectors;
 pub mod config;
 pub mod export;
 pub mod ingest;
+pub mod pulse_ids;
 pub mod pulse_import;
 pub mod server;
 pub mod ui;

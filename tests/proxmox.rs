@@ -1105,3 +1105,198 @@ async fn a_cluster_is_recorded_as_people_know_it() {
     assert!(store.resource("storage", "pve1:pve-a:cephfs").is_none());
     store.close().unwrap();
 }
+
+// ------------------------------------------------ Pulse's history, then ours
+
+/// A Pulse (Go store) metrics.db with `rows` of
+/// (resource_type, resource_id, metric_type, value, unix seconds, tier).
+fn pulse_file(path: &std::path::Path, rows: &[(&str, &str, &str, f64, i64, &str)]) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE metrics (id INTEGER PRIMARY KEY AUTOINCREMENT, resource_type TEXT NOT NULL,
+           resource_id TEXT NOT NULL, metric_type TEXT NOT NULL, value REAL NOT NULL,
+           min_value REAL, max_value REAL, timestamp INTEGER NOT NULL, tier TEXT NOT NULL DEFAULT 'raw');
+         CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value TEXT);",
+    )
+    .unwrap();
+    for (t, id, m, v, ts, tier) in rows {
+        conn.execute(
+            "INSERT INTO metrics (resource_type, resource_id, metric_type, value, timestamp, tier) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![t, id, m, v, ts, tier],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn pulse_history_and_the_collectors_are_one_series_per_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(MetricsConfig {
+        database_path: dir.path().join("metrics.db"),
+        ..MetricsConfig::default()
+    })
+    .unwrap();
+    // Pulse called the cluster `homelab`; our collector instance is `pve1`.
+    let s = pulse_metrics::model::now_ms() / 1000;
+    let src = dir.path().join("pulse.db");
+    pulse_file(
+        &src,
+        &[
+            // guests instance:node:vmid, 101 migrated from pve-a to pve-b
+            ("vm", "homelab:pve-a:101", "cpu", 11.0, s - 1800, "raw"),
+            ("vm", "homelab:pve-a:101", "cpu", 12.0, s - 7200, "minute"),
+            ("vm", "homelab:pve-b:101", "cpu", 13.0, s - 1200, "raw"),
+            // nodes instance-node (v5's cluster-node has the same shape)
+            ("node", "homelab-pve-a", "cpu", 21.0, s - 1800, "raw"),
+            ("node", "homelab-pve-b", "cpu", 22.0, s - 1800, "raw"),
+            // storage instance-node-storage, node-storage, instance-cluster-storage
+            (
+                "storage",
+                "homelab-pve-a-local-lvm",
+                "usage",
+                31.0,
+                s - 1800,
+                "raw",
+            ),
+            ("storage", "pve-b-local-lvm", "usage", 32.0, s - 1800, "raw"),
+            (
+                "storage",
+                "homelab-cluster-cephfs",
+                "usage",
+                33.0,
+                s - 1800,
+                "raw",
+            ),
+            (
+                "storage",
+                "homelab-cluster-cephfs",
+                "usage",
+                34.0,
+                s - 90_000,
+                "hourly",
+            ),
+            // a node nobody has heard of, with a hyphen: no one way to split it
+            (
+                "storage",
+                "homelab-pve-x-y-z",
+                "usage",
+                35.0,
+                s - 1800,
+                "raw",
+            ),
+            // v6 renamed types
+            ("docker-host", "h1", "cpu", 5.0, s - 1800, "raw"),
+        ],
+    );
+    let report =
+        pulse_metrics::pulse_import::import_pulse_as(&store, &src, Some("pve1"), |_| {}).unwrap();
+    assert_eq!(report.skipped, 0, "{report:?}");
+    assert_eq!(report.ids_mapped, 8, "{report:?}");
+    assert_eq!(report.resources_described, 6, "{report:?}");
+    let kept: Vec<&str> = report
+        .ids_kept
+        .iter()
+        .map(|k| k.resource_id.as_str())
+        .collect();
+    assert_eq!(kept, ["homelab-pve-x-y-z"]);
+    let web = store.resource("vm", "pve1:101").unwrap();
+    assert_eq!(web.node.as_deref(), Some("pve-b"), "seen there last");
+    assert_eq!(web.instance.as_deref(), Some("pve1"));
+    assert_eq!(
+        store
+            .resource("storage", "pve1:pve-a:local-lvm")
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("local-lvm")
+    );
+
+    // Then the collector takes over.
+    let reply = Reply::Json(json!({"data": [
+        node_on("pve-a", "online"),
+        node_on("pve-b", "online"),
+        named("qemu", 101, "web01", "pve-b", "running", ""),
+        storage_on("pve-a", "local-lvm", 0, 100),
+        storage_on("pve-b", "local-lvm", 0, 100),
+        storage_on("pve-a", "cephfs", 1, 100),
+        storage_on("pve-b", "cephfs", 1, 100),
+    ]}));
+    let fake = FakePve::start(vec![reply]).await;
+    let running = run(vec![fake.instance("pve1")], Arc::new(store.clone()), STEP);
+    running.wait("pve1", |st| st.points_written > 0).await;
+    running.stop().await;
+    store.flush().unwrap();
+
+    let now = pulse_metrics::model::now_ms();
+    let series: BTreeMap<(String, String, String), usize> = store
+        .series()
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            let points = store
+                .query(
+                    &i.key,
+                    TimeRange::between(now - 3 * 3_600_000, now + 1000, now + 1000).unwrap(),
+                    None,
+                )
+                .unwrap()
+                .points
+                .len();
+            (
+                (i.key.resource_type, i.key.resource_id, i.key.metric),
+                points,
+            )
+        })
+        .collect();
+    let ids: Vec<(&str, &str, &str)> = series
+        .keys()
+        .map(|(t, i, m)| (t.as_str(), i.as_str(), m.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("dockerHost", "h1", "cpu"),
+            ("node", "pve1:pve-a", "cpu"),
+            ("node", "pve1:pve-a", "disk"),
+            ("node", "pve1:pve-a", "memory"),
+            ("node", "pve1:pve-b", "cpu"),
+            ("node", "pve1:pve-b", "disk"),
+            ("node", "pve1:pve-b", "memory"),
+            ("storage", "homelab-pve-x-y-z", "disk"),
+            ("storage", "pve1:cephfs", "disk"),
+            ("storage", "pve1:pve-a:local-lvm", "disk"),
+            ("storage", "pve1:pve-b:local-lvm", "disk"),
+            ("vm", "pve1:101", "cpu"),
+            ("vm", "pve1:101", "memory"),
+        ]
+    );
+    // One series each: Pulse's points, then the collector's.
+    let count =
+        |t: &str, id: &str, m: &str| series[&(t.to_string(), id.to_string(), m.to_string())];
+    assert!(count("vm", "pve1:101", "cpu") >= 3, "{series:?}");
+    for (t, id) in [
+        ("node", "pve1:pve-a"),
+        ("node", "pve1:pve-b"),
+        ("storage", "pve1:cephfs"),
+        ("storage", "pve1:pve-a:local-lvm"),
+        ("storage", "pve1:pve-b:local-lvm"),
+    ] {
+        let m = if t == "node" { "cpu" } else { "disk" };
+        assert!(count(t, id, m) >= 2, "{t} {id}: {series:?}");
+    }
+    let cpu = store
+        .query(
+            &SeriesKey::new("vm", "pve1:101", "cpu"),
+            TimeRange::between((s - 1800) * 1000, now + 1000, now + 1000).unwrap(),
+            None,
+        )
+        .unwrap();
+    let values: Vec<f64> = cpu.points.iter().map(|p| p.value).collect();
+    assert_eq!(
+        &values[..2],
+        [11.0, 13.0],
+        "Pulse's points on both nodes, then ours"
+    );
+    assert!(values[2..].iter().all(|v| *v == 25.0), "{values:?}");
+    store.close().unwrap();
+}

@@ -99,9 +99,15 @@ Example:
 
     /// Migrate a Pulse (Go) metrics.db into this store, every tier kept
     #[command(after_help = "\
-Example:
+Examples:
   pulse-metrics import-pulse /etc/pulse/metrics.db
+  pulse-metrics import-pulse --instance pve1 /etc/pulse/metrics.db
 
+Pulse's ids are stored under the collectors' (guests {instance}:{vmid}, nodes {instance}:{node},
+storage {instance}:{node}:{storage} or {instance}:{storage} when shared), so its history and
+the Proxmox collector's are one series per resource. --instance names the Proxmox instance
+(its `name` in the configuration) that collects these resources now; without it the instance
+in Pulse's ids is kept. Ids that cannot be split one way only are kept as they are and listed.
 The source is only read, never written. Running the import again stores nothing twice.
 Pulse keeps no count for rolled-up rows: they are stored with count 1 (noted in the output).
 Prints a JSON report; progress goes to stderr.")]
@@ -191,6 +197,10 @@ struct ImportArgs {
     /// The Pulse metrics.db to read
     #[arg(value_name = "FILE")]
     file: PathBuf,
+
+    /// The Proxmox instance (its `name` in the configuration) the file's resources belong to
+    #[arg(long, value_name = "NAME")]
+    instance: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -438,7 +448,8 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     let started = std::time::Instant::now();
     let mut last = std::time::Instant::now();
     let mut announced = false;
-    let report = pulse_metrics::pulse_import::import_pulse(store, &args.file, |p| {
+    let instance = args.instance.as_deref();
+    let report = pulse_metrics::pulse_import::import_pulse_as(store, &args.file, instance, |p| {
         // Only large files get progress lines: small ones finish at once.
         if p.rows_total < 100_000 {
             return;
@@ -474,6 +485,12 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     }
     for note in &report.notes {
         eprintln!("note: {note}");
+    }
+    for kept in &report.ids_kept {
+        eprintln!(
+            "kept {} id {:?} as it is: {}",
+            kept.resource_type, kept.resource_id, kept.reason
+        );
     }
     eprintln!(
         "imported {} raw point(s), {} minute, {} hourly and {} daily bucket(s) from {} in {:.1}s",
