@@ -51,10 +51,8 @@ pub fn spawn(
         // soon as sysinfo can compute a usage.
         let first = sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(250));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
-        // Written with the first points that are stored (and retried until
-        // it is); the store would skip it as unchanged anyway.
-        let mut named = false;
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wrote_once = false;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -78,10 +76,17 @@ pub fn spawn(
             };
             sampler = back;
             let sink = sink.clone();
-            let name = (!named).then(|| sampler.resource());
+            // The first sample is flushed at once: a fresh install shows
+            // this host within a second, not after a flush interval. Its
+            // name goes with it (the store would skip it later as unchanged).
+            let first = !wrote_once;
+            let name = first.then(|| sampler.resource());
             let written = match points {
                 Ok(points) => tokio::task::spawn_blocking(move || {
                     let n = sink.write(&points).map_err(|e| e.to_string())?;
+                    if first {
+                        sink.flush().map_err(|e| e.to_string())?;
+                    }
                     if let Some(r) = name {
                         sink.write_resources(&[r]).map_err(|e| e.to_string())?;
                     }
@@ -91,6 +96,7 @@ pub fn spawn(
                 .unwrap_or_else(|e| Err(format!("write task failed: {e}"))),
                 Err(e) => Err(e),
             };
+            wrote_once |= written.is_ok();
             board.update(NAME, |s| {
                 s.last_attempt = attempt;
                 match &written {
@@ -108,9 +114,8 @@ pub fn spawn(
                     }
                 }
             });
-            match &written {
-                Ok(_) => named = true,
-                Err(e) => tracing::warn!("host collector: {e}"),
+            if let Err(e) = &written {
+                tracing::warn!("host collector: {e}");
             }
         }
         tracing::debug!("host collector stopped");

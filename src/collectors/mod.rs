@@ -33,6 +33,12 @@ pub trait Sink: Send + Sync + 'static {
     ) -> crate::Result<usize> {
         Ok(0)
     }
+
+    /// Makes what was written visible and durable now rather than at the
+    /// next flush interval (a fresh install's first sample).
+    fn flush(&self) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 impl Sink for crate::Store {
@@ -51,6 +57,10 @@ impl Sink for crate::Store {
         into_id: &str,
     ) -> crate::Result<usize> {
         crate::Store::merge_resource(self, resource_type, from_id, into_id)
+    }
+
+    fn flush(&self) -> crate::Result<()> {
+        crate::Store::flush(self)
     }
 }
 
