@@ -30,6 +30,27 @@ pub fn canonical_type(t: &str) -> &str {
     }
 }
 
+/// The names a resource of canonical type `t` may be stored under: `t`
+/// itself first, then Pulse's aliases of it.
+pub fn stored_types(t: &str) -> Vec<&str> {
+    let aliases: &[&str] = match t {
+        "dockerContainer" => &["docker", "app-container"],
+        "container" => &["system-container", "oci-container"],
+        "dockerHost" => &["docker-host"],
+        _ => &[],
+    };
+    std::iter::once(t).chain(aliases.iter().copied()).collect()
+}
+
+/// The names canonical metric `m` may be stored under: itself, then
+/// Pulse's (a storage's `usage`).
+pub fn stored_metrics<'a>(resource_type: &str, m: &'a str) -> Vec<&'a str> {
+    match (resource_type, m) {
+        ("storage", "disk") => vec!["disk", "usage"],
+        (_, m) => vec![m],
+    }
+}
+
 /// The canonical metric name: Pulse stores a storage's used percent as
 /// `usage` (and calls it `disk` only in its chart answer).
 pub fn canonical_metric<'a>(resource_type: &str, metric: &'a str) -> &'a str {

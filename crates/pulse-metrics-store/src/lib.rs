@@ -71,7 +71,7 @@ pub use crate::config::{MetricsConfig, Retention};
 use crate::error::SqlContext;
 pub use crate::error::{Error, PointError, Result};
 pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
-pub use crate::resources::{Resource, ResourceMap, ResourceMeta};
+pub use crate::resources::{Resource, ResourceMap, ResourceMeta, point_from_json};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use schema::Location;
@@ -733,6 +733,21 @@ impl Store {
             part(&sids)?
         };
         Ok(ManyHistory { tier, series })
+    }
+
+    /// The series matching `filter` (merged ones not included), in key
+    /// order, from memory: no disk read.
+    pub fn keys(&self, filter: &SeriesFilter) -> Vec<SeriesKey> {
+        let st = self.inner.shared.read();
+        let mut keys: Vec<SeriesKey> = st
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| filter.matches(&s.key) && !merge::is_merged(&st, *i as u32))
+            .map(|(_, s)| s.key.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// Where the stored data begins (Unix ms, 0 when nothing is stored):
