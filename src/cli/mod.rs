@@ -21,7 +21,7 @@ const MAIN_EXAMPLES: &str = "\
 Examples:
   pulse-metrics --config /etc/pulse-metrics.yaml serve
   pulse-metrics ingest points.jsonl
-  pulse-metrics query --type vm --id pve1:node1:101 --metric cpu --range 24h
+  pulse-metrics query --type vm --id pve1:101 --metric cpu --range 24h
   pulse-metrics --db /var/lib/pulse-metrics/metrics.db stats
 
 Configuration: --config PATH, else $PULSE_METRICS_CONFIG, else built-in defaults
@@ -66,7 +66,7 @@ Examples:
   some-exporter | pulse-metrics ingest --format csv -
 
 JSON Lines: one object per line:
-  {\"resourceType\":\"vm\",\"resourceId\":\"pve1:node1:101\",\"metric\":\"cpu\",\"value\":12.5,\"timestamp\":1700000000000}
+  {\"resourceType\":\"vm\",\"resourceId\":\"pve1:101\",\"metric\":\"cpu\",\"value\":12.5,\"timestamp\":1700000000000}
 CSV: header resourceType,resourceId,metric,value,timestamp.
 Timestamps are Unix milliseconds or RFC 3339. The whole input is checked first: any bad
 line (each is listed) means exit 2 and nothing stored, unless --skip-invalid.
@@ -85,9 +85,9 @@ Examples:
     /// Print the history of a resource's series as JSON (the history endpoint's answer)
     #[command(after_help = "\
 Examples:
-  pulse-metrics query --type vm --id pve1:node1:101 --metric cpu --range 24h
+  pulse-metrics query --type vm --id pve1:101 --metric cpu --range 24h
   pulse-metrics query --type node --id pve1:node1 --start 2024-05-01T00:00:00Z --end 2024-05-02T00:00:00Z --max-points 200
-  pulse-metrics query --type vm --id pve1:node1:101 --range 7d --format csv
+  pulse-metrics query --type vm --id pve1:101 --range 7d --format csv
 
 Without --metric every metric of the resource is answered, under \"metrics\".
 Give either --range, or --start and --end.")]
@@ -166,7 +166,7 @@ struct QueryArgs {
     #[arg(long = "type", value_name = "T")]
     resource_type: String,
 
-    /// Resource id (e.g. pve1:node1:101)
+    /// Resource id (e.g. pve1:101)
     #[arg(long = "id", value_name = "I")]
     resource_id: String,
 
