@@ -9,11 +9,11 @@
 //! })?;
 //! let now = 1_700_000_040_000; // Unix ms, on a minute boundary
 //! for i in 0..12 {
-//!     store.write("vm", "pve1:node1:101", "cpu", 10.0 + i as f64, now - 60_000 + i * 5_000)?;
+//!     store.write("vm", "pve1:101", "cpu", 10.0 + i as f64, now - 60_000 + i * 5_000)?;
 //! }
 //! store.flush()?; // durable from here on, even if the process is killed
 //! store.rollup(now)?; // closed minutes become minute buckets
-//! let cpu = SeriesKey::new("vm", "pve1:node1:101", "cpu");
+//! let cpu = SeriesKey::new("vm", "pve1:101", "cpu");
 //! let day = store.query(&cpu, TimeRange::last(std::time::Duration::from_secs(86_400), now), None)?;
 //! assert_eq!(day.tier, pulse_metrics::Tier::Minute);
 //! assert_eq!(day.points[0].count, 12);
