@@ -2,7 +2,7 @@
 //! `pulse-metrics query`, so the two can never drift apart.
 //!
 //! ```json
-//! {"resourceType":"vm","resourceId":"pve1:node1:101","metric":"cpu","range":"1h",
+//! {"resourceType":"vm","resourceId":"pve1:101","metric":"cpu","range":"1h",
 //!  "start":1700000000000,"end":1700003600000,"tier":"raw",
 //!  "points":[{"timestamp":1700000000000,"value":12.5,"min":12.5,"max":12.5,"count":1}]}
 //! ```

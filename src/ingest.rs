@@ -82,8 +82,8 @@ pub const CSV_OPTIONAL_COLUMNS: [&str; 2] = ["name", "node"];
 /// ```
 /// use pulse_metrics::ingest::{InputFormat, PointReader};
 /// let input = "resourceType,resourceId,metric,value,timestamp\n\
-///              vm,pve1:node1:101,cpu,12.5,1700000000000\n\
-///              vm,pve1:node1:101,cpu,NaN,1700000005000\n";
+///              vm,pve1:101,cpu,12.5,1700000000000\n\
+///              vm,pve1:101,cpu,NaN,1700000005000\n";
 /// let items: Vec<_> = PointReader::new(input.as_bytes(), InputFormat::Csv)
 ///     .collect::<Result<_, _>>()?;
 /// assert_eq!(items[0].as_ref().unwrap().value, 12.5);
