@@ -342,6 +342,10 @@ impl Journal {
         }
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// Appends batch `seq` (points sorted by time, then series) with one
     /// write; on failure the segment is cut back to where it was, so a
     /// retried flush does not leave a torn record behind it.

@@ -41,6 +41,9 @@
 //! | `tiers`     | reading/writing tier chunks                                  |
 //! | `query`     | tier selection, stitching, `max_points`                      |
 //! | `import`    | storing buckets migrated from another store                  |
+//! | `resources` | resource metadata (names, nodes, tags), written on change    |
+//! | `merge`     | merging one series into another (an id that changed)         |
+//! | `guest_ids` | the one-time merge of `{instance}:{node}:{vmid}` guest ids   |
 //!
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
@@ -53,13 +56,16 @@ mod bits;
 mod codec;
 mod counters;
 mod disk;
+mod guest_ids;
 mod import;
 mod journal;
 mod legacy;
 mod load;
+mod merge;
 mod query;
 mod queue;
 mod raw;
+mod resources;
 mod retention;
 mod rollup;
 mod schema;
@@ -71,6 +77,7 @@ pub use crate::config::{MetricsConfig, Retention};
 use crate::error::SqlContext;
 pub use crate::error::{Error, PointError, Result};
 pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
+pub use crate::resources::{Resource, ResourceMap, ResourceMeta, point_from_json};
 use counters::Counters;
 use parking_lot::{Mutex, RwLock};
 use queue::{Pending, Queue, SeriesRef};
@@ -300,6 +307,8 @@ struct Inner {
     shared: Arc<RwLock<State>>,
     queue: Arc<Queue>,
     counters: Arc<Counters>,
+    /// Resource metadata; only the writer thread changes it.
+    resources: Arc<RwLock<ResourceMap>>,
     /// Accepted points the writer could not flush before it stopped.
     lost: Arc<AtomicU64>,
     readers: Mutex<Vec<Connection>>,
@@ -337,7 +346,9 @@ impl Store {
             Location::memory()
         };
         let conn = schema::open_writer(&location)?;
+        guest_ids::migrate(&conn)?;
         let counters = Arc::new(Counters::restore(&conn)?);
+        let resources = Arc::new(RwLock::new(resources::load(&conn)?));
         let journal_dir = location.path().map(journal::dir_of);
         let source = match &journal_dir {
             Some(dir) => load::RawSource::Journal { dir, repair: true },
@@ -388,6 +399,7 @@ impl Store {
                 shared,
                 queue,
                 counters,
+                resources,
                 lost,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
@@ -416,6 +428,7 @@ impl Store {
             }
         };
         let loaded = load::load(&conn, source)?;
+        let resources = Arc::new(RwLock::new(resources::load(&conn)?));
         let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
         queue.writer_gone();
         Ok(Store {
@@ -426,6 +439,7 @@ impl Store {
                 shared: Arc::new(RwLock::new(loaded.state)),
                 queue,
                 counters,
+                resources,
                 lost: Arc::new(AtomicU64::new(0)),
                 readers: Mutex::new(vec![conn]),
                 writer: Mutex::new(None),
@@ -545,6 +559,114 @@ impl Store {
                 Err(e)
             }
         }
+    }
+
+    /// Records what is known about resources (names, nodes, tags...): each
+    /// update's present fields replace the stored ones, empty ones clear
+    /// them. Validated whole like a batch of points (nothing is stored if
+    /// one is bad). Only real changes are written, in one transaction that
+    /// is durable when this returns; an update that changes nothing costs
+    /// no write. Returns how many resources changed.
+    pub fn write_resources(&self, updates: &[Resource]) -> Result<usize> {
+        let errors: Vec<String> = updates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.validate().err().map(|e| format!("resource {i}: {e}")))
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "{} invalid resource(s), nothing stored; {}",
+                errors.len(),
+                errors.join("; ")
+            )));
+        }
+        if resources::changes(&self.inner.resources.read(), updates).is_empty() {
+            return Ok(0);
+        }
+        let map = self.inner.resources.clone();
+        let updates = updates.to_vec();
+        self.inner.queue.run(move |reply| {
+            queue::Job::Run(Box::new(move |w: &mut writer::Writer| {
+                let _ = reply.send(w.write_resources(&map, &updates));
+            }))
+        })
+    }
+
+    /// Every resource with metadata, in (type, id) order.
+    pub fn resources(&self) -> Vec<Resource> {
+        self.inner
+            .resources
+            .read()
+            .iter()
+            .flat_map(|(t, ids)| {
+                ids.iter()
+                    .map(|(id, meta)| Resource::new(t.clone(), id.clone(), meta.clone()))
+            })
+            .collect()
+    }
+
+    /// The metadata of one resource, if any is known.
+    pub fn resource(&self, resource_type: &str, resource_id: &str) -> Option<ResourceMeta> {
+        self.inner
+            .resources
+            .read()
+            .get(resource_type)
+            .and_then(|ids| ids.get(resource_id))
+            .cloned()
+    }
+
+    /// Merges every series of resource `(resource_type, from_id)` into the
+    /// series of the same metric of `(resource_type, into_id)`, so that a
+    /// resource whose id changed keeps one history: rolled-up buckets add up,
+    /// raw points move (of two in the same second, the later write stays),
+    /// and later reads and writes under the old id reach the new one. The
+    /// old id's metadata is dropped. Points written before the call are
+    /// flushed first, so they are merged too. Durable when this returns;
+    /// returns the series merged (0 when `from_id` has none).
+    pub fn merge_resource(
+        &self,
+        resource_type: &str,
+        from_id: &str,
+        into_id: &str,
+    ) -> Result<usize> {
+        for id in [from_id, into_id] {
+            SeriesKey::new(resource_type, id, "m")
+                .validate()
+                .map_err(Error::invalid_input)?;
+        }
+        if from_id == into_id {
+            return Ok(0);
+        }
+        self.flush()?;
+        let pairs: Vec<(SeriesKey, SeriesKey)> = {
+            let st = self.inner.shared.read();
+            st.series
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| {
+                    s.key.resource_type == resource_type
+                        && s.key.resource_id == from_id
+                        && !merge::is_merged(&st, *i as u32)
+                })
+                .map(|(_, s)| {
+                    let into = SeriesKey::new(resource_type, into_id, &s.key.metric);
+                    (s.key.clone(), into)
+                })
+                .collect()
+        };
+        if pairs.is_empty() && self.resource(resource_type, from_id).is_none() {
+            return Ok(0);
+        }
+        let map = self.inner.resources.clone();
+        let (t, id) = (resource_type.to_string(), from_id.to_string());
+        self.inner.queue.run(move |reply| {
+            queue::Job::Run(Box::new(move |w: &mut writer::Writer| {
+                let merged = w
+                    .merge_series(&pairs)
+                    .and_then(|n| w.forget_resource(&map, &t, &id).map(|()| n));
+                let _ = reply.send(merged);
+            }))
+        })
     }
 
     /// Returns once every point written before the call is durable (survives
@@ -678,7 +800,7 @@ impl Store {
                 .series
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| filter.matches(&s.key))
+                .filter(|(i, s)| filter.matches(&s.key) && !merge::is_merged(&st, *i as u32))
                 .map(|(i, _)| i as u32)
                 .collect(),
         };
@@ -724,6 +846,21 @@ impl Store {
             part(&sids)?
         };
         Ok(ManyHistory { tier, series })
+    }
+
+    /// The series matching `filter` (merged ones not included), in key
+    /// order, from memory: no disk read.
+    pub fn keys(&self, filter: &SeriesFilter) -> Vec<SeriesKey> {
+        let st = self.inner.shared.read();
+        let mut keys: Vec<SeriesKey> = st
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| filter.matches(&s.key) && !merge::is_merged(&st, *i as u32))
+            .map(|(_, s)| s.key.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// Where the stored data begins (Unix ms, 0 when nothing is stored):
@@ -790,6 +927,7 @@ impl Store {
             .series
             .iter()
             .enumerate()
+            .filter(|(i, _)| !merge::is_merged(&st, *i as u32))
             .map(|(i, s)| SeriesInfo {
                 key: s.key.clone(),
                 first_timestamp: first[i],
@@ -976,7 +1114,9 @@ impl Store {
             db_size,
             wal_size,
             free_pages,
-            series_count: st.series.len() as u64,
+            series_count: (0..st.series.len() as u32)
+                .filter(|sid| !merge::is_merged(&st, *sid))
+                .count() as u64,
             raw_count: st.raw_count(),
             late_count: st.late_points,
             minute_count: st.disk_buckets[0] + st.open_buckets(),

@@ -63,7 +63,7 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
         floors,
         ..State::default()
     };
-    read_series(conn, &mut state)?;
+    let route = read_series(conn, &mut state)?;
     count_buckets(conn, &mut state)?;
     let mut replay = Replay {
         conn,
@@ -71,6 +71,7 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
         folded_seq: fold.folded_seq,
         next_seq: meta_get(conn, rollup::key::NEXT_SEQ, 1)?.max(1) as u64,
         chunk_seqs: HashMap::new(),
+        route,
         counts: Vec::new(),
         sorted: Vec::new(),
         state: &mut state,
@@ -97,10 +98,14 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
     })
 }
 
-/// The series directory; ids are dense from 0.
-fn read_series(conn: &Connection, state: &mut State) -> Result<()> {
+/// The series directory; ids are dense from 0. Returns, per series, the
+/// series its points belong to (itself, or the one it was merged into).
+fn read_series(conn: &Connection, state: &mut State) -> Result<Vec<u32>> {
+    let mut merged_into: Vec<Option<u32>> = Vec::new();
     let mut stmt = conn
-        .prepare("SELECT id, resource_type, resource_id, metric FROM series ORDER BY id")
+        .prepare(
+            "SELECT id, resource_type, resource_id, metric, merged_into FROM series ORDER BY id",
+        )
         .ctx("read series")?;
     let mut rows = stmt.query([]).ctx("read series")?;
     while let Some(row) = rows.next().ctx("read series")? {
@@ -116,13 +121,19 @@ fn read_series(conn: &Connection, state: &mut State) -> Result<()> {
             row.get::<_, String>(2).ctx("read series")?,
             row.get::<_, String>(3).ctx("read series")?,
         );
-        state.ids.insert(key.clone(), id as u32);
+        let merged: Option<i64> = row.get(4).ctx("read series")?;
+        merged_into.push(merged.map(|m| m as u32));
         state.series.push(SeriesEntry {
             key,
             raw: Default::default(),
         });
     }
-    Ok(())
+    // Points of a merged series are the target's (see merge.rs).
+    let route = crate::merge::routes(&merged_into)?;
+    for (sid, s) in state.series.iter().enumerate() {
+        state.ids.insert(s.key.clone(), route[sid]);
+    }
+    Ok(route)
 }
 
 fn count_buckets(conn: &Connection, state: &mut State) -> Result<()> {
@@ -154,6 +165,8 @@ struct Replay<'a> {
     next_seq: u64,
     /// `seq` of the chunks looked up so far, by (table, key).
     chunk_seqs: HashMap<(&'static str, i64), Option<u64>>,
+    /// Per series id, the series its points belong to (merges).
+    route: Vec<u32>,
     /// Buffers of the per-segment sort, kept from one segment to the next
     /// (fresh memory of that size costs page faults each time).
     counts: Vec<u32>,
@@ -188,7 +201,7 @@ impl Replay<'_> {
                         r.seq, p.sid
                     )));
                 }
-                counts[p.sid as usize + 1] += 1;
+                counts[self.route[p.sid as usize] as usize + 1] += 1;
             }
         }
         for i in 1..counts.len() {
@@ -200,8 +213,9 @@ impl Replay<'_> {
         sorted.resize(total, (0, 0, 0.0, 0));
         for r in &records {
             for p in &r.points {
-                let at = &mut counts[p.sid as usize];
-                sorted[*at as usize] = (r.seq, p.ts, p.value, p.sid);
+                let sid = self.route[p.sid as usize];
+                let at = &mut counts[sid as usize];
+                sorted[*at as usize] = (r.seq, p.ts, p.value, sid);
                 *at += 1;
             }
         }

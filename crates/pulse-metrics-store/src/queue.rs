@@ -49,6 +49,9 @@ pub enum Job {
     Maintain(i64, Reply<MaintainReport>),
     Vacuum(Reply<VacuumReport>),
     Import(Tier, Vec<(SeriesKey, HistoryPoint)>, Reply<usize>),
+    /// Any other work that must run on the writer thread (resource
+    /// metadata, series merges); it answers through what it captured.
+    Run(Box<dyn FnOnce(&mut crate::writer::Writer) + Send>),
 }
 
 struct State {

@@ -117,6 +117,22 @@ impl Work {
     pub fn keys(&self) -> impl Iterator<Item = (i64, u32)> + '_ {
         self.iter().map(|(k, _)| k)
     }
+
+    /// Moves the work of each merged series (`plan`: from -> into) to its
+    /// target; minutes in `reopened` (per (hour, target)) are recomputed.
+    pub fn merge(&mut self, plan: &BTreeMap<u32, u32>, reopened: &BTreeMap<(i64, u32), u64>) {
+        for (&from, &into) in plan {
+            let Some(list) = self.by_sid.get_mut(from as usize) else {
+                continue;
+            };
+            for (hour, w) in std::mem::take(list) {
+                let t = self.entry(hour, into, w.min_seq);
+                t.min_seq = t.min_seq.min(w.min_seq);
+                t.dirty |= w.dirty | reopened.get(&(hour, into)).copied().unwrap_or(0);
+                t.late.extend(w.late);
+            }
+        }
+    }
 }
 
 /// A late point with the sequence number of the batch that wrote it.

@@ -11,11 +11,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Migrations in order; migration `i` brings the schema to version `i + 1`.
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
-    include_str!("../migrations/0002_journal.sql"),
+    include_str!("../migrations/0002_resources.sql"),
+    include_str!("../migrations/0003_journal.sql"),
 ];
-/// The migration that drops the version 1 raw log: its batches are copied
-/// into the journal first.
-const JOURNAL_MIGRATION: usize = 1;
+/// The migration that drops the raw log of versions 1 and 2: its batches
+/// are copied into the journal first.
+const JOURNAL_MIGRATION: usize = 2;
 /// The newest schema this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// `PRAGMA application_id` of our files ("PMET"), so a file of another

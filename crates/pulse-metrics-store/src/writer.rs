@@ -228,6 +228,7 @@ impl Writer {
             Job::Import(tier, buckets, reply) => {
                 let _ = reply.send(self.import(tier, &buckets));
             }
+            Job::Run(work) => work(self),
         }
     }
 
@@ -291,6 +292,29 @@ impl Writer {
     fn vacuum(&mut self) -> Result<VacuumReport> {
         let reclaim = retention::reclaim(&mut self.disk, 0, &self.counters)?;
         Ok(VacuumReport { reclaim })
+    }
+
+    /// The write connection, for work of other modules run on this thread.
+    pub(crate) fn conn(&mut self) -> &mut Connection {
+        &mut self.disk.conn
+    }
+
+    pub(crate) fn disk(&self) -> &Disk {
+        &self.disk
+    }
+
+    pub(crate) fn shared(&self) -> &RwLock<State> {
+        &self.disk.shared
+    }
+
+    pub(crate) fn fold_mut(&mut self) -> &mut Fold {
+        &mut self.fold
+    }
+
+    /// The raw journal's directory (`None` for an in-memory store). Any
+    /// append so far is readable there: appends are plain writes.
+    pub(crate) fn journal_dir(&self) -> Option<std::path::PathBuf> {
+        self.journal.as_ref().map(|j| j.dir().to_path_buf())
     }
 
     fn import(&mut self, tier: Tier, buckets: &[(SeriesKey, HistoryPoint)]) -> Result<usize> {
@@ -371,7 +395,8 @@ pub fn resolve_series<'a>(
     let mut sids = Vec::new();
     for r in refs {
         let sid = match r {
-            SeriesRef::Known(id) => *id,
+            // A series merged since the caller looked it up: its target.
+            SeriesRef::Known(id) => crate::merge::target(st, *id),
             SeriesRef::New(key) => match st.ids.get(key) {
                 Some(id) => *id,
                 None => *new_ids.entry(key).or_insert_with(|| {
