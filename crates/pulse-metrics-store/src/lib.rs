@@ -44,6 +44,8 @@
 //! | `resources` | resource metadata (names, nodes, tags), written on change    |
 //! | `merge`     | merging one series into another (an id that changed)         |
 //! | `guest_ids` | the one-time merge of `{instance}:{node}:{vmid}` guest ids   |
+//! | `tail`      | reading the raw journal from a position (remote write)        |
+//! | `cursors`   | remote-write targets' positions, kept as journal notes        |
 //!
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
@@ -55,6 +57,7 @@ pub mod model;
 mod bits;
 mod codec;
 mod counters;
+mod cursors;
 mod disk;
 mod guest_ids;
 mod import;
@@ -70,6 +73,7 @@ mod retention;
 mod rollup;
 mod schema;
 mod state;
+mod tail;
 mod tiers;
 mod writer;
 
@@ -91,8 +95,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use cursors::Cursors;
 pub use query::select_tier;
 pub use queue::QUEUE_CAPACITY;
+pub use tail::{Gap, JournalTail, TailBatch, TailPoint, TailRead, Unread};
 
 /// A time range for a query, with the `now` that tier selection uses
 /// (a tier "covers" `start` if `start >= now - retention`). All Unix ms.
@@ -311,6 +317,8 @@ struct Inner {
     resources: Arc<RwLock<ResourceMap>>,
     /// Accepted points the writer could not flush before it stopped.
     lost: Arc<AtomicU64>,
+    /// Journal positions remote-write readers still need.
+    holds: Arc<tail::Holds>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -366,6 +374,7 @@ impl Store {
         let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
         let config = Arc::new(RwLock::new(config));
         let lost = Arc::new(AtomicU64::new(0));
+        let holds = Arc::new(tail::Holds::default());
         let writer = writer::Writer::new(
             writer::WriterParts {
                 disk: disk::Disk {
@@ -380,6 +389,7 @@ impl Store {
                 queue: queue.clone(),
                 counters: counters.clone(),
                 config: config.clone(),
+                holds: holds.clone(),
             },
             lost.clone(),
         );
@@ -401,6 +411,7 @@ impl Store {
                 counters,
                 resources,
                 lost,
+                holds,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
             }),
@@ -441,6 +452,7 @@ impl Store {
                 counters,
                 resources,
                 lost: Arc::new(AtomicU64::new(0)),
+                holds: Arc::default(),
                 readers: Mutex::new(vec![conn]),
                 writer: Mutex::new(None),
             }),
