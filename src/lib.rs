@@ -34,6 +34,7 @@
 //! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
 //! | `pulse_ids`    | Pulse's resource ids and type names, mapped onto ours        |
 //! | `collectors`   | host and Proxmox samplers writing into the store             |
+//! | `remote`       | Prometheus remote write out of the raw journal               |
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
 //! | `ui`           | the embedded web UI                                          |
 //!
@@ -48,6 +49,7 @@ pub mod export;
 pub mod ingest;
 pub mod pulse_ids;
 pub mod pulse_import;
+pub mod remote;
 pub mod segments;
 pub mod server;
 pub mod ui;

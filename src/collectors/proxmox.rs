@@ -11,7 +11,8 @@
 //! log.
 
 mod resources;
-mod tls;
+/// Shared with the remote-write client (`crate::remote`).
+pub(crate) mod tls;
 
 pub use resources::{COUNTERS, Parsed, RateState, parse_body, parse_resources};
 

@@ -12,7 +12,8 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.metrics.validate()?;
         self.server.validate()?;
-        self.collectors.validate()
+        self.collectors.validate()?;
+        self.export.validate(&self.metrics)
     }
 
     /// Every check a start makes before it opens the store: [`validate`],

@@ -698,6 +698,7 @@ async fn stats(State(app): State<App>) -> ApiResult {
     })?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("collectors".into(), json!(app.state.board.snapshot()));
+        obj.insert("remoteWrite".into(), json!(app.state.remote.snapshot()));
     }
     Ok(axum::Json(v).into_response())
 }
@@ -827,8 +828,14 @@ async fn maintenance(State(app): State<App>) -> ApiResult {
 async fn metrics(State(app): State<App>) -> ApiResult {
     let a = app.clone();
     let text = blocking(move || {
-        prom::render(&a.state.store, &a.state.board, &a.state.jobs, &a.state.prom)
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"))
+        prom::render(
+            &a.state.store,
+            &a.state.board,
+            &a.state.remote,
+            &a.state.jobs,
+            &a.state.prom,
+        )
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"))
     })
     .await?;
     Ok((

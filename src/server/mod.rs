@@ -57,6 +57,8 @@ pub(crate) struct AppState {
     /// Where settings changes go (`settings.json`) and what they apply over.
     pub settings: SettingsFile,
     pub board: StatusBoard,
+    /// Health of each `export.remote_write` target.
+    pub remote: crate::remote::RemoteHealth,
     pub prom: prom::HttpMetrics,
     pub jobs: jobs::JobCounters,
     /// `server.api_token`, if non-empty. Fixed for the life of the process.
@@ -77,6 +79,7 @@ impl App {
                 config: tokio::sync::Mutex::new(config),
                 settings,
                 board: StatusBoard::default(),
+                remote: crate::remote::RemoteHealth::default(),
                 prom: prom::HttpMetrics::default(),
                 jobs: jobs::JobCounters::default(),
                 token,
@@ -281,6 +284,14 @@ async fn start_background(
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let config = app.state.config.lock().await.clone();
     let mut tasks = jobs::spawn(app.clone(), stop.clone());
+    if !config.export.remote_write.is_empty() {
+        tasks.extend(crate::remote::sender::spawn(
+            app.state.store.clone(),
+            &config.export.remote_write,
+            app.state.remote.clone(),
+            stop.clone(),
+        ));
+    }
     let sink: Arc<dyn Sink> = Arc::new(app.state.store.clone());
     if config.collectors.host.enabled {
         tasks.push(collectors::host::spawn(
