@@ -201,7 +201,7 @@ async fn a_refused_request_is_counted_and_skipped() {
     s.stop().await;
 }
 
-/// The engine is killed for 60 s while points keep coming; nothing is lost,
+/// The engine is stopped for 60 s while points keep coming; nothing is lost,
 /// and the health says the target is retrying with a growing backlog.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_engine_down_for_a_minute_loses_nothing() {
@@ -230,7 +230,7 @@ async fn an_engine_down_for_a_minute_loses_nothing() {
         write(&mut i, &s).await;
     }
     caught_up(&s, Duration::from_secs(30)).await;
-    engine.kill();
+    engine.stop();
     let down = Instant::now();
     let mut seen_retrying = Value::Null;
     while down.elapsed() < Duration::from_secs(60) {
@@ -265,4 +265,143 @@ async fn an_engine_down_for_a_minute_loses_nothing() {
     assert_eq!(h["skippedBatches"], 0, "{h}");
     engines::assert_holds(&engine, "pulse_cpu", &want);
     s.stop().await;
+}
+
+/// The real binary, started over a config file; its base URL.
+struct Service {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Service {
+    fn start(config: &std::path::Path) -> Service {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pulse-metrics"))
+            .arg("--config")
+            .arg(config)
+            .arg("serve")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start pulse-metrics");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if let Some(i) = line.find("listening on http://")
+                    && let Some(tx) = tx.take()
+                {
+                    let _ = tx.send(line[i + "listening on ".len()..].trim().to_string());
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("a `listening on` line");
+        Service { child, base }
+    }
+
+    async fn health(&self) -> Value {
+        let r = common::client()
+            .get(format!("{}/api/metrics-store/stats", self.base))
+            .send()
+            .await
+            .unwrap();
+        let v: Value = r.json().await.unwrap();
+        v["remoteWrite"][0].clone()
+    }
+
+    async fn write(&self, points: &[Value]) {
+        let r = common::client()
+            .post(format!("{}/api/metrics-store/write?sync=true", self.base))
+            .json(&json!({ "points": points }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kill -9` of pulse-metrics while it sends, then a restart: the target
+/// resumes from the cursor saved in the raw journal (not from the start)
+/// and every point is in the engine.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_kill_9_mid_send_loses_nothing() {
+    if !engines::available(Kind::VictoriaMetrics) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::start(Kind::VictoriaMetrics, &dir.path().join("engine"));
+    let config = dir.path().join("config.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "metrics:\n  database_path: {}\nserver:\n  listen: 127.0.0.1:0\ncollectors:\n  host:\n    enabled: false\nexport:\n  remote_write:\n    - name: vm\n      url: {}\n      batch_size: 100\n",
+            dir.path().join("metrics.db").display(),
+            engine.write_url()
+        ),
+    )
+    .unwrap();
+    let (first, mut want) = points(30, ago(1800), 200);
+    let (second, want2) = points(30, ago(1500), 600);
+    for (id, v) in want2 {
+        want.entry(id).or_default().extend(v);
+    }
+    let svc = Service::start(&config);
+    for c in first.chunks(2000) {
+        svc.write(c).await;
+    }
+    let started = Instant::now();
+    while svc.health().await["sentPoints"] != 6000 {
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The cursor is saved at most every 10 s.
+    tokio::time::sleep(pulse_metrics::remote::sender::SAVE_EVERY + Duration::from_secs(2)).await;
+    for c in second.chunks(6000) {
+        svc.write(c).await;
+    }
+    let mut svc = svc;
+    let started = Instant::now();
+    loop {
+        let sent = svc.health().await["sentPoints"].as_u64().unwrap();
+        if sent > 6000 {
+            assert!(sent < 24_000, "still sending when killed: {sent}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    svc.child.kill().unwrap();
+    svc.child.wait().unwrap();
+    drop(svc);
+    let svc = Service::start(&config);
+    let started = Instant::now();
+    let h = loop {
+        let h = svc.health().await;
+        if h["backlogPoints"] == 0
+            && h["cursor"].as_u64().unwrap_or(0) > 0
+            && h["sentPoints"].as_u64().unwrap_or(0) > 0
+        {
+            break h;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{h}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let resent = h["sentPoints"].as_u64().unwrap();
+    assert!(
+        resent <= 18_000,
+        "resumed from the saved cursor, not from the start: {resent} points sent after the restart"
+    );
+    engines::assert_holds(&engine, "pulse_cpu", &want);
 }

@@ -256,3 +256,96 @@ fn check_http_url(url: &str, example: &str) -> std::result::Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> Result<Config> {
+        let c = Config::parse(text, ConfigFormat::Yaml)?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    #[test]
+    fn targets_parse_with_defaults() {
+        let c = yaml(
+            "export:\n  remote_write:\n    - url: http://vm:8428/api/v1/write\n    - name: mimir\n      url: https://mimir/api/v1/push\n      headers: {X-Scope-OrgID: \"pulse\"}\n      basic_auth: {username: u, password: p}\n      timeout: 10s\n",
+        )
+        .unwrap();
+        let t = &c.export.remote_write;
+        assert_eq!(t[0].name_at(0), "remote");
+        assert_eq!(t[0].batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(t[0].metric_prefix, "pulse_");
+        assert_eq!(t[1].name_at(1), "mimir");
+        assert_eq!(t[1].headers["X-Scope-OrgID"], "pulse");
+        assert_eq!(t[1].timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn every_bad_key_is_named() {
+        let base = "export:\n  remote_write:\n    - url: http://vm:8428/api/v1/write\n";
+        for (extra, key) in [
+            ("      urll: x\n", "export.remote_write[0].urll"),
+            ("      batch_size: 0\n", "export.remote_write[0].batch_size"),
+            ("      timeout: 0s\n", "export.remote_write[0].timeout"),
+            (
+                "      metric_prefix: \"9x\"\n",
+                "export.remote_write[0].metric_prefix",
+            ),
+            ("      name: \"a b\"\n", "export.remote_write[0].name"),
+            (
+                "      tls: {fingerprint: \"AB:CD\"}\n",
+                "export.remote_write[0].tls.fingerprint",
+            ),
+            (
+                "      tls: {ca_file: /nonexistent/ca.pem}\n",
+                "export.remote_write[0].tls.ca_file",
+            ),
+            (
+                "      headers: {\"bad header\": x}\n",
+                "export.remote_write[0].headers.bad header",
+            ),
+            (
+                "      headers: {Content-Type: x}\n",
+                "export.remote_write[0].headers.Content-Type",
+            ),
+            (
+                "      basic_auth: {username: u}\n",
+                "export.remote_write[0].basic_auth",
+            ),
+            (
+                "      bearer_token: t\n      basic_auth: {username: u, password: p}\n",
+                "export.remote_write[0].basic_auth",
+            ),
+            (
+                "      query_url: ftp://x\n",
+                "export.remote_write[0].query_url",
+            ),
+        ] {
+            let err = yaml(&format!("{base}{extra}")).unwrap_err();
+            assert_eq!(err.config_key(), Some(key), "{extra}: {err}");
+        }
+        for (text, key) in [
+            (
+                "export:\n  remote_write:\n    - url: vm:8428\n",
+                "export.remote_write[0].url",
+            ),
+            (
+                "export:\n  remote_write:\n    - url: http://u:p@vm/w\n",
+                "export.remote_write[0].url",
+            ),
+            (
+                "export:\n  remote_write:\n    - {name: a, url: \"http://a/w\"}\n    - {name: a, url: \"http://b/w\"}\n",
+                "export.remote_write[1].name",
+            ),
+            (
+                "metrics:\n  enabled: false\nexport:\n  remote_write:\n    - url: http://vm/w\n",
+                "export.remote_write",
+            ),
+        ] {
+            let err = yaml(text).unwrap_err();
+            assert_eq!(err.config_key(), Some(key), "{text}: {err}");
+        }
+    }
+}

@@ -714,8 +714,47 @@ export class Settings {
       }
       frag.append(t);
     }
+    if (Array.isArray(s.remoteWrite) && s.remoteWrite.length) frag.append(remoteWriteTable(s.remoteWrite, when));
     body.replaceChildren(frag);
   }
+}
+
+/**
+ * The remote-write targets: state, what waits to be sent (points and how
+ * far behind), the last success, what was sent and refused; a target's
+ * last error and any points lost for being more than raw retention behind
+ * go in a row under it.
+ */
+function remoteWriteTable(targets, when) {
+  const t = document.createElement('table');
+  t.className = 'mini remote-write';
+  t.innerHTML =
+    '<caption>Remote write</caption><thead><tr><th scope="col">Target</th><th scope="col">State</th><th scope="col">Backlog</th><th scope="col">Last success</th><th scope="col">Sent</th><th scope="col">Refused</th></tr></thead><tbody></tbody>';
+  for (const r of targets) {
+    const tr = document.createElement('tr');
+    tr.dataset.target = r.name;
+    const lost = (r.skippedBatches || 0) > 0;
+    tr.className = r.state === 'ok' && !lost && !r.failedPoints ? '' : 'bad';
+    const backlog = r.backlogPoints ? `${formatCount(r.backlogPoints)} points, ${formatDuration(r.backlogSeconds || 0)} behind` : 'none';
+    for (const v of [r.name, r.state, backlog, when(r.lastSuccess), formatCount(r.sentPoints || 0), formatCount(r.failedPoints || 0)]) {
+      const td = document.createElement('td');
+      td.textContent = v ?? '—';
+      tr.append(td);
+    }
+    tr.title = r.url || '';
+    t.tBodies[0].append(tr);
+    const notes = [];
+    if (lost) notes.push(`${formatCount(r.skippedBatches)} batches (${formatCount(r.skippedPoints || 0)} points) lost: more than raw retention behind.`);
+    if (r.lastError) notes.push(r.lastError);
+    if (notes.length) {
+      const er = document.createElement('tr');
+      er.className = 'collector-error remote-error';
+      er.innerHTML = '<td colspan="6"></td>';
+      er.firstChild.textContent = notes.join(' ');
+      t.tBodies[0].append(er);
+    }
+  }
+  return t;
 }
 
 function kv(k, v, sub = '', cls = '') {
