@@ -366,7 +366,9 @@ fn run(cli: Cli) -> CliResult {
             "metrics.enabled is false: the store lives in memory only, so there is no database for this command; pass --db PATH or set metrics.enabled: true".into(),
         ));
     }
-    let store = Store::open(config.metrics.clone())?;
+    let store = Store::open(pulse_metrics::remote::backend::local_store_config(
+        &config.metrics,
+    ))?;
     let result = match command {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Ingest(args) => ingest::run(&store, &config.metrics.database_path, &args),
@@ -374,7 +376,11 @@ fn run(cli: Cli) -> CliResult {
             let report = store.maintain(args.now.unwrap_or_else(now_ms))?;
             print_json(&report)
         }
-        Command::Query(args) => query(&store, &args),
+        Command::Query(args) => {
+            let reads =
+                pulse_metrics::reads::Reads::for_config(&store, &config).map_err(Failure::Input)?;
+            query(&reads, &args)
+        }
         Command::Stats => print_json(&store.stats()?),
         Command::ImportPulse(args) => import_pulse(&store, &args),
         Command::Export(args) => export(&store, &args),
@@ -413,7 +419,7 @@ fn serve(config: Config, settings: SettingsFile) -> CliResult {
         .map_err(|e| Failure::Runtime(format!("{e:#}")))
 }
 
-fn query(store: &Store, args: &QueryArgs) -> CliResult {
+fn query(store: &pulse_metrics::reads::Reads, args: &QueryArgs) -> CliResult {
     let request = HistoryRequest::from_params(
         &args.resource_type,
         &args.resource_id,

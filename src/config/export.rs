@@ -119,6 +119,14 @@ impl ExportConfig {
                 "needs metrics.enabled: true: the raw journal on disk is what is sent, and what is resent after an outage",
             ));
         }
+        if metrics.backend == pulse_metrics_store::Backend::Remote
+            && !self.remote_write.iter().any(|t| !t.query_url.is_empty())
+        {
+            return Err(Error::config(
+                "metrics.backend",
+                "remote needs an export.remote_write target with a query_url (the engine's Prometheus query API, e.g. http://vmselect:8481/select/0/prometheus)",
+            ));
+        }
         for (i, t) in self.remote_write.iter().enumerate() {
             let key = |k: &str| format!("export.remote_write[{i}].{k}");
             let name = t.name_at(i);

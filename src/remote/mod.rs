@@ -1,5 +1,6 @@
 //! Past one machine: Prometheus remote write out of the raw journal
-//! (`export.remote_write`), see docs/remote.md.
+//! (`export.remote_write`) and reads answered by the engine
+//! (`metrics.backend: remote`), see docs/remote.md.
 //!
 //! | module    | owns                                                         |
 //! |-----------|--------------------------------------------------------------|
@@ -8,11 +9,15 @@
 //! | `client`  | one target's HTTP client (auth, headers, TLS) and answers    |
 //! | `sender`  | the per-target loop: journal -> requests, cursor, retries    |
 //! | `health`  | per-target health for stats, `/metrics` and the UI           |
+//! | `query`   | the engine's Prometheus query API                            |
+//! | `backend` | `metrics.backend: remote`: every read answered from it       |
 
+pub mod backend;
 pub mod client;
 pub mod health;
 pub mod mapping;
 pub mod proto;
+pub mod query;
 pub mod sender;
 
 pub use health::{RemoteHealth, TargetHealth};

@@ -592,9 +592,9 @@ async fn history(
     )
     .map_err(ApiError::from_store)?;
     request.segments = p.bool("segments")?;
-    let store = app.state.store.clone();
+    let reads = app.state.reads.clone();
     let bytes = blocking(move || {
-        let answer = answer::history(&store, &request).map_err(ApiError::from_store)?;
+        let answer = answer::history(&reads, &request).map_err(ApiError::from_store)?;
         to_json(&answer)
     })
     .await?;
@@ -611,7 +611,7 @@ async fn charts(
     let max_points = p.max_points()?;
     let now = now_ms();
     let w = window(&p, now, true)?;
-    let store = app.state.store.clone();
+    let store = app.state.reads.clone();
     let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
         // Uncapped from the store: each series is capped on the reader
@@ -633,7 +633,7 @@ async fn charts(
             .map(|(k, _)| (k.resource_type.as_str(), k.resource_id.as_str()))
             .collect();
         let mut meta = crate::store::ResourceMap::new();
-        for r in store.resources() {
+        for r in store.resources().map_err(ApiError::from_store)? {
             if listed.contains(&(r.resource_type.as_str(), r.resource_id.as_str())) {
                 meta.entry(crate::pulse_ids::canonical_type(&r.resource_type).to_string())
                     .or_default()
@@ -672,11 +672,11 @@ async fn charts(
 // ------------------------------------------------------ small endpoints
 
 async fn series(State(app): State<App>) -> ApiResult {
-    let store = app.state.store.clone();
+    let store = app.state.reads.clone();
     let bytes = blocking(move || {
         let series = store.series().map_err(ApiError::from_store)?;
         let mut meta = crate::store::ResourceMap::new();
-        for r in store.resources() {
+        for r in store.resources().map_err(ApiError::from_store)? {
             meta.entry(r.resource_type)
                 .or_default()
                 .insert(r.resource_id, r.meta);
@@ -774,7 +774,7 @@ async fn change_settings(
     })
     .await?;
     let store = app.state.store.clone();
-    let applied = next.metrics.clone();
+    let applied = crate::remote::backend::local_store_config(&next.metrics);
     let restart = blocking(move || store.reconfigure(applied).map_err(config_error)).await?;
     let new_metrics = next.metrics.clone();
     *current = next;

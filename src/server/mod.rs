@@ -51,6 +51,9 @@ pub struct App {
 
 pub(crate) struct AppState {
     pub store: Store,
+    /// Where reads are answered from: the store, or the remote engine
+    /// (`metrics.backend: remote`).
+    pub reads: crate::reads::Reads,
     /// The whole configuration as last saved; the lock serializes config
     /// PUTs so two of them cannot interleave their read-modify-write.
     pub config: tokio::sync::Mutex<Config>,
@@ -73,8 +76,15 @@ impl App {
     /// saved (`SettingsFile::in_memory`: they apply until restart only).
     pub fn new(store: Store, config: Config, settings: SettingsFile) -> App {
         let token = Some(config.server.api_token.clone()).filter(|t| !t.is_empty());
+        let reads = crate::reads::Reads::for_config(&store, &config).unwrap_or_else(|e| {
+            tracing::error!(
+                "cannot read from the remote engine ({e}); reads come from the local store"
+            );
+            crate::reads::Reads::Local(store.clone())
+        });
         App {
             state: Arc::new(AppState {
+                reads,
                 store,
                 config: tokio::sync::Mutex::new(config),
                 settings,
@@ -142,7 +152,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let metrics = config.metrics.clone();
+    let metrics = crate::remote::backend::local_store_config(&config.metrics);
     let store = tokio::task::spawn_blocking(move || Store::open(metrics))
         .await
         .context("store open task failed")?

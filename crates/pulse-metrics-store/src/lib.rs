@@ -77,7 +77,7 @@ mod tail;
 mod tiers;
 mod writer;
 
-pub use crate::config::{MetricsConfig, Retention};
+pub use crate::config::{Backend, MetricsConfig, Retention};
 use crate::error::SqlContext;
 pub use crate::error::{Error, PointError, Result};
 pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
@@ -96,7 +96,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use cursors::Cursors;
-pub use query::select_tier;
+pub use query::{Bucket, cap_buckets, select_tier};
 pub use queue::QUEUE_CAPACITY;
 pub use tail::{Gap, JournalTail, TailBatch, TailPoint, TailRead, Unread};
 
@@ -483,16 +483,20 @@ impl Store {
             if config.database_path != current.database_path {
                 restart.push("metrics.database_path".to_string());
             }
+            if config.backend != current.backend {
+                restart.push("metrics.backend".to_string());
+            }
         }
         self.inner
             .queue
             .set_limits(config.write_buffer, config.flush_interval);
         let mut c = self.inner.config.write();
-        let (enabled, path) = (c.enabled, c.database_path.clone());
+        let (enabled, path, backend) = (c.enabled, c.database_path.clone(), c.backend);
         *c = config;
         // What the running store uses cannot change under it.
         c.enabled = enabled;
         c.database_path = path;
+        c.backend = backend;
         Ok(restart)
     }
 
