@@ -681,6 +681,30 @@ test('the storage-health panel shows each remote-write target, its backlog and i
   assert.equal(await page.getAttribute(row, 'class'), 'bad');
 });
 
+test('with a remote backend the settings page says retention is the engine\'s instead of offering tier retention', async () => {
+  await page.route('**/api/metrics-store/config', async (route) => {
+    if (route.request().method() !== 'GET') return route.continue();
+    const r = await route.fetch();
+    const body = await r.json();
+    await route.fulfill({ response: r, json: { ...body, backend: 'remote' } });
+  });
+  try {
+    await page.goto(`${server.url}/#/settings`);
+    await page.waitForSelector('#remote-retention:not([hidden])');
+    assert.match(await page.textContent('#remote-retention'), /Retention and downsampling are the remote engine/);
+    for (const key of ['retention.minute', 'retention.hourly', 'retention.daily']) {
+      assert.equal(await page.isHidden(`.field[data-key="${key}"]`), true, key);
+    }
+    assert.equal(await page.isVisible('.field[data-key="retention.raw"]'), true);
+    assert.match(await page.textContent('#config-readonly'), /the remote engine/);
+  } finally {
+    await page.unroute('**/api/metrics-store/config');
+  }
+  await page.goto(`${server.url}/#/settings`);
+  await page.waitForSelector('.field[data-key="retention.daily"]:not([hidden])');
+  assert.equal(await page.isHidden('#remote-retention'), true);
+});
+
 test('run maintenance now reports what it did', async () => {
   await page.goto(`${server.url}/#/settings`);
   await page.waitForSelector('#health .kvi[data-k="series"]');
