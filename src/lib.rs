@@ -32,6 +32,7 @@
 //! | `export`       | writing a tier as JSON Lines / CSV that `ingest` reads back  |
 //! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
 //! | `collectors`   | host and Proxmox samplers writing into the store             |
+//! | `influx`       | InfluxDB line protocol (Proxmox's metric push) onto the store |
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
 //! | `ui`           | the embedded web UI                                          |
 //!
@@ -43,6 +44,7 @@ pub mod answer;
 pub mod collectors;
 pub mod config;
 pub mod export;
+pub mod influx;
 pub mod ingest;
 pub mod pulse_import;
 pub mod server;

@@ -1,0 +1,302 @@
+//! Receiving pushes: parse, map, store, remember the counters, and report
+//! on the status board. The same for HTTP (all or nothing per request) and
+//! UDP (each good line kept, bad ones counted), so the transports only move
+//! bytes.
+
+use super::map::{self, Seen};
+use super::parse::{self, Precision};
+use crate::collectors::proxmox::sample::RateState;
+use crate::collectors::{Sink, StatusBoard};
+use crate::ingest::LineError;
+use crate::model::{SeriesKey, now_ms};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Distinct instances (db / bucket names) one service keeps state for. A
+/// cluster is one instance; this bounds what clients can make us remember.
+pub const MAX_INSTANCES: usize = 256;
+/// Resources whose counters are remembered per instance.
+const MAX_RATE_ENTRIES: usize = 100_000;
+/// Counters not refreshed for this long are forgotten (a deleted guest); a
+/// resource back after that starts its rates over.
+const RATE_TTL_MS: i64 = 3_600_000;
+
+/// How a request's bad lines are treated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// HTTP: one bad line refuses the request; nothing of it is stored.
+    AllOrNothing,
+    /// UDP: nobody can be told, so the good lines are stored and the bad
+    /// ones counted.
+    Lenient,
+}
+
+/// What a push did.
+#[derive(Debug, Default, PartialEq)]
+pub struct Report {
+    /// Lines read (comments and blank lines aside), good or bad.
+    pub lines: usize,
+    /// Points stored.
+    pub points: usize,
+    /// Lines that carried nothing stored, by rule (see `map`).
+    pub ignored: usize,
+    /// Lenient mode only: the lines that were skipped.
+    pub bad_lines: Vec<LineError>,
+    /// Resources described (names, nodes, status).
+    pub resources: Vec<Seen>,
+}
+
+/// Why a push stored nothing.
+#[derive(Debug)]
+pub enum PushError {
+    /// The db / bucket name cannot be an instance.
+    Instance(String),
+    /// Lines that are not line protocol or cannot be mapped.
+    Lines(Vec<LineError>),
+    /// The store refused the batch: bad points are named by line, anything
+    /// else (a full queue, a closed store) is the store's own error.
+    Store {
+        error: crate::Error,
+        lines: Vec<LineError>,
+    },
+}
+
+impl std::fmt::Display for PushError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PushError::Instance(m) => f.write_str(m),
+            PushError::Lines(lines) | PushError::Store { lines, .. } if !lines.is_empty() => {
+                write!(
+                    f,
+                    "{} bad line(s), nothing stored; first: {}",
+                    lines.len(),
+                    lines[0]
+                )
+            }
+            PushError::Lines(_) => f.write_str("bad lines, nothing stored"),
+            PushError::Store { error, .. } => write!(f, "the store refused the points: {error}"),
+        }
+    }
+}
+
+/// The status board entry of an instance's pushes.
+pub fn board_key(instance: &str) -> String {
+    format!("influx:{instance}")
+}
+
+/// Checks a db / bucket name for use as an instance: the same rule as a
+/// configured Proxmox instance's name, so a cluster can be both polled and
+/// pushed under one name.
+pub fn check_instance(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("the instance name (db / bucket) is empty".into());
+    }
+    if name.len() > 64 {
+        return Err(format!(
+            "the instance name (db / bucket) {name:?} is longer than 64 bytes"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return Err(format!(
+            "the instance name (db / bucket) {name:?} holds {c:?}; only A-Z, a-z, 0-9, '_', '.' and '-' are allowed (it prefixes every series id)"
+        ));
+    }
+    SeriesKey::new("node", format!("{name}:node"), "cpu")
+        .validate()
+        .map_err(|e| format!("the instance name {name:?} cannot prefix a series id ({e})"))
+}
+
+/// Receives pushes for every instance. Cheap to share (`Arc`).
+pub struct Receiver {
+    sink: Arc<dyn Sink>,
+    board: StatusBoard,
+    instances: Mutex<HashMap<String, Arc<Mutex<RateState>>>>,
+}
+
+impl Receiver {
+    pub fn new(sink: Arc<dyn Sink>, board: StatusBoard) -> Receiver {
+        Receiver {
+            sink,
+            board,
+            instances: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Parses `body`, maps it for `instance` and stores it; `now_ms` stamps
+    /// lines without a timestamp. Blocking (the sink may block): call it off
+    /// async threads.
+    pub fn push(
+        &self,
+        instance: &str,
+        body: &[u8],
+        precision: Precision,
+        mode: Mode,
+    ) -> Result<Report, PushError> {
+        let outcome = self.push_inner(instance, body, precision, mode);
+        if check_instance(instance).is_ok() {
+            self.report(instance, &outcome);
+        }
+        outcome
+    }
+
+    fn push_inner(
+        &self,
+        instance: &str,
+        body: &[u8],
+        precision: Precision,
+        mode: Mode,
+    ) -> Result<Report, PushError> {
+        check_instance(instance).map_err(PushError::Instance)?;
+        let state = self.state(instance)?;
+        let parsed = parse::parse(body, precision, now_ms());
+        let mut bad = parsed.errors;
+        if mode == Mode::AllOrNothing && !bad.is_empty() {
+            return Err(PushError::Lines(bad));
+        }
+        // Held until the counters are committed, so two pushes of the same
+        // instance (two nodes of one cluster) cannot interleave them.
+        let mut rates = state.lock();
+        let mut mapped = map::map(instance, &parsed.lines, &rates);
+        // Points the store would refuse are named by line here, with the
+        // store's own words.
+        let mut keep = vec![true; mapped.points.len()];
+        for (i, p) in mapped.points.iter().enumerate() {
+            if let Err(reason) = p.validate() {
+                keep[i] = false;
+                mapped.errors.push(LineError {
+                    line: mapped.point_lines[i],
+                    reason: timestamp_hint(reason, precision),
+                });
+            }
+        }
+        if !mapped.errors.is_empty() {
+            mapped.errors.sort_by_key(|e| e.line);
+            mapped.errors.dedup_by_key(|e| e.line);
+            if mode == Mode::AllOrNothing {
+                return Err(PushError::Lines(mapped.errors));
+            }
+            let refused: std::collections::HashSet<u64> =
+                mapped.errors.iter().map(|e| e.line).collect();
+            let mut i = 0;
+            mapped.points.retain(|_| {
+                let ok = keep[i] && !refused.contains(&mapped.point_lines[i]);
+                i += 1;
+                ok
+            });
+            bad.append(&mut mapped.errors);
+            bad.sort_by_key(|e| e.line);
+        }
+        let stored = if mapped.points.is_empty() {
+            0
+        } else {
+            self.sink
+                .write(&mapped.points)
+                .map_err(|error| PushError::Store {
+                    lines: store_lines(&error, &mapped.point_lines),
+                    error,
+                })?
+        };
+        let now = now_ms();
+        for (id, sample) in mapped.rates {
+            match sample {
+                Some(s) if rates.len() < MAX_RATE_ENTRIES || rates.get(&id).is_some() => {
+                    rates.insert(id, s)
+                }
+                Some(_) => {}
+                None => {
+                    rates.remove(&id);
+                }
+            }
+        }
+        rates.forget_before(now - RATE_TTL_MS);
+        Ok(Report {
+            lines: parsed.lines.len() + bad.len(),
+            points: stored,
+            ignored: mapped.ignored,
+            bad_lines: bad,
+            resources: mapped.resources,
+        })
+    }
+
+    fn state(&self, instance: &str) -> Result<Arc<Mutex<RateState>>, PushError> {
+        let mut map = self.instances.lock();
+        if let Some(s) = map.get(instance) {
+            return Ok(s.clone());
+        }
+        if map.len() >= MAX_INSTANCES {
+            return Err(PushError::Instance(format!(
+                "{MAX_INSTANCES} instances (db / bucket names) have pushed already; a new one ({instance:?}) needs a restart"
+            )));
+        }
+        let s = Arc::new(Mutex::new(RateState::default()));
+        map.insert(instance.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn report(&self, instance: &str, outcome: &Result<Report, PushError>) {
+        if !self.instances.lock().contains_key(instance) {
+            // Refused before any state was made (too many instances): no
+            // board entry either.
+            return;
+        }
+        let now = now_ms();
+        self.board.update(&board_key(instance), |s| {
+            s.last_attempt = now;
+            match outcome {
+                Ok(r) => {
+                    s.points_written = s.points_written.saturating_add(r.points as u64);
+                    s.errors = s.errors.saturating_add(r.bad_lines.len() as u64);
+                    if r.lines > r.bad_lines.len() || r.lines == 0 {
+                        s.state = "ok".into();
+                        s.last_success = now;
+                        s.consecutive_failures = 0;
+                    }
+                    match r.bad_lines.first() {
+                        Some(first) => {
+                            s.last_error =
+                                format!("{} bad line(s) skipped; first: {first}", r.bad_lines.len())
+                        }
+                        None => s.last_error.clear(),
+                    }
+                }
+                Err(e) => {
+                    s.state = "error".into();
+                    s.last_error = e.to_string();
+                    s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                    s.errors = s.errors.saturating_add(1);
+                }
+            }
+        });
+    }
+}
+
+/// The store's per-point errors, by line.
+fn store_lines(error: &crate::Error, point_lines: &[u64]) -> Vec<LineError> {
+    let mut lines: Vec<LineError> = error
+        .point_errors()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|p| {
+            Some(LineError {
+                line: *point_lines.get(p.index)?,
+                reason: p.reason.clone(),
+            })
+        })
+        .collect();
+    lines.dedup_by_key(|e| e.line);
+    lines
+}
+
+/// A timestamp the store refuses is most often one sent in another unit
+/// than the request's precision.
+fn timestamp_hint(reason: String, precision: Precision) -> String {
+    if reason.starts_with("timestamp") {
+        format!("{reason} (read with precision={precision}: is that the unit the client sends?)")
+    } else {
+        reason
+    }
+}
