@@ -12,7 +12,19 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.metrics.validate()?;
         self.server.validate()?;
-        self.collectors.validate()
+        self.collectors.validate()?;
+        self.ingest.influx.validate()
+    }
+}
+
+impl InfluxConfig {
+    /// `udp` empty or `host:port`; `udp_instance` a valid instance name.
+    pub fn validate(&self) -> Result<()> {
+        if !self.udp.is_empty() {
+            check_listen(&self.udp).map_err(|m| Error::config("ingest.influx.udp", m))?;
+        }
+        crate::influx::check_instance(&self.udp_instance)
+            .map_err(|m| Error::config("ingest.influx.udp_instance", m))
     }
 }
 
