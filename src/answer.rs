@@ -7,11 +7,15 @@
 //!  "points":[{"timestamp":1700000000000,"value":12.5,"min":12.5,"max":12.5,"count":1}]}
 //! ```
 //! Without a metric, `"metric": null` and `"metrics": {"cpu": [points], ...}`
-//! replace `"points"`.
+//! replace `"points"`. Asked with `segments`, the answer also says which tier
+//! and bucket width each run of points stands for (`crate::segments`):
+//! `"segments": [{"start","tier","width"}]`, or `{"cpu": [...], ...}` beside
+//! `"metrics"`.
 
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::model::{HistoryPoint, SeriesKey, Tier, parse_timestamp};
+use crate::segments::Segment;
 use crate::store::{SeriesFilter, Store, TimeRange};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -40,6 +44,8 @@ pub struct HistoryRequest {
     pub now: i64,
     /// Caps points per series (at least 1).
     pub max_points: Option<usize>,
+    /// Also answer `segments` (off unless set after `from_params`).
+    pub segments: bool,
 }
 
 impl HistoryRequest {
@@ -131,6 +137,7 @@ impl HistoryRequest {
             window,
             now,
             max_points,
+            segments: false,
         })
     }
 
@@ -175,16 +182,44 @@ pub struct HistoryAnswer {
     /// Present when no metric was asked for: every metric of the resource.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, Vec<HistoryPoint>>>,
+    /// Present when asked for: the tier and bucket width of each run of
+    /// points, in the shape of `points` or `metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Segments>,
+}
+
+/// `segments` of a history answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Segments {
+    One(Vec<Segment>),
+    PerMetric(BTreeMap<String, Vec<Segment>>),
+}
+
+/// The runs of one tier and width of a series capped at `max`, from its
+/// uncapped points (the capped values come from the store, exact).
+fn segments_of(points: &[HistoryPoint], range: TimeRange, max: Option<usize>) -> Vec<Segment> {
+    let tiers = crate::segments::label(points);
+    let capped = crate::segments::cap(points, &tiers, range.start, range.end, max);
+    crate::segments::segments(&capped)
 }
 
 /// Answers a history request from the store.
 pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer> {
     let range = request.time_range();
-    let (tier, points, metrics) = match &request.metric {
+    let max = request.max_points;
+    let (tier, points, metrics, segments) = match &request.metric {
         Some(metric) => {
             let key = SeriesKey::new(&request.resource_type, &request.resource_id, metric);
-            let h = store.query(&key, range, request.max_points)?;
-            (h.tier, Some(h.points), None)
+            let h = store.query(&key, range, max)?;
+            let segments = match request.segments {
+                true => {
+                    let all = store.query(&key, range, None)?;
+                    Some(Segments::One(segments_of(&all.points, range, max)))
+                }
+                false => None,
+            };
+            (h.tier, Some(h.points), None, segments)
         }
         None => {
             let filter = SeriesFilter {
@@ -192,13 +227,23 @@ pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer>
                 resource_id: Some(request.resource_id.clone()),
                 metric: None,
             };
-            let many = store.query_many(&filter, range, request.max_points)?;
+            let many = store.query_many(&filter, range, max)?;
             let metrics = many
                 .series
                 .into_iter()
                 .map(|(key, points)| (key.metric, points))
                 .collect();
-            (many.tier, None, Some(metrics))
+            let segments = match request.segments {
+                true => {
+                    let all = store.query_many_map(&filter, range, None, &|_, points| {
+                        segments_of(&points, range, max)
+                    })?;
+                    let per_metric = all.series.into_iter().map(|(k, s)| (k.metric, s));
+                    Some(Segments::PerMetric(per_metric.collect()))
+                }
+                false => None,
+            };
+            (many.tier, None, Some(metrics), segments)
         }
     };
     Ok(HistoryAnswer {
@@ -214,6 +259,7 @@ pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer>
         tier,
         points,
         metrics,
+        segments,
     })
 }
 
@@ -325,5 +371,18 @@ mod tests {
         assert!(v.get("points").is_none());
         assert_eq!(v["metrics"]["mem"][0]["value"], 2.5);
         assert_eq!(v["metrics"]["cpu"][0]["value"], 1.5);
+        assert!(v.get("segments").is_none(), "only when asked for");
+
+        let mut all = all;
+        all.segments = true;
+        let v = serde_json::to_value(history(&store, &all).unwrap()).unwrap();
+        assert_eq!(
+            v["segments"]["cpu"],
+            serde_json::json!([{"start": NOW - 1000, "tier": "raw", "width": 1000}])
+        );
+        let mut one = one;
+        one.segments = true;
+        let v = serde_json::to_value(history(&store, &one).unwrap()).unwrap();
+        assert_eq!(v["segments"][0]["tier"], "raw");
     }
 }

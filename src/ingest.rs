@@ -442,11 +442,20 @@ impl RawBound {
         if held_now(store)? < self.held.saturating_add(self.limit) {
             return Ok(false);
         }
-        store.rollup(now_ms)?;
-        store.prune(now_ms)?;
+        self.fold(store, now_ms)?;
         self.held = held_now(store)?;
-        self.rollups += 1;
         Ok(true)
+    }
+
+    /// Folds everything written so far into the tiers as of `now_ms` (the
+    /// rollup and retention pass the service would run): how a load ends,
+    /// so all of it is queryable at once, at every range. Returns what the
+    /// retention pass did (its `floors` say what no tier keeps).
+    pub fn fold(&mut self, store: &Store, now_ms: i64) -> Result<crate::store::PruneReport> {
+        store.rollup(now_ms)?;
+        let pruned = store.prune(now_ms)?;
+        self.rollups += 1;
+        Ok(pruned)
     }
 }
 

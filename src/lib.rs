@@ -26,8 +26,9 @@
 //! | module         | owns                                                         |
 //! |----------------|--------------------------------------------------------------|
 //! | `store`        | [`Store`]: the crate `pulse_metrics_store` (SQLite file, tiers, rollup, retention, queries), with its `model`, `error` and options |
-//! | `config`       | the configuration file's types, defaults, rules, load and save |
+//! | `config`       | the configuration's types, defaults, rules, file and UI settings |
 //! | `answer`       | the history answer's JSON, shared by the HTTP API and the CLI |
+//! | `segments`     | each answered point's tier and bucket width, for gap drawing |
 //! | `ingest`       | streaming JSON Lines / CSV point reader, batched writes      |
 //! | `export`       | writing a tier as JSON Lines / CSV that `ingest` reads back  |
 //! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
@@ -47,6 +48,7 @@ pub mod export;
 pub mod influx;
 pub mod ingest;
 pub mod pulse_import;
+pub mod segments;
 pub mod server;
 pub mod ui;
 

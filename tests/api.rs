@@ -708,8 +708,8 @@ async fn exposed_listen_without_token_is_refused() {
     let mut config = test_config(dir.path());
     config.server.listen = "0.0.0.0:0".into();
     let err = pulse_metrics::server::serve(pulse_metrics::server::ServeOptions {
+        settings: pulse_metrics::config::SettingsFile::in_memory(config.clone()),
         config,
-        config_path: None,
     })
     .await
     .expect_err("must refuse");

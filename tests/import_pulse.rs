@@ -69,6 +69,9 @@ fn pulse_file(path: &Path, with_min_max: bool, rows: &[Row]) {
 }
 
 const S0: i64 = T0 / 1000;
+/// The time imports are folded as of: the newest raw point of the samples,
+/// so the fold leaves them as they were imported.
+const NOW: &str = "1699999990000";
 
 fn sample_rows() -> Vec<Row<'static>> {
     vec![
@@ -183,7 +186,9 @@ fn imports_every_tier_and_twice_is_once() {
     let before = std::fs::read(&src).unwrap();
     let db = sb.path("ours.db");
 
-    let first = sb.on(&db, &["import-pulse", src.to_str().unwrap()]).ok();
+    let first = sb
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
+        .ok();
     let report = first.json();
     assert_eq!(report["rows"], 9);
     assert_eq!(report["rawPoints"], 3);
@@ -253,7 +258,7 @@ fn imports_every_tier_and_twice_is_once() {
 
     // Again: the same report, nothing stored twice.
     let second = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     let strip = |mut v: serde_json::Value| {
@@ -314,7 +319,7 @@ fn an_older_file_without_min_max_imports_with_min_max_equal_to_the_value() {
     pulse_file(&src, false, &rows);
     let db = sb.path("ours.db");
     let report = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(report["hasMinMax"], false);
@@ -368,7 +373,7 @@ fn an_older_file_without_min_max_imports_with_min_max_equal_to_the_value() {
         (&9.0.into(), &9.0.into(), &9.0.into(), &1.into())
     );
     let again = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(again["rows"], 3);
@@ -404,7 +409,7 @@ fn a_source_with_a_wal_is_read_through_a_copy() {
     let wal_before = std::fs::read(&wal).unwrap();
     let db = sb.path("ours.db");
     let report = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(report["rawPoints"], 1);
@@ -423,7 +428,7 @@ fn a_source_with_a_wal_is_read_through_a_copy() {
     assert!(!wal.exists());
     let before = std::fs::read(&src).unwrap();
     let again = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(again["rawPoints"], 1);
@@ -475,7 +480,9 @@ fn large_files_show_progress_on_stderr() {
     .unwrap();
     drop(conn);
     let db = sb.path("ours.db");
-    let out = sb.on(&db, &["import-pulse", src.to_str().unwrap()]).ok();
+    let out = sb
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
+        .ok();
     assert_eq!(out.json()["rawPoints"], 120_000);
     assert!(out.stderr.contains("120000 rows"), "{}", out.stderr);
     assert!(out.stderr.contains("100%"), "{}", out.stderr);
@@ -492,7 +499,8 @@ fn export_after_an_import_lists_every_tier() {
     let src = sb.path("pulse.db");
     pulse_file(&src, true, &sample_rows());
     let db = sb.path("ours.db");
-    sb.on(&db, &["import-pulse", src.to_str().unwrap()]).ok();
+    sb.on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
+        .ok();
     let count = |tier: &str| {
         sb.on(&db, &["export", "--tier", tier])
             .ok()
@@ -513,7 +521,8 @@ fn export_after_an_import_lists_every_tier() {
         .iter()
         .map(|t| sb.on(&db, &["export", "--tier", t]).ok().stdout)
         .collect();
-    sb.on(&db, &["import-pulse", src.to_str().unwrap()]).ok();
+    sb.on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
+        .ok();
     let after: Vec<String> = ["minute", "hourly", "daily"]
         .iter()
         .map(|t| sb.on(&db, &["export", "--tier", t]).ok().stdout)

@@ -1,12 +1,14 @@
-// Realistic test data: 20 resources of several types (nodes, VMs,
+// Realistic test data: 21 resources of several types (nodes, VMs,
 // containers, storage, a Docker host and a backup server) sampled every 15 s
 // over the last 3 hours, with VM 101 stopped for 20 minutes (a gap) within
-// the last hour.
+// the last hour and VM 109 stopped for the last 40 minutes.
 
 export const STEP_MS = 15_000;
 export const HOURS = 3;
 /** VM 101 is stopped between these offsets from now (ms): no points at all. */
 export const GAP = { id: 'pve1:node1:101', type: 'vm', from: 45 * 60_000, to: 25 * 60_000 };
+/** VM 109 has had no points for this long (ms): stopped. */
+export const STOPPED = { id: 'pve1:node3:109', type: 'vm', for: 40 * 60_000 };
 
 export const RESOURCES = [
   ...['node1', 'node2', 'node3'].map((n, i) => ({ type: 'node', id: `pve1:${n}`, base: { cpu: 25 + i * 12, memory: 55 + i * 6, disk: 38 + i * 9 }, metrics: ['cpu', 'memory', 'disk', 'netin', 'netout'] })),
@@ -16,6 +18,7 @@ export const RESOURCES = [
     base: { cpu: vmid === 104 ? 93 : vmid === 107 ? 84 : 8 + i * 7, memory: vmid === 105 ? 79 : vmid === 106 ? 88 : 30 + i * 5, disk: vmid === 103 ? 83 : 20 + i * 6 },
     metrics: ['cpu', 'memory', 'disk', 'diskread', 'diskwrite', 'netin', 'netout'],
   })),
+  { type: 'vm', id: STOPPED.id, base: { cpu: 12, memory: 40, disk: 30 }, metrics: ['cpu', 'memory', 'disk'] },
   ...[201, 202, 203, 204, 205].map((ctid, i) => ({
     type: 'container',
     id: `pve1:node${(i % 3) + 1}:${ctid}`,
@@ -57,6 +60,7 @@ export function generate(now) {
       for (let t = start; t <= end; t += STEP_MS) {
         const ago = end - t;
         if (r.id === GAP.id && ago <= GAP.from && ago >= GAP.to) continue;
+        if (r.id === STOPPED.id && ago < STOPPED.for) continue;
         const phase = (t / 3600_000) * Math.PI * 2;
         walk = walk * 0.97 + (rand() - 0.5) * (percent ? 2.2 : 0.25);
         let value;

@@ -8,7 +8,7 @@ mod ingest;
 
 use clap::{Args, Parser, Subcommand};
 use pulse_metrics::answer::{HistoryRequest, history};
-use pulse_metrics::config::Config;
+use pulse_metrics::config::{Config, SettingsFile};
 use pulse_metrics::export::ExportFormat;
 use pulse_metrics::ingest::InputFormat;
 use pulse_metrics::model::{now_ms, parse_timestamp};
@@ -70,7 +70,9 @@ JSON Lines: one object per line:
 CSV: header resourceType,resourceId,metric,value,timestamp.
 Timestamps are Unix milliseconds or RFC 3339. The whole input is checked first: any bad
 line (each is listed) means exit 2 and nothing stored, unless --skip-invalid.
-Prints {\"accepted\":N,\"invalid\":M}.")]
+Ends by folding what it wrote into the minute/hourly/daily tiers as of --now, so all of it
+is queryable at once; points older than every tier's retention are discarded and counted.
+Prints {\"accepted\":N,\"invalid\":M,\"discarded\":D}.")]
     Ingest(IngestArgs),
 
     /// Run one rollup + retention + space-reclaim pass and print what it did
@@ -103,6 +105,7 @@ Example:
   pulse-metrics import-pulse /etc/pulse/metrics.db
 
 The source is only read, never written. Running the import again stores nothing twice.
+Ends by folding what it imported into the tiers as of --now (default: the clock), as ingest does.
 Pulse keeps no count for rolled-up rows: they are stored with count 1 (noted in the output).
 Prints a JSON report; progress goes to stderr.")]
     ImportPulse(ImportArgs),
@@ -137,6 +140,10 @@ pub(crate) struct IngestArgs {
     /// Store the valid lines and report the invalid ones instead of storing nothing
     #[arg(long)]
     skip_invalid: bool,
+
+    /// Fold what was written into the tiers as of this time (Unix ms or RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    now: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -191,6 +198,10 @@ struct ImportArgs {
     /// The Pulse metrics.db to read
     #[arg(value_name = "FILE")]
     file: PathBuf,
+
+    /// Fold what was imported into the tiers as of this time (Unix ms or RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    now: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -300,28 +311,51 @@ fn run(cli: Cli) -> CliResult {
             _ => e.into(),
         }
     };
+    // The file, settings.json (changes made in the web UI) over it, then
+    // the flags over both; checked as one, as a settings change is.
     if let Some(db) = &cli.db {
         config.metrics.database_path = db.clone();
     }
-    if let Command::Serve(args) = &command {
-        if let Some(listen) = &args.listen {
-            config.server.listen = listen.clone();
+    if let Command::Serve(args) = &command
+        && let Some(listen) = &args.listen
+    {
+        config.server.listen = listen.clone();
+    }
+    let mut settings = SettingsFile::new(
+        pulse_metrics::config::settings::default_path(),
+        config_path.clone(),
+        config,
+    );
+    if let Some(db) = &cli.db {
+        settings = settings.flag(
+            "database_path",
+            serde_json::Value::String(db.display().to_string()),
+        );
+        // For the offline commands --db also means "use this file", even
+        // when the configuration keeps the store in memory.
+        if !matches!(command, Command::Serve(_)) {
+            settings.base.metrics.enabled = true;
+            settings = settings.flag("enabled", serde_json::Value::Bool(true));
         }
-        config.validate().map_err(in_file)?;
-        config.metrics.ensure_database_dir().map_err(in_file)?;
-        return serve(config, config_path);
+    }
+    let saved = settings.load()?;
+    let config = settings.startup_config(&saved).map_err(|e| {
+        if settings.blames(&e, &saved) {
+            Failure::from(settings.explain(e, &saved))
+        } else {
+            in_file(e)
+        }
+    })?;
+    if let Command::Serve(_) = &command {
+        return serve(config, settings);
     }
     // Offline commands work on the database file. `--db` names one
     // explicitly; otherwise a store configured in memory has nothing on disk.
-    if cli.db.is_some() {
-        config.metrics.enabled = true;
-    } else if !config.metrics.enabled {
+    if !config.metrics.enabled {
         return Err(Failure::Input(
             "metrics.enabled is false: the store lives in memory only, so there is no database for this command; pass --db PATH or set metrics.enabled: true".into(),
         ));
     }
-    config.validate().map_err(in_file)?;
-    config.metrics.ensure_database_dir().map_err(in_file)?;
     let store = Store::open(config.metrics.clone())?;
     let result = match command {
         Command::Serve(_) => unreachable!("handled above"),
@@ -357,17 +391,14 @@ fn read_config(flag: Option<&PathBuf>) -> CliResult<(Config, Option<PathBuf>)> {
     Ok((config, path))
 }
 
-fn serve(config: Config, config_path: Option<PathBuf>) -> CliResult {
+fn serve(config: Config, settings: SettingsFile) -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;
     runtime
         .block_on(pulse_metrics::server::serve(
-            pulse_metrics::server::ServeOptions {
-                config,
-                config_path,
-            },
+            pulse_metrics::server::ServeOptions { config, settings },
         ))
         .map_err(|e| Failure::Runtime(format!("{e:#}")))
 }
@@ -461,8 +492,10 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
             );
         }
     })?;
-    // Durable before we claim success.
+    // Durable before we claim success, and folded into the tiers (as the
+    // service would within minutes) so every range shows it at once.
     store.flush()?;
+    pulse_metrics::ingest::RawBound::new(0).fold(store, args.now.unwrap_or_else(now_ms))?;
     for example in &report.skipped_examples {
         eprintln!("skipped {example}");
     }

@@ -50,6 +50,7 @@ pub fn spawn(
         let first = sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(250));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wrote_once = false;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -73,14 +74,22 @@ pub fn spawn(
             };
             sampler = back;
             let sink = sink.clone();
+            // The first sample is flushed at once: a fresh install shows
+            // this host within a second, not after a flush interval.
+            let first = !wrote_once;
             let written = match points {
                 Ok(points) => tokio::task::spawn_blocking(move || {
-                    sink.write(&points).map_err(|e| e.to_string())
+                    let n = sink.write(&points).map_err(|e| e.to_string())?;
+                    if first {
+                        sink.flush().map_err(|e| e.to_string())?;
+                    }
+                    Ok(n)
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("write task failed: {e}"))),
                 Err(e) => Err(e),
             };
+            wrote_once |= written.is_ok();
             board.update(NAME, |s| {
                 s.last_attempt = attempt;
                 match &written {

@@ -15,11 +15,21 @@ use std::sync::Arc;
 /// Where collectors put their samples.
 pub trait Sink: Send + Sync + 'static {
     fn write(&self, points: &[Point]) -> crate::Result<usize>;
+
+    /// Makes what was written visible and durable now rather than at the
+    /// next flush interval (a fresh install's first sample).
+    fn flush(&self) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 impl Sink for crate::Store {
     fn write(&self, points: &[Point]) -> crate::Result<usize> {
         self.write_batch(points)
+    }
+
+    fn flush(&self) -> crate::Result<()> {
+        crate::Store::flush(self)
     }
 }
 

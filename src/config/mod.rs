@@ -3,7 +3,8 @@
 //! | module     | owns                                                        |
 //! |------------|-------------------------------------------------------------|
 //! | this one   | the types and defaults of the service's sections            |
-//! | `file`     | finding, reading (YAML/JSON, `${VAR}`), merging and saving   |
+//! | `file`     | finding, reading (YAML/JSON, `${VAR}`) and merging the file  |
+//! | `settings` | `settings.json`: UI changes applied over the file            |
 //! | `validate` | the service's rules, each error naming its key              |
 //!
 //! The `metrics` section is the store's own [`MetricsConfig`], with its rules,
@@ -167,7 +168,9 @@ impl Default for ProxmoxConfig {
 }
 
 mod file;
+pub mod settings;
 mod validate;
 
 pub use file::{CONFIG_ENV, ConfigFormat, expand_env, metrics_from_json};
+pub use settings::{SettingsFile, UiSettings};
 pub use validate::check_listen;

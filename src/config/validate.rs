@@ -15,6 +15,17 @@ impl Config {
         self.collectors.validate()?;
         self.ingest.influx.validate()
     }
+
+    /// Every check a start makes before it opens the store: [`validate`],
+    /// and a database directory that exists (it is created) and is
+    /// writable. A settings change runs this too, on what the next start
+    /// would build, so nothing is saved that the next start would refuse.
+    ///
+    /// [`validate`]: Config::validate
+    pub fn check_startable(&self) -> Result<()> {
+        self.validate()?;
+        self.metrics.ensure_database_dir()
+    }
 }
 
 impl InfluxConfig {

@@ -7,7 +7,7 @@
 
 use super::{App, charts, prom};
 use crate::answer;
-use crate::config::{self, MetricsConfig};
+use crate::config::{self, Config, MetricsConfig};
 use crate::model::{Point, now_ms, parse_timestamp};
 use crate::store::{SeriesFilter, TimeRange};
 use axum::Router;
@@ -52,7 +52,11 @@ pub fn router(app: App) -> Router {
         .route("/metrics-store/history", get(history))
         .route("/metrics-store/series", get(series))
         .route("/metrics-store/stats", get(stats))
-        .route("/metrics-store/config", get(get_config).put(put_config))
+        .route(
+            "/metrics-store/config",
+            get(get_config).put(put_config).delete(delete_config),
+        )
+        .route("/metrics-store/config/sources", get(config_sources))
         .route("/metrics-store/maintenance", post(maintenance))
         .route("/charts", get(charts))
         .fallback(not_found)
@@ -67,6 +71,16 @@ pub fn router(app: App) -> Router {
         .with_state(app.clone())
         .merge(crate::ui::router())
         .layer(middleware::from_fn_with_state(app, log_requests))
+        .layer(compression())
+}
+
+/// gzip or brotli, whichever the client prefers, for every answer worth it
+/// (a 24 h dashboard answer shrinks ~10x). Level 5: brotli's default (11)
+/// takes about a second per megabyte; 5 compresses nearly as well in
+/// milliseconds, and gzip 5 is close to its default 6.
+fn compression() -> tower_http::compression::CompressionLayer {
+    tower_http::compression::CompressionLayer::new()
+        .quality(tower_http::CompressionLevel::Precise(5))
 }
 
 // ---------------------------------------------------------------- errors
@@ -263,14 +277,22 @@ async fn log_requests(State(app): State<App>, req: Request, next: Next) -> Respo
         }
     });
     app.state.prom.record(method.as_str(), &route, status);
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 {
-        tracing::warn!(%method, %path, status, ms, "request");
+    let elapsed = started.elapsed();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    // A dashboard refreshes every 10 s: routine requests would bury
+    // everything else at INFO.
+    if status >= 400 {
+        tracing::warn!(%method, %path, status, ms, "request refused or failed");
+    } else if elapsed > SLOW_REQUEST {
+        tracing::warn!(%method, %path, status, ms, "slow request");
     } else {
-        tracing::info!(%method, %path, status, ms, "request");
+        tracing::debug!(%method, %path, status, ms, "request");
     }
     resp
 }
+
+/// Requests taking longer than this are logged as warnings.
+const SLOW_REQUEST: Duration = Duration::from_secs(1);
 
 // ------------------------------------------------------------- params
 
@@ -528,7 +550,7 @@ async fn history(
         .text("resourceId")
         .ok_or_else(|| ApiError::bad_request("resourceId is required"))?;
     // The same rules as `pulse-metrics query` (crate::answer).
-    let request = answer::HistoryRequest::from_params(
+    let mut request = answer::HistoryRequest::from_params(
         resource_type,
         resource_id,
         p.get("metric"),
@@ -539,6 +561,7 @@ async fn history(
         p.get("maxPoints"),
     )
     .map_err(ApiError::from_store)?;
+    request.segments = p.bool("segments")?;
     let store = app.state.store.clone();
     let bytes = blocking(move || {
         let answer = answer::history(&store, &request).map_err(ApiError::from_store)?;
@@ -559,14 +582,15 @@ async fn charts(
     let now = now_ms();
     let w = window(&p, now, true)?;
     let store = app.state.store.clone();
+    let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
+        // Uncapped from the store: each series is capped on the reader
+        // thread by `charts::series`, which needs every point's tier first.
+        let (start, end) = (w.range.start, w.range.end);
         let many = store
-            .query_many_map(
-                &SeriesFilter::default(),
-                w.range,
-                max_points,
-                &|_, points| charts::array(&points),
-            )
+            .query_many_map(&SeriesFilter::default(), w.range, None, &|_, points| {
+                charts::series(&points, start, end, max_points)
+            })
             .map_err(ApiError::from_store)?;
         let oldest = store
             .oldest_data_timestamp()
@@ -579,6 +603,7 @@ async fn charts(
                 tier: many.tier,
                 range: w.label,
                 range_seconds: (w.range.end - w.range.start) / 1000,
+                late_count,
             },
         ))
     })
@@ -629,9 +654,11 @@ async fn get_config(State(app): State<App>) -> ApiResult {
     Ok(axum::Json(app.state.store.config()).into_response())
 }
 
-/// Validates the new `metrics` section, saves the whole config file
-/// atomically (when the service has one), then applies it live. Nothing is
-/// saved or applied when validation or saving fails.
+/// Validates the change as the next start would (the file, `settings.json`
+/// with the change, the command-line flags, then every start check), saves
+/// what now differs from the file to `settings.json` atomically, then
+/// applies it live. Nothing is saved or applied when a check or the save
+/// fails; the configuration file is never written.
 async fn put_config(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let value = parse_json(&read_body(body)?)?;
     if !value.is_object() {
@@ -640,37 +667,65 @@ async fn put_config(State(app): State<App>, body: Result<Bytes, BytesRejection>)
         ));
     }
     let mut current = app.state.config.lock().await;
-    let new_metrics: MetricsConfig = config::metrics_from_json(&value, &current.metrics)
-        .and_then(|m| m.validate().map(|()| m))
-        .map_err(config_error)?;
-    let mut new_config = current.clone();
-    new_config.metrics = new_metrics.clone();
-    let persisted = match app.state.config_path.clone() {
-        Some(path) => {
-            let to_save = new_config.clone();
-            blocking(move || {
-                to_save.save(&path).map_err(|e| {
-                    tracing::error!("saving the configuration to {} failed: {e}", path.display());
+    let settings = &app.state.settings;
+    let wanted: MetricsConfig =
+        config::metrics_from_json(&value, &current.metrics).map_err(config_error)?;
+    let saved =
+        config::UiSettings::between(&settings.base.metrics, &wanted).map_err(config_error)?;
+    change_settings(&app, &mut current, saved, "changed").await
+}
+
+/// Reset to file: forgets every setting saved from the UI (removes
+/// `settings.json`) and applies the configuration file's values live.
+async fn delete_config(State(app): State<App>) -> ApiResult {
+    let mut current = app.state.config.lock().await;
+    change_settings(
+        &app,
+        &mut current,
+        config::UiSettings::default(),
+        "reset to the file",
+    )
+    .await
+}
+
+/// Checks `saved` as the next start would, keeps it, applies it, and
+/// answers the new section with `restartRequired` and `persisted`.
+async fn change_settings(
+    app: &App,
+    current: &mut Config,
+    saved: config::UiSettings,
+    what: &str,
+) -> ApiResult {
+    let settings = app.state.settings.clone();
+    let (next, persisted) = blocking(move || {
+        // What the next start would build, with its checks: one function
+        // for both, so nothing is kept that a start would refuse.
+        let next = settings.startup_config(&saved).map_err(config_error)?;
+        let persisted = match &settings.path {
+            Some(path) => {
+                saved.save(path).map_err(|e| {
+                    tracing::error!("saving the settings to {} failed: {e}", path.display());
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!(
-                            "cannot save the configuration to {}: {e}; nothing was changed",
+                            "cannot save the settings to {}: {e}; nothing was changed",
                             path.display()
                         ),
                     )
-                })
-            })
-            .await?;
-            true
-        }
-        None => false,
-    };
+                })?;
+                true
+            }
+            None => false,
+        };
+        Ok((next, persisted))
+    })
+    .await?;
     let store = app.state.store.clone();
-    let applied = new_metrics.clone();
+    let applied = next.metrics.clone();
     let restart = blocking(move || store.reconfigure(applied).map_err(config_error)).await?;
-    *current = new_config;
-    drop(current);
-    tracing::info!(persisted, ?restart, "configuration changed through the API");
+    let new_metrics = next.metrics.clone();
+    *current = next;
+    tracing::info!(persisted, ?restart, "settings {what} through the API");
     let mut v = serde_json::to_value(&new_metrics).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -681,6 +736,27 @@ async fn put_config(State(app): State<App>, body: Result<Bytes, BytesRejection>)
         obj.insert("restartRequired".into(), json!(restart));
         obj.insert("persisted".into(), json!(persisted));
     }
+    Ok(axum::Json(v).into_response())
+}
+
+/// Where each `metrics` setting comes from, the configuration file's values
+/// ("reset to file" restores them) and where both files are.
+async fn config_sources(State(app): State<App>) -> ApiResult {
+    let settings = app.state.settings.clone();
+    let current = app.state.config.lock().await.metrics.clone();
+    let v = blocking(move || {
+        let saved =
+            config::UiSettings::between(&settings.base.metrics, &current).map_err(config_error)?;
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        Ok(json!({
+            "configFile": path(&settings.config_file),
+            "settingsFile": path(&settings.path),
+            "sources": settings.sources(&saved),
+            "file": settings.base.metrics,
+            "settings": saved.metrics,
+        }))
+    })
+    .await?;
     Ok(axum::Json(v).into_response())
 }
 

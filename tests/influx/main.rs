@@ -43,7 +43,8 @@ impl Service {
             .unwrap()
             .expect("store opens");
         let udp = !config.ingest.influx.udp.is_empty();
-        let app = App::new(store.clone(), config, None);
+        let settings = pulse_metrics::config::SettingsFile::in_memory(config.clone());
+        let app = App::new(store.clone(), config, settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
