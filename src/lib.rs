@@ -59,6 +59,6 @@ pub use config::{Config, MetricsConfig, Retention};
 pub use error::{Error, PointError, Result};
 pub use model::{HistoryPoint, Point, SeriesKey, Tier};
 pub use store::{
-    History, MaintainReport, ManyHistory, PruneReport, RollupReport, SeriesFilter, SeriesInfo,
-    Stats, Store, TimeRange, VacuumReport,
+    History, MaintainReport, ManyHistory, PruneReport, Resource, ResourceMap, ResourceMeta,
+    RollupReport, SeriesFilter, SeriesInfo, Stats, Store, TimeRange, VacuumReport,
 };

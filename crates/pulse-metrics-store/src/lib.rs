@@ -41,6 +41,7 @@
 //! | `tiers`     | reading/writing tier chunks                                  |
 //! | `query`     | tier selection, stitching, `max_points`                      |
 //! | `import`    | storing buckets migrated from another store                  |
+//! | `resources` | resource metadata (names, nodes, tags), written on change    |
 //!
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
@@ -53,6 +54,7 @@ mod codec;
 mod import;
 mod load;
 mod query;
+mod resources;
 mod retention;
 mod ring;
 mod rollup;
@@ -65,6 +67,7 @@ pub use crate::config::{MetricsConfig, Retention};
 use crate::error::SqlContext;
 pub use crate::error::{Error, PointError, Result};
 pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
+pub use crate::resources::{Resource, ResourceMap, ResourceMeta};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use schema::Location;
@@ -286,6 +289,7 @@ struct Inner {
     shared: Arc<RwLock<State>>,
     queue: Arc<Queue>,
     counters: Arc<Counters>,
+    resources: Arc<RwLock<ResourceMap>>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -323,6 +327,7 @@ impl Store {
         let conn = schema::open_writer(&location)?;
         let counters = Arc::new(Counters::default());
         let loaded = load::load(&conn, &counters)?;
+        let resources = Arc::new(RwLock::new(resources::load(&conn)?));
         let shared = Arc::new(RwLock::new(loaded.state));
         let queue = Arc::new(Queue::new(&config));
         let config = Arc::new(RwLock::new(config));
@@ -354,6 +359,7 @@ impl Store {
                 shared,
                 queue,
                 counters,
+                resources,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
             }),
@@ -453,6 +459,60 @@ impl Store {
         };
         self.inner.queue.push(pending, &self.inner.counters)?;
         Ok(points.len())
+    }
+
+    /// Records what is known about resources (names, nodes, tags...): each
+    /// update's present fields replace the stored ones, empty ones clear
+    /// them. Validated whole like a batch of points (nothing is stored if
+    /// one is bad). Only real changes are written, in one transaction that
+    /// is durable when this returns; an update that changes nothing costs
+    /// no write. Returns how many resources changed.
+    pub fn write_resources(&self, updates: &[Resource]) -> Result<usize> {
+        let errors: Vec<String> = updates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.validate().err().map(|e| format!("resource {i}: {e}")))
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "{} invalid resource(s), nothing stored; {}",
+                errors.len(),
+                errors.join("; ")
+            )));
+        }
+        if resources::changes(&self.inner.resources.read(), updates).is_empty() {
+            return Ok(0);
+        }
+        let map = self.inner.resources.clone();
+        let updates = updates.to_vec();
+        self.inner.queue.run(move |reply| {
+            writer::Job::Run(Box::new(move |w: &mut Writer| {
+                let _ = reply.send(w.write_resources(&map, &updates));
+            }))
+        })
+    }
+
+    /// Every resource with metadata, in (type, id) order.
+    pub fn resources(&self) -> Vec<Resource> {
+        self.inner
+            .resources
+            .read()
+            .iter()
+            .flat_map(|(t, ids)| {
+                ids.iter()
+                    .map(|(id, meta)| Resource::new(t.clone(), id.clone(), meta.clone()))
+            })
+            .collect()
+    }
+
+    /// The metadata of one resource, if any is known.
+    pub fn resource(&self, resource_type: &str, resource_id: &str) -> Option<ResourceMeta> {
+        self.inner
+            .resources
+            .read()
+            .get(resource_type)
+            .and_then(|ids| ids.get(resource_id))
+            .cloned()
     }
 
     /// Returns once every point written before the call is durable (survives

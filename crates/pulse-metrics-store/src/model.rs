@@ -174,7 +174,7 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 /// Largest accepted timestamp: the last millisecond of year 9999.
 pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 
-fn check_name(field: &str, s: &str) -> Result<(), String> {
+pub(crate) fn check_name(field: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err(format!("{field}: must not be empty"));
     }
@@ -192,7 +192,7 @@ fn check_name(field: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_resource_id(s: &str) -> Result<(), String> {
+pub(crate) fn check_resource_id(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("resourceId: must not be empty".into());
     }

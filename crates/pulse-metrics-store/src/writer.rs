@@ -56,6 +56,9 @@ pub enum Job {
         Vec<(SeriesKey, crate::model::HistoryPoint)>,
         Reply<usize>,
     ),
+    /// Any other work that must run on the writer thread (resource
+    /// metadata, series merges); it answers through what it captured.
+    Run(Box<dyn FnOnce(&mut Writer) + Send>),
 }
 
 /// Counters shown by `stats()` and `/metrics`.
@@ -525,6 +528,7 @@ impl Writer {
             Job::Import(tier, buckets, reply) => {
                 let _ = reply.send(self.import(tier, &buckets));
             }
+            Job::Run(work) => work(self),
         }
     }
 
