@@ -7,6 +7,7 @@ pub mod host;
 pub mod proxmox;
 
 use crate::model::Point;
+use crate::store::Resource;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -21,6 +22,10 @@ pub trait Sink: Send + Sync + 'static {
     fn flush(&self) -> crate::Result<()> {
         Ok(())
     }
+
+    /// Records what is known about resources (names, nodes, status); only
+    /// changes reach the disk. Returns how many resources changed.
+    fn write_resources(&self, resources: &[Resource]) -> crate::Result<usize>;
 }
 
 impl Sink for crate::Store {
@@ -30,6 +35,10 @@ impl Sink for crate::Store {
 
     fn flush(&self) -> crate::Result<()> {
         crate::Store::flush(self)
+    }
+
+    fn write_resources(&self, resources: &[Resource]) -> crate::Result<usize> {
+        crate::Store::write_resources(self, resources)
     }
 }
 

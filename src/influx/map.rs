@@ -25,6 +25,7 @@ use super::parse::{Line, Value};
 use crate::collectors::proxmox::sample::{self, Kind, RateState, Reading, Sample};
 use crate::ingest::LineError;
 use crate::model::{Point, SeriesKey};
+use crate::store::{Resource, ResourceMeta};
 use std::collections::HashMap;
 
 /// What one batch of lines becomes.
@@ -33,8 +34,9 @@ pub struct Mapped {
     pub points: Vec<Point>,
     /// The line each point came from (same order as `points`).
     pub point_lines: Vec<u64>,
-    /// Resources the batch describes (names, nodes), latest first seen last.
-    pub resources: Vec<Seen>,
+    /// What the batch says about its Proxmox resources (name, node,
+    /// instance, status, template, tags); the last line about one wins.
+    pub resources: Vec<Resource>,
     /// Lines that carried nothing stored (by rule, not by error).
     pub ignored: usize,
     /// Lines that cannot be mapped; the batch's other lines are still mapped.
@@ -42,19 +44,6 @@ pub struct Mapped {
     /// Counter samples to remember once the points are stored (None:
     /// forget, the resource is down).
     pub rates: Vec<(String, Option<Sample>)>,
-}
-
-/// What a push says about a resource besides its figures.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Seen {
-    pub resource_type: &'static str,
-    pub resource_id: String,
-    /// Display name (guest name, node or storage name).
-    pub name: Option<String>,
-    pub node: Option<String>,
-    pub status: Option<String>,
-    /// Proxmox's guest tags, `;`-separated as it sends them.
-    pub tags: Option<String>,
 }
 
 /// Maps `lines` of one request for `instance`. `rates` holds the counters
@@ -132,26 +121,12 @@ impl Mapper<'_> {
             },
             "system" => {
                 // Only the uptime: nothing charted, but the node is up.
-                self.seen(
-                    Kind::Node,
-                    &id,
-                    Some(node),
-                    Some(node),
-                    Some("online"),
-                    None,
-                );
+                self.seen(Kind::Node, &id, node_meta(node));
                 return true;
             }
             _ => return false,
         };
-        self.seen(
-            Kind::Node,
-            &id,
-            Some(node),
-            Some(node),
-            Some("online"),
-            None,
-        );
+        self.seen(Kind::Node, &id, node_meta(node));
         let (points, _) = sample::record(Kind::Node, &id, &reading, None, line.timestamp);
         self.out.points.extend(points);
         true
@@ -171,10 +146,27 @@ impl Mapper<'_> {
             return false;
         };
         let status = text(line, "status");
-        let name = text(line, "name").or_else(|| line.tag("host"));
-        let node = line.tag("nodename");
-        let tags = text(line, "tags");
-        self.seen(kind, &id, name, node, status, tags);
+        self.seen(
+            kind,
+            &id,
+            ResourceMeta {
+                name: text(line, "name")
+                    .or_else(|| line.tag("host"))
+                    .map(Into::into),
+                node: line.tag("nodename").map(Into::into),
+                status: status.map(Into::into),
+                // Proxmox sends `template=1` for templates only.
+                template: Some(number(line, "template").is_some_and(|t| t > 0.0)),
+                // Its tag list, `;`-separated (`,` and spaces also parse).
+                tags: text(line, "tags").map(|t| {
+                    t.split([';', ',', ' '])
+                        .filter(|t| !t.is_empty())
+                        .map(Into::into)
+                        .collect()
+                }),
+                ..ResourceMeta::default()
+            },
+        );
         if status != Some("running") {
             // A stopped guest writes nothing (a gap) and starts its rates
             // over when it is back, as with the collector.
@@ -220,15 +212,16 @@ impl Mapper<'_> {
         };
         // Proxmox pushes active storages only; `active=0` is honoured anyway.
         let active = number(line, "active").is_none_or(|a| a > 0.0);
-        let status = if active { "available" } else { "unavailable" };
-        let node_meta = (!shared).then_some(node);
         self.seen(
             Kind::Storage,
             &id,
-            Some(storage),
-            node_meta,
-            Some(status),
-            None,
+            ResourceMeta {
+                name: Some(storage.into()),
+                // Shared storage belongs to the cluster, not to one node.
+                node: (!shared).then(|| node.into()),
+                status: Some(if active { "available" } else { "unavailable" }.into()),
+                ..ResourceMeta::default()
+            },
         );
         if !active {
             return true;
@@ -259,30 +252,17 @@ impl Mapper<'_> {
             .then_some(id)
     }
 
-    fn seen(
-        &mut self,
-        kind: Kind,
-        id: &str,
-        name: Option<&str>,
-        node: Option<&str>,
-        status: Option<&str>,
-        tags: Option<&str>,
-    ) {
-        let seen = Seen {
-            resource_type: kind.resource_type(),
-            resource_id: id.to_string(),
-            name: name.map(str::to_string),
-            node: node.map(str::to_string),
-            status: status.map(str::to_string),
-            tags: tags.map(str::to_string),
-        };
+    /// Records what a line says about a resource; a later line about the
+    /// same resource replaces an earlier one's fields.
+    fn seen(&mut self, kind: Kind, id: &str, mut meta: ResourceMeta) {
+        meta.instance = Some(self.instance.to_string());
         let resources = &mut self.out.resources;
-        match resources
+        let found = resources
             .iter_mut()
-            .find(|s| s.resource_type == seen.resource_type && s.resource_id == seen.resource_id)
-        {
-            Some(old) => *old = seen,
-            None => resources.push(seen),
+            .find(|r| r.resource_type == kind.resource_type() && r.resource_id == id);
+        match found {
+            Some(r) => r.meta = r.meta.updated(&meta),
+            None => resources.push(Resource::new(kind.resource_type(), id, meta)),
         }
     }
 
@@ -333,6 +313,16 @@ impl Mapper<'_> {
         let any = !points.is_empty();
         self.out.points.extend(points);
         any
+    }
+}
+
+fn node_meta(node: &str) -> ResourceMeta {
+    ResourceMeta {
+        name: Some(node.into()),
+        node: Some(node.into()),
+        // It pushes, so it is up.
+        status: Some("online".into()),
+        ..ResourceMeta::default()
     }
 }
 

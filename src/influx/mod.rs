@@ -29,6 +29,6 @@ pub mod map;
 pub mod parse;
 pub mod push;
 
-pub use map::{Mapped, Seen};
+pub use map::Mapped;
 pub use parse::{Line, Precision, Value};
 pub use push::{Mode, PushError, Receiver, Report, board_key, check_instance};

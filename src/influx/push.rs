@@ -3,12 +3,13 @@
 //! UDP (each good line kept, bad ones counted), so the transports only move
 //! bytes.
 
-use super::map::{self, Seen};
+use super::map;
 use super::parse::{self, Precision};
 use crate::collectors::proxmox::sample::RateState;
 use crate::collectors::{Sink, StatusBoard};
 use crate::ingest::LineError;
 use crate::model::{SeriesKey, now_ms};
+use crate::store::Resource;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -43,8 +44,8 @@ pub struct Report {
     pub ignored: usize,
     /// Lenient mode only: the lines that were skipped.
     pub bad_lines: Vec<LineError>,
-    /// Resources described (names, nodes, status).
-    pub resources: Vec<Seen>,
+    /// What the push said about its resources (names, nodes, status).
+    pub resources: Vec<Resource>,
 }
 
 /// Why a push stored nothing.
@@ -189,6 +190,19 @@ impl Receiver {
             });
             bad.append(&mut mapped.errors);
             bad.sort_by_key(|e| e.line);
+        }
+        // Metadata the store would refuse (a name with control characters)
+        // is left out, never the points. It is written first: it describes
+        // the resources as they are now, so it is right even if the points
+        // are then refused.
+        mapped.resources.retain(|r| r.validate().is_ok());
+        if !mapped.resources.is_empty() {
+            self.sink
+                .write_resources(&mapped.resources)
+                .map_err(|error| PushError::Store {
+                    error,
+                    lines: Vec::new(),
+                })?;
         }
         let stored = if mapped.points.is_empty() {
             0

@@ -159,6 +159,56 @@ fn two_rounds(t0: i64, mtu: u32) -> Option<Vec<Value>> {
     pve_payloads(&json!({"mtu": mtu, "transactions": transactions}))
 }
 
+/// Names, nodes and status, as resource metadata.
+fn check_resources(store: &pulse_metrics::Store, inst: &str) {
+    use pulse_metrics::ResourceMeta;
+    let meta = |t: &str, id: &str| {
+        store
+            .resource(t, &format!("{inst}:{id}"))
+            .unwrap_or_else(|| panic!("no metadata for {t} {inst}:{id}: {:?}", store.resources()))
+    };
+    let text = |s: &str| Some(s.to_string());
+    let tags = |t: &[&str]| Some(t.iter().map(|s| s.to_string()).collect());
+    assert_eq!(
+        meta("node", "pve-a"),
+        ResourceMeta {
+            name: text("pve-a"),
+            node: text("pve-a"),
+            instance: text(inst),
+            status: text("online"),
+            ..ResourceMeta::default()
+        }
+    );
+    assert_eq!(
+        meta("vm", "101"),
+        ResourceMeta {
+            name: text("web01"),
+            node: text("pve-a"),
+            instance: text(inst),
+            status: text("running"),
+            template: Some(false),
+            tags: tags(&["prod", "web"]),
+        }
+    );
+    // Stopped, a template, and a name with a space (escaped by Proxmox).
+    assert_eq!(
+        meta("vm", "102"),
+        ResourceMeta {
+            name: text("db template"),
+            node: text("pve-a"),
+            instance: text(inst),
+            status: text("stopped"),
+            template: Some(true),
+            tags: None,
+        }
+    );
+    let ct = meta("container", "200");
+    assert_eq!((ct.name, ct.tags), (text("ct200"), tags(&["infra"])));
+    assert_eq!(meta("storage", "pve-a:local").node, text("pve-a"));
+    let ceph = meta("storage", "ceph-pool");
+    assert_eq!((ceph.name, ceph.node), (text("ceph-pool"), None));
+}
+
 /// What two rounds must give, for instance `inst`.
 fn check_two_rounds(stored: &Stored, inst: &str, t0: i64) {
     let (a, b) = (t0 * 1000, (t0 + 10) * 1000);
@@ -258,6 +308,7 @@ async fn proxmox_over_http_v2_with_its_token_header() {
         assert_eq!(status, 204, "{answer}");
     }
     check_two_rounds(&s.points().await, "pve1", t0);
+    check_resources(&s.store, "pve1");
 
     // The push shows on the status board like a collector.
     let c = s.collector("influx:pve1").await;
@@ -297,6 +348,7 @@ async fn proxmox_over_http_v1() {
         assert_eq!(status, 204, "{answer}");
     }
     check_two_rounds(&s.points().await, "cluster-b", t0);
+    check_resources(&s.store, "cluster-b");
     s.stop().await;
 }
 
@@ -345,6 +397,7 @@ async fn proxmox_over_udp_in_mtu_sized_datagrams() {
     }
     assert_eq!(stored.count(), want);
     check_two_rounds(&stored, "pve-udp", t0);
+    check_resources(&s.store, "pve-udp");
     let c = s.collector("influx:pve-udp").await;
     assert_eq!(c["state"], "ok", "{c}");
     assert_eq!(c["errors"], 0, "{c}");
@@ -396,5 +449,9 @@ async fn proxmox_rates_follow_the_collectors_reset_rules() {
         ]
     );
     assert_eq!(stored.get("vm", "pve1:101", "cpu").len(), 8);
+    // The node is metadata, and follows the migration.
+    let meta = s.store.resource("vm", "pve1:101").unwrap();
+    assert_eq!(meta.node.as_deref(), Some("pve-b"));
+    assert_eq!(meta.status.as_deref(), Some("running"));
     s.stop().await;
 }
