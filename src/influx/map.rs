@@ -338,3 +338,146 @@ fn text<'a>(line: &'a Line, key: &str) -> Option<&'a str> {
         .and_then(Value::text)
         .filter(|s| !s.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::influx::parse::{Precision, parse};
+
+    const T: i64 = 1_700_000_000;
+
+    fn run(body: &str, rates: &RateState) -> Mapped {
+        let parsed = parse(body.as_bytes(), Precision::Seconds, 0);
+        assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
+        map("pve1", &parsed.lines, rates)
+    }
+
+    fn value(m: &Mapped, t: &str, id: &str, metric: &str) -> Option<f64> {
+        m.points
+            .iter()
+            .find(|p| p.resource_type == t && p.resource_id == id && p.metric == metric)
+            .map(|p| p.value)
+    }
+
+    #[test]
+    fn generic_lines_follow_the_documented_rule() {
+        let m = run(
+            &format!(
+                "cpu,host=h1,cpu=cpu0 usage_idle=99.5,usage_user=0.5 {T}\n\
+                 uptime seconds=42i,up=true,down=f {T}\n\
+                 note,host=h1 text=\"only a string\" {T}\n"
+            ),
+            &RateState::default(),
+        );
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        // Tags in key order, `key=value` joined by commas after the instance.
+        assert_eq!(
+            value(&m, "cpu", "pve1:cpu=cpu0,host=h1", "usage_idle"),
+            Some(99.5)
+        );
+        assert_eq!(
+            value(&m, "cpu", "pve1:cpu=cpu0,host=h1", "usage_user"),
+            Some(0.5)
+        );
+        // No tags: the instance alone.
+        assert_eq!(value(&m, "uptime", "pve1", "seconds"), Some(42.0));
+        assert_eq!(value(&m, "uptime", "pve1", "up"), Some(1.0));
+        assert_eq!(value(&m, "uptime", "pve1", "down"), Some(0.0));
+        assert_eq!(m.points.len(), 5);
+        assert_eq!(m.point_lines, [1, 1, 2, 2, 2]);
+        // A line with nothing numeric is counted, not refused.
+        assert_eq!(m.ignored, 1);
+        assert!(m.resources.is_empty());
+    }
+
+    #[test]
+    fn generic_names_that_cannot_be_series_are_errors_naming_the_line() {
+        let long_tag = "v".repeat(300);
+        for (line, needle) in [
+            ("bad/measurement v=1", "resourceType"),
+            ("m bad/field=1", "metric"),
+            (&*format!("m,t={long_tag} v=1"), "resourceId"),
+        ] {
+            let body = format!("ok v=1 {T}\n{line} {T}\n");
+            let m = run(&body, &RateState::default());
+            assert_eq!(m.errors.len(), 1, "{line}");
+            assert_eq!(m.errors[0].line, 2);
+            assert!(m.errors[0].reason.contains(needle), "{}", m.errors[0]);
+            assert_eq!(m.point_lines, [1], "the bad line adds no point");
+        }
+    }
+
+    #[test]
+    fn proxmox_lines_that_carry_nothing_we_store_are_ignored_not_refused() {
+        let m = run(
+            &format!(
+                "nics,object=nodes,host=pve-a,instance=eno1 receive=1,transmit=2,type=\"physical\" {T}\n\
+                 ballooninfo,object=qemu,vmid=101,nodename=pve-a actual=1 {T}\n\
+                 system,object=sdn,host=x a=1 {T}\n\
+                 system,object=qemu,nodename=pve-a cpu=0.5,status=\"running\" {T}\n\
+                 system,object=lxc,vmid=abc,nodename=pve-a cpu=0.5,status=\"running\" {T}\n\
+                 system,object=storages,host=local used=1,total=2 {T}\n\
+                 cpustat,object=nodes cpu=0.5 {T}\n"
+            ),
+            &RateState::default(),
+        );
+        assert!(m.errors.is_empty());
+        assert!(m.points.is_empty(), "{:?}", m.points);
+        assert_eq!(m.ignored, 7);
+    }
+
+    #[test]
+    fn storage_ids_and_activity() {
+        let m = run(
+            &format!(
+                "system,object=storages,nodename=pve-a,host=local,type=dir active=1,shared=0,used=1,total=4 {T}\n\
+                 system,object=storages,nodename=pve-a,host=nfs,type=nfs active=1,shared=1,used=3,total=4 {T}\n\
+                 system,object=storages,nodename=pve-a,host=gone,type=nfs active=0,shared=1,used=3,total=4 {T}\n"
+            ),
+            &RateState::default(),
+        );
+        assert_eq!(value(&m, "storage", "pve1:pve-a:local", "disk"), Some(25.0));
+        assert_eq!(value(&m, "storage", "pve1:nfs", "disk"), Some(75.0));
+        assert_eq!(m.points.len(), 2, "an inactive storage writes nothing");
+        let gone = m
+            .resources
+            .iter()
+            .find(|r| r.resource_id == "pve1:gone")
+            .unwrap();
+        assert_eq!(gone.meta.status.as_deref(), Some("unavailable"));
+        assert_eq!(m.ignored, 0);
+    }
+
+    #[test]
+    fn a_guests_samples_in_one_batch_give_rates_between_them() {
+        let line = |t: i64, up: u64, netin: u64| {
+            format!(
+                "system,object=lxc,vmid=200,nodename=n,host=ct cpu=0.1,status=\"running\",uptime={up},netin={netin},netout=0 {t}\n"
+            )
+        };
+        let body = line(T, 100, 1000) + &line(T + 10, 110, 11_000);
+        let m = run(&body, &RateState::default());
+        let rates: Vec<f64> = m
+            .points
+            .iter()
+            .filter(|p| p.metric == "netin")
+            .map(|p| p.value)
+            .collect();
+        assert_eq!(rates, [1000.0]);
+        // What is remembered is the newer sample: the next batch's rate
+        // starts there.
+        let mut state = RateState::default();
+        for (id, s) in m.rates {
+            state.insert(id, s.unwrap());
+        }
+        let next = run(&line(T + 20, 120, 16_000), &state);
+        assert_eq!(value(&next, "container", "pve1:200", "netin"), Some(500.0));
+        // Stopped: forgotten.
+        let stopped = run(
+            &format!("system,object=lxc,vmid=200,nodename=n status=\"stopped\",cpu=0 {T}\n"),
+            &state,
+        );
+        assert!(stopped.points.is_empty());
+        assert_eq!(stopped.rates, [("pve1:200".to_string(), None)]);
+    }
+}

@@ -314,3 +314,178 @@ fn timestamp_hint(reason: String, precision: Precision) -> String {
         reason
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Point;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[derive(Default)]
+    struct Recorder {
+        points: Mutex<Vec<Point>>,
+        resources: Mutex<Vec<Resource>>,
+        refuse: AtomicBool,
+    }
+
+    impl Sink for Recorder {
+        fn write(&self, points: &[Point]) -> crate::Result<usize> {
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(crate::Error::overloaded(1, 1));
+            }
+            self.points.lock().extend_from_slice(points);
+            Ok(points.len())
+        }
+
+        fn write_resources(&self, resources: &[Resource]) -> crate::Result<usize> {
+            self.resources.lock().extend_from_slice(resources);
+            Ok(resources.len())
+        }
+    }
+
+    fn setup() -> (Arc<Recorder>, StatusBoard, Receiver) {
+        let sink = Arc::new(Recorder::default());
+        let board = StatusBoard::default();
+        let r = Receiver::new(sink.clone(), board.clone());
+        (sink, board, r)
+    }
+
+    fn guest(t: i64, uptime: u64, netin: u64) -> String {
+        format!(
+            "system,object=qemu,vmid=101,nodename=n,host=vm cpu=0.5,status=\"running\",uptime={uptime},netin={netin} {t}\n"
+        )
+    }
+
+    fn now_s() -> i64 {
+        now_ms() / 1000
+    }
+
+    #[test]
+    fn a_refused_batch_leaves_the_counters_as_they_were() {
+        let (sink, board, r) = setup();
+        let t = now_s() - 100;
+        let push = |body: String| {
+            r.push(
+                "pve1",
+                body.as_bytes(),
+                Precision::Seconds,
+                Mode::AllOrNothing,
+            )
+        };
+        push(guest(t, 100, 0)).unwrap();
+        sink.refuse.store(true, Ordering::SeqCst);
+        let e = push(guest(t + 10, 110, 10_000)).unwrap_err();
+        assert!(
+            matches!(&e, PushError::Store { error, .. } if error.is_overloaded()),
+            "{e}"
+        );
+        assert_eq!(board.snapshot()[0].state, "error");
+        sink.refuse.store(false, Ordering::SeqCst);
+        // The rate spans from the last stored sample, not the refused one.
+        let report = push(guest(t + 20, 120, 40_000)).unwrap();
+        assert_eq!(report.points, 2);
+        let netin: Vec<f64> = sink
+            .points
+            .lock()
+            .iter()
+            .filter(|p| p.metric == "netin")
+            .map(|p| p.value)
+            .collect();
+        assert_eq!(netin, [2000.0]);
+        let s = &board.snapshot()[0];
+        assert_eq!((s.name.as_str(), s.state.as_str()), ("influx:pve1", "ok"));
+        assert_eq!(
+            (s.errors, s.consecutive_failures, s.points_written),
+            (1, 0, 3)
+        );
+        // Metadata went with every push.
+        assert_eq!(sink.resources.lock()[0].meta.name.as_deref(), Some("vm"));
+    }
+
+    #[test]
+    fn all_or_nothing_and_lenient() {
+        let t = now_s() - 100;
+        let body = format!("m v=1 {t}\nm v=oops {t}\nm w=2 {t}\n");
+        let (sink, _, r) = setup();
+        let e = r
+            .push(
+                "pve1",
+                body.as_bytes(),
+                Precision::Seconds,
+                Mode::AllOrNothing,
+            )
+            .unwrap_err();
+        let PushError::Lines(lines) = &e else {
+            panic!("{e}")
+        };
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].line, 2);
+        assert!(sink.points.lock().is_empty());
+
+        let report = r
+            .push("pve1", body.as_bytes(), Precision::Seconds, Mode::Lenient)
+            .unwrap();
+        assert_eq!(
+            (report.lines, report.points, report.bad_lines.len()),
+            (3, 2, 1)
+        );
+        assert_eq!(sink.points.lock().len(), 2);
+        // A point the store would refuse refuses its line only, in lenient
+        // mode, and is named by line.
+        let report = r
+            .push(
+                "pve1",
+                format!("m v=1 {t}\nm v=2 -1\n").as_bytes(),
+                Precision::Seconds,
+                Mode::Lenient,
+            )
+            .unwrap();
+        assert_eq!(report.points, 1);
+        assert_eq!(report.bad_lines[0].line, 2);
+        assert!(
+            report.bad_lines[0].reason.contains("precision=s"),
+            "{:?}",
+            report.bad_lines
+        );
+    }
+
+    #[test]
+    fn instances_are_checked_and_bounded() {
+        let (_, board, r) = setup();
+        let body = format!("m v=1 {}", now_s());
+        for bad in ["", "a b", "a:b", &"x".repeat(65)] {
+            let e = r
+                .push(bad, body.as_bytes(), Precision::Seconds, Mode::AllOrNothing)
+                .unwrap_err();
+            assert!(matches!(e, PushError::Instance(_)), "{bad:?}");
+        }
+        assert!(board.snapshot().is_empty(), "no entry for a refused name");
+        for i in 0..MAX_INSTANCES {
+            r.push(
+                &format!("c{i}"),
+                body.as_bytes(),
+                Precision::Seconds,
+                Mode::AllOrNothing,
+            )
+            .unwrap();
+        }
+        let e = r
+            .push(
+                "one-more",
+                body.as_bytes(),
+                Precision::Seconds,
+                Mode::AllOrNothing,
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("instances"), "{e}");
+        assert_eq!(board.snapshot().len(), MAX_INSTANCES);
+        // Known ones still work.
+        r.push(
+            "c0",
+            body.as_bytes(),
+            Precision::Seconds,
+            Mode::AllOrNothing,
+        )
+        .unwrap();
+    }
+}
