@@ -223,6 +223,9 @@ fn describe(e: &influxdb_line_protocol::Error) -> String {
         E::GenericParsingError { .. } => {
             "not line protocol (expected `measurement[,tag=value...] field=value[,field=value...] [timestamp]`)".into()
         }
+        E::FieldSetMissing => {
+            "no valid field (expected key=value: a number such as 1.5, 2i or 3u, true/false, or a \"quoted string\")".into()
+        }
         E::CannotParseEntireLine { trailing_content } => format!(
             "unexpected {:?} after the fields and timestamp (a space, comma or = in a name must be escaped with \\, a string value quoted)",
             Snippet(trailing_content).text()
@@ -404,9 +407,9 @@ mod tests {
             ("m v=1 12x", "unexpected"),
             ("m v=1 1 extra", "unexpected"),
             ("m,t=a\\", "backslash"),
-            ("m v=abc", "No fields"),
+            ("m v=abc", "no valid field"),
             ("m v=1 1 2", "unexpected"),
-            ("m v", "No fields"),
+            ("m v", "no valid field"),
             ("m,t=a", "not line protocol"),
             ("m v=1 99999999999999999999", "timestamp"),
             (",t=a v=1", ""),
