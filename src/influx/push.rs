@@ -127,9 +127,9 @@ impl Receiver {
         }
     }
 
-    /// Parses `body`, maps it for `instance` and stores it; `now_ms` stamps
-    /// lines without a timestamp. Blocking (the sink may block): call it off
-    /// async threads.
+    /// Parses `body`, maps it for `instance` and stores it; lines without a
+    /// timestamp get the time of the call. Blocking (the sink may block):
+    /// call it off async threads.
     pub fn push(
         &self,
         instance: &str,
@@ -154,6 +154,7 @@ impl Receiver {
         check_instance(instance).map_err(PushError::Instance)?;
         let state = self.state(instance)?;
         let parsed = parse::parse(body, precision, now_ms());
+        let read = parsed.lines.len() + parsed.errors.len();
         let mut bad = parsed.errors;
         if mode == Mode::AllOrNothing && !bad.is_empty() {
             return Err(PushError::Lines(bad));
@@ -228,7 +229,7 @@ impl Receiver {
         }
         rates.forget_before(now - RATE_TTL_MS);
         Ok(Report {
-            lines: parsed.lines.len() + bad.len(),
+            lines: read,
             points: stored,
             ignored: mapped.ignored,
             bad_lines: bad,
