@@ -296,18 +296,29 @@ async fn proxmox_over_http_v2_with_its_token_header() {
     assert_eq!(health["status"], "pass");
 
     let auth = format!("Token {TOKEN}");
+    let (mut points, mut ignored) = (0, 0);
     for p in &payloads {
-        let body = p["body"].as_str().unwrap().as_bytes().to_vec();
-        let (status, answer) = s
-            .post(
-                "/api/v2/write?org=proxmox&bucket=pve1",
-                &[("authorization", auth.as_str())],
-                body,
-            )
-            .await;
-        assert_eq!(status, 204, "{answer}");
+        let body = p["body"].as_str().unwrap().to_string();
+        // As Proxmox sends it: a POST with the token and no content type.
+        let r = s
+            .http
+            .post(s.url("/api/v2/write?org=proxmox&bucket=pve1"))
+            .header("authorization", &auth)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 204);
+        let header = |name: &str| -> usize { r.headers()[name].to_str().unwrap().parse().unwrap() };
+        points += header("x-pulse-metrics-points");
+        ignored += header("x-pulse-metrics-ignored");
     }
-    check_two_rounds(&s.points().await, "pve1", t0);
+    let stored = s.points().await;
+    assert_eq!(points, stored.count());
+    // Per round: 5 node nics, 2 guest blockstat, nics, ballooninfo and
+    // proxmox-support lines.
+    assert_eq!(ignored, 2 * (5 + 2 + 1 + 1 + 1));
+    check_two_rounds(&stored, "pve1", t0);
     check_resources(&s.store, "pve1");
 
     // The push shows on the status board like a collector.
