@@ -378,3 +378,63 @@ async fn udp_keeps_good_lines_and_counts_bad_ones() {
     assert_eq!(board["pointsWritten"], 2, "{board}");
     s.stop().await;
 }
+
+#[test]
+fn the_ingest_keys_are_checked_naming_them() {
+    use pulse_metrics::config::{Config, ConfigFormat};
+    let load =
+        |yaml: &str| Config::parse(yaml, ConfigFormat::Yaml).and_then(|c| c.validate().map(|()| c));
+    let c = load("ingest:\n  influx:\n    udp: 0.0.0.0:8089\n    udp_instance: pve1\n").unwrap();
+    assert_eq!(c.ingest.influx.udp, "0.0.0.0:8089");
+    assert_eq!(c.ingest.influx.udp_instance, "pve1");
+    let d = Config::default();
+    assert_eq!(
+        (
+            d.ingest.influx.udp.as_str(),
+            d.ingest.influx.udp_instance.as_str()
+        ),
+        ("", "proxmox")
+    );
+    for (yaml, key, needle) in [
+        (
+            "ingest:\n  influx:\n    udp: 8089\n",
+            "ingest.influx.udp",
+            "no port",
+        ),
+        (
+            "ingest:\n  influx:\n    udp_instance: \"a b\"\n",
+            "ingest.influx.udp_instance",
+            "' '",
+        ),
+        (
+            "ingest:\n  influx:\n    udp_instance: \"\"\n",
+            "ingest.influx.udp_instance",
+            "empty",
+        ),
+        (
+            "ingest:\n  influx:\n    tcp: x\n",
+            "ingest.influx.tcp",
+            "unknown key",
+        ),
+    ] {
+        let e = load(yaml).unwrap_err();
+        assert_eq!(e.config_key(), Some(key), "{yaml}: {e}");
+        assert!(e.to_string().contains(needle), "{yaml}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_address_in_use_stops_the_start() {
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = test_config(dir.path());
+    c.ingest.influx.udp = taken.local_addr().unwrap().to_string();
+    let store = Store::open(c.metrics.clone()).unwrap();
+    let settings = pulse_metrics::config::SettingsFile::in_memory(c.clone());
+    let app = App::new(store, c, settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let e = server::run(listener, app, std::future::pending())
+        .await
+        .unwrap_err();
+    assert!(format!("{e:#}").contains("ingest.influx.udp"), "{e:#}");
+}
