@@ -300,32 +300,9 @@ async fn start_background(
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let config = app.state.config.lock().await.clone();
-    let mut tasks = Vec::new();
-    let influx = &config.ingest.influx;
-    if !influx.udp.is_empty() {
-        let socket = tokio::net::UdpSocket::bind(&influx.udp)
-            .await
-            .with_context(|| format!("cannot listen on udp {} (ingest.influx.udp)", influx.udp))?;
-        let addr = socket.local_addr().context("udp socket has no address")?;
-        let _ = app.state.udp_addr.set(addr);
-        if !addr.ip().is_loopback() {
-            tracing::warn!(
-                "line protocol over UDP on {addr} has no authentication: anyone who can reach it can write metrics; limit it with a firewall, or use HTTP with server.api_token"
-            );
-        }
-        let key = crate::influx::board_key(&influx.udp_instance);
-        app.state
-            .board
-            .update(&key, |s| s.state = "listening".into());
-        eprintln!("listening for line protocol on udp://{addr}");
-        tasks.push(udp::spawn(
-            socket,
-            app.state.influx.clone(),
-            influx.udp_instance.clone(),
-            stop.clone(),
-        ));
-    }
-    tasks.extend(jobs::spawn(app.clone(), stop.clone()));
+    let udp = udp::start(app, &config.ingest.influx, stop.clone()).await?;
+    let mut tasks = jobs::spawn(app.clone(), stop.clone());
+    tasks.extend(udp);
     let sink: Arc<dyn Sink> = Arc::new(app.state.store.clone());
     if config.collectors.host.enabled {
         tasks.push(collectors::host::spawn(

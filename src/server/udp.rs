@@ -3,7 +3,10 @@
 //! fills each up to its MTU setting). Nobody can be answered, so each good
 //! line is stored and each bad one counted on the status board and logged.
 
+use super::App;
+use crate::config::InfluxConfig;
 use crate::influx::{Mode, Precision, PushError, Receiver};
+use anyhow::Context;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
@@ -14,8 +17,42 @@ const MAX_DATAGRAM: usize = 65_535;
 /// Bad input is logged at most this often (with a count of what was not).
 const LOG_EVERY: Duration = Duration::from_secs(60);
 
+/// Binds `ingest.influx.udp` when it is set and receives on it until `stop`
+/// turns true; the bound address is kept for [`App::udp_addr`] and printed.
+/// A port that cannot be bound is an error: the service does not start.
+pub async fn start(
+    app: &App,
+    config: &InfluxConfig,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<()>>> {
+    if config.udp.is_empty() {
+        return Ok(None);
+    }
+    let socket = UdpSocket::bind(&config.udp)
+        .await
+        .with_context(|| format!("cannot listen on udp {} (ingest.influx.udp)", config.udp))?;
+    let addr = socket.local_addr().context("udp socket has no address")?;
+    let _ = app.state.udp_addr.set(addr);
+    if !addr.ip().is_loopback() {
+        tracing::warn!(
+            "line protocol over UDP on {addr} has no authentication: anyone who can reach it can write metrics; limit it with a firewall, or use HTTP with server.api_token"
+        );
+    }
+    let key = crate::influx::board_key(&config.udp_instance);
+    app.state
+        .board
+        .update(&key, |s| s.state = "listening".into());
+    eprintln!("listening for line protocol on udp://{addr}");
+    Ok(Some(spawn(
+        socket,
+        app.state.influx.clone(),
+        config.udp_instance.clone(),
+        stop,
+    )))
+}
+
 /// Receives datagrams on `socket` for `instance` until `shutdown` turns true.
-pub fn spawn(
+fn spawn(
     socket: UdpSocket,
     receiver: Arc<Receiver>,
     instance: String,
