@@ -199,6 +199,7 @@ async fn run() {
                     .unwrap();
                 let body = server::charts::encode(
                     &many.series,
+                    &pulse_metrics::ResourceMap::new(),
                     now_ms(),
                     &server::charts::ChartStats {
                         oldest_data_timestamp: 0,

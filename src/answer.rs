@@ -2,12 +2,16 @@
 //! `pulse-metrics query`, so the two can never drift apart.
 //!
 //! ```json
-//! {"resourceType":"vm","resourceId":"pve1:node1:101","metric":"cpu","range":"1h",
+//! {"resourceType":"vm","resourceId":"pve1:101","metric":"cpu","range":"1h",
 //!  "start":1700000000000,"end":1700003600000,"tier":"raw",
 //!  "points":[{"timestamp":1700000000000,"value":12.5,"min":12.5,"max":12.5,"count":1}]}
 //! ```
 //! Without a metric, `"metric": null` and `"metrics": {"cpu": [points], ...}`
-//! replace `"points"`. Asked with `segments`, the answer also says which tier
+//! replace `"points"`. A resource with metadata (name, node, ...) also has
+//! `"meta": {"name": "web01", ...}`. Pulse's resource type aliases are
+//! understood (`docker`, `system-container`, `oci-container`,
+//! `app-container`, `docker-host`, and storage `usage` for `disk`): the
+//! answer is the canonical name's. Asked with `segments`, the answer also says which tier
 //! and bucket width each run of points stands for (`crate::segments`):
 //! `"segments": [{"start","tier","width"}]`, or `{"cpu": [...], ...}` beside
 //! `"metrics"`.
@@ -15,8 +19,9 @@
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::model::{HistoryPoint, SeriesKey, Tier, parse_timestamp};
+use crate::pulse_ids::{canonical_metric, canonical_type, stored_metrics, stored_types};
 use crate::segments::Segment;
-use crate::store::{SeriesFilter, Store, TimeRange};
+use crate::store::{ResourceMeta, SeriesFilter, Store, TimeRange};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -69,6 +74,8 @@ impl HistoryRequest {
         if metric == Some("") {
             return Err(Error::invalid_input("metric: must not be empty"));
         }
+        let resource_type = canonical_type(resource_type);
+        let metric = metric.map(|m| canonical_metric(resource_type, m));
         let probe = SeriesKey::new(resource_type, resource_id, metric.unwrap_or("cpu"));
         probe.validate().map_err(Error::invalid_input)?;
         let (range, start, end) = (present(range), present(start), present(end));
@@ -186,6 +193,9 @@ pub struct HistoryAnswer {
     /// points, in the shape of `points` or `metrics`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub segments: Option<Segments>,
+    /// What is known about the resource (name, node, ...), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<ResourceMeta>,
 }
 
 /// `segments` of a history answer.
@@ -208,9 +218,33 @@ fn segments_of(points: &[HistoryPoint], range: TimeRange, max: Option<usize>) ->
 pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer> {
     let range = request.time_range();
     let max = request.max_points;
+    // The type the resource is stored under: the canonical one, else a
+    // Pulse alias of it that has series.
+    let id = &request.resource_id;
+    let of = |t: &str| SeriesFilter {
+        resource_type: Some(t.to_string()),
+        resource_id: Some(id.clone()),
+        metric: None,
+    };
+    let types = stored_types(&request.resource_type);
+    let stored_type = types
+        .iter()
+        .find(|t| !store.keys(&of(t)).is_empty())
+        .copied()
+        .unwrap_or(&request.resource_type);
     let (tier, points, metrics, segments) = match &request.metric {
         Some(metric) => {
-            let key = SeriesKey::new(&request.resource_type, &request.resource_id, metric);
+            let metric = stored_metrics(stored_type, metric)
+                .into_iter()
+                .find(|m| {
+                    let f = SeriesFilter {
+                        metric: Some(m.to_string()),
+                        ..of(stored_type)
+                    };
+                    !store.keys(&f).is_empty()
+                })
+                .unwrap_or(metric);
+            let key = SeriesKey::new(stored_type, id, metric);
             let h = store.query(&key, range, max)?;
             let segments = match request.segments {
                 true => {
@@ -222,23 +256,27 @@ pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer>
             (h.tier, Some(h.points), None, segments)
         }
         None => {
-            let filter = SeriesFilter {
-                resource_type: Some(request.resource_type.clone()),
-                resource_id: Some(request.resource_id.clone()),
-                metric: None,
-            };
+            let filter = of(stored_type);
             let many = store.query_many(&filter, range, max)?;
-            let metrics = many
-                .series
-                .into_iter()
-                .map(|(key, points)| (key.metric, points))
-                .collect();
+            // Pulse's names answer as ours, never over a series of that name.
+            let mut metrics: BTreeMap<String, Vec<HistoryPoint>> = BTreeMap::new();
+            for (key, points) in many.series {
+                let name = canonical_metric(stored_type, &key.metric).to_string();
+                if name == key.metric {
+                    metrics.insert(name, points);
+                } else {
+                    metrics.entry(name).or_insert(points);
+                }
+            }
             let segments = match request.segments {
                 true => {
                     let all = store.query_many_map(&filter, range, None, &|_, points| {
                         segments_of(&points, range, max)
                     })?;
-                    let per_metric = all.series.into_iter().map(|(k, s)| (k.metric, s));
+                    let per_metric = all
+                        .series
+                        .into_iter()
+                        .map(|(k, s)| (canonical_metric(stored_type, &k.metric).to_string(), s));
                     Some(Segments::PerMetric(per_metric.collect()))
                 }
                 false => None,
@@ -260,6 +298,7 @@ pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer>
         points,
         metrics,
         segments,
+        meta: store.resource(stored_type, id),
     })
 }
 
@@ -384,5 +423,46 @@ mod tests {
         one.segments = true;
         let v = serde_json::to_value(history(&store, &one).unwrap()).unwrap();
         assert_eq!(v["segments"][0]["tier"], "raw");
+        assert!(v.get("meta").is_none(), "nothing known about vm 1");
+
+        // Metadata comes along; Pulse's aliases answer as the canonical name.
+        store
+            .write("storage", "s1", "disk", 40.0, NOW - 1000)
+            .unwrap();
+        store.flush().unwrap();
+        let meta = ResourceMeta {
+            name: Some("local-lvm".into()),
+            ..ResourceMeta::default()
+        };
+        store
+            .write_resources(&[crate::store::Resource::new("storage", "s1", meta)])
+            .unwrap();
+        let usage = HistoryRequest::from_params(
+            "storage",
+            "s1",
+            Some("usage"),
+            Some("1h"),
+            None,
+            None,
+            NOW,
+            None,
+        )
+        .unwrap();
+        let v = serde_json::to_value(history(&store, &usage).unwrap()).unwrap();
+        assert_eq!(v["metric"], "disk");
+        assert_eq!(v["points"][0]["value"], 40.0);
+        assert_eq!(v["meta"], serde_json::json!({"name": "local-lvm"}));
+        for (alias, canonical) in [
+            ("docker", "dockerContainer"),
+            ("app-container", "dockerContainer"),
+            ("system-container", "container"),
+            ("oci-container", "container"),
+            ("docker-host", "dockerHost"),
+        ] {
+            let r =
+                HistoryRequest::from_params(alias, "c1", None, Some("1h"), None, None, NOW, None)
+                    .unwrap();
+            assert_eq!(r.resource_type, canonical);
+        }
     }
 }

@@ -9,11 +9,11 @@
 //! })?;
 //! let now = 1_700_000_040_000; // Unix ms, on a minute boundary
 //! for i in 0..12 {
-//!     store.write("vm", "pve1:node1:101", "cpu", 10.0 + i as f64, now - 60_000 + i * 5_000)?;
+//!     store.write("vm", "pve1:101", "cpu", 10.0 + i as f64, now - 60_000 + i * 5_000)?;
 //! }
 //! store.flush()?; // durable from here on, even if the process is killed
 //! store.rollup(now)?; // closed minutes become minute buckets
-//! let cpu = SeriesKey::new("vm", "pve1:node1:101", "cpu");
+//! let cpu = SeriesKey::new("vm", "pve1:101", "cpu");
 //! let day = store.query(&cpu, TimeRange::last(std::time::Duration::from_secs(86_400), now), None)?;
 //! assert_eq!(day.tier, pulse_metrics::Tier::Minute);
 //! assert_eq!(day.points[0].count, 12);
@@ -32,6 +32,7 @@
 //! | `ingest`       | streaming JSON Lines / CSV point reader, batched writes      |
 //! | `export`       | writing a tier as JSON Lines / CSV that `ingest` reads back  |
 //! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
+//! | `pulse_ids`    | Pulse's resource ids and type names, mapped onto ours        |
 //! | `collectors`   | host and Proxmox samplers writing into the store             |
 //! | `influx`       | InfluxDB line protocol (Proxmox's metric push) onto the store |
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
@@ -47,6 +48,7 @@ pub mod config;
 pub mod export;
 pub mod influx;
 pub mod ingest;
+pub mod pulse_ids;
 pub mod pulse_import;
 pub mod segments;
 pub mod server;

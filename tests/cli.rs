@@ -731,3 +731,82 @@ fn ingest_folds_what_it_wrote_so_every_range_shows_it() {
         );
     }
 }
+
+#[test]
+fn names_survive_ingest_export_and_ingest_again() {
+    let sb = Sandbox::new();
+    let db = sb.path("a.db");
+    let now = (T0 + 60_000).to_string();
+    let input = format!(
+        "{}\n{}\n{}\n",
+        r#"{"resource":{"resourceType":"vm","resourceId":"pve1:101","tags":["prod","web"],"instance":"pve1","template":false}}"#,
+        r#"{"resourceType":"vm","resourceId":"pve1:101","metric":"cpu","value":12.5,"timestamp":1699999980000,"name":"web01","node":"pve-a"}"#,
+        point("node", "pve1:pve-a", "cpu", 3.0, T0),
+    );
+    let file = sb.write("in.jsonl", &input);
+    let out = sb
+        .on(&db, &["ingest", "--now", &now, file.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        out.json(),
+        json!({"accepted": 2, "invalid": 0, "discarded": 0, "resources": 1})
+    );
+    let want = json!({"name": "web01", "node": "pve-a", "instance": "pve1",
+                      "template": false, "tags": ["prod", "web"]});
+    let query = |db: &std::path::Path| {
+        sb.on(
+            db,
+            &[
+                "query", "--type", "vm", "--id", "pve1:101", "--range", "1h", "--now", &now,
+            ],
+        )
+        .ok()
+        .json()
+    };
+    assert_eq!(query(&db)["meta"], want);
+
+    // The export carries the metadata; ingested elsewhere, it is the same.
+    let export = sb.on(&db, &["export"]).ok().stdout;
+    assert!(
+        export.starts_with(
+            r#"{"resource":{"resourceType":"vm","resourceId":"pve1:101","name":"web01""#
+        ),
+        "{export}"
+    );
+    let copy = sb.write("export.jsonl", &export);
+    let other = sb.path("b.db");
+    sb.on(&other, &["ingest", "--now", &now, copy.to_str().unwrap()])
+        .ok();
+    assert_eq!(query(&other)["meta"], want);
+    assert_eq!(sb.on(&other, &["export"]).ok().stdout, export);
+
+    // CSV may name its resources too; a bad record is a bad line.
+    let csv = sb.write(
+        "in.csv",
+        format!("resourceType,resourceId,metric,value,timestamp,name,node\nvm,pve1:102,cpu,1,{T0},db01,pve-b\nvm,pve1:103,cpu,1,{T0},,\n"),
+    );
+    sb.on(&db, &["ingest", "--now", &now, csv.to_str().unwrap()])
+        .ok();
+    let h = sb
+        .on(
+            &db,
+            &[
+                "query", "--type", "vm", "--id", "pve1:102", "--range", "1h", "--now", &now,
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(h["meta"], json!({"name": "db01", "node": "pve-b"}));
+    let bad = sb.write(
+        "bad.jsonl",
+        r#"{"resource":{"resourceType":"vm","resourceId":"pve1:104","tags":"a;b"}}"#,
+    );
+    let out = sb
+        .on(&db, &["ingest", "--now", &now, bad.to_str().unwrap()])
+        .fails(2);
+    assert!(
+        out.stderr.contains("line 1: resource: tags"),
+        "{}",
+        out.stderr
+    );
+}

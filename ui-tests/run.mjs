@@ -17,7 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
-import { GAP, RESOURCES, STOPPED, generate } from './data.mjs';
+import { GAP, RESOURCES, STOPPED, generate, resourceRecords } from './data.mjs';
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve('axe-core/axe.min.js');
@@ -215,6 +215,8 @@ collectors:
   dataDirs.push(server.dir);
   points = generate(Date.now());
   await ingest(server, points);
+  const named = await call(server, 'POST', '/api/metrics-store/write?sync=true', { resources: resourceRecords() });
+  assert.equal(named.status, 200, `resource records refused: ${named.text}`);
   const m = await call(server, 'POST', '/api/metrics-store/maintenance');
   assert.equal(m.status, 200, `maintenance failed: ${m.text}`);
 
@@ -284,20 +286,20 @@ test('the dashboard draws a sparkline for each series, coloured by thresholds', 
 
   // Threshold colours as Pulse: VM 104 cpu ~93 % is critical, VM 105 memory ~79 % a warning.
   const cell = (id, metric) => `tr[data-id="${id}"] td[data-metric="${metric}"]`;
-  assert.match(await page.getAttribute(cell('pve1:node1:104', 'cpu'), 'class'), /lvl-crit/);
-  assert.match(await page.getAttribute(cell('pve1:node2:105', 'memory'), 'class'), /lvl-warn/);
+  assert.match(await page.getAttribute(cell('pve1:104', 'cpu'), 'class'), /lvl-crit/);
+  assert.match(await page.getAttribute(cell('pve1:105', 'memory'), 'class'), /lvl-warn/);
   assert.match(await page.getAttribute(cell('pve1:node1', 'cpu'), 'class'), /lvl-ok/);
-  const critColour = await page.$eval(`${cell('pve1:node1:104', 'cpu')} .val`, (e) => getComputedStyle(e).color);
+  const critColour = await page.$eval(`${cell('pve1:104', 'cpu')} .val`, (e) => getComputedStyle(e).color);
   const okColour = await page.$eval(`${cell('pve1:node1', 'cpu')} .val`, (e) => getComputedStyle(e).color);
   assert.notEqual(critColour, okColour);
   // Current values with units.
-  assert.match(await page.textContent(`${cell('pve1:node1:104', 'cpu')} .val`), /^\d+(\.\d)?%$/);
-  assert.match(await page.textContent(`${cell('pve1:node1:101', 'netin')} .val`), /^[\d.,]+ (B|KiB|MiB)\/s$/);
+  assert.match(await page.textContent(`${cell('pve1:104', 'cpu')} .val`), /^\d+(\.\d)?%$/);
+  assert.match(await page.textContent(`${cell('pve1:101', 'netin')} .val`), /^[\d.,]+ (B|KiB|MiB)\/s$/);
 
   // The stopped VM's line breaks over its downtime.
   const gapRuns = Number(await page.getAttribute(`tr[data-id="${GAP.id}"] canvas.spark[data-metric="cpu"]`, 'data-runs'));
   assert.ok(gapRuns >= 2, `VM ${GAP.id} cpu sparkline has a break (runs: ${gapRuns})`);
-  const steadyRuns = Number(await page.getAttribute(`tr[data-id="pve1:node1:104"] canvas.spark[data-metric="cpu"]`, 'data-runs'));
+  const steadyRuns = Number(await page.getAttribute(`tr[data-id="pve1:104"] canvas.spark[data-metric="cpu"]`, 'data-runs'));
   assert.equal(steadyRuns, 1, 'a VM that never stopped is one line');
 
   assert.equal(await page.isVisible('#notice'), false, '1h is covered by the data: no notice');
@@ -314,7 +316,7 @@ test('the dashboard draws a sparkline for each series, coloured by thresholds', 
 test('changing the range issues the right /api/charts request and redraws; choices survive a reload', async () => {
   await page.goto(`${server.url}/?range=1h&view=trends`);
   await dashboardReady(page);
-  const sel = 'tr[data-id="pve1:node1:104"] canvas.spark[data-metric="cpu"]';
+  const sel = 'tr[data-id="pve1:104"] canvas.spark[data-metric="cpu"]';
   // Sparklines are drawn as they come into view, just after the answer renders.
   await page.$eval(sel, (c) => c.scrollIntoView({ block: 'center' }));
   await page.waitForSelector(`${sel}[data-drawn]`, { timeout: 5_000 });
@@ -352,7 +354,7 @@ test('changing the range issues the right /api/charts request and redraws; choic
   await page.click('button[data-view="bars"]');
   await page.waitForSelector('td[data-metric="cpu"] .bar .fill');
   assert.equal(await page.$$eval('canvas.spark', (c) => c.length), 0, 'Bars view shows no sparklines');
-  const width = await page.$eval('tr[data-id="pve1:node1:104"] td[data-metric="cpu"] .fill', (e) => parseFloat(e.style.width));
+  const width = await page.$eval('tr[data-id="pve1:104"] td[data-metric="cpu"] .fill', (e) => parseFloat(e.style.width));
   assert.ok(width > 80 && width <= 100, `the 104 cpu bar is ${width} % full`);
   await shot(page, 'dashboard-bars');
   await page.goto(`${server.url}/`);
@@ -394,16 +396,16 @@ test('the detail chart shows the mean with its min-max band, a tooltip and the g
   await dashboardReady(page);
   const [request] = await Promise.all([
     page.waitForRequest((r) => r.url().includes('/api/metrics-store/history'), { timeout: 10_000 }),
-    page.click('tr[data-id="pve1:node1:104"] td[data-metric="cpu"] button.cell'),
+    page.click('tr[data-id="pve1:104"] td[data-metric="cpu"] button.cell'),
   ]);
   const q = new URL(request.url()).searchParams;
   assert.equal(q.get('resourceType'), 'vm');
-  assert.equal(q.get('resourceId'), 'pve1:node1:104');
+  assert.equal(q.get('resourceId'), 'pve1:104');
   assert.equal(q.get('metric'), 'cpu');
   assert.equal(q.get('range'), '4h');
   assert.ok(Number(q.get('maxPoints')) > 100);
   await page.waitForSelector('#detail[open] .detail-chart[data-state="ready"] canvas', { timeout: 10_000 });
-  assert.equal(await page.textContent('#detail-title'), '104');
+  assert.equal(await page.textContent('#detail-title'), 'build01', 'the chart is titled with the name');
 
   // Rolled-up buckets carry min < max: the band is drawn.
   const band = Number(await page.getAttribute('.detail-chart', 'data-band'));
@@ -476,6 +478,48 @@ test('the detail chart shows the mean with its min-max band, a tooltip and the g
   assert.equal(gapInk, 0, 'nothing is drawn across the downtime');
   await shot(page, 'detail-gap');
   await page.keyboard.press('Escape');
+});
+
+test('rows lead with the name; the filter finds guests by name, node, tag and id', async () => {
+  const p = await browser.newPage();
+  try {
+    await p.goto(`${server.url}/?range=1h&view=trends`);
+    await dashboardReady(p);
+    const row = 'tr[data-id="pve1:101"]';
+    assert.equal(await p.textContent(`${row} .rname`), 'web01');
+    assert.equal(await p.textContent(`${row} .rctx`), 'VM 101 · node1');
+    assert.equal(await p.textContent('tr[data-id="pve1:203"] .rctx'), 'CT 203 · node3');
+    assert.equal(await p.getAttribute(`${row} th.name`, 'title'), 'pve1:101 · prod, web');
+    // A resource without a name shows its id, as before.
+    assert.equal(await p.textContent('tr[data-id="docker1"] .rname'), 'docker1');
+    // Rows come in the order of their names.
+    const names = await p.$$eval('section[data-group="vm"] tbody tr .rname', (e) => e.map((x) => x.textContent));
+    assert.deepEqual(names, [...names].sort((a, b) => a.localeCompare(b, 'en', { numeric: true })));
+    assert.equal(names.length, 9);
+
+    const shown = () => p.$$eval('tbody tr:not([hidden])', (rows) => rows.map((r) => r.dataset.id).sort());
+    for (const [filter, ids] of [
+      ['web', ['pve1:101', 'pve1:102']],
+      ['BUILD01', ['pve1:104']],
+      ['prod', ['pve1:101', 'pve1:102', 'pve1:103']],
+      ['node3', ['pve1:103', 'pve1:106', 'pve1:109', 'pve1:203', 'pve1:node3']],
+      ['pve1:105', ['pve1:105']],
+    ]) {
+      await p.fill('#filter', filter);
+      assert.deepEqual(await shown(), ids, `filter ${filter}`);
+    }
+    await p.fill('#filter', 'web');
+    await shot(p, 'filter-by-name');
+    await p.fill('#filter', '');
+
+    await p.click('tr[data-id="pve1:101"] td[data-metric="cpu"] button.cell');
+    await p.waitForSelector('#detail[open] .detail-chart[data-state="ready"]', { timeout: 10_000 });
+    assert.equal(await p.textContent('#detail-title'), 'web01');
+    assert.match(await p.textContent('#detail .detail-sub'), /^VM 101 · node1 · pve1:101 · last 1h$/);
+    await shot(p, 'detail-titled-by-name');
+  } finally {
+    await p.close();
+  }
 });
 
 test('a settings change goes to settings.json, the config file stays as written, and reset to file undoes it', async () => {
@@ -648,7 +692,7 @@ test('a phone shows name, CPU, memory and disk without sideways scrolling, and t
     assert.ok(overflow <= 1, `the page itself does not scroll sideways (${overflow}px)`);
     const bg = await phone.evaluate(() => getComputedStyle(document.body).backgroundColor);
     assert.notEqual(bg, 'rgb(13, 17, 23)', 'light theme applied');
-    for (const id of ['pve1:node1', 'pve1:node1:104', 'pve1:node1:201']) {
+    for (const id of ['pve1:node1', 'pve1:104', 'pve1:201']) {
       const boxes = await phone.$eval(`tr[data-id="${id}"]`, (tr) => {
         const wrap = tr.closest('.table-wrap');
         const r = (el) => {
@@ -669,7 +713,7 @@ test('a phone shows name, CPU, memory and disk without sideways scrolling, and t
         assert.match(c.text, /\d/, `${id} ${c.m} shows a value`);
       }
     }
-    const spark = await phone.$eval('tr[data-id="pve1:node1:104"] canvas.spark[data-metric="disk"]', (c) => c.getBoundingClientRect().right);
+    const spark = await phone.$eval('tr[data-id="pve1:104"] canvas.spark[data-metric="disk"]', (c) => c.getBoundingClientRect().right);
     assert.ok(spark <= 390, `the disk sparkline is on screen (${spark})`);
     assert.equal(await phone.isVisible('#status'), true, 'the status line is visible');
     assert.match(await phone.textContent('#status'), /Updated/);
@@ -783,7 +827,7 @@ test('the dashboard answer is compressed, rounded, and an open tab refreshes onl
     const values = Object.values(body.nodeData).flatMap((m) => Object.values(m).flatMap((pts) => pts.map((q) => q.value)));
     assert.ok(values.length > 100);
     for (const v of values) assert.ok(v.toExponential().split('e')[0].replace(/[.-]/g, '').length <= 4, `${v} has more than 4 significant digits`);
-    assert.ok(body.buckets.vm['pve1:node1:104'].cpu.segments.length >= 1, 'buckets give segments');
+    assert.ok(body.buckets.vm['pve1:104'].cpu.segments.length >= 1, 'buckets give segments');
 
     // The next refreshes (every 10 s) ask for the last buckets only, on the same grid.
     await p.waitForFunction((n) => performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/charts')).length >= n, 3, { timeout: 30_000 });
@@ -801,11 +845,11 @@ test('the dashboard answer is compressed, rounded, and an open tab refreshes onl
       wire.push(size.wire);
     }
     // Sparklines keep their history after the merges.
-    const sel = 'tr[data-id="pve1:node1:104"] canvas.spark[data-metric="cpu"]';
+    const sel = 'tr[data-id="pve1:104"] canvas.spark[data-metric="cpu"]';
     await p.$eval(sel, (c) => c.scrollIntoView({ block: 'center' }));
     await p.waitForSelector(`${sel}[data-drawn]`);
     const drawn = Number(await p.getAttribute(sel, 'data-points'));
-    const fresh = (await call(server, 'GET', '/api/charts?range=1h&maxPoints=120')).json.data['pve1:node1:104'].cpu.length;
+    const fresh = (await call(server, 'GET', '/api/charts?range=1h&maxPoints=120')).json.data['pve1:104'].cpu.length;
     assert.ok(Math.abs(drawn - fresh) <= 2, `${drawn} points after incremental refreshes, ${fresh} in a full answer`);
     // An open 1 h tab: 360 refreshes an hour, a full answer every 10 minutes.
     const perHour = 6 * full.wire + 354 * (wire.reduce((a, b) => a + b, 0) / wire.length);
@@ -910,9 +954,9 @@ test('empty, filtered, late and switching states say what happens; stopped resou
     // A filter that matches nothing.
     await p.goto(`${server.url}/?range=1h&view=trends`);
     await dashboardReady(p);
-    await p.fill('#filter', 'web');
+    await p.fill('#filter', 'zebra');
     await p.waitForSelector('#groups .no-match');
-    assert.equal((await p.textContent('#groups .no-match h2')).trim(), 'No resource matches “web”');
+    assert.equal((await p.textContent('#groups .no-match h2')).trim(), 'No resource matches “zebra”');
     await shot(p, 'filter-no-match');
     await p.fill('#filter', '104');
     assert.equal(await p.isVisible('#groups .no-match'), false);
@@ -951,14 +995,14 @@ test('empty, filtered, late and switching states say what happens; stopped resou
 
     // VM 109 has been stopped for 40 minutes: greyed at every range. (VM
     // 104 gets a fresh point: the suite's data ends when it started.)
-    await ingest(server, [{ resourceType: 'vm', resourceId: 'pve1:node1:104', metric: 'cpu', value: 93, timestamp: Date.now() }]);
+    await ingest(server, [{ resourceType: 'vm', resourceId: 'pve1:104', metric: 'cpu', value: 93, timestamp: Date.now() }]);
     for (const range of ['1h', '24h', '7d']) {
       await p.goto(`${server.url}/?range=${range}&view=trends`);
       await dashboardReady(p);
       const row = `tr[data-id="${STOPPED.id}"]`;
       assert.match(await p.getAttribute(row, 'class'), /stopped/, `${range}: VM 109 is shown as stopped`);
       assert.match(await p.getAttribute(`${row} td[data-metric="cpu"]`, 'class'), /stale/);
-      assert.doesNotMatch(await p.getAttribute('tr[data-id="pve1:node1:104"] td[data-metric="cpu"]', 'class'), /stale/, `${range}: a running VM is not`);
+      assert.doesNotMatch(await p.getAttribute('tr[data-id="pve1:104"] td[data-metric="cpu"]', 'class'), /stale/, `${range}: a running VM is not`);
     }
     // Wide screens: metric columns use the table's width.
     await p.goto(`${server.url}/?range=1h&view=trends`);
@@ -1044,7 +1088,7 @@ test('dates, times and numbers follow the browser locale (de-DE), with dates whe
   await page.goto(`${server.url}/?range=24h&view=trends`);
   await dashboardReady(page);
   const hover = async (p) => {
-    const sel = 'tr[data-id="pve1:node1:104"] canvas.spark[data-metric="cpu"]';
+    const sel = 'tr[data-id="pve1:104"] canvas.spark[data-metric="cpu"]';
     await p.$eval(sel, (c) => c.scrollIntoView({ block: 'center' }));
     const box = await p.$eval(sel, (c) => {
       const r = c.getBoundingClientRect();
@@ -1072,8 +1116,8 @@ test('dates, times and numbers follow the browser locale (de-DE), with dates whe
     await p.goto(`${server.url}/?range=24h&view=trends`);
     await dashboardReady(p);
     const cell = (id, m) => p.textContent(`tr[data-id="${id}"] td[data-metric="${m}"] .val`);
-    assert.match(await cell('pve1:node1:104', 'cpu'), /^\d{2}\s%$/, 'percent as de-DE writes it');
-    assert.match(await cell('pve1:node1:101', 'netin'), /^\d+(,\d+)? (B|KiB|MiB)\/s$/, 'decimal comma');
+    assert.match(await cell('pve1:104', 'cpu'), /^\d{2}\s%$/, 'percent as de-DE writes it');
+    assert.match(await cell('pve1:101', 'netin'), /^\d+(,\d+)? (B|KiB|MiB)\/s$/, 'decimal comma');
     assert.match(await hover(p), /^\d{1,2}\. [A-Z][a-zä]{2}\.?, \d{2}:\d{2}/, 'de-DE: "30. Nov., 14:15"');
     assert.match(await p.textContent('#status'), /Updated \d{2}:\d{2}:\d{2}/);
     // The detail chart's axes: 24-hour times with dates over a day, days over a week.
@@ -1083,7 +1127,7 @@ test('dates, times and numbers follow the browser locale (de-DE), with dates whe
     ]) {
       await p.goto(`${server.url}/?range=${range}&view=trends`);
       await dashboardReady(p);
-      await p.click('tr[data-id="pve1:node1:104"] td[data-metric="cpu"] button.cell');
+      await p.click('tr[data-id="pve1:104"] td[data-metric="cpu"] button.cell');
       await p.waitForSelector('#detail[open] .detail-chart[data-state="ready"][data-x-ticks]');
       const ticks = await p.getAttribute('.detail-chart', 'data-x-ticks');
       assert.match(ticks, re, `${range} axis: ${ticks}`);
@@ -1108,7 +1152,7 @@ test('axe-core finds no serious or critical violation on the dashboard, the deta
       await dashboardReady(p);
       await p.waitForSelector('canvas.spark[data-drawn]');
       await axeCheck(p, `dashboard (${theme})`);
-      await p.click('tr[data-id="pve1:node1:104"] td[data-metric="cpu"] button.cell');
+      await p.click('tr[data-id="pve1:104"] td[data-metric="cpu"] button.cell');
       await p.waitForSelector('#detail[open] .detail-chart[data-state="ready"] canvas');
       await axeCheck(p, `detail dialog (${theme})`);
       await p.keyboard.press('Escape');

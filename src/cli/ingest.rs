@@ -57,6 +57,13 @@ struct Summary {
     /// Points older than every tier's retention as of `--now`: folded
     /// nowhere, kept by nothing.
     discarded: u64,
+    /// Resources whose metadata (name, node, ...) the input gave.
+    #[serde(skip_serializing_if = "is_zero")]
+    resources: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResult {
@@ -122,6 +129,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
             accepted,
             invalid: counts.invalid,
             discarded,
+            resources: load.described,
         });
     }
 
@@ -163,6 +171,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
             accepted: 0,
             invalid: counts.invalid,
             discarded: 0,
+            resources: 0,
         })?;
         return Err(Failure::Exit(2));
     }
@@ -187,6 +196,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
         accepted,
         invalid: 0,
         discarded,
+        resources: load.described,
     })
 }
 
@@ -217,6 +227,8 @@ struct Load<'a> {
     /// Points stored per UTC day: what is older than every retention is
     /// told by the day the daily tier's retention keeps from.
     days: BTreeMap<i64, u64>,
+    /// Resources whose metadata was stored.
+    described: u64,
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -228,6 +240,7 @@ impl<'a> Load<'a> {
             now,
             bound,
             days: BTreeMap::new(),
+            described: 0,
         }
     }
 
@@ -242,7 +255,8 @@ impl<'a> Load<'a> {
         let mut batch = Vec::with_capacity(BATCH);
         let mut accepted = 0u64;
         let mut since_flush = 0usize;
-        for item in PointReader::new(input, format) {
+        let mut reader = PointReader::new(input, format);
+        for item in reader.by_ref() {
             match item? {
                 Ok(p) => {
                     counts.valid += 1;
@@ -270,6 +284,9 @@ impl<'a> Load<'a> {
         }
         accepted += write_all(store, &batch)? as u64;
         store.flush()?;
+        let resources = reader.resources();
+        store.write_resources(&resources)?;
+        self.described += resources.len() as u64;
         Ok(accepted)
     }
 

@@ -21,7 +21,7 @@ const MAIN_EXAMPLES: &str = "\
 Examples:
   pulse-metrics --config /etc/pulse-metrics.yaml serve
   pulse-metrics ingest points.jsonl
-  pulse-metrics query --type vm --id pve1:node1:101 --metric cpu --range 24h
+  pulse-metrics query --type vm --id pve1:101 --metric cpu --range 24h
   pulse-metrics --db /var/lib/pulse-metrics/metrics.db stats
 
 Configuration: --config PATH, else $PULSE_METRICS_CONFIG, else built-in defaults
@@ -66,7 +66,7 @@ Examples:
   some-exporter | pulse-metrics ingest --format csv -
 
 JSON Lines: one object per line:
-  {\"resourceType\":\"vm\",\"resourceId\":\"pve1:node1:101\",\"metric\":\"cpu\",\"value\":12.5,\"timestamp\":1700000000000}
+  {\"resourceType\":\"vm\",\"resourceId\":\"pve1:101\",\"metric\":\"cpu\",\"value\":12.5,\"timestamp\":1700000000000}
 CSV: header resourceType,resourceId,metric,value,timestamp.
 Timestamps are Unix milliseconds or RFC 3339. The whole input is checked first: any bad
 line (each is listed) means exit 2 and nothing stored, unless --skip-invalid.
@@ -85,9 +85,9 @@ Examples:
     /// Print the history of a resource's series as JSON (the history endpoint's answer)
     #[command(after_help = "\
 Examples:
-  pulse-metrics query --type vm --id pve1:node1:101 --metric cpu --range 24h
+  pulse-metrics query --type vm --id pve1:101 --metric cpu --range 24h
   pulse-metrics query --type node --id pve1:node1 --start 2024-05-01T00:00:00Z --end 2024-05-02T00:00:00Z --max-points 200
-  pulse-metrics query --type vm --id pve1:node1:101 --range 7d --format csv
+  pulse-metrics query --type vm --id pve1:101 --range 7d --format csv
 
 Without --metric every metric of the resource is answered, under \"metrics\".
 Give either --range, or --start and --end.")]
@@ -101,9 +101,15 @@ Example:
 
     /// Migrate a Pulse (Go) metrics.db into this store, every tier kept
     #[command(after_help = "\
-Example:
+Examples:
   pulse-metrics import-pulse /etc/pulse/metrics.db
+  pulse-metrics import-pulse --instance pve1 /etc/pulse/metrics.db
 
+Pulse's ids are stored under the collectors' (guests {instance}:{vmid}, nodes {instance}:{node},
+storage {instance}:{node}:{storage} or {instance}:{storage} when shared), so its history and
+the Proxmox collector's are one series per resource. --instance names the Proxmox instance
+(its `name` in the configuration) that collects these resources now; without it the instance
+in Pulse's ids is kept. Ids that cannot be split one way only are kept as they are and listed.
 The source is only read, never written. Running the import again stores nothing twice.
 Ends by folding what it imported into the tiers as of --now (default: the clock), as ingest does.
 Pulse keeps no count for rolled-up rows: they are stored with count 1 (noted in the output).
@@ -160,7 +166,7 @@ struct QueryArgs {
     #[arg(long = "type", value_name = "T")]
     resource_type: String,
 
-    /// Resource id (e.g. pve1:node1:101)
+    /// Resource id (e.g. pve1:101)
     #[arg(long = "id", value_name = "I")]
     resource_id: String,
 
@@ -198,6 +204,10 @@ struct ImportArgs {
     /// The Pulse metrics.db to read
     #[arg(value_name = "FILE")]
     file: PathBuf,
+
+    /// The Proxmox instance (its `name` in the configuration) the file's resources belong to
+    #[arg(long, value_name = "NAME")]
+    instance: Option<String>,
 
     /// Fold what was imported into the tiers as of this time (Unix ms or RFC 3339) [default: now]
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
@@ -469,7 +479,8 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     let started = std::time::Instant::now();
     let mut last = std::time::Instant::now();
     let mut announced = false;
-    let report = pulse_metrics::pulse_import::import_pulse(store, &args.file, |p| {
+    let instance = args.instance.as_deref();
+    let report = pulse_metrics::pulse_import::import_pulse_as(store, &args.file, instance, |p| {
         // Only large files get progress lines: small ones finish at once.
         if p.rows_total < 100_000 {
             return;
@@ -507,6 +518,12 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     }
     for note in &report.notes {
         eprintln!("note: {note}");
+    }
+    for kept in &report.ids_kept {
+        eprintln!(
+            "kept {} id {:?} as it is: {}",
+            kept.resource_type, kept.resource_id, kept.reason
+        );
     }
     eprintln!(
         "imported {} raw point(s), {} minute, {} hourly and {} daily bucket(s) from {} in {:.1}s",

@@ -85,7 +85,7 @@ pub struct ProxmoxConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxmoxInstance {
-    /// Prefix of every series id from this cluster (`pve1:node1:101`).
+    /// Prefix of every series id from this cluster (`pve1:101`).
     #[serde(deserialize_with = "text::string")]
     pub name: String,
     /// `https://host:8006`.

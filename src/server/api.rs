@@ -9,7 +9,7 @@ use super::{App, charts, prom};
 use crate::answer;
 use crate::config::{self, Config, MetricsConfig};
 use crate::model::{Point, now_ms, parse_timestamp};
-use crate::store::{SeriesFilter, TimeRange};
+use crate::store::{Resource, SeriesFilter, TimeRange, point_from_json};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -444,9 +444,17 @@ async fn write(
 ) -> ApiResult {
     let params = Params::from(query)?;
     let sync = params.bool("sync")?;
-    let points = parse_points(&read_body(body)?)?;
+    let (points, resources) = parse_points(&read_body(body)?)?;
     let store = app.state.store.clone();
+    let described = resources.len();
     let outcome = tokio::task::spawn_blocking(move || {
+        // Everything was validated: metadata first (durable when it
+        // returns), so a point is never shown without the name sent with it.
+        if !resources.is_empty() {
+            store
+                .write_resources(&resources)
+                .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
+        }
         let n = store
             .write_batch(&points)
             .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
@@ -457,7 +465,8 @@ async fn write(
     })
     .await;
     match outcome {
-        Ok(Ok(n)) => Ok(axum::Json(json!({"accepted": n})).into_response()),
+        Ok(Ok(n)) if described == 0 => Ok(axum::Json(json!({"accepted": n})).into_response()),
+        Ok(Ok(n)) => Ok(axum::Json(json!({"accepted": n, "resources": described})).into_response()),
         Ok(Err(WriteFailure::Refused(e))) => Err(e),
         Ok(Err(WriteFailure::NotDurable(n, e))) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -497,43 +506,67 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
-/// `{"points": [...]}` -> points, or a 400 naming every bad index.
-fn parse_points(bytes: &[u8]) -> Result<Vec<Point>, ApiError> {
+/// `{"points": [...], "resources": [...]}` (either may be left out) ->
+/// points and metadata updates (the resource records, then the `name` and
+/// `node` given on points), or a 400 naming every bad entry.
+fn parse_points(bytes: &[u8]) -> Result<(Vec<Point>, Vec<Resource>), ApiError> {
     let body = parse_json(bytes)?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::bad_request(
             r#"body must be a JSON object {"points": [...]}"#,
         ));
     };
-    let list = match obj.get("points") {
-        Some(Value::Array(list)) => list,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "`points` must be an array of point objects",
-            ));
-        }
-        None => {
-            return Err(ApiError::bad_request(
-                r#"missing `points`: expected {"points": [{"resourceType", "resourceId", "metric", "value", "timestamp"}]}"#,
-            ));
-        }
+    if let Some(key) = obj.keys().find(|k| *k != "points" && *k != "resources") {
+        return Err(ApiError::bad_request(format!(
+            "unknown field `{key}` (expected points, resources)"
+        )));
+    }
+    let list = |name: &str, what: &str| match obj.get(name) {
+        Some(Value::Array(list)) => Ok(Some(list)),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "`{name}` must be an array of {what} objects"
+        ))),
+        None => Ok(None),
     };
-    let mut points = Vec::with_capacity(list.len());
+    let (points_in, resources_in) = (list("points", "point")?, list("resources", "resource")?);
+    if points_in.is_none() && resources_in.is_none() {
+        return Err(ApiError::bad_request(
+            r#"missing `points`: expected {"points": [{"resourceType", "resourceId", "metric", "value", "timestamp"}]}"#,
+        ));
+    }
+    let mut points = Vec::new();
+    let mut named = Vec::new();
     let mut bad = Vec::new();
-    for (i, v) in list.iter().enumerate() {
-        match Point::from_json(v) {
-            Ok(p) => points.push(p),
-            Err(reason) => bad.push((i, reason)),
+    for (i, v) in points_in.into_iter().flatten().enumerate() {
+        match point_from_json(v) {
+            Ok((p, r)) => {
+                points.push(p);
+                named.extend(r);
+            }
+            Err(reason) => bad.push(json!({"index": i, "error": reason})),
+        }
+    }
+    let mut resources = Vec::new();
+    for (i, v) in resources_in.into_iter().flatten().enumerate() {
+        match Resource::from_json(v) {
+            Ok(r) => resources.push(r),
+            Err(reason) => bad.push(json!({"resource": i, "error": reason})),
         }
     }
     if !bad.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "{} invalid point(s), nothing stored",
-            bad.len()
-        ))
-        .with_details(point_details(bad.into_iter())));
+        let records = bad.iter().filter(|b| b.get("resource").is_some()).count();
+        let message = match (bad.len() - records, records) {
+            (p, 0) => format!("{p} invalid point(s), nothing stored"),
+            (0, r) => format!("{r} invalid resource record(s), nothing stored"),
+            (p, r) => {
+                format!("{p} invalid point(s) and {r} invalid resource record(s), nothing stored")
+            }
+        };
+        bad.truncate(MAX_DETAILS);
+        return Err(ApiError::bad_request(message).with_details(bad));
     }
-    Ok(points)
+    resources.extend(named);
+    Ok((points, resources))
 }
 
 // ----------------------------------------------------------- history
@@ -595,8 +628,24 @@ async fn charts(
         let oldest = store
             .oldest_data_timestamp()
             .map_err(ApiError::from_store)?;
+        // What is known about the resources in the answer, by the type
+        // they are answered under.
+        let listed: std::collections::HashSet<(&str, &str)> = many
+            .series
+            .iter()
+            .map(|(k, _)| (k.resource_type.as_str(), k.resource_id.as_str()))
+            .collect();
+        let mut meta = crate::store::ResourceMap::new();
+        for r in store.resources() {
+            if listed.contains(&(r.resource_type.as_str(), r.resource_id.as_str())) {
+                meta.entry(crate::pulse_ids::canonical_type(&r.resource_type).to_string())
+                    .or_default()
+                    .insert(r.resource_id, r.meta);
+            }
+        }
         Ok(charts::encode(
             &many.series,
+            &meta,
             now,
             &charts::ChartStats {
                 oldest_data_timestamp: oldest,
@@ -629,7 +678,13 @@ async fn series(State(app): State<App>) -> ApiResult {
     let store = app.state.store.clone();
     let bytes = blocking(move || {
         let series = store.series().map_err(ApiError::from_store)?;
-        to_json(&json!({ "series": series }))
+        let mut meta = crate::store::ResourceMap::new();
+        for r in store.resources() {
+            meta.entry(r.resource_type)
+                .or_default()
+                .insert(r.resource_id, r.meta);
+        }
+        to_json(&json!({ "series": series, "meta": meta }))
     })
     .await?;
     Ok(json_bytes(bytes))

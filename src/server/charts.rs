@@ -17,10 +17,18 @@
 //! Beside Pulse's maps the answer has `buckets`: per series, the time of its
 //! newest point and the runs of points of one tier and bucket width
 //! ([`crate::segments`]), so a chart tells a missing bucket from a coarser
-//! one and a stopped resource from a running one at any range.
+//! one and a stopped resource from a running one at any range; and `meta`:
+//! what is known about each resource in the answer (name, node, ...), by
+//! type then id.
+//!
+//! Series stored under one of Pulse's type aliases (`docker`,
+//! `system-container`, ...) are answered under the canonical type, and a
+//! storage's `usage` as `disk` (as Pulse's own chart answer does).
 
 use crate::model::{HistoryPoint, SeriesKey, Tier};
+use crate::pulse_ids::{canonical_metric, canonical_type};
 use crate::segments::{self, Segment};
+use crate::store::ResourceMap;
 use axum::body::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -250,10 +258,18 @@ impl Pieces {
 
 /// The whole answer for `series`, as pieces to send one after the other
 /// (joining them would copy megabytes for nothing).
-pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, stats: &ChartStats) -> Vec<Bytes> {
+pub fn encode(
+    series: &[(SeriesKey, ChartArray)],
+    meta: &ResourceMap,
+    now: i64,
+    stats: &ChartStats,
+) -> Vec<Bytes> {
     let mut a = Answer::default();
     for (key, array) in series {
-        let t = key.resource_type.as_str();
+        let t = canonical_type(&key.resource_type);
+        let metric = canonical_metric(t, &key.metric);
+        // A renamed metric never hides a series stored under the name itself.
+        let renamed = metric != key.metric;
         let map = match t {
             "vm" | "container" => {
                 a.guest_types
@@ -266,15 +282,19 @@ pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, stats: &ChartStats) 
             "dockerHost" => &mut a.docker_host_data,
             other => a.resources.entry(other).or_default(),
         };
-        map.entry(&key.resource_id)
-            .or_default()
-            .insert(&key.metric, array);
-        a.by_type
+        let metrics = map.entry(&key.resource_id).or_default();
+        if !renamed || !metrics.contains_key(metric) {
+            metrics.insert(metric, array);
+        }
+        let metrics = a
+            .by_type
             .entry(t)
             .or_default()
             .entry(&key.resource_id)
-            .or_default()
-            .insert(&key.metric, array);
+            .or_default();
+        if !renamed || !metrics.contains_key(metric) {
+            metrics.insert(metric, array);
+        }
     }
 
     let mut p = Pieces::default();
@@ -313,6 +333,9 @@ pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, stats: &ChartStats) 
         p.buckets_by_id(map);
     }
     p.raw(b"},");
+    p.key("meta");
+    p.json(meta);
+    p.raw(b",");
     p.key("timestamp");
     p.json(&now);
     p.raw(b",");
@@ -353,7 +376,7 @@ mod tests {
             .iter()
             .map(|(k, p)| (k.clone(), super::series(p, 0, now, None)))
             .collect();
-        encode(&arrays, now, &stats()).concat()
+        encode(&arrays, &ResourceMap::new(), now, &stats()).concat()
     }
 
     fn stats() -> ChartStats {
@@ -371,7 +394,7 @@ mod tests {
         let mut v = json!({
             "data": {}, "nodeData": {}, "storageData": {}, "dockerData": {},
             "dockerHostData": {}, "guestTypes": {}, "resources": {}, "buckets": {},
-            "timestamp": now,
+            "meta": {}, "timestamp": now,
         });
         let mut count = 0;
         for (k, pts) in series {
@@ -404,6 +427,43 @@ mod tests {
             "range": "1h", "rangeSeconds": 3600, "lateCount": 12,
         });
         v
+    }
+
+    #[test]
+    fn pulse_aliases_are_answered_under_canonical_names_with_metadata() {
+        let series: Vec<(SeriesKey, ChartArray)> = [
+            ("docker", "c1", "cpu", 1.0),
+            ("oci-container", "pve1:200", "cpu", 2.0),
+            ("storage", "pve1:ceph", "usage", 3.0),
+            ("storage", "pve1:nfs", "disk", 4.0),
+            ("storage", "pve1:nfs", "usage", 5.0),
+        ]
+        .iter()
+        .map(|(t, id, m, v)| {
+            (
+                SeriesKey::new(*t, *id, *m),
+                super::series(&[pt(1000, *v)], 0, 2000, None),
+            )
+        })
+        .collect();
+        let mut meta = ResourceMap::new();
+        meta.entry("storage".into()).or_default().insert(
+            "pve1:ceph".into(),
+            crate::store::ResourceMeta {
+                name: Some("ceph".into()),
+                ..Default::default()
+            },
+        );
+        let out = encode(&series, &meta, 2000, &stats()).concat();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["dockerData"]["c1"]["cpu"][0]["value"], 1.0);
+        assert_eq!(v["data"]["pve1:200"]["cpu"][0]["value"], 2.0);
+        assert_eq!(v["guestTypes"]["pve1:200"], "container");
+        assert_eq!(v["storageData"]["pve1:ceph"]["disk"][0]["value"], 3.0);
+        // A series stored as `disk` is not hidden by one stored as `usage`.
+        assert_eq!(v["storageData"]["pve1:nfs"]["disk"][0]["value"], 4.0);
+        assert_eq!(v["meta"]["storage"]["pve1:ceph"]["name"], "ceph");
+        assert!(v["resources"].as_object().unwrap().is_empty(), "{v}");
     }
 
     #[test]

@@ -14,8 +14,9 @@ import {
   level,
   metricKind,
   metricLabel,
+  resourceLabel,
+  searchText,
   spansDays,
-  splitId,
   toDateTimeLocal,
 } from './format.js';
 import { SPARK_HEIGHT, SPARK_WIDTH, applySegments, drawSparkline, pointAt, typicalStep } from './sparkline.js';
@@ -89,6 +90,8 @@ export function mergeCharts(charts, inc, cut, keepFrom) {
   charts.resources ??= {};
   for (const [type, resources] of Object.entries(inc.resources || {})) mergeMap((charts.resources[type] ??= {}), resources);
   Object.assign((charts.guestTypes ??= {}), inc.guestTypes || {});
+  charts.meta ??= {};
+  for (const [type, ids] of Object.entries(inc.meta || {})) Object.assign((charts.meta[type] ??= {}), ids);
   charts.buckets ??= {};
   for (const [type, ids] of Object.entries(inc.buckets || {})) {
     for (const [id, metrics] of Object.entries(ids || {})) {
@@ -110,16 +113,23 @@ export function mergeCharts(charts, inc, cut, keepFrom) {
   return charts;
 }
 
-/** Turns a /api/charts answer into groups of rows: [{type, title, metrics, rows:[{type,id,series,buckets}]}]. */
+/**
+ * Turns a /api/charts answer into groups of rows:
+ * [{type, title, metrics, rows:[{type,id,series,buckets,meta,label}]}], where
+ * `label` is what the row shows ({name, context}) and `meta` what is known
+ * about the resource (its name, node, tags).
+ */
 export function groupsFromCharts(charts) {
   const byType = new Map();
   const buckets = charts.buckets || {};
+  const metaOf = charts.meta || {};
   const add = (type, id, series) => {
     if (!series || typeof series !== 'object') return;
     if (!byType.has(type)) byType.set(type, []);
     const b = buckets[type]?.[id] || {};
     for (const [metric, points] of Object.entries(series)) applySegments(points, b[metric]?.segments);
-    byType.get(type).push({ type, id, series, buckets: b });
+    const meta = metaOf[type]?.[id];
+    byType.get(type).push({ type, id, series, buckets: b, meta, label: resourceLabel(type, id, meta) });
   };
   const guestTypes = charts.guestTypes || {};
   for (const [id, series] of Object.entries(charts.data || {})) add(guestTypes[id] === 'container' ? 'container' : 'vm', id, series);
@@ -146,6 +156,11 @@ export function groupsFromCharts(charts) {
       rows,
     };
   });
+}
+
+/** Rows in the order people look for them: by the name shown, then by id. */
+function byName(a, b) {
+  return compareIds(a.label.name, b.label.name) || compareIds(a.id, b.id);
 }
 
 function lastPoint(points) {
@@ -527,9 +542,9 @@ export class Dashboard {
     const sort = this.sort.get(group.type);
     if (sort && sort.metric) {
       const value = (r) => lastPoint(r.series[sort.metric])?.value ?? -Infinity;
-      rows.sort((a, b) => (value(b) - value(a)) * sort.dir || compareIds(a.id, b.id));
+      rows.sort((a, b) => (value(b) - value(a)) * sort.dir || byName(a, b));
     } else {
-      rows.sort((a, b) => compareIds(a.id, b.id) * (sort?.dir ?? 1));
+      rows.sort((a, b) => byName(a, b) * (sort?.dir ?? 1));
     }
     const keep = new Set();
     let previous = null;
@@ -618,11 +633,7 @@ export class Dashboard {
     const th = document.createElement('th');
     th.scope = 'row';
     th.className = 'name';
-    const { name, context } = splitId(row.id);
     th.innerHTML = '<span class="rname"></span><span class="rctx"></span>';
-    th.firstChild.textContent = name;
-    th.lastChild.textContent = context;
-    th.title = row.id;
     tr.append(th);
     const view = this.ctx.state.view;
     for (const m of group.metrics) {
@@ -668,6 +679,14 @@ export class Dashboard {
   }
 
   updateRow(group, row, tr) {
+    // The name (and node) may change between answers: a guest migrates.
+    const th = tr.firstChild;
+    const { name, context } = row.label;
+    if (th.firstChild.textContent !== name) th.firstChild.textContent = name;
+    if (th.lastChild.textContent !== context) th.lastChild.textContent = context;
+    const tags = row.meta?.tags?.length ? ` · ${row.meta.tags.join(', ')}` : '';
+    th.title = `${row.id}${tags}`;
+    tr.dataset.search = searchText(row.id, row.meta);
     const [start, end] = this.bounds;
     const now = this.charts.timestamp || Date.now();
     const segmented = !!this.charts.buckets;
@@ -686,7 +705,8 @@ export class Dashboard {
       if (stale) stopped++;
       v.textContent = last ? formatValue(m, last.value) : '—';
       td.className = `m kind-${metricKind(m)} lvl-${lvl}${stale ? ' stale' : ''}`;
-      const label = `${metricLabel(m)} of ${row.id}: ${last ? formatValue(m, last.value) : 'no data'}${
+      const who = row.meta?.name ? `${row.meta.name} (${row.id})` : row.id;
+      const label = `${metricLabel(m)} of ${who}: ${last ? formatValue(m, last.value) : 'no data'}${
         newest != null && stale ? `, last seen ${formatRelative(newest, now)}` : ''
       }. Open chart.`;
       b.setAttribute('aria-label', label);
@@ -750,7 +770,7 @@ export class Dashboard {
     for (const g of this.groupEls.values()) {
       let shown = 0;
       for (const [id, tr] of g.rows) {
-        const hide = !!f && !id.toLowerCase().includes(f);
+        const hide = !!f && !(tr.dataset.search ?? id.toLowerCase()).includes(f);
         tr.hidden = hide;
         if (!hide) shown++;
       }
@@ -765,7 +785,7 @@ export class Dashboard {
         this.groupsEl.append(none);
       }
       none.querySelector('h2').textContent = `No resource matches “${this.filter}”`;
-      none.querySelector('p').textContent = 'The filter matches resource ids (for example pve1:node1:101). Clear it to see every resource.';
+      none.querySelector('p').textContent = 'The filter matches names, ids, nodes and tags (for example web01, pve1:101, pve-a or prod). Clear it to see every resource.';
     } else {
       none?.remove();
     }
@@ -782,7 +802,7 @@ export class Dashboard {
       const row = group?.rows.find((r) => r.id === tr.dataset.id);
       const metrics = row ? Object.keys(row.series).sort(compareMetrics) : [cell.dataset.metric];
       this.hideTooltip();
-      this.ctx.detail.open({ type: tr.dataset.type, id: tr.dataset.id, metric: cell.dataset.metric, metrics });
+      this.ctx.detail.open({ type: tr.dataset.type, id: tr.dataset.id, metric: cell.dataset.metric, metrics, meta: row?.meta });
     });
     this.groupsEl.addEventListener('pointermove', (e) => {
       const canvas = e.target.closest?.('canvas.spark');

@@ -13,7 +13,7 @@ import {
   metricKind,
   metricLabel,
   spansDays,
-  splitId,
+  resourceLabel,
   timeAxisLabels,
 } from './format.js';
 import { applySegments, runsOf, withAlpha } from './sparkline.js';
@@ -135,11 +135,20 @@ export class Detail {
   open(target) {
     this.target = { ...target };
     this.zoomed = false;
-    const { name, context } = splitId(target.id);
+    // The name first ("web01"); type, VMID, node and id after it.
+    const { name, context } = resourceLabel(target.type, target.id, target.meta);
     this.dialog.querySelector('#detail-title').textContent = name;
     const { state } = this.ctx;
     const range = state.range === 'custom' ? `${formatDateTime(state.start)} – ${formatDateTime(state.end)}` : `last ${state.range}`;
-    this.dialog.querySelector('.detail-sub').textContent = [TYPE_LABELS[target.type] ?? target.type, target.id !== name ? target.id : context || null, range]
+    const named = !!target.meta?.name;
+    // "VM 101 · pve-a" already says what it is.
+    const typed = named && /^(VM|CT) \d/.test(context);
+    this.dialog.querySelector('.detail-sub').textContent = [
+      typed ? null : TYPE_LABELS[target.type] ?? target.type,
+      named ? context || null : null,
+      target.id !== name ? target.id : context || null,
+      range,
+    ]
       .filter(Boolean)
       .join(' · ');
     if (!this.dialog.open) this.dialog.showModal();

@@ -227,11 +227,34 @@ export function formatDuration(seconds) {
   return parts.join(' ') || '0 s';
 }
 
-/** Splits a Pulse id (`pve1:node1:101`) into its last part and the context before it. */
+/** Splits an id (`pve1:101`, `pve1:node1:local`) into its last part and the context before it. */
 export function splitId(id) {
   const i = id.lastIndexOf(':');
   if (i <= 0 || i === id.length - 1) return { name: id, context: '' };
   return { name: id.slice(i + 1), context: id.slice(0, i) };
+}
+
+/**
+ * What a row or a chart title shows of a resource: the name people know it
+ * by first ("web01"), then what tells it apart (VMID, node); without a name,
+ * its id as before (last part, then the rest). `meta` is the resource's
+ * metadata from the API (`name`, `node`, `tags`, ...), if any.
+ */
+export function resourceLabel(type, id, meta) {
+  const { name: last, context } = splitId(id);
+  if (!meta?.name) return { name: last, context };
+  const parts = [];
+  if ((type === 'vm' || type === 'container') && /^\d+$/.test(last)) parts.push(`${type === 'vm' ? 'VM' : 'CT'} ${last}`);
+  if (meta.node && meta.node !== meta.name) parts.push(meta.node);
+  return { name: meta.name, context: parts.join(' · ') };
+}
+
+/** The text the dashboard filter matches: id, name, node, instance and tags, lower case. */
+export function searchText(id, meta) {
+  return [id, meta?.name, meta?.node, meta?.instance, ...(Array.isArray(meta?.tags) ? meta.tags : [])]
+    .filter(Boolean)
+    .join('\n')
+    .toLowerCase();
 }
 
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });

@@ -50,6 +50,9 @@ enum Inner {
     },
     /// The file is an SQLite database that belongs to another program.
     Foreign { path: PathBuf, tables: Vec<String> },
+    /// Stored content that cannot be read back (a damaged journal segment
+    /// or chunk), naming where.
+    Damaged { detail: String },
     /// Invalid configuration: the key at fault and the rule it breaks.
     Config { key: String, message: String },
     Io {
@@ -93,6 +96,12 @@ impl Error {
     }
     pub fn foreign(path: PathBuf, tables: Vec<String>) -> Error {
         Error::new(Inner::Foreign { path, tables })
+    }
+    /// Stored content that cannot be read back; `detail` names where.
+    pub fn damaged(detail: impl Into<String>) -> Error {
+        Error::new(Inner::Damaged {
+            detail: detail.into(),
+        })
     }
     /// A configuration error naming `key` and the rule it breaks.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Error {
@@ -162,6 +171,12 @@ impl Error {
         )
     }
 
+    /// Stored data is damaged (see the message for where); the file was
+    /// left as it was.
+    pub fn is_damaged(&self) -> bool {
+        matches!(*self.inner, Inner::Damaged { .. })
+    }
+
     /// The store was closed before the call could complete.
     pub fn is_closed(&self) -> bool {
         matches!(*self.inner, Inner::Closed)
@@ -212,6 +227,7 @@ impl fmt::Display for Error {
                 path.display(),
                 tables.join(", ")
             ),
+            Inner::Damaged { detail } => write!(f, "damaged data: {detail}"),
             Inner::Config { key, message } => write!(f, "config `{key}`: {message}"),
             Inner::Io { context, source } => write!(f, "{context}: {source}"),
             Inner::Sqlite { context, source } => write!(f, "{context}: {source}"),

@@ -42,6 +42,8 @@
 //! | `query`     | tier selection, stitching, `max_points`                      |
 //! | `import`    | storing buckets migrated from another store                  |
 //! | `resources` | resource metadata (names, nodes, tags), written on change    |
+//! | `merge`     | merging one series into another (an id that changed)         |
+//! | `guest_ids` | the one-time merge of `{instance}:{node}:{vmid}` guest ids   |
 //!
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
@@ -50,13 +52,21 @@ pub mod config;
 pub mod error;
 pub mod model;
 
+mod bits;
 mod codec;
+mod counters;
+mod disk;
+mod guest_ids;
 mod import;
+mod journal;
+mod legacy;
 mod load;
+mod merge;
 mod query;
+mod queue;
+mod raw;
 mod resources;
 mod retention;
-mod ring;
 mod rollup;
 mod schema;
 mod state;
@@ -67,21 +77,22 @@ pub use crate::config::{MetricsConfig, Retention};
 use crate::error::SqlContext;
 pub use crate::error::{Error, PointError, Result};
 pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
-pub use crate::resources::{Resource, ResourceMap, ResourceMeta};
+pub use crate::resources::{Resource, ResourceMap, ResourceMeta, point_from_json};
+use counters::Counters;
 use parking_lot::{Mutex, RwLock};
+use queue::{Pending, Queue, SeriesRef};
 use rusqlite::Connection;
 use schema::Location;
 use serde::Serialize;
 use state::{ChunkTier, State};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use writer::{Counters, Pending, Queue, SeriesRef, Writer};
 
 pub use query::select_tier;
-pub use writer::QUEUE_CAPACITY;
+pub use queue::QUEUE_CAPACITY;
 
 /// A time range for a query, with the `now` that tier selection uses
 /// (a tier "covers" `start` if `start >= now - retention`). All Unix ms.
@@ -194,7 +205,9 @@ pub struct PruneReport {
     pub minute_buckets: u64,
     pub hourly_buckets: u64,
     pub daily_buckets: u64,
-    pub log_slots_deleted: u64,
+    /// Raw journal segments deleted: every point in them rolled up and
+    /// past raw retention.
+    pub journal_segments_deleted: u64,
     /// Free space returned to the file system (beyond a small reuse reserve).
     pub bytes_freed: u64,
     /// Oldest timestamp each tier keeps (raw, minute, hourly, daily), Unix ms.
@@ -255,8 +268,11 @@ pub struct Stats {
     pub flush_count: u64,
     pub flush_failures: u64,
     pub job_failures: u64,
-    pub log_slots: u64,
-    pub log_slots_free: u64,
+    /// Files of the raw journal and their bytes.
+    pub journal_segments: u64,
+    pub journal_bytes: u64,
+    /// Memory the raw tier takes (compressed points and chunk headers).
+    pub raw_memory_bytes: u64,
     pub queue_capacity: u64,
 }
 
@@ -285,11 +301,16 @@ pub struct Store {
 
 struct Inner {
     location: Location,
+    /// Opened with `open_read_only`: answers queries, refuses writes.
+    read_only: bool,
     config: Arc<RwLock<MetricsConfig>>,
     shared: Arc<RwLock<State>>,
     queue: Arc<Queue>,
     counters: Arc<Counters>,
+    /// Resource metadata; only the writer thread changes it.
     resources: Arc<RwLock<ResourceMap>>,
+    /// Accepted points the writer could not flush before it stopped.
+    lost: Arc<AtomicU64>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
 }
@@ -325,45 +346,110 @@ impl Store {
             Location::memory()
         };
         let conn = schema::open_writer(&location)?;
-        let counters = Arc::new(Counters::default());
-        let loaded = load::load(&conn, &counters)?;
+        guest_ids::migrate(&conn)?;
+        let counters = Arc::new(Counters::restore(&conn)?);
         let resources = Arc::new(RwLock::new(resources::load(&conn)?));
-        let shared = Arc::new(RwLock::new(loaded.state));
-        let queue = Arc::new(Queue::new(&config));
+        let journal_dir = location.path().map(journal::dir_of);
+        let source = match &journal_dir {
+            Some(dir) => load::RawSource::Journal { dir, repair: true },
+            None => load::RawSource::None,
+        };
+        let mut loaded = load::load(&conn, source)?;
+        let journal = journal_dir.as_deref().map(|d| loaded.journal(d));
+        let load::Loaded {
+            state,
+            fold,
+            next_seq,
+            ..
+        } = loaded;
+        let shared = Arc::new(RwLock::new(state));
+        let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
         let config = Arc::new(RwLock::new(config));
-        let mut writer = Writer::new(
-            conn,
-            matches!(location, Location::Memory(_)),
-            shared.clone(),
-            queue.clone(),
-            counters.clone(),
-            config.clone(),
-            loaded.ring,
-            loaded.next_seq,
-            loaded.rolled_to,
+        let lost = Arc::new(AtomicU64::new(0));
+        let writer = writer::Writer::new(
+            writer::WriterParts {
+                disk: disk::Disk {
+                    conn,
+                    shared: shared.clone(),
+                    memory: matches!(location, Location::Memory(_)),
+                    frames: 0,
+                },
+                journal,
+                fold,
+                next_seq,
+                queue: queue.clone(),
+                counters: counters.clone(),
+                config: config.clone(),
+            },
+            lost.clone(),
         );
-        writer.work = loaded.work;
-        writer.daily_pending = loaded.daily_pending;
-        let guard_queue = queue.clone();
+        let gone = queue::GoneOnDrop(queue.clone(), lost.clone());
         let handle = std::thread::Builder::new()
             .name("pulse-metrics-writer".into())
             .spawn(move || {
-                let _gone = writer::GoneOnDrop(guard_queue);
+                let _gone = gone;
                 writer.run();
             })
             .map_err(|e| Error::io("start writer thread", e))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 location,
+                read_only: false,
                 config,
                 shared,
                 queue,
                 counters,
                 resources,
+                lost,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// Opens an existing store for reading only: nothing is created or
+    /// written (the SQLite file is opened read-only, the raw journal is read
+    /// into memory as it is), so it works beside a running service. Writes
+    /// and jobs are refused with `Closed`. A missing file is an error.
+    #[tracing::instrument(skip_all, fields(path = %config.database_path.display()))]
+    pub fn open_read_only(config: MetricsConfig) -> Result<Store> {
+        config.validate()?;
+        let path = config.database_path.clone();
+        let location = Location::File(path.clone());
+        let conn = schema::open_read_only(&path)?;
+        let counters = Arc::new(Counters::restore(&conn)?);
+        let dir = journal::dir_of(&path);
+        let source = if legacy::has_raw_log(&conn)? {
+            load::RawSource::Legacy
+        } else {
+            load::RawSource::Journal {
+                dir: &dir,
+                repair: false,
+            }
+        };
+        let loaded = load::load(&conn, source)?;
+        let resources = Arc::new(RwLock::new(resources::load(&conn)?));
+        let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
+        queue.writer_gone();
+        Ok(Store {
+            inner: Arc::new(Inner {
+                location,
+                read_only: true,
+                config: Arc::new(RwLock::new(config)),
+                shared: Arc::new(RwLock::new(loaded.state)),
+                queue,
+                counters,
+                resources,
+                lost: Arc::new(AtomicU64::new(0)),
+                readers: Mutex::new(vec![conn]),
+                writer: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Whether this store was opened with `open_read_only`.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
     }
 
     /// The configuration in effect.
@@ -386,11 +472,9 @@ impl Store {
                 restart.push("metrics.database_path".to_string());
             }
         }
-        {
-            let mut q = self.inner.queue.state.lock();
-            q.write_buffer = config.write_buffer;
-            q.flush_interval = config.flush_interval;
-        }
+        self.inner
+            .queue
+            .set_limits(config.write_buffer, config.flush_interval);
         let mut c = self.inner.config.write();
         let (enabled, path) = (c.enabled, c.database_path.clone());
         *c = config;
@@ -457,8 +541,24 @@ impl Store {
                 })
                 .collect()
         };
-        self.inner.queue.push(pending, &self.inner.counters)?;
-        Ok(points.len())
+        match self.inner.queue.push(pending) {
+            Ok(()) => {
+                self.inner
+                    .counters
+                    .total_writes
+                    .fetch_add(points.len() as u64, Ordering::Relaxed);
+                Ok(points.len())
+            }
+            Err(e) => {
+                if e.is_overloaded() {
+                    self.inner
+                        .counters
+                        .dropped_writes
+                        .fetch_add(points.len() as u64, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Records what is known about resources (names, nodes, tags...): each
@@ -486,7 +586,7 @@ impl Store {
         let map = self.inner.resources.clone();
         let updates = updates.to_vec();
         self.inner.queue.run(move |reply| {
-            writer::Job::Run(Box::new(move |w: &mut Writer| {
+            queue::Job::Run(Box::new(move |w: &mut writer::Writer| {
                 let _ = reply.send(w.write_resources(&map, &updates));
             }))
         })
@@ -515,6 +615,60 @@ impl Store {
             .cloned()
     }
 
+    /// Merges every series of resource `(resource_type, from_id)` into the
+    /// series of the same metric of `(resource_type, into_id)`, so that a
+    /// resource whose id changed keeps one history: rolled-up buckets add up,
+    /// raw points move (of two in the same second, the later write stays),
+    /// and later reads and writes under the old id reach the new one. The
+    /// old id's metadata is dropped. Points written before the call are
+    /// flushed first, so they are merged too. Durable when this returns;
+    /// returns the series merged (0 when `from_id` has none).
+    pub fn merge_resource(
+        &self,
+        resource_type: &str,
+        from_id: &str,
+        into_id: &str,
+    ) -> Result<usize> {
+        for id in [from_id, into_id] {
+            SeriesKey::new(resource_type, id, "m")
+                .validate()
+                .map_err(Error::invalid_input)?;
+        }
+        if from_id == into_id {
+            return Ok(0);
+        }
+        self.flush()?;
+        let pairs: Vec<(SeriesKey, SeriesKey)> = {
+            let st = self.inner.shared.read();
+            st.series
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| {
+                    s.key.resource_type == resource_type
+                        && s.key.resource_id == from_id
+                        && !merge::is_merged(&st, *i as u32)
+                })
+                .map(|(_, s)| {
+                    let into = SeriesKey::new(resource_type, into_id, &s.key.metric);
+                    (s.key.clone(), into)
+                })
+                .collect()
+        };
+        if pairs.is_empty() && self.resource(resource_type, from_id).is_none() {
+            return Ok(0);
+        }
+        let map = self.inner.resources.clone();
+        let (t, id) = (resource_type.to_string(), from_id.to_string());
+        self.inner.queue.run(move |reply| {
+            queue::Job::Run(Box::new(move |w: &mut writer::Writer| {
+                let merged = w
+                    .merge_series(&pairs)
+                    .and_then(|n| w.forget_resource(&map, &t, &id).map(|()| n));
+                let _ = reply.send(merged);
+            }))
+        })
+    }
+
     /// Returns once every point written before the call is durable (survives
     /// a killed process).
     pub fn flush(&self) -> Result<()> {
@@ -522,14 +676,32 @@ impl Store {
     }
 
     /// Flushes everything, stops the writer and truncates the WAL. Other
-    /// clones of this store get `Closed` errors afterwards.
+    /// clones of this store get `Closed` errors afterwards. A final flush
+    /// that keeps failing is retried for a few seconds; then the error says
+    /// exactly how many accepted points are lost.
     pub fn close(self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
         let flushed = self.flush();
         self.inner.queue.shutdown();
         if let Some(handle) = self.inner.writer.lock().take() {
             let _ = handle.join();
         }
-        flushed
+        let lost = self.inner.lost.load(Ordering::Relaxed);
+        if lost > 0 {
+            return Err(Error::io(
+                "close",
+                std::io::Error::other(format!(
+                    "{lost} accepted points could not be flushed and are lost ({})",
+                    self.inner.counters.last_error_message()
+                )),
+            ));
+        }
+        // A flush that failed at first but succeeded while draining lost
+        // nothing.
+        drop(flushed);
+        Ok(())
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -628,7 +800,7 @@ impl Store {
                 .series
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| filter.matches(&s.key))
+                .filter(|(i, s)| filter.matches(&s.key) && !merge::is_merged(&st, *i as u32))
                 .map(|(i, _)| i as u32)
                 .collect(),
         };
@@ -674,6 +846,21 @@ impl Store {
             part(&sids)?
         };
         Ok(ManyHistory { tier, series })
+    }
+
+    /// The series matching `filter` (merged ones not included), in key
+    /// order, from memory: no disk read.
+    pub fn keys(&self, filter: &SeriesFilter) -> Vec<SeriesKey> {
+        let st = self.inner.shared.read();
+        let mut keys: Vec<SeriesKey> = st
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| filter.matches(&s.key) && !merge::is_merged(&st, *i as u32))
+            .map(|(_, s)| s.key.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// Where the stored data begins (Unix ms, 0 when nothing is stored):
@@ -723,7 +910,7 @@ impl Store {
             }
             Ok(())
         })?;
-        for (&(hour, sid), buckets) in &st.open {
+        for (&(sid, hour), buckets) in &st.open {
             for (m, b) in buckets.iter().enumerate() {
                 if let Some(a) = b {
                     see(sid, (hour + 60 * m as i64) * 1000, a.mean());
@@ -740,6 +927,7 @@ impl Store {
             .series
             .iter()
             .enumerate()
+            .filter(|(i, _)| !merge::is_merged(&st, *i as u32))
             .map(|(i, s)| SeriesInfo {
                 key: s.key.clone(),
                 first_timestamp: first[i],
@@ -764,7 +952,7 @@ impl Store {
         if tier == Tier::Raw {
             for sid in order {
                 let s = &st.series[sid as usize];
-                for p in &s.raw {
+                for p in s.raw.range(i64::MIN, i64::MAX) {
                     let h = HistoryPoint {
                         timestamp: p.ms(),
                         value: p.value,
@@ -777,10 +965,8 @@ impl Store {
             }
             return Ok(());
         }
-        let t = match tier {
-            Tier::Minute => ChunkTier::MINUTE,
-            Tier::Hourly => ChunkTier::HOURLY,
-            _ => ChunkTier::DAILY,
+        let Some(t) = ChunkTier::of(tier) else {
+            unreachable!("raw is answered above")
         };
         self.with_reader(|conn| {
             let mut per: Vec<Vec<(i64, codec::Agg)>> = vec![Vec::new(); st.series.len()];
@@ -800,7 +986,7 @@ impl Store {
                 },
             )?;
             if tier == Tier::Minute {
-                for (&(hour, sid), buckets) in &st.open {
+                for (&(sid, hour), buckets) in &st.open {
                     let list = &mut per[sid as usize];
                     list.retain(|(ts, _)| *ts < hour || *ts >= hour + 3600);
                     for (m, b) in buckets.iter().enumerate() {
@@ -869,21 +1055,21 @@ impl Store {
         }
         self.inner
             .queue
-            .run(|r| writer::Job::Import(tier, buckets.to_vec(), r))
+            .run(|r| queue::Job::Import(tier, buckets.to_vec(), r))
     }
 
     /// Rolls up every closed bucket as of `now_ms`.
     pub fn rollup(&self, now_ms: i64) -> Result<RollupReport> {
         self.inner
             .queue
-            .run(|r| writer::Job::Rollup(to_secs(now_ms), r))
+            .run(|r| queue::Job::Rollup(to_secs(now_ms), r))
     }
 
     /// Applies retention as of `now_ms`.
     pub fn prune(&self, now_ms: i64) -> Result<PruneReport> {
         self.inner
             .queue
-            .run(|r| writer::Job::Prune(to_secs(now_ms), r))
+            .run(|r| queue::Job::Prune(to_secs(now_ms), r))
     }
 
     /// Rollup, prune, then gives free space beyond a small reserve back and
@@ -891,12 +1077,12 @@ impl Store {
     pub fn maintain(&self, now_ms: i64) -> Result<MaintainReport> {
         self.inner
             .queue
-            .run(|r| writer::Job::Maintain(to_secs(now_ms), r))
+            .run(|r| queue::Job::Maintain(to_secs(now_ms), r))
     }
 
     /// Gives every free page back and truncates the WAL.
     pub fn vacuum(&self) -> Result<VacuumReport> {
-        self.inner.queue.run(writer::Job::Vacuum)
+        self.inner.queue.run(queue::Job::Vacuum)
     }
 
     /// Storage health.
@@ -928,7 +1114,9 @@ impl Store {
             db_size,
             wal_size,
             free_pages,
-            series_count: st.series.len() as u64,
+            series_count: (0..st.series.len() as u32)
+                .filter(|sid| !merge::is_merged(&st, *sid))
+                .count() as u64,
             raw_count: st.raw_count(),
             late_count: st.late_points,
             minute_count: st.disk_buckets[0] + st.open_buckets(),
@@ -946,8 +1134,9 @@ impl Store {
             flush_count: c.flushes.load(Ordering::Relaxed),
             flush_failures: c.flush_failures.load(Ordering::Relaxed),
             job_failures: c.job_failures.load(Ordering::Relaxed),
-            log_slots: c.log_slots.load(Ordering::Relaxed),
-            log_slots_free: c.log_slots_free.load(Ordering::Relaxed),
+            journal_segments: c.journal_segments.load(Ordering::Relaxed),
+            journal_bytes: c.journal_bytes.load(Ordering::Relaxed),
+            raw_memory_bytes: st.raw_bytes(),
             queue_capacity: QUEUE_CAPACITY as u64,
         })
     }

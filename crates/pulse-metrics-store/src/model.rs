@@ -94,7 +94,7 @@ impl Point {
                 "resourceType" | "resourceId" | "metric" | "value" | "timestamp"
             ) {
                 return Err(format!(
-                    "unknown field `{key}` (expected resourceType, resourceId, metric, value, timestamp)"
+                    "unknown field `{key}` (expected resourceType, resourceId, metric, value, timestamp, and optionally name, node)"
                 ));
             }
         }

@@ -10,11 +10,12 @@
 //! stored value, an empty one (`""`, `[]`) clears it.
 
 use crate::error::{Error, Result, SqlContext};
-use crate::model::{check_name, check_resource_id};
+use crate::model::{Point, check_name, check_resource_id};
 use crate::writer::Writer;
 use parking_lot::RwLock;
 use rusqlite::{Connection, TransactionBehavior};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Longest accepted name, node, instance or status (bytes).
@@ -144,6 +145,129 @@ impl Resource {
         check_resource_id(&self.resource_id)?;
         self.meta.validate()
     }
+
+    /// A resource record of the write API (an entry of `resources`) or of a
+    /// JSON Lines file (`{"resource": {...}}`): `resourceType`, `resourceId`
+    /// and any of `name`, `node`, `instance`, `status` (strings), `template`
+    /// (a boolean) and `tags` (a list of strings). The message names the
+    /// field at fault.
+    pub fn from_json(v: &Value) -> std::result::Result<Resource, String> {
+        const FIELDS: [&str; 8] = [
+            "resourceType",
+            "resourceId",
+            "name",
+            "node",
+            "instance",
+            "status",
+            "template",
+            "tags",
+        ];
+        let obj = v
+            .as_object()
+            .ok_or_else(|| format!("expected a JSON object, got {}", kind(v)))?;
+        if let Some(key) = obj.keys().find(|k| !FIELDS.contains(&k.as_str())) {
+            return Err(format!(
+                "unknown field `{key}` (expected {})",
+                FIELDS.join(", ")
+            ));
+        }
+        let required = |name: &str| match obj.get(name) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(other) => Err(format!("{name}: must be a string, got {}", kind(other))),
+            None => Err(format!("{name}: missing")),
+        };
+        let r = Resource {
+            resource_type: required("resourceType")?,
+            resource_id: required("resourceId")?,
+            meta: ResourceMeta {
+                name: optional_text(obj, "name")?,
+                node: optional_text(obj, "node")?,
+                instance: optional_text(obj, "instance")?,
+                status: optional_text(obj, "status")?,
+                template: match obj.get("template") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Bool(b)) => Some(*b),
+                    Some(other) => {
+                        return Err(format!(
+                            "template: must be true or false, got {}",
+                            kind(other)
+                        ));
+                    }
+                },
+                tags: match obj.get("tags") {
+                    None | Some(Value::Null) => None,
+                    Some(Value::Array(list)) => Some(
+                        list.iter()
+                            .map(|t| match t {
+                                Value::String(s) => Ok(s.clone()),
+                                other => Err(format!(
+                                    "tags: every tag must be a string, got {}",
+                                    kind(other)
+                                )),
+                            })
+                            .collect::<std::result::Result<_, _>>()?,
+                    ),
+                    Some(other) => {
+                        return Err(format!(
+                            "tags: must be a list of strings, got {}",
+                            kind(other)
+                        ));
+                    }
+                },
+            },
+        };
+        r.validate()?;
+        Ok(r)
+    }
+}
+
+fn optional_text(
+    obj: &serde_json::Map<String, Value>,
+    name: &str,
+) -> std::result::Result<Option<String>, String> {
+    match obj.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(format!("{name}: must be a string, got {}", kind(other))),
+    }
+}
+
+fn kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// A point object of the write API or a JSON Lines file, which may also
+/// name its resource with `name` and `node`: the point, and the metadata
+/// update those fields make (none when neither is given).
+pub fn point_from_json(v: &Value) -> std::result::Result<(Point, Option<Resource>), String> {
+    let Some(obj) = v
+        .as_object()
+        .filter(|o| o.contains_key("name") || o.contains_key("node"))
+    else {
+        return Ok((Point::from_json(v)?, None));
+    };
+    let name = optional_text(obj, "name")?;
+    let node = optional_text(obj, "node")?;
+    let mut rest = obj.clone();
+    rest.remove("name");
+    rest.remove("node");
+    let point = Point::from_json(&Value::Object(rest))?;
+    let meta = ResourceMeta {
+        name,
+        node,
+        ..ResourceMeta::default()
+    };
+    meta.validate()?;
+    let r =
+        (!meta.is_empty()).then(|| Resource::new(&point.resource_type, &point.resource_id, meta));
+    Ok((point, r))
 }
 
 /// Every resource's metadata: type -> id -> metadata.
@@ -288,7 +412,7 @@ impl Writer {
             return Ok(0);
         }
         let tx = self
-            .conn
+            .conn()
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .ctx("begin resource write")?;
         store(&tx, &changed)?;
@@ -296,6 +420,35 @@ impl Writer {
         let n = changed.len();
         publish(&mut map.write(), changed);
         Ok(n)
+    }
+
+    /// Drops all metadata of one resource (its id was merged into another).
+    pub fn forget_resource(
+        &mut self,
+        map: &RwLock<ResourceMap>,
+        resource_type: &str,
+        resource_id: &str,
+    ) -> Result<()> {
+        let known = map
+            .read()
+            .get(resource_type)
+            .is_some_and(|ids| ids.contains_key(resource_id));
+        if !known {
+            return Ok(());
+        }
+        let gone = vec![(
+            resource_type.to_string(),
+            resource_id.to_string(),
+            ResourceMeta::default(),
+        )];
+        let tx = self
+            .conn()
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .ctx("begin resource write")?;
+        store(&tx, &gone)?;
+        tx.commit().ctx("commit resource write")?;
+        publish(&mut map.write(), gone);
+        Ok(())
     }
 }
 
@@ -416,6 +569,74 @@ mod tests {
             let err = r.validate().unwrap_err();
             assert!(err.starts_with(field), "{err}");
         }
+    }
+
+    #[test]
+    fn records_from_json_name_their_fault() {
+        let ok = serde_json::json!({"resourceType": "vm", "resourceId": "pve1:101",
+            "name": "web01", "node": "pve-a", "template": false, "tags": ["prod"]});
+        let r = Resource::from_json(&ok).unwrap();
+        assert_eq!(r.meta.name.as_deref(), Some("web01"));
+        assert_eq!(r.meta.tags, Some(vec!["prod".to_string()]));
+        for (bad, needle) in [
+            (
+                serde_json::json!({"resourceType": "vm"}),
+                "resourceId: missing",
+            ),
+            (
+                serde_json::json!({"resourceType": "vm", "resourceId": 5}),
+                "resourceId: must be a string",
+            ),
+            (
+                serde_json::json!({"resourceType": "vm", "resourceId": "x", "name": 1}),
+                "name: must be a string",
+            ),
+            (
+                serde_json::json!({"resourceType": "vm", "resourceId": "x", "template": "yes"}),
+                "template",
+            ),
+            (
+                serde_json::json!({"resourceType": "vm", "resourceId": "x", "tags": "a;b"}),
+                "tags",
+            ),
+            (
+                serde_json::json!({"resourceType": "vm", "resourceId": "x", "tags": [1]}),
+                "tags",
+            ),
+            (
+                serde_json::json!({"resourceType": "vm", "resourceId": "x", "colour": "red"}),
+                "colour",
+            ),
+            (serde_json::json!([1]), "object"),
+        ] {
+            let err = Resource::from_json(&bad).unwrap_err();
+            assert!(err.contains(needle), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn points_may_name_their_resource() {
+        let plain = serde_json::json!({"resourceType": "vm", "resourceId": "pve1:101",
+            "metric": "cpu", "value": 1, "timestamp": 1000});
+        assert_eq!(point_from_json(&plain).unwrap().1, None);
+        let mut named = plain.clone();
+        named["name"] = "web01".into();
+        named["node"] = "pve-a".into();
+        let (p, r) = point_from_json(&named).unwrap();
+        assert_eq!(p.metric, "cpu");
+        let r = r.unwrap();
+        assert_eq!(
+            (r.resource_type.as_str(), r.resource_id.as_str()),
+            ("vm", "pve1:101")
+        );
+        assert_eq!(r.meta, meta(Some("web01"), Some("pve-a")));
+        named["node"] = serde_json::json!(7);
+        assert!(point_from_json(&named).unwrap_err().starts_with("node:"));
+        named["node"] = "a\nb".into();
+        assert!(point_from_json(&named).unwrap_err().starts_with("node:"));
+        let mut extra = plain;
+        extra["colour"] = "red".into();
+        assert!(point_from_json(&extra).unwrap_err().contains("name, node"));
     }
 
     #[test]

@@ -12,7 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_resources.sql"),
+    include_str!("../migrations/0003_journal.sql"),
 ];
+/// The migration that drops the raw log of versions 1 and 2: its batches
+/// are copied into the journal first.
+const JOURNAL_MIGRATION: usize = 2;
 /// The newest schema this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// `PRAGMA application_id` of our files ("PMET"), so a file of another
@@ -125,6 +129,49 @@ pub fn open_reader(loc: &Location) -> Result<Connection> {
     Ok(conn)
 }
 
+/// Opens an existing database without writing anything: no file, WAL or
+/// shared-memory index is created. Beside a running writer (the WAL exists)
+/// it reads through the WAL like any reader; otherwise the file is opened
+/// immutable, which needs no shared-memory index at all.
+pub fn open_read_only(path: &Path) -> Result<Connection> {
+    if !path.exists() {
+        return Err(Error::io(
+            format!("no database at {}", path.display()),
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    }
+    inspect_existing(path)?;
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    let live = Path::new(&wal).exists();
+    let abs = std::fs::canonicalize(path)
+        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
+    let mut uri = String::from("file:");
+    for b in abs.to_string_lossy().bytes() {
+        match b {
+            b'%' | b'?' | b'#' => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(b as char),
+        }
+    }
+    uri.push_str(if live {
+        "?mode=ro"
+    } else {
+        "?mode=ro&immutable=1"
+    });
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| Error::corrupt(path.to_path_buf(), e.to_string()))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .ctx("set busy timeout")?;
+    conn.pragma_update(None, "query_only", true)
+        .ctx("set query_only")?;
+    Ok(conn)
+}
+
 fn memory_flags() -> OpenFlags {
     OpenFlags::SQLITE_OPEN_READ_WRITE
         | OpenFlags::SQLITE_OPEN_CREATE
@@ -224,6 +271,11 @@ fn migrate(conn: &Connection, loc: &Location) -> Result<()> {
             return Err(Error::newer_version(path, version, SCHEMA_VERSION));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            if i == JOURNAL_MIGRATION
+                && let Some(path) = loc.path()
+            {
+                crate::legacy::convert(conn, &crate::journal::dir_of(path))?;
+            }
             conn.execute_batch(sql)
                 .ctx(&format!("apply migration {}", i + 1))?;
         }
