@@ -9,6 +9,13 @@
 //! | `qemu`, `lxc` | `vmid`, `nodename`, `host=NAME` | `system`: `status`, `cpu`, `mem`/`maxmem`, `disk`/`maxdisk`, `netin`, `netout`, `diskread`, `diskwrite`, `uptime` | `vm` / `container` `{instance}:{vmid}` |
 //! | `storages` | `nodename`, `host=STORAGE` | `system`: `used`/`total`, `shared`, `active` | `storage` `{instance}:{STORAGE}` (shared) or `{instance}:{NODE}:{STORAGE}` |
 //!
+//! Ids and metadata are exactly the poller's (`collectors::proxmox`
+//! `resources`), so a cluster polled and pushed under one instance name is
+//! one set of series. Every node pushes its own view of a shared storage;
+//! like the poller, which records it once per poll from the first node that
+//! has it, one node's lines record it (see [`Memory`]), and its per-node ids
+//! of earlier versions are merged into the one series.
+//!
 //! Percentages and rates follow the collector's rules exactly
 //! (`collectors::proxmox::sample`). Every other Proxmox line (per-NIC and
 //! per-disk counters, `ballooninfo`, a node's `system`, unknown objects) is
@@ -26,7 +33,32 @@ use crate::collectors::proxmox::sample::{self, Kind, RateState, Reading, Sample}
 use crate::ingest::LineError;
 use crate::model::{Point, SeriesKey};
 use crate::store::{Resource, ResourceMeta};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// How long the node recording a shared storage keeps it after its last
+/// line: three pvestatd rounds. Then another node that has it takes over
+/// (the first went down or lost the storage), leaving a gap of at most this.
+pub const TAKEOVER_MS: i64 = 30_000;
+
+/// What a push remembers of one instance between requests.
+#[derive(Debug, Clone, Default)]
+pub struct Memory {
+    /// Counters last seen per series id.
+    pub rates: RateState,
+    /// Shared storage id -> the node whose lines record it, and the time
+    /// of its last line.
+    pub recorders: HashMap<String, (String, i64)>,
+    /// `(old id, new id)` merges done already.
+    pub merged: HashSet<(String, String)>,
+}
+
+impl Memory {
+    /// Forgets counters and recorders last seen before `cutoff_ms`.
+    pub fn forget_before(&mut self, cutoff_ms: i64) {
+        self.rates.forget_before(cutoff_ms);
+        self.recorders.retain(|_, (_, last)| *last >= cutoff_ms);
+    }
+}
 
 /// What one batch of lines becomes.
 #[derive(Debug, Default)]
@@ -44,16 +76,24 @@ pub struct Mapped {
     /// Counter samples to remember once the points are stored (None:
     /// forget, the resource is down).
     pub rates: Vec<(String, Option<Sample>)>,
+    /// Shared storage id -> (node recording it, time of its line), to
+    /// remember once the points are stored.
+    pub recorders: Vec<(String, (String, i64))>,
+    /// `(resourceType, old id, new id)`: per-node ids of a shared storage
+    /// (as earlier versions of the poller wrote them) whose history belongs
+    /// to its one series; not yet in [`Memory::merged`].
+    pub merges: Vec<(String, String, String)>,
 }
 
-/// Maps `lines` of one request for `instance`. `rates` holds the counters
-/// remembered from earlier requests; within the batch, a resource's later
-/// lines see its earlier ones.
-pub fn map(instance: &str, lines: &[Line], rates: &RateState) -> Mapped {
+/// Maps `lines` of one request for `instance`. `memory` holds what earlier
+/// requests left (counters, shared storage recorders); within the batch, a
+/// resource's later lines see its earlier ones.
+pub fn map(instance: &str, lines: &[Line], memory: &Memory) -> Mapped {
     let mut m = Mapper {
         instance,
-        rates,
+        memory,
         pending: HashMap::new(),
+        recorders: HashMap::new(),
         out: Mapped::default(),
     };
     for line in lines {
@@ -71,17 +111,23 @@ pub fn map(instance: &str, lines: &[Line], rates: &RateState) -> Mapped {
         }
     }
     let Mapper {
-        pending, mut out, ..
+        pending,
+        recorders,
+        mut out,
+        ..
     } = m;
     out.rates = pending.into_iter().collect();
+    out.recorders = recorders.into_iter().collect();
     out
 }
 
 struct Mapper<'a> {
     instance: &'a str,
-    rates: &'a RateState,
-    /// This batch's own counter samples, newer than `rates`.
+    memory: &'a Memory,
+    /// This batch's own counter samples, newer than `memory`'s.
     pending: HashMap<String, Option<Sample>>,
+    /// This batch's own shared storage recorders, newer than `memory`'s.
+    recorders: HashMap<String, (String, i64)>,
     out: Mapped,
 }
 
@@ -158,12 +204,17 @@ impl Mapper<'_> {
                 // Proxmox sends `template=1` for templates only.
                 template: Some(number(line, "template").is_some_and(|t| t > 0.0)),
                 // Its tag list, `;`-separated (`,` and spaces also parse).
-                tags: text(line, "tags").map(|t| {
-                    t.split([';', ',', ' '])
+                // vmstatus sends `tags` only when the guest has some, so
+                // none sent means none left: an empty list clears them, as
+                // the poller does.
+                tags: Some(
+                    text(line, "tags")
+                        .unwrap_or_default()
+                        .split([';', ',', ' '])
                         .filter(|t| !t.is_empty())
                         .map(Into::into)
-                        .collect()
-                }),
+                        .collect(),
+                ),
                 ..ResourceMeta::default()
             },
         );
@@ -184,7 +235,7 @@ impl Mapper<'_> {
         };
         let prev = match self.pending.get(&id) {
             Some(p) => p.as_ref(),
-            None => self.rates.get(&id),
+            None => self.memory.rates.get(&id),
         };
         let (points, remembered) = sample::record(kind, &id, &reading, prev, line.timestamp);
         self.out.points.extend(points);
@@ -210,8 +261,16 @@ impl Mapper<'_> {
         let Some(id) = id else {
             return false;
         };
+        if shared && let Some(old) = self.id(Kind::Storage, &[node, storage]) {
+            self.merge(Kind::Storage, old, &id);
+        }
         // Proxmox pushes active storages only; `active=0` is honoured anyway.
         let active = number(line, "active").is_none_or(|a| a > 0.0);
+        let records = active && (!shared || self.records_shared(&id, node, line.timestamp));
+        if shared && !records && self.recorded_elsewhere(&id, node, line.timestamp) {
+            // Another node's lines speak for it.
+            return true;
+        }
         self.seen(
             Kind::Storage,
             &id,
@@ -223,7 +282,7 @@ impl Mapper<'_> {
                 ..ResourceMeta::default()
             },
         );
-        if !active {
+        if !records {
             return true;
         }
         let reading = Reading {
@@ -234,6 +293,51 @@ impl Mapper<'_> {
         let (points, _) = sample::record(Kind::Storage, &id, &reading, None, line.timestamp);
         self.out.points.extend(points);
         true
+    }
+
+    /// The recorder of shared storage `id` as this batch sees it.
+    fn recorder(&self, id: &str) -> Option<&(String, i64)> {
+        self.recorders
+            .get(id)
+            .or_else(|| self.memory.recorders.get(id))
+    }
+
+    /// Whether another node recorded shared storage `id` less than
+    /// [`TAKEOVER_MS`] before `ts`.
+    fn recorded_elsewhere(&self, id: &str, node: &str, ts: i64) -> bool {
+        self.recorder(id)
+            .is_some_and(|(n, last)| n != node && ts - last <= TAKEOVER_MS)
+    }
+
+    /// Whether `node`'s line at `ts` records shared storage `id` (taking it
+    /// over when no other node did lately).
+    fn records_shared(&mut self, id: &str, node: &str, ts: i64) -> bool {
+        if self.recorded_elsewhere(id, node, ts) {
+            return false;
+        }
+        let last = match self.recorder(id) {
+            Some((n, last)) if n == node => ts.max(*last),
+            _ => ts,
+        };
+        self.recorders
+            .insert(id.to_string(), (node.to_string(), last));
+        true
+    }
+
+    /// Asks for `old`'s history to be merged into `new`, once.
+    fn merge(&mut self, kind: Kind, old: String, new: &str) {
+        let pair = (old, new.to_string());
+        let asked = self
+            .out
+            .merges
+            .iter()
+            .any(|(_, o, n)| *o == pair.0 && *n == pair.1);
+        if !asked && !self.memory.merged.contains(&pair) {
+            let (old, new) = pair;
+            self.out
+                .merges
+                .push((kind.resource_type().to_string(), old, new));
+        }
     }
 
     /// `{instance}:{part}:{part}`, if it is a valid series id.
@@ -318,8 +422,8 @@ impl Mapper<'_> {
 
 fn node_meta(node: &str) -> ResourceMeta {
     ResourceMeta {
+        // As the poller: the node's name, no `node` of its own.
         name: Some(node.into()),
-        node: Some(node.into()),
         // It pushes, so it is up.
         status: Some("online".into()),
         ..ResourceMeta::default()
@@ -346,10 +450,26 @@ mod tests {
 
     const T: i64 = 1_700_000_000;
 
-    fn run(body: &str, rates: &RateState) -> Mapped {
+    fn run(body: &str, memory: &Memory) -> Mapped {
         let parsed = parse(body.as_bytes(), Precision::Seconds, 0);
         assert!(parsed.errors.is_empty(), "{:?}", parsed.errors);
-        map("pve1", &parsed.lines, rates)
+        map("pve1", &parsed.lines, memory)
+    }
+
+    /// `memory` with what a stored push `m` leaves, as `push` keeps it.
+    fn remember(memory: &mut Memory, m: Mapped) {
+        for (id, s) in m.rates {
+            match s {
+                Some(s) => memory.rates.insert(id, s),
+                None => {
+                    memory.rates.remove(&id);
+                }
+            }
+        }
+        memory.recorders.extend(m.recorders);
+        memory
+            .merged
+            .extend(m.merges.into_iter().map(|(_, old, new)| (old, new)));
     }
 
     fn value(m: &Mapped, t: &str, id: &str, metric: &str) -> Option<f64> {
@@ -367,7 +487,7 @@ mod tests {
                  uptime seconds=42i,up=true,down=f {T}\n\
                  note,host=h1 text=\"only a string\" {T}\n"
             ),
-            &RateState::default(),
+            &Memory::default(),
         );
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         // Tags in key order, `key=value` joined by commas after the instance.
@@ -399,7 +519,7 @@ mod tests {
             (&*format!("m,t={long_tag} v=1"), "resourceId"),
         ] {
             let body = format!("ok v=1 {T}\n{line} {T}\n");
-            let m = run(&body, &RateState::default());
+            let m = run(&body, &Memory::default());
             assert_eq!(m.errors.len(), 1, "{line}");
             assert_eq!(m.errors[0].line, 2);
             assert!(m.errors[0].reason.contains(needle), "{}", m.errors[0]);
@@ -419,7 +539,7 @@ mod tests {
                  system,object=storages,host=local used=1,total=2 {T}\n\
                  cpustat,object=nodes cpu=0.5 {T}\n"
             ),
-            &RateState::default(),
+            &Memory::default(),
         );
         assert!(m.errors.is_empty());
         assert!(m.points.is_empty(), "{:?}", m.points);
@@ -434,7 +554,7 @@ mod tests {
                  system,object=storages,nodename=pve-a,host=nfs,type=nfs active=1,shared=1,used=3,total=4 {T}\n\
                  system,object=storages,nodename=pve-a,host=gone,type=nfs active=0,shared=1,used=3,total=4 {T}\n"
             ),
-            &RateState::default(),
+            &Memory::default(),
         );
         assert_eq!(value(&m, "storage", "pve1:pve-a:local", "disk"), Some(25.0));
         assert_eq!(value(&m, "storage", "pve1:nfs", "disk"), Some(75.0));
@@ -456,7 +576,7 @@ mod tests {
             )
         };
         let body = line(T, 100, 1000) + &line(T + 10, 110, 11_000);
-        let m = run(&body, &RateState::default());
+        let m = run(&body, &Memory::default());
         let rates: Vec<f64> = m
             .points
             .iter()
@@ -466,10 +586,8 @@ mod tests {
         assert_eq!(rates, [1000.0]);
         // What is remembered is the newer sample: the next batch's rate
         // starts there.
-        let mut state = RateState::default();
-        for (id, s) in m.rates {
-            state.insert(id, s.unwrap());
-        }
+        let mut state = Memory::default();
+        remember(&mut state, m);
         let next = run(&line(T + 20, 120, 16_000), &state);
         assert_eq!(value(&next, "container", "pve1:200", "netin"), Some(500.0));
         // Stopped: forgotten.
@@ -479,5 +597,136 @@ mod tests {
         );
         assert!(stopped.points.is_empty());
         assert_eq!(stopped.rates, [("pve1:200".to_string(), None)]);
+    }
+
+    fn storage_line(node: &str, storage: &str, shared: u8, used: u64, t: i64) -> String {
+        format!(
+            "system,object=storages,nodename={node},host={storage},type=rbd active=1,shared={shared},used={used},total=1000 {t}\n"
+        )
+    }
+
+    #[test]
+    fn a_shared_storage_is_recorded_from_one_node_until_it_stops_pushing() {
+        let mut memory = Memory::default();
+        let disk = |m: &Mapped| value(m, "storage", "pve1:ceph", "disk");
+        // pve-a pushes first: it records ceph.
+        let a = run(&storage_line("pve-a", "ceph", 1, 100, T), &memory);
+        assert_eq!(disk(&a), Some(10.0));
+        remember(&mut memory, a);
+        // pve-b's view of the same storage, a few seconds later: not twice.
+        let b = run(&storage_line("pve-b", "ceph", 1, 101, T + 3), &memory);
+        assert_eq!(disk(&b), None, "{:?}", b.points);
+        assert_eq!(b.ignored, 0, "it is Proxmox's own series, not ignored");
+        assert!(b.resources.is_empty(), "{:?}", b.resources);
+        remember(&mut memory, b);
+        // pve-a's next round records it again; its local storage is its own.
+        let body = storage_line("pve-a", "ceph", 1, 102, T + 10)
+            + &storage_line("pve-a", "local", 0, 500, T + 10);
+        let a = run(&body, &memory);
+        assert_eq!(disk(&a), Some(10.2));
+        assert_eq!(value(&a, "storage", "pve1:pve-a:local", "disk"), Some(50.0));
+        remember(&mut memory, a);
+        let b = run(&storage_line("pve-b", "ceph", 1, 103, T + 13), &memory);
+        assert_eq!(disk(&b), None);
+        // pve-a went down: after TAKEOVER_MS without its lines, pve-b takes
+        // over, and keeps it when pve-a is back.
+        let late = T + 10 + TAKEOVER_MS / 1000 + 1;
+        let b = run(&storage_line("pve-b", "ceph", 1, 104, late), &memory);
+        assert_eq!(disk(&b), Some(10.4));
+        remember(&mut memory, b);
+        let a = run(&storage_line("pve-a", "ceph", 1, 105, late + 2), &memory);
+        assert_eq!(disk(&a), None);
+        // Two nodes in one body: the first one records it.
+        let both = storage_line("pve-c", "nfs", 1, 1, T) + &storage_line("pve-d", "nfs", 1, 2, T);
+        let m = run(&both, &Memory::default());
+        let nfs: Vec<f64> = m.points.iter().map(|p| p.value).collect();
+        assert_eq!(nfs, [0.1]);
+        memory.forget_before((late + 1) * 1000);
+        assert!(memory.recorders.is_empty());
+    }
+
+    #[test]
+    fn per_node_ids_of_a_shared_storage_are_merged_once() {
+        let mut memory = Memory::default();
+        let body = storage_line("pve-a", "ceph", 1, 1, T)
+            + &storage_line("pve-a", "ceph", 1, 1, T + 10)
+            + &storage_line("pve-a", "local", 0, 1, T);
+        let a = run(&body, &memory);
+        assert_eq!(
+            a.merges,
+            [(
+                "storage".to_string(),
+                "pve1:pve-a:ceph".to_string(),
+                "pve1:ceph".to_string()
+            )]
+        );
+        remember(&mut memory, a);
+        // Done: not asked again. Another node's copy is, though it does not
+        // record the storage.
+        assert!(
+            run(&storage_line("pve-a", "ceph", 1, 1, T + 20), &memory)
+                .merges
+                .is_empty()
+        );
+        let b = run(&storage_line("pve-b", "ceph", 1, 1, T + 21), &memory);
+        assert_eq!(b.merges[0].1, "pve1:pve-b:ceph");
+        assert!(b.points.is_empty());
+    }
+
+    #[test]
+    fn metadata_is_what_the_poller_records() {
+        let m = run(
+            &format!(
+                "cpustat,object=nodes,host=pve-a cpu=0.1 {T}\n\
+                 system,object=qemu,vmid=101,nodename=pve-a,host=web status=\"running\",name=\"web\",cpu=0.1 {T}\n\
+                 system,object=lxc,vmid=200,nodename=pve-a,host=ct status=\"stopped\",name=\"ct\",tags=\"a;b\" {T}\n\
+                 system,object=storages,nodename=pve-a,host=ceph active=1,shared=1,used=1,total=2 {T}\n"
+            ),
+            &Memory::default(),
+        );
+        let meta = |t: &str, id: &str| {
+            m.resources
+                .iter()
+                .find(|r| r.resource_type == t && r.resource_id == id)
+                .unwrap_or_else(|| panic!("{t} {id}: {:?}", m.resources))
+                .meta
+                .clone()
+        };
+        let text = |s: &str| Some(s.to_string());
+        // A node has a name, no node of its own.
+        assert_eq!(
+            meta("node", "pve1:pve-a"),
+            ResourceMeta {
+                name: text("pve-a"),
+                instance: text("pve1"),
+                status: text("online"),
+                ..ResourceMeta::default()
+            }
+        );
+        // No tags sent: none left (an empty list clears stored ones).
+        assert_eq!(
+            meta("vm", "pve1:101"),
+            ResourceMeta {
+                name: text("web"),
+                node: text("pve-a"),
+                instance: text("pve1"),
+                status: text("running"),
+                template: Some(false),
+                tags: Some(vec![]),
+            }
+        );
+        assert_eq!(
+            meta("container", "pve1:200").tags,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            meta("storage", "pve1:ceph"),
+            ResourceMeta {
+                name: text("ceph"),
+                instance: text("pve1"),
+                status: text("available"),
+                ..ResourceMeta::default()
+            }
+        );
     }
 }

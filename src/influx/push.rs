@@ -3,9 +3,8 @@
 //! UDP (each good line kept, bad ones counted), so the transports only move
 //! bytes.
 
-use super::map;
+use super::map::{self, Memory};
 use super::parse::{self, Precision};
-use crate::collectors::proxmox::sample::RateState;
 use crate::collectors::{Sink, StatusBoard};
 use crate::ingest::LineError;
 use crate::model::{SeriesKey, now_ms};
@@ -17,7 +16,8 @@ use std::sync::Arc;
 /// Distinct instances (db / bucket names) one service keeps state for. A
 /// cluster is one instance; this bounds what clients can make us remember.
 pub const MAX_INSTANCES: usize = 256;
-/// Resources whose counters are remembered per instance.
+/// Resources whose counters (and shared storages whose recorder, and merges
+/// done) are remembered per instance.
 const MAX_RATE_ENTRIES: usize = 100_000;
 /// Counters not refreshed for this long are forgotten (a deleted guest); a
 /// resource back after that starts its rates over.
@@ -115,7 +115,7 @@ pub fn check_instance(name: &str) -> Result<(), String> {
 pub struct Receiver {
     sink: Arc<dyn Sink>,
     board: StatusBoard,
-    instances: Mutex<HashMap<String, Arc<Mutex<RateState>>>>,
+    instances: Mutex<HashMap<String, Arc<Mutex<Memory>>>>,
 }
 
 impl Receiver {
@@ -161,8 +161,8 @@ impl Receiver {
         }
         // Held until the counters are committed, so two pushes of the same
         // instance (two nodes of one cluster) cannot interleave them.
-        let mut rates = state.lock();
-        let mut mapped = map::map(instance, &parsed.lines, &rates);
+        let mut memory = state.lock();
+        let mut mapped = map::map(instance, &parsed.lines, &memory);
         // Points the store would refuse are named by line here, with the
         // store's own words.
         let mut keep = vec![true; mapped.points.len()];
@@ -192,6 +192,25 @@ impl Receiver {
             bad.append(&mut mapped.errors);
             bad.sort_by_key(|e| e.line);
         }
+        // As the poller: per-node history of a shared storage joins its one
+        // series before that series' first points are written.
+        for (resource_type, old, new) in std::mem::take(&mut mapped.merges) {
+            let n = self
+                .sink
+                .merge_resource(&resource_type, &old, &new)
+                .map_err(|error| PushError::Store {
+                    error,
+                    lines: Vec::new(),
+                })?;
+            if n > 0 {
+                tracing::info!(
+                    "influx {instance}: shared storage {new} continues the history of {old}"
+                );
+            }
+            if memory.merged.len() < MAX_RATE_ENTRIES {
+                memory.merged.insert((old, new));
+            }
+        }
         // Metadata the store would refuse (a name with control characters)
         // is left out, never the points. It is written first: it describes
         // the resources as they are now, so it is right even if the points
@@ -216,6 +235,7 @@ impl Receiver {
                 })?
         };
         let now = now_ms();
+        let rates = &mut memory.rates;
         for (id, sample) in mapped.rates {
             match sample {
                 Some(s) if rates.len() < MAX_RATE_ENTRIES || rates.get(&id).is_some() => {
@@ -227,7 +247,13 @@ impl Receiver {
                 }
             }
         }
-        rates.forget_before(now - RATE_TTL_MS);
+        for (id, recorder) in mapped.recorders {
+            let recorders = &mut memory.recorders;
+            if recorders.len() < MAX_RATE_ENTRIES || recorders.contains_key(&id) {
+                recorders.insert(id, recorder);
+            }
+        }
+        memory.forget_before(now - RATE_TTL_MS);
         Ok(Report {
             lines: read,
             points: stored,
@@ -237,7 +263,7 @@ impl Receiver {
         })
     }
 
-    fn state(&self, instance: &str) -> Result<Arc<Mutex<RateState>>, PushError> {
+    fn state(&self, instance: &str) -> Result<Arc<Mutex<Memory>>, PushError> {
         let mut map = self.instances.lock();
         if let Some(s) = map.get(instance) {
             return Ok(s.clone());
@@ -247,7 +273,7 @@ impl Receiver {
                 "{MAX_INSTANCES} instances (db / bucket names) have pushed already; a new one ({instance:?}) needs a restart"
             )));
         }
-        let s = Arc::new(Mutex::new(RateState::default()));
+        let s = Arc::new(Mutex::new(Memory::default()));
         map.insert(instance.to_string(), s.clone());
         Ok(s)
     }
@@ -326,6 +352,7 @@ mod tests {
     struct Recorder {
         points: Mutex<Vec<Point>>,
         resources: Mutex<Vec<Resource>>,
+        merges: Mutex<Vec<(String, String)>>,
         refuse: AtomicBool,
     }
 
@@ -341,6 +368,14 @@ mod tests {
         fn write_resources(&self, resources: &[Resource]) -> crate::Result<usize> {
             self.resources.lock().extend_from_slice(resources);
             Ok(resources.len())
+        }
+
+        fn merge_resource(&self, _: &str, from: &str, into: &str) -> crate::Result<usize> {
+            if self.refuse.load(Ordering::SeqCst) {
+                return Err(crate::Error::overloaded(1, 1));
+            }
+            self.merges.lock().push((from.into(), into.into()));
+            Ok(1)
         }
     }
 
@@ -488,5 +523,52 @@ mod tests {
             Mode::AllOrNothing,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn a_shared_storages_per_node_history_is_merged_once_before_its_points() {
+        let (sink, _, r) = setup();
+        let t = now_s() - 100;
+        let line = |node: &str, t: i64| {
+            format!(
+                "system,object=storages,nodename={node},host=ceph active=1,shared=1,used=1,total=4 {t}\n"
+            )
+        };
+        let push = |body: String| {
+            r.push(
+                "pve1",
+                body.as_bytes(),
+                Precision::Seconds,
+                Mode::AllOrNothing,
+            )
+        };
+        // A store that cannot merge refuses the push: nothing is written.
+        sink.refuse.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            push(line("pve-a", t)),
+            Err(PushError::Store { .. })
+        ));
+        assert!(sink.points.lock().is_empty() && sink.resources.lock().is_empty());
+        sink.refuse.store(false, Ordering::SeqCst);
+        push(line("pve-a", t)).unwrap();
+        push(line("pve-a", t + 10)).unwrap();
+        // pve-b's copy is merged too, though pve-a's lines record the storage.
+        let report = push(line("pve-b", t + 12)).unwrap();
+        assert_eq!(report.points, 0);
+        let pair = |n: &str| (format!("pve1:{n}:ceph"), "pve1:ceph".to_string());
+        assert_eq!(*sink.merges.lock(), [pair("pve-a"), pair("pve-b")]);
+        let points: Vec<(String, i64)> = sink
+            .points
+            .lock()
+            .iter()
+            .map(|p| (p.resource_id.clone(), p.timestamp))
+            .collect();
+        assert_eq!(
+            points,
+            [
+                ("pve1:ceph".to_string(), t * 1000),
+                ("pve1:ceph".to_string(), (t + 10) * 1000)
+            ]
+        );
     }
 }

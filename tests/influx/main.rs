@@ -9,6 +9,7 @@
 mod common;
 
 mod clients;
+mod poller;
 mod protocol;
 mod proxmox;
 
@@ -110,33 +111,9 @@ impl Service {
         )
     }
 
-    /// Every stored point of the last `hours`, by series.
+    /// Every stored point of the last 2 hours, by series.
     pub async fn points(&self) -> Stored {
-        let store = self.store.clone();
-        tokio::task::spawn_blocking(move || {
-            store.flush().unwrap();
-            let now = pulse_metrics::model::now_ms();
-            let many = store
-                .query_many(
-                    &SeriesFilter::default(),
-                    TimeRange::last(Duration::from_secs(2 * 3600), now + 60_000),
-                    None,
-                )
-                .unwrap();
-            Stored(
-                many.series
-                    .into_iter()
-                    .map(|(k, pts)| {
-                        (
-                            (k.resource_type, k.resource_id, k.metric),
-                            pts.into_iter().map(|p| (p.timestamp, p.value)).collect(),
-                        )
-                    })
-                    .collect(),
-            )
-        })
-        .await
-        .unwrap()
+        stored(&self.store).await
     }
 
     /// The status board entry `name`, as `/api/metrics-store/stats` shows it.
@@ -177,6 +154,35 @@ fn fresh_connections() -> reqwest::Client {
         .timeout(Duration::from_secs(30))
         .build()
         .expect("http client")
+}
+
+/// Every point `store` holds for the last 2 hours, by series.
+pub async fn stored(store: &Store) -> Stored {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || {
+        store.flush().unwrap();
+        let now = pulse_metrics::model::now_ms();
+        let many = store
+            .query_many(
+                &SeriesFilter::default(),
+                TimeRange::last(Duration::from_secs(2 * 3600), now + 60_000),
+                None,
+            )
+            .unwrap();
+        Stored(
+            many.series
+                .into_iter()
+                .map(|(k, pts)| {
+                    (
+                        (k.resource_type, k.resource_id, k.metric),
+                        pts.into_iter().map(|p| (p.timestamp, p.value)).collect(),
+                    )
+                })
+                .collect(),
+        )
+    })
+    .await
+    .unwrap()
 }
 
 /// Stored points: (type, id, metric) -> [(timestamp, value)].
