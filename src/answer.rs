@@ -306,6 +306,7 @@ pub fn history(store: &Reads, request: &HistoryRequest) -> Result<HistoryAnswer>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     const NOW: i64 = 1_700_000_000_000;
 

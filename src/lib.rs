@@ -36,6 +36,7 @@
 //! | `collectors`   | host and Proxmox samplers writing into the store             |
 //! | `remote`       | Prometheus remote write out, and reads from the engine       |
 //! | `reads`        | where reads are answered from: the store or the engine       |
+//! | `influx`       | InfluxDB line protocol (Proxmox's metric push) onto the store |
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
 //! | `ui`           | the embedded web UI                                          |
 //!
@@ -47,6 +48,7 @@ pub mod answer;
 pub mod collectors;
 pub mod config;
 pub mod export;
+pub mod influx;
 pub mod ingest;
 pub mod pulse_ids;
 pub mod pulse_import;

@@ -13,6 +13,7 @@ impl Config {
         self.metrics.validate()?;
         self.server.validate()?;
         self.collectors.validate()?;
+        self.ingest.influx.validate()?;
         self.export.validate(&self.metrics)
     }
 
@@ -25,6 +26,17 @@ impl Config {
     pub fn check_startable(&self) -> Result<()> {
         self.validate()?;
         self.metrics.ensure_database_dir()
+    }
+}
+
+impl InfluxConfig {
+    /// `udp` empty or `host:port`; `udp_instance` a valid instance name.
+    pub fn validate(&self) -> Result<()> {
+        if !self.udp.is_empty() {
+            check_listen(&self.udp).map_err(|m| Error::config("ingest.influx.udp", m))?;
+        }
+        crate::influx::check_instance(&self.udp_instance)
+            .map_err(|m| Error::config("ingest.influx.udp_instance", m))
     }
 }
 
