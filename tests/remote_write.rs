@@ -72,9 +72,12 @@ async fn caught_up(s: &TestServer, within: Duration) -> Value {
 /// Points with values every engine stores exactly (VictoriaMetrics keeps
 /// values as decimals of up to 15 significant digits), one per series and
 /// second.
-fn points(series: usize, from: i64, n: usize) -> (Vec<Value>, BTreeMap<String, Vec<(i64, f64)>>) {
+/// Per `resource_id`, `(ms, value)` samples in time order.
+type Samples = BTreeMap<String, Vec<(i64, f64)>>;
+
+fn points(series: usize, from: i64, n: usize) -> (Vec<Value>, Samples) {
     let mut out = Vec::new();
-    let mut want: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut want: Samples = BTreeMap::new();
     for i in 0..n {
         for s in 0..series {
             let id = format!("pve1:{}", 100 + s);

@@ -79,25 +79,6 @@ pub fn latest(dir: &Path) -> Result<Cursors> {
     Ok(Cursors::new())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn cursors_round_trip() {
-        let mut c = Cursors::new();
-        c.insert("vm".into(), 42);
-        c.insert("mimir-eu".into(), u64::MAX - 1);
-        assert_eq!(decode(&encode(&c).unwrap()).unwrap(), c);
-        assert_eq!(
-            decode(&encode(&Cursors::new()).unwrap()).unwrap(),
-            Cursors::new()
-        );
-        assert!(decode(b"XXXX").is_none());
-        assert!(encode(&[("x".repeat(300), 1)].into_iter().collect()).is_err());
-    }
-}
-
 impl crate::Store {
     /// Saves remote-write cursors in the raw journal (through the writer,
     /// after every point queued before the call): a note of a few dozen
@@ -117,5 +98,24 @@ impl crate::Store {
             Some(path) => latest(&journal::dir_of(path)),
             None => Ok(Cursors::new()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip() {
+        let mut c = Cursors::new();
+        c.insert("vm".into(), 42);
+        c.insert("mimir-eu".into(), u64::MAX - 1);
+        assert_eq!(decode(&encode(&c).unwrap()).unwrap(), c);
+        assert_eq!(
+            decode(&encode(&Cursors::new()).unwrap()).unwrap(),
+            Cursors::new()
+        );
+        assert!(decode(b"XXXX").is_none());
+        assert!(encode(&[("x".repeat(300), 1)].into_iter().collect()).is_err());
     }
 }

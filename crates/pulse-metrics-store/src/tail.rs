@@ -226,7 +226,7 @@ impl JournalTail {
         let mut out = TailRead::default();
         let mut points = 0usize;
         loop {
-            if self.open.is_none() && !self.open_next(&mut out)? {
+            if self.open.is_none() && !self.open_next()? {
                 return Ok(out);
             }
             let open = self.open.as_mut().expect("opened above");
@@ -347,7 +347,7 @@ impl JournalTail {
 impl JournalTail {
     /// Opens the segment to read next: the first after the one just left,
     /// else the one holding the batch wanted; false when there is none.
-    fn open_next(&mut self, out: &mut TailRead) -> Result<bool> {
+    fn open_next(&mut self) -> Result<bool> {
         let files = journal::list(&self.dir)?;
         let chosen = match self.next_after.take() {
             Some(after) => files.into_iter().find(|(n, _)| *n > after),
@@ -372,7 +372,7 @@ impl JournalTail {
             // Deleted since it was listed: look again from here.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 self.next_after = Some(name);
-                return self.open_next(out);
+                return self.open_next();
             }
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         };
