@@ -433,8 +433,18 @@ fn fill(open: &mut Open) -> Result<usize> {
         open.pos = 0;
     }
     let at = open.buf.len();
-    open.buf.resize(at + READ_CHUNK, 0);
     let off = open.base + at as u64;
+    // Most reads find nothing new: ask the size first, without a buffer.
+    let len = open
+        .file
+        .metadata()
+        .map_err(|e| Error::io(format!("read {}", open.path.display()), e))?
+        .len();
+    if len <= off {
+        return Ok(0);
+    }
+    let want = usize::try_from(len - off).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+    open.buf.resize(at + want, 0);
     let n = read_at(&mut open.file, off, &mut open.buf[at..])?;
     open.buf.truncate(at + n);
     Ok(n)
