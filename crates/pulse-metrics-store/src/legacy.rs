@@ -80,7 +80,7 @@ pub fn records(conn: &Connection) -> Result<Vec<Record>> {
         .into_iter()
         .map(|(seq, mut points)| {
             // A batch written across two slots comes back in two runs.
-            points.sort_by_key(|p| (p.ts, p.sid));
+            points.sort_by_key(|p| (p.sid, p.ts));
             Record {
                 seq,
                 points,
