@@ -365,8 +365,11 @@ impl Run<'_> {
 /// write order within a series) yields each series' points together
 /// without sorting, and each value's history is complete when it is read.
 /// Stops at the first damage, like `decode_segment`.
-pub fn decode_by_series(bytes: &[u8]) -> (BySeries, Option<Damage>) {
+pub fn decode_by_series(bytes: &[u8], reuse: Option<BySeries>) -> (BySeries, Option<Damage>) {
+    let mut points = reuse.map(|r| r.points).unwrap_or_default();
+    points.clear();
     let mut out = BySeries {
+        points,
         max_ts: i64::MIN,
         ..BySeries::default()
     };
@@ -418,7 +421,7 @@ pub fn decode_by_series(bytes: &[u8]) -> (BySeries, Option<Damage>) {
         }
         pos = end;
     }
-    out.points.reserve_exact(total);
+    out.points.reserve(total);
     let mut values = Values::default();
     let fail = |offset: u64, e: DecodeError| Damage::Corrupt {
         offset,
@@ -653,8 +656,8 @@ pub fn replay(
     pipeline(
         dir,
         repair,
-        decode_segment,
-        |(records, _)| f(records),
+        |b, _| decode_segment(b),
+        |(records, _)| f(std::mem::take(records)),
         |records, seg| {
             for r in records {
                 seg.last_seq = seg.last_seq.max(r.seq);
@@ -671,7 +674,7 @@ pub fn replay(
 pub fn replay_by_series(
     dir: &Path,
     repair: bool,
-    mut f: impl FnMut(BySeries) -> Result<()>,
+    mut f: impl FnMut(&mut BySeries) -> Result<()>,
 ) -> Result<Vec<Segment>> {
     pipeline(
         dir,
@@ -694,17 +697,22 @@ pub fn replay_by_series(
 fn pipeline<T: Send>(
     dir: &Path,
     repair: bool,
-    decode: fn(&[u8]) -> (T, Option<Damage>),
-    mut apply: impl FnMut((T, ())) -> Result<()>,
+    decode: fn(&[u8], Option<T>) -> (T, Option<Damage>),
+    mut apply: impl FnMut((&mut T, ())) -> Result<()>,
     describe: fn(&T, &mut Segment),
 ) -> Result<Vec<Segment>> {
     let files = list(dir)?;
     let n = files.len();
     std::thread::scope(|scope| {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        // What was applied goes back to be decoded into again: buffers of
+        // tens of MB, fresh each time, would cost page faults per segment.
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<T>(2);
         scope.spawn(move || {
             for (i, (first_seq, path)) in files.into_iter().enumerate() {
-                let segment = read_segment(first_seq, path, i + 1 == n, repair, decode, describe);
+                let reuse = back_rx.try_recv().ok();
+                let segment =
+                    read_segment(first_seq, path, i + 1 == n, repair, decode, reuse, describe);
                 let failed = segment.is_err();
                 if tx.send(segment).is_err() || failed {
                     break;
@@ -713,9 +721,10 @@ fn pipeline<T: Send>(
         });
         let mut segments = Vec::with_capacity(n);
         for segment in rx {
-            if let Some((seg, content)) = segment? {
-                apply((content, ()))?;
+            if let Some((seg, mut content)) = segment? {
+                apply((&mut content, ()))?;
                 segments.push(seg);
+                let _ = back_tx.try_send(content);
             }
         }
         Ok(segments)
@@ -729,7 +738,8 @@ fn read_segment<T>(
     path: PathBuf,
     last: bool,
     repair: bool,
-    decode: fn(&[u8]) -> (T, Option<Damage>),
+    decode: fn(&[u8], Option<T>) -> (T, Option<Damage>),
+    reuse: Option<T>,
     describe: fn(&T, &mut Segment),
 ) -> Result<Option<(Segment, T)>> {
     let bytes = match std::fs::read(&path) {
@@ -737,7 +747,7 @@ fn read_segment<T>(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !repair => return Ok(None),
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
-    let (content, damage) = decode(&bytes);
+    let (content, damage) = decode(&bytes, reuse);
     let good = match &damage {
         None => bytes.len() as u64,
         Some(Damage::Torn { offset }) if last => *offset,
@@ -812,7 +822,7 @@ mod tests {
             prop_assert!(damage.is_none());
             // Series by series: the same points, grouped by series, each
             // series' points in write order.
-            let (by, damage) = decode_by_series(&bytes);
+            let (by, damage) = decode_by_series(&bytes, None);
             prop_assert!(damage.is_none());
             let mut want: Vec<(u64, i64, u64, u32)> = records
                 .iter()

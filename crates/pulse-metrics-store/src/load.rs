@@ -175,7 +175,7 @@ impl Replay<'_> {
     /// while it is hot, where applying batch after batch would touch a
     /// different series at every point (at 40,000 series, a cache miss or
     /// four per point).
-    fn by_series(&mut self, mut s: journal::BySeries) -> Result<()> {
+    fn by_series(&mut self, s: &mut journal::BySeries) -> Result<()> {
         if let Some(now) = s.rolled_to {
             self.fold.rolled_to = self.fold.rolled_to.max(now);
         }
@@ -194,7 +194,7 @@ impl Replay<'_> {
         if s.points.iter().any(|p| self.route[p.3 as usize] != p.3) {
             s.points.sort_by_key(|p| p.0);
         }
-        for &(seq, ts, value, sid) in &s.points {
+        for &(seq, ts, value, sid) in s.points.iter() {
             self.point(seq, self.route[sid as usize], RawPoint::at(ts, value))?;
         }
         Ok(())
