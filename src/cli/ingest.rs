@@ -35,13 +35,13 @@ impl Counts {
     fn bad_line(&mut self, e: &LineError) {
         self.invalid += 1;
         if self.invalid <= SHOWN_ERRORS {
-            eprintln!("{e}");
+            say!("{e}");
         }
     }
 
     fn finish_report(&self) {
         if self.invalid > SHOWN_ERRORS {
-            eprintln!(
+            say!(
                 "... and {} more invalid line(s)",
                 self.invalid - SHOWN_ERRORS
             );
@@ -73,7 +73,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
             .unwrap_or_default()
     };
     if stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprintln!(
+        say!(
             "reading points from the terminal; end with Ctrl-D (see `pulse-metrics ingest --help`)"
         );
     }
@@ -102,12 +102,12 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
         };
         counts.finish_report();
         if counts.invalid > 0 {
-            eprintln!(
+            say!(
                 "skipped {} invalid line(s) of {name}; stored {accepted} point(s)",
                 counts.invalid
             );
         } else {
-            eprintln!("stored {accepted} point(s) from {name}");
+            say!("stored {accepted} point(s) from {name}");
         }
         return print_json(&Summary {
             accepted,
@@ -145,7 +145,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
     };
     counts.finish_report();
     if counts.invalid > 0 {
-        eprintln!(
+        say!(
             "error: {} invalid line(s) in {name}; nothing stored (--skip-invalid stores the valid lines)",
             counts.invalid
         );
@@ -169,7 +169,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
             again.invalid
         )));
     }
-    eprintln!("stored {accepted} point(s) from {name}");
+    say!("stored {accepted} point(s) from {name}");
     print_json(&Summary {
         accepted,
         invalid: 0,
@@ -211,7 +211,7 @@ fn store_points(
                         store.flush()?;
                         since_flush = 0;
                         if bound.check(store, now_ms())? && bound.rollups == 1 {
-                            eprintln!(
+                            say!(
                                 "note: rolling up as the input is read, as the service would, to keep \
                                  memory bounded: points older than the raw retention go to the \
                                  minute/hourly/daily tiers"

@@ -4,6 +4,15 @@
 //! files, invalid configuration), 1 runtime failure (including a database
 //! file the store refuses to open). People read stderr; stdout carries data.
 
+/// A line for people on stderr, like `eprintln!`, except that a stderr
+/// nobody reads any more (a closed pipe) does not panic the command
+/// halfway: the line is lost and the exit code says so (see `main`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(format_args!($($arg)*))
+    };
+}
+
 mod ingest;
 
 use clap::{Args, Parser, Subcommand};
@@ -16,6 +25,7 @@ use pulse_metrics::{Store, Tier};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const MAIN_EXAMPLES: &str = "\
 Examples:
@@ -259,21 +269,36 @@ fn broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 
 pub(crate) type CliResult<T = ()> = Result<T, Failure>;
 
+/// Set when a line for stderr could not be written.
+static STDERR_LOST: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn say_line(args: std::fmt::Arguments) {
+    if writeln!(std::io::stderr(), "{args}").is_err() {
+        STDERR_LOST.store(true, Ordering::Relaxed);
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, None | Some(Command::Serve(_))));
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match run(cli) {
+        Ok(()) => 0,
         Err(Failure::Input(m)) => {
-            eprintln!("error: {m}");
-            ExitCode::from(2)
+            say!("error: {m}");
+            2
         }
         Err(Failure::Runtime(m)) => {
-            eprintln!("error: {m}");
-            ExitCode::from(1)
+            say!("error: {m}");
+            1
         }
-        Err(Failure::Exit(code)) => ExitCode::from(code),
+        Err(Failure::Exit(code)) => code,
+    };
+    // Messages the operator never saw (bad lines, what was discarded) make
+    // a run that otherwise succeeded a failure: nothing goes unreported.
+    if code == 0 && STDERR_LOST.load(Ordering::Relaxed) {
+        return ExitCode::from(1);
     }
+    ExitCode::from(code)
 }
 
 /// Logs go to stderr (stdout carries data): `info` for the service, only
@@ -430,7 +455,7 @@ fn export(store: &Store, args: &ExportArgs) -> CliResult {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let n = pulse_metrics::export::export(store, args.tier, args.format, &mut out)?;
-    eprintln!("exported {n} {} point(s)", args.tier);
+    say!("exported {n} {} point(s)", args.tier);
     Ok(())
 }
 
@@ -446,14 +471,14 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
         let finished = p.rows_done == p.rows_total;
         if !announced {
             announced = true;
-            eprintln!(
+            say!(
                 "import-pulse: reading {} rows from {}",
                 p.rows_total,
                 args.file.display()
             );
         } else if finished || last.elapsed() >= std::time::Duration::from_secs(1) {
             last = std::time::Instant::now();
-            eprintln!(
+            say!(
                 "import-pulse: {}/{} rows ({}%)",
                 p.rows_done,
                 p.rows_total,
@@ -464,18 +489,18 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     // Durable before we claim success.
     store.flush()?;
     for example in &report.skipped_examples {
-        eprintln!("skipped {example}");
+        say!("skipped {example}");
     }
     if report.skipped > report.skipped_examples.len() as u64 {
-        eprintln!(
+        say!(
             "... and {} more skipped row(s)",
             report.skipped - report.skipped_examples.len() as u64
         );
     }
     for note in &report.notes {
-        eprintln!("note: {note}");
+        say!("note: {note}");
     }
-    eprintln!(
+    say!(
         "imported {} raw point(s), {} minute, {} hourly and {} daily bucket(s) from {} in {:.1}s",
         report.raw_points,
         report.minute_buckets,
