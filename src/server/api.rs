@@ -5,7 +5,7 @@
 //! writer thread). Request data is never unwrapped: anything a client sends
 //! ends in a 2xx or a 4xx naming the problem.
 
-use super::{App, charts, prom};
+use super::{App, charts, guard, prom};
 use crate::answer;
 use crate::config::{self, MetricsConfig};
 use crate::model::{Point, now_ms, parse_timestamp};
@@ -14,6 +14,7 @@ use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -21,6 +22,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Largest request body (CONTRACT: bodies over 8 MiB -> 413).
@@ -47,12 +49,16 @@ const DEFAULT_CHART_RANGE: &str = "1h";
 
 /// The whole service's router.
 pub fn router(app: App) -> Router {
+    let json = || middleware::from_fn(guard::require_json);
     let api = Router::new()
-        .route("/metrics-store/write", post(write))
+        .route("/metrics-store/write", post(write.layer(json())))
         .route("/metrics-store/history", get(history))
         .route("/metrics-store/series", get(series))
         .route("/metrics-store/stats", get(stats))
-        .route("/metrics-store/config", get(get_config).put(put_config))
+        .route(
+            "/metrics-store/config",
+            get(get_config).put(put_config.layer(json())),
+        )
         .route("/metrics-store/maintenance", post(maintenance))
         .route("/charts", get(charts))
         .fallback(not_found)
@@ -65,6 +71,11 @@ pub fn router(app: App) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone())
         .merge(crate::ui::router())
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            guard::check_request,
+        ))
         .layer(middleware::from_fn_with_state(app, log_requests))
 }
 
@@ -165,6 +176,28 @@ async fn blocking<T: Send + 'static>(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error while answering the request",
             ))
+        }
+    }
+}
+
+/// Longest a read waits for its turn before it is answered 503.
+const READ_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for a turn among the reads sharing `limit`: each holds a SQLite
+/// reader, and heavy ones megabytes of answer. The permit is held until the
+/// answer is sent.
+async fn read_turn(
+    limit: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(READ_QUEUE_TIMEOUT, limit.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many reads waiting; retry shortly",
+            );
+            err.retry_after = Some(1);
+            Err(err)
         }
     }
 }
@@ -536,6 +569,7 @@ async fn history(
         p.get("maxPoints"),
     )
     .map_err(ApiError::from_store)?;
+    let _turn = read_turn(&app.state.light_reads).await?;
     let store = app.state.store.clone();
     let bytes = blocking(move || {
         let answer = answer::history(&store, &request).map_err(ApiError::from_store)?;
@@ -555,16 +589,30 @@ async fn charts(
     let max_points = p.max_points()?;
     let now = now_ms();
     let w = window(&p, now, true)?;
+    let turn = read_turn(&app.state.heavy_reads).await?;
     let store = app.state.store.clone();
+    let limit = app.state.max_answer_points;
     let parts = blocking(move || {
+        // Past the limit the rest is still read (to count it) but not kept.
+        let total = AtomicUsize::new(0);
         let many = store
             .query_many_map(
                 &SeriesFilter::default(),
                 w.range,
                 max_points,
-                &|_, points| charts::array(&points),
+                &|_, points| {
+                    let n = points.len();
+                    if total.fetch_add(n, Ordering::Relaxed) + n > limit {
+                        return charts::array(&[]);
+                    }
+                    charts::array(&points)
+                },
             )
             .map_err(ApiError::from_store)?;
+        let total = total.into_inner();
+        if total > limit {
+            return Err(too_many_points(total, many.series.len(), limit, max_points));
+        }
         let oldest = store
             .oldest_data_timestamp()
             .map_err(ApiError::from_store)?;
@@ -581,7 +629,12 @@ async fn charts(
     })
     .await?;
     let length: usize = parts.iter().map(Bytes::len).sum();
-    let chunks = parts.into_iter().map(Ok::<_, Infallible>);
+    // The turn is given back once the last byte is sent, so answers waiting
+    // for slow clients count against the limit too.
+    let chunks = parts.into_iter().map(move |chunk| {
+        let _ = &turn;
+        Ok::<_, Infallible>(chunk)
+    });
     Ok((
         [
             (
@@ -595,9 +648,27 @@ async fn charts(
         .into_response())
 }
 
+/// The 400 for a chart answer over `server.max_answer_points`.
+fn too_many_points(
+    total: usize,
+    series: usize,
+    limit: usize,
+    max_points: Option<usize>,
+) -> ApiError {
+    let fit = (limit / series.max(1)).max(1);
+    let advice = match max_points {
+        None => format!("add maxPoints (at most {fit} for these {series} series) or ask for a shorter range"),
+        Some(n) => format!("lower maxPoints from {n} to at most {fit}, or ask for a shorter range"),
+    };
+    ApiError::bad_request(format!(
+        "the answer would hold {total} points from {series} series, over the limit of {limit} (server.max_answer_points): {advice}"
+    ))
+}
+
 // ------------------------------------------------------ small endpoints
 
 async fn series(State(app): State<App>) -> ApiResult {
+    let _turn = read_turn(&app.state.heavy_reads).await?;
     let store = app.state.store.clone();
     let bytes = blocking(move || {
         let series = store.series().map_err(ApiError::from_store)?;
@@ -608,6 +679,7 @@ async fn series(State(app): State<App>) -> ApiResult {
 }
 
 async fn stats(State(app): State<App>) -> ApiResult {
+    let _turn = read_turn(&app.state.light_reads).await?;
     let store = app.state.store.clone();
     let stats = blocking(move || store.stats().map_err(ApiError::from_store)).await?;
     let mut v = serde_json::to_value(&stats).map_err(|e| {
@@ -714,8 +786,9 @@ async fn metrics(State(app): State<App>) -> ApiResult {
 async fn healthz(State(app): State<App>) -> Response {
     let store = app.state.store.clone();
     let started = app.state.started_ms;
-    let checked = tokio::time::timeout(
-        Duration::from_secs(5),
+    let light = app.state.light_reads.clone();
+    let checked = tokio::time::timeout(Duration::from_secs(5), async move {
+        let _turn = read_turn(&light).await?;
         blocking(move || {
             let s = store.stats().map_err(ApiError::from_store)?;
             let limit = (store.config().flush_interval * 2).max(Duration::from_secs(30));
@@ -732,8 +805,9 @@ async fn healthz(State(app): State<App>) -> Response {
                 ));
             }
             Ok(())
-        }),
-    )
+        })
+        .await
+    })
     .await;
     match checked {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),
