@@ -160,9 +160,16 @@ async fn bad_writes_are_refused_whole_with_reasons() {
         .unwrap();
     assert_eq!(r.status(), 415);
     let b = r.json::<Value>().await.unwrap();
-    assert!(b["error"].as_str().unwrap().contains("application/json"), "{b}");
+    assert!(
+        b["error"].as_str().unwrap().contains("application/json"),
+        "{b}"
+    );
     let (_, series) = s.get("/api/metrics-store/series").await;
-    assert_eq!(series["series"], json!([]), "a refused body stored something");
+    assert_eq!(
+        series["series"],
+        json!([]),
+        "a refused body stored something"
+    );
     let r = s
         .client
         .post(s.url("/api/metrics-store/write?sync=true"))

@@ -657,7 +657,9 @@ fn too_many_points(
 ) -> ApiError {
     let fit = (limit / series.max(1)).max(1);
     let advice = match max_points {
-        None => format!("add maxPoints (at most {fit} for these {series} series) or ask for a shorter range"),
+        None => format!(
+            "add maxPoints (at most {fit} for these {series} series) or ask for a shorter range"
+        ),
         Some(n) => format!("lower maxPoints from {n} to at most {fit}, or ask for a shorter range"),
     };
     ApiError::bad_request(format!(

@@ -66,7 +66,8 @@ fn effective_cap(configured: usize) -> usize {
     let Some(limit) = open_file_limit() else {
         return configured;
     };
-    let room = usize::try_from(limit.saturating_sub(descriptor_reserve(limit))).unwrap_or(usize::MAX);
+    let room =
+        usize::try_from(limit.saturating_sub(descriptor_reserve(limit))).unwrap_or(usize::MAX);
     if room >= configured {
         return configured;
     }
@@ -126,7 +127,10 @@ impl Slot {
                 since,
                 served: false,
             } => since + limits.header_read_timeout,
-            Phase::Idle { since, served: true } => since + limits.idle_timeout,
+            Phase::Idle {
+                since,
+                served: true,
+            } => since + limits.idle_timeout,
             Phase::Reading { since } => since + limits.header_read_timeout,
             Phase::Busy { since, .. } => since + limits.request_timeout,
         }
@@ -290,10 +294,7 @@ impl AsyncWrite for Watched {
         Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<std::io::Result<()>> {
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
 

@@ -102,7 +102,11 @@ impl HostPolicy {
         host.is_ip()
             || host.host == "localhost"
             || host.host.ends_with(".localhost")
-            || self.names.iter().chain(&self.listen).any(|n| n.covers(host))
+            || self
+                .names
+                .iter()
+                .chain(&self.listen)
+                .any(|n| n.covers(host))
     }
 
     /// An `Origin` is our own when it names the host the request was sent
@@ -254,7 +258,10 @@ mod tests {
     #[test]
     fn host_names_parse() {
         let h = HostName::parse("Metrics.Example.com:8443").unwrap();
-        assert_eq!((h.host.as_str(), h.port), ("metrics.example.com", Some(8443)));
+        assert_eq!(
+            (h.host.as_str(), h.port),
+            ("metrics.example.com", Some(8443))
+        );
         let h = HostName::parse("[::1]:7656").unwrap();
         assert_eq!((h.host.as_str(), h.port), ("::1", Some(7656)));
         for bad in ["", "http://x", "x/y", "a..b", "x:port", "[::1", "user@x"] {

@@ -89,9 +89,7 @@ impl App {
         let token = Some(config.server.api_token.clone()).filter(|t| !t.is_empty());
         let hosts = guard::HostPolicy::new(&config.server);
         let max_answer_points = config.server.max_answer_points;
-        let heavy_reads = Arc::new(tokio::sync::Semaphore::new(
-            config.server.max_heavy_reads,
-        ));
+        let heavy_reads = Arc::new(tokio::sync::Semaphore::new(config.server.max_heavy_reads));
         App {
             state: Arc::new(AppState {
                 store,

@@ -240,13 +240,28 @@ pub fn raw_http(addr: &str, request: &[u8]) -> RawResponse {
 }
 
 /// An HTTP answer as received.
-#[derive(Debug)]
 pub struct RawResponse {
     /// The status of the first answer (`100` for `100 Continue`); 0 if none.
     pub status: u16,
     /// Header lines of the first answer, names lower-cased.
     pub headers: Vec<(String, String)>,
     pub body: String,
+}
+
+impl std::fmt::Debug for RawResponse {
+    /// Long bodies are cut: a failed assertion should fit on a screen.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let cut = self
+            .body
+            .char_indices()
+            .nth(600)
+            .map_or(self.body.len(), |(i, _)| i);
+        f.debug_struct("RawResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &&self.body[..cut])
+            .finish()
+    }
 }
 
 impl RawResponse {

@@ -119,13 +119,21 @@ fn ingest_with_a_closed_stderr_exits_with_an_error_not_a_panic() {
         c.arg("-c")
             .arg("trap '' PIPE && exec \"$0\" \"$@\"")
             .arg(BIN)
-            .args(["--db", db.to_str().unwrap(), "ingest", file.to_str().unwrap()])
+            .args([
+                "--db",
+                db.to_str().unwrap(),
+                "ingest",
+                file.to_str().unwrap(),
+            ])
             .current_dir(sb.dir.path())
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::piped())
             .stderr(writer);
         let out = c.output().unwrap();
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
     };
     let (code, stdout) = run(&bad);
     assert_eq!(code, Some(2), "bad input: {stdout}");

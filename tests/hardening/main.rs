@@ -110,9 +110,7 @@ pub fn ago(secs: i64) -> i64 {
 pub fn values(svc: &Service, id: &str) -> Vec<f64> {
     let r = get(
         svc,
-        &format!(
-            "/api/metrics-store/history?resourceType=vm&resourceId={id}&metric=cpu&range=2h"
-        ),
+        &format!("/api/metrics-store/history?resourceType=vm&resourceId={id}&metric=cpu&range=2h"),
     );
     assert_eq!(r.status, 200, "{r:?}");
     r.json()["points"]

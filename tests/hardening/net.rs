@@ -63,7 +63,9 @@ fn a_thousand_idle_or_half_header_sockets_neither_starve_the_service_nor_stay_op
     let started = Instant::now();
     let mut sockets = Vec::new();
     for i in 0..1000 {
-        let mut s = TcpStream::connect(&svc.addr).expect("connect");
+        let addr = svc.addr.parse().unwrap();
+        let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("connection {i}: {e}"));
         if i % 2 == 1 {
             s.write_all(b"GET /api/metrics-store/stats HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Half: ")
                 .unwrap();
@@ -110,7 +112,10 @@ fn a_thousand_idle_or_half_header_sockets_neither_starve_the_service_nor_stay_op
     let fds = std::fs::read_dir(format!("/proc/{}/fd", svc.child.id()))
         .map(|d| d.count())
         .unwrap_or(0);
-    assert!(fds < 64, "the service holds {fds} descriptors after the flood");
+    assert!(
+        fds < 64,
+        "the service holds {fds} descriptors after the flood"
+    );
     let log = svc.log_text();
     assert!(
         !log.contains("Too many open files"),

@@ -14,9 +14,20 @@ fn a_foreign_host_is_refused_naming_the_setting() {
 
     // DNS rebinding: the browser sends the attacker's name.
     let evil = format!("evil.example:{port}");
-    let r = request(&svc, "GET", "/api/metrics-store/stats", &[("Host", &evil)], b"");
+    let r = request(
+        &svc,
+        "GET",
+        "/api/metrics-store/stats",
+        &[("Host", &evil)],
+        b"",
+    );
     assert_eq!(r.status, 403, "{r:?}");
-    assert!(r.json()["error"].as_str().unwrap().contains("server.allowed_hosts"));
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("server.allowed_hosts")
+    );
     let r = request(
         &svc,
         "PUT",
@@ -25,7 +36,13 @@ fn a_foreign_host_is_refused_naming_the_setting() {
         br#"{"retention":{"raw":"10m","minute":"1h","hourly":"24h","daily":"24h"}}"#,
     );
     assert_eq!(r.status, 403, "{r:?}");
-    let r = request(&svc, "POST", "/api/metrics-store/maintenance", &[("Host", &evil)], b"");
+    let r = request(
+        &svc,
+        "POST",
+        "/api/metrics-store/maintenance",
+        &[("Host", &evil)],
+        b"",
+    );
     assert_eq!(r.status, 403, "{r:?}");
     let r = request(&svc, "GET", "/", &[("Host", &evil)], b"");
     assert_eq!(r.status, 403, "the UI too: {r:?}");
@@ -40,7 +57,13 @@ fn a_foreign_host_is_refused_naming_the_setting() {
         "metrics.lan".to_string(),
         format!("METRICS.lan:{port}"),
     ] {
-        let r = request(&svc, "GET", "/api/metrics-store/stats", &[("Host", &host)], b"");
+        let r = request(
+            &svc,
+            "GET",
+            "/api/metrics-store/stats",
+            &[("Host", &host)],
+            b"",
+        );
         assert_eq!(r.status, 200, "Host {host}: {r:?}");
     }
     assert_eq!(svc.stop(), 0);
@@ -67,7 +90,10 @@ fn cross_site_writes_are_refused_and_scripts_keep_working() {
         &svc,
         "POST",
         "/api/metrics-store/write?sync=true",
-        &[("Origin", "http://evil.example"), ("Content-Type", "text/plain")],
+        &[
+            ("Origin", "http://evil.example"),
+            ("Content-Type", "text/plain"),
+        ],
         &zero,
     );
     assert_eq!(r.status, 403, "{r:?}");
@@ -107,9 +133,19 @@ fn cross_site_writes_are_refused_and_scripts_keep_working() {
         &zero,
     );
     assert_eq!(r.status, 415, "{r:?}");
-    let r = request(&svc, "POST", "/api/metrics-store/write?sync=true", &[], &zero);
+    let r = request(
+        &svc,
+        "POST",
+        "/api/metrics-store/write?sync=true",
+        &[],
+        &zero,
+    );
     assert_eq!(r.status, 415, "no content type: {r:?}");
-    assert_eq!(values(&svc, "101"), vec![77.0], "a refused write changed data");
+    assert_eq!(
+        values(&svc, "101"),
+        vec![77.0],
+        "a refused write changed data"
+    );
 
     // The UI's own requests (its Origin is the address it was loaded from).
     let own = format!("http://{}", svc.addr);
@@ -121,7 +157,13 @@ fn cross_site_writes_are_refused_and_scripts_keep_working() {
         &points(&[("101", 78.0, ts)]),
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let r = request(&svc, "POST", "/api/metrics-store/maintenance", &[("Origin", &own)], b"");
+    let r = request(
+        &svc,
+        "POST",
+        "/api/metrics-store/maintenance",
+        &[("Origin", &own)],
+        b"",
+    );
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(values(&svc, "101"), vec![78.0]);
     assert_eq!(svc.stop(), 0);
@@ -140,7 +182,11 @@ fn pages_cannot_be_framed_or_sniffed() {
             Some("frame-ancestors 'none'"),
             "{path}"
         );
-        assert_eq!(r.header("x-content-type-options"), Some("nosniff"), "{path}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
     }
     assert_eq!(svc.stop(), 0);
 }
