@@ -25,10 +25,8 @@
 //!
 //! | module         | owns                                                         |
 //! |----------------|--------------------------------------------------------------|
-//! | `store`        | [`Store`]: the SQLite file, tiers, rollup, retention, queries |
-//! | `model`        | series, points, tiers and the validation rules of the contract |
+//! | `store`        | [`Store`]: the crate `pulse_metrics_store` (SQLite file, tiers, rollup, retention, queries), with its `model`, `error` and options |
 //! | `config`       | the configuration file's types, defaults, rules, load and save |
-//! | `error`        | [`Error`], one opaque error type with accessors              |
 //! | `answer`       | the history answer's JSON, shared by the HTTP API and the CLI |
 //! | `ingest`       | streaming JSON Lines / CSV point reader, batched writes      |
 //! | `export`       | writing a tier as JSON Lines / CSV that `ingest` reads back  |
@@ -37,20 +35,21 @@
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
 //! | `ui`           | the embedded web UI                                          |
 //!
-//! The store knows nothing of HTTP or the command line; the service and the
-//! CLI are thin layers over it.
+//! The store knows nothing of HTTP or the command line (it is a crate of its
+//! own, so the compiler refuses an upward import); the service and the CLI
+//! are thin layers over it.
 
 pub mod answer;
 pub mod collectors;
 pub mod config;
-pub mod error;
 pub mod export;
 pub mod ingest;
-pub mod model;
 pub mod pulse_import;
 pub mod server;
-pub mod store;
 pub mod ui;
+
+pub use pulse_metrics_store as store;
+pub use pulse_metrics_store::{error, model};
 
 pub use config::{Config, MetricsConfig, Retention};
 pub use error::{Error, PointError, Result};

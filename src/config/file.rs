@@ -77,10 +77,24 @@ impl Config {
         Config::parse(&text, format)
     }
 
-    /// Parses configuration text with `${VAR}` expansion (see `expand_env`);
-    /// does not validate.
+    /// Parses configuration text with `${VAR}` expanded from the process
+    /// environment (see `expand_env`); does not validate.
     pub fn parse(text: &str, format: ConfigFormat) -> Result<Config> {
-        let _loading = text::Loading::start();
+        Config::parse_with_env(text, format, |name| std::env::var(name))
+    }
+
+    /// `parse`, with `${VAR}` looked up through `env` instead of the process
+    /// environment (tests pass their own variables this way).
+    pub fn parse_with_env(
+        text: &str,
+        format: ConfigFormat,
+        env: impl Fn(&str) -> std::result::Result<String, std::env::VarError> + 'static,
+    ) -> Result<Config> {
+        let expand = std::rc::Rc::new(move |s: &str| expand_env_with(s, &env));
+        text::expanding(expand, || Config::parse_expanded(text, format))
+    }
+
+    fn parse_expanded(text: &str, format: ConfigFormat) -> Result<Config> {
         let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         if is_blank(text, format) {
             return Ok(Config::default());
@@ -219,6 +233,14 @@ fn yaml_message(e: &serde_saphyr::Error) -> String {
 /// writes a literal `${`. `${PULSE_DATA_DIR}` defaults to `./data`; any other
 /// unset variable is an error naming it. A `$` not followed by `{` is kept.
 pub fn expand_env(s: &str) -> std::result::Result<String, String> {
+    expand_env_with(s, &|name| std::env::var(name))
+}
+
+/// `expand_env` with variables looked up through `env`.
+pub fn expand_env_with(
+    s: &str,
+    env: &dyn Fn(&str) -> std::result::Result<String, std::env::VarError>,
+) -> std::result::Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -252,7 +274,7 @@ pub fn expand_env(s: &str) -> std::result::Result<String, String> {
                 "`${{{body}}}` is not a variable reference (write ${{NAME}} with A-Z, 0-9 and _, or $${{ for a literal ${{)"
             ));
         }
-        let value = match std::env::var(name) {
+        let value = match env(name) {
             Ok(v) if !(v.is_empty() && default.is_some()) => v,
             Err(std::env::VarError::NotUnicode(_)) => {
                 return Err(format!("environment variable `{name}` is not valid UTF-8"));

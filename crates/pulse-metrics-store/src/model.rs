@@ -303,7 +303,8 @@ impl Tier {
         }
     }
 
-    pub(crate) fn index(self) -> usize {
+    /// Position from the finest tier: raw 0, minute 1, hourly 2, daily 3.
+    pub fn index(self) -> usize {
         self as usize
     }
 }

@@ -1,7 +1,35 @@
-//! The durable tiered store.
+//! The durable tiered metrics store behind pulse-metrics: one SQLite file,
+//! raw points rolled up into minute, hourly and daily buckets, with almost
+//! no disk wear. It knows nothing of HTTP or the command line.
+//!
+//! ```
+//! use pulse_metrics_store::{MetricsConfig, SeriesKey, Store, TimeRange};
+//! # let dir = tempfile::tempdir().unwrap();
+//! let store = Store::open(MetricsConfig {
+//!     database_path: dir.path().join("metrics.db"),
+//!     ..MetricsConfig::default()
+//! })?;
+//! let now = 1_700_000_040_000; // Unix ms, on a minute boundary
+//! for i in 0..12 {
+//!     store.write("vm", "pve1:101", "cpu", 10.0 + i as f64, now - 60_000 + i * 5_000)?;
+//! }
+//! store.flush()?; // durable from here on, even if the process is killed
+//! store.rollup(now)?; // closed minutes become minute buckets
+//! let cpu = SeriesKey::new("vm", "pve1:101", "cpu");
+//! let day = store.query(&cpu, TimeRange::last(std::time::Duration::from_secs(86_400), now), None)?;
+//! assert_eq!(day.tier, pulse_metrics_store::Tier::Minute);
+//! assert_eq!(day.points[0].count, 12);
+//! assert_eq!(day.points[0].value, 15.5);
+//! # Ok::<(), pulse_metrics_store::Error>(())
+//! ```
+//!
+//! # Modules
 //!
 //! | module      | owns                                                         |
 //! |-------------|--------------------------------------------------------------|
+//! | `config`    | [`MetricsConfig`]: the store's options and their rules       |
+//! | `error`     | [`Error`], one opaque error type with accessors              |
+//! | `model`     | series, points, tiers and the validation rules of the contract |
 //! | `schema`    | opening the file, refusing foreign files, pragmas, migrations |
 //! | `codec`     | byte layouts of log slots and tier chunks                    |
 //! | `ring`      | the raw log's page-sized slots and their reuse               |
@@ -14,7 +42,12 @@
 //! | `query`     | tier selection, stitching, `max_points`                      |
 //! | `import`    | storing buckets migrated from another store                  |
 //!
-//! See `docs/storage.md` for the layout and the figures behind it.
+//! See `docs/storage.md` in the repository for the layout and the figures
+//! behind it.
+
+pub mod config;
+pub mod error;
+pub mod model;
 
 mod codec;
 mod import;
@@ -28,9 +61,10 @@ mod state;
 mod tiers;
 mod writer;
 
-use crate::config::MetricsConfig;
-use crate::error::{Error, PointError, Result, SqlContext};
-use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
+pub use crate::config::{MetricsConfig, Retention};
+use crate::error::SqlContext;
+pub use crate::error::{Error, PointError, Result};
+pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use schema::Location;
@@ -226,7 +260,7 @@ pub struct Stats {
 /// The metrics store. Cheap to clone; every clone is the same store.
 ///
 /// ```
-/// use pulse_metrics::{MetricsConfig, SeriesKey, Store, TimeRange};
+/// use pulse_metrics_store::{MetricsConfig, SeriesKey, Store, TimeRange};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let config = MetricsConfig { database_path: dir.path().join("metrics.db"), ..Default::default() };
 /// let store = Store::open(config)?;
@@ -239,7 +273,7 @@ pub struct Stats {
 /// assert_eq!(history.points.len(), 2);
 /// assert_eq!(history.points[1].value, 14.5);
 /// store.close()?;
-/// # Ok::<(), pulse_metrics::Error>(())
+/// # Ok::<(), pulse_metrics_store::Error>(())
 /// ```
 #[derive(Clone)]
 pub struct Store {

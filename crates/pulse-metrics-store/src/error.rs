@@ -63,35 +63,35 @@ enum Inner {
 }
 
 impl Error {
-    pub(crate) fn invalid_points(errors: Vec<PointError>) -> Error {
+    pub fn invalid_points(errors: Vec<PointError>) -> Error {
         Error::new(Inner::InvalidPoints(errors))
     }
-    pub(crate) fn invalid_input(message: impl Into<String>) -> Error {
+    pub fn invalid_input(message: impl Into<String>) -> Error {
         Error::new(Inner::InvalidInput(message.into()))
     }
-    pub(crate) fn overloaded(pending: usize, capacity: usize) -> Error {
+    pub fn overloaded(pending: usize, capacity: usize) -> Error {
         Error::new(Inner::Overloaded { pending, capacity })
     }
-    pub(crate) fn closed() -> Error {
+    pub fn closed() -> Error {
         Error::new(Inner::Closed)
     }
-    pub(crate) fn not_sqlite(path: PathBuf) -> Error {
+    pub fn not_sqlite(path: PathBuf) -> Error {
         Error::new(Inner::NotSqlite { path })
     }
-    pub(crate) fn corrupt(path: PathBuf, detail: impl Into<String>) -> Error {
+    pub fn corrupt(path: PathBuf, detail: impl Into<String>) -> Error {
         Error::new(Inner::Corrupt {
             path,
             detail: detail.into(),
         })
     }
-    pub(crate) fn newer_version(path: PathBuf, found: i64, supported: i64) -> Error {
+    pub fn newer_version(path: PathBuf, found: i64, supported: i64) -> Error {
         Error::new(Inner::NewerVersion {
             path,
             found,
             supported,
         })
     }
-    pub(crate) fn foreign(path: PathBuf, tables: Vec<String>) -> Error {
+    pub fn foreign(path: PathBuf, tables: Vec<String>) -> Error {
         Error::new(Inner::Foreign { path, tables })
     }
     /// A configuration error naming `key` and the rule it breaks.
@@ -101,13 +101,13 @@ impl Error {
             message: message.into(),
         })
     }
-    pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> Error {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::new(Inner::Io {
             context: context.into(),
             source,
         })
     }
-    pub(crate) fn sqlite(context: impl Into<String>, source: rusqlite::Error) -> Error {
+    pub fn sqlite(context: impl Into<String>, source: rusqlite::Error) -> Error {
         Error::new(Inner::Sqlite {
             context: context.into(),
             source,
