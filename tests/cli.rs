@@ -579,15 +579,19 @@ fn a_store_kept_in_memory_needs_db_for_offline_commands() {
     assert!(out.stderr.contains("metrics.enabled"), "{}", out.stderr);
     assert!(!sb.default_db().exists());
     let db = sb.path("x.db");
-    let out = sb
-        .run(&[
+    let with_db = |cmd: &str| {
+        sb.run(&[
             "--config",
             cfg.to_str().unwrap(),
             "--db",
             db.to_str().unwrap(),
-            "stats",
+            cmd,
         ])
-        .ok();
-    assert_eq!(out.json()["enabled"], true);
+    };
+    // A reader never creates the file; a writer does.
+    with_db("stats").fails(2);
+    assert!(!db.exists());
+    with_db("maintain").ok();
+    assert_eq!(with_db("stats").ok().json()["enabled"], true);
     assert!(db.exists());
 }

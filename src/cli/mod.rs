@@ -90,7 +90,7 @@ Examples:
   pulse-metrics maintain --now 2024-05-01T12:00:00Z")]
     Maintain(MaintainArgs),
 
-    /// Print the history of a resource's series as JSON (the history endpoint's answer)
+    /// Print the history of a resource's series as JSON (read-only: works beside the service)
     #[command(after_help = "\
 Examples:
   pulse-metrics query --type vm --id pve1:node1:101 --metric cpu --range 24h
@@ -98,13 +98,18 @@ Examples:
   pulse-metrics query --type vm --id pve1:node1:101 --range 7d --format csv
 
 Without --metric every metric of the resource is answered, under \"metrics\".
-Give either --range, or --start and --end.")]
+Give either --range, or --start and --end.
+Read-only: takes no lock and writes nothing, so it works while the service runs;
+a missing database is exit 2, never created.")]
     Query(QueryArgs),
 
-    /// Print storage statistics as JSON (the stats endpoint's answer)
+    /// Print storage statistics as JSON (read-only: works beside the service)
     #[command(after_help = "\
 Example:
-  pulse-metrics --db ./data/metrics.db stats")]
+  pulse-metrics --db ./data/metrics.db stats
+
+Read-only: takes no lock and writes nothing, so it works while the service runs;
+a missing database is exit 2, never created.")]
     Stats,
 
     /// Migrate a Pulse (Go) metrics.db into this store, every tier kept
@@ -117,13 +122,15 @@ Pulse keeps no count for rolled-up rows: they are stored with count 1 (noted in 
 Prints a JSON report; progress goes to stderr.")]
     ImportPulse(ImportArgs),
 
-    /// Print every stored point of a tier as JSON Lines or CSV
+    /// Print every stored point of a tier as JSON Lines or CSV (read-only: works beside the service)
     #[command(after_help = "\
 Examples:
   pulse-metrics export > raw.jsonl
   pulse-metrics export --tier hourly --format csv > hourly.csv
 
-A raw export can be ingested again: `pulse-metrics --db other.db ingest raw.jsonl`.")]
+A raw export can be ingested again: `pulse-metrics --db other.db ingest raw.jsonl`.
+Read-only: takes no lock and writes nothing, so it works while the service runs;
+a missing database is exit 2, never created.")]
     Export(ExportArgs),
 }
 
@@ -246,7 +253,7 @@ impl From<pulse_metrics::Error> for Failure {
             // The reader went away (`| head`): not an error worth a word.
             return Failure::Exit(0);
         }
-        if e.is_invalid_input() || e.config_key().is_some() {
+        if e.is_invalid_input() || e.config_key().is_some() || e.is_missing() {
             Failure::Input(e.to_string())
         } else {
             Failure::Runtime(e.to_string())
@@ -346,8 +353,22 @@ fn run(cli: Cli) -> CliResult {
         ));
     }
     config.validate().map_err(in_file)?;
-    config.metrics.ensure_database_dir().map_err(in_file)?;
-    let store = Store::open(config.metrics.clone())?;
+    // Readers create nothing and take no lock: they work beside the service.
+    let read_only = matches!(
+        command,
+        Command::Query(_) | Command::Stats | Command::Export(_)
+    );
+    // A query's own mistakes are named before the file is looked at.
+    let request = match &command {
+        Command::Query(args) => Some(query_request(args)?),
+        _ => None,
+    };
+    let store = if read_only {
+        Store::open_read_only(config.metrics.clone())?
+    } else {
+        config.metrics.ensure_database_dir().map_err(in_file)?;
+        Store::open(config.metrics.clone())?
+    };
     let result = match command {
         Command::Serve(_) => unreachable!("handled above"),
         Command::Ingest(args) => ingest::run(&store, &config.metrics.database_path, &args),
@@ -355,12 +376,13 @@ fn run(cli: Cli) -> CliResult {
             let report = store.maintain(args.now.unwrap_or_else(now_ms))?;
             print_json(&report)
         }
-        Command::Query(args) => query(&store, &args),
+        Command::Query(args) => query(&store, request.as_ref().expect("built above"), &args),
         Command::Stats => print_json(&store.stats()?),
         Command::ImportPulse(args) => import_pulse(&store, &args),
         Command::Export(args) => export(&store, &args),
     };
-    // Make everything durable and the WAL small, even after a failure.
+    // Make everything durable and the WAL small, even after a failure
+    // (nothing to do for a read-only store).
     let closed = store.close();
     result?;
     closed?;
@@ -397,8 +419,8 @@ fn serve(config: Config, config_path: Option<PathBuf>) -> CliResult {
         .map_err(|e| Failure::Runtime(format!("{e:#}")))
 }
 
-fn query(store: &Store, args: &QueryArgs) -> CliResult {
-    let request = HistoryRequest::from_params(
+fn query_request(args: &QueryArgs) -> CliResult<HistoryRequest> {
+    Ok(HistoryRequest::from_params(
         &args.resource_type,
         &args.resource_id,
         args.metric.as_deref(),
@@ -407,8 +429,11 @@ fn query(store: &Store, args: &QueryArgs) -> CliResult {
         args.end.as_deref(),
         args.now.unwrap_or_else(now_ms),
         args.max_points.map(|n| n.to_string()).as_deref(),
-    )?;
-    let answer = history(store, &request)?;
+    )?)
+}
+
+fn query(store: &Store, request: &HistoryRequest, args: &QueryArgs) -> CliResult {
+    let answer = history(store, request)?;
     if args.format == "json" {
         return print_json(&answer);
     }

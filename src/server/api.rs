@@ -456,7 +456,7 @@ async fn write(
     let store = app.state.store.clone();
     let outcome = tokio::task::spawn_blocking(move || {
         let n = store
-            .write_batch(&points)
+            .write_live(&points, now_ms())
             .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
         if sync {
             store.flush().map_err(|e| WriteFailure::NotDurable(n, e))?;

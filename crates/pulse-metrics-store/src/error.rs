@@ -52,6 +52,25 @@ enum Inner {
     Foreign { path: PathBuf, tables: Vec<String> },
     /// Invalid configuration: the key at fault and the rule it breaks.
     Config { key: String, message: String },
+    /// Another process holds the database's writer lock.
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        pid: Option<u32>,
+    },
+    /// A read-only open of a database that does not exist.
+    Missing { path: PathBuf },
+    /// The file system holding the database has no room left.
+    DiskFull {
+        dir: PathBuf,
+        free: Option<u64>,
+        detail: String,
+    },
+    /// Stored content that cannot be read back (`check` lists it all).
+    Damaged { path: PathBuf, detail: String },
+    /// Accepted points that could not be made durable before the store
+    /// closed: they are gone.
+    Lost { points: usize, cause: String },
     Io {
         context: String,
         source: std::io::Error,
@@ -99,6 +118,31 @@ impl Error {
         Error::new(Inner::Config {
             key: key.into(),
             message: message.into(),
+        })
+    }
+    pub fn locked(path: PathBuf, lock: PathBuf, pid: Option<u32>) -> Error {
+        Error::new(Inner::Locked { path, lock, pid })
+    }
+    pub fn missing(path: PathBuf) -> Error {
+        Error::new(Inner::Missing { path })
+    }
+    pub fn disk_full(dir: PathBuf, free: Option<u64>, detail: impl Into<String>) -> Error {
+        Error::new(Inner::DiskFull {
+            dir,
+            free,
+            detail: detail.into(),
+        })
+    }
+    pub fn damaged(path: PathBuf, detail: impl Into<String>) -> Error {
+        Error::new(Inner::Damaged {
+            path,
+            detail: detail.into(),
+        })
+    }
+    pub fn lost(points: usize, cause: impl Into<String>) -> Error {
+        Error::new(Inner::Lost {
+            points,
+            cause: cause.into(),
         })
     }
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
@@ -166,6 +210,42 @@ impl Error {
     pub fn is_closed(&self) -> bool {
         matches!(*self.inner, Inner::Closed)
     }
+
+    /// SQLite's primary result code, if SQLite is what failed.
+    pub(crate) fn sqlite_code(&self) -> Option<rusqlite::ErrorCode> {
+        match &*self.inner {
+            Inner::Sqlite { source, .. } => source.sqlite_error_code(),
+            _ => None,
+        }
+    }
+
+    /// The OS error number, if a file operation is what failed.
+    pub(crate) fn os_error(&self) -> Option<i32> {
+        match &*self.inner {
+            Inner::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+
+    /// Another process writes this database (exit 1, naming it).
+    pub fn is_locked(&self) -> bool {
+        matches!(*self.inner, Inner::Locked { .. })
+    }
+
+    /// A read-only open found no database: nothing was created.
+    pub fn is_missing(&self) -> bool {
+        matches!(*self.inner, Inner::Missing { .. })
+    }
+
+    /// The disk is full; the database itself is fine.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(*self.inner, Inner::DiskFull { .. })
+    }
+
+    /// Stored content is damaged: `check` and `salvage` are the way out.
+    pub fn is_damaged(&self) -> bool {
+        matches!(*self.inner, Inner::Damaged { .. })
+    }
 }
 
 impl fmt::Display for Error {
@@ -213,6 +293,47 @@ impl fmt::Display for Error {
                 tables.join(", ")
             ),
             Inner::Config { key, message } => write!(f, "config `{key}`: {message}"),
+            Inner::Locked { path, lock, pid } => {
+                write!(
+                    f,
+                    "{} is in use by another pulse-metrics process",
+                    path.display()
+                )?;
+                if let Some(pid) = pid {
+                    write!(f, " (PID {pid})")?;
+                }
+                write!(
+                    f,
+                    ", which holds its lock file {}: one process writes a database at a time. Stop it first, or read beside it with `query`, `stats` or `export`",
+                    lock.display()
+                )
+            }
+            Inner::Missing { path } => write!(
+                f,
+                "no database at {} (nothing was created); check the path, or --db",
+                path.display()
+            ),
+            Inner::DiskFull { dir, free, detail } => {
+                write!(f, "disk full: the file system holding {}", dir.display())?;
+                if let Some(free) = free {
+                    write!(f, " has {free} bytes free")?;
+                } else {
+                    f.write_str(" has no room")?;
+                }
+                write!(
+                    f,
+                    " ({detail}). This is not damage to the database, which was left as it was: free some space there and start again"
+                )
+            }
+            Inner::Damaged { path, detail } => write!(
+                f,
+                "{} has damaged content: {detail}. Run `pulse-metrics check` to list every damaged part, then `pulse-metrics salvage NEW.db` to copy everything readable into a new file",
+                path.display()
+            ),
+            Inner::Lost { points, cause } => write!(
+                f,
+                "{points} accepted point(s) could not be written before the store closed and are lost ({cause})"
+            ),
             Inner::Io { context, source } => write!(f, "{context}: {source}"),
             Inner::Sqlite { context, source } => write!(f, "{context}: {source}"),
         }

@@ -52,11 +52,14 @@ pub mod model;
 mod codec;
 mod import;
 mod load;
+mod lock;
 mod query;
+mod readonly;
 mod retention;
 mod ring;
 mod rollup;
 mod schema;
+mod space;
 mod state;
 mod tiers;
 mod writer;
@@ -288,6 +291,8 @@ struct Inner {
     counters: Arc<Counters>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held while the store may write the file (none in memory or read-only).
+    lock: Mutex<Option<lock::WriterLock>>,
 }
 
 impl Drop for Inner {
@@ -315,14 +320,17 @@ impl Store {
     #[tracing::instrument(skip_all, fields(path = %config.database_path.display()))]
     pub fn open(config: MetricsConfig) -> Result<Store> {
         config.validate()?;
-        let location = if config.enabled {
-            Location::File(config.database_path.clone())
+        let (location, lock) = if config.enabled {
+            schema::check_database_path(&config.database_path)?;
+            let lock = lock::acquire(&config.database_path)?;
+            (Location::File(config.database_path.clone()), Some(lock))
         } else {
-            Location::memory()
+            (Location::memory(), None)
         };
-        let conn = schema::open_writer(&location)?;
+        let path = config.database_path.clone();
+        let conn = schema::open_writer(&location).map_err(|e| space::explain(&path, e))?;
         let counters = Arc::new(Counters::default());
-        let loaded = load::load(&conn, &counters)?;
+        let loaded = load::load(&conn, &counters, &path).map_err(|e| space::explain(&path, e))?;
         let shared = Arc::new(RwLock::new(loaded.state));
         let queue = Arc::new(Queue::new(&config));
         let config = Arc::new(RwLock::new(config));
@@ -356,6 +364,7 @@ impl Store {
                 counters,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
+                lock: Mutex::new(lock),
             }),
         })
     }
@@ -455,6 +464,32 @@ impl Store {
         Ok(points.len())
     }
 
+    /// `write_batch` for points arriving live as of `now_ms` (the write
+    /// API): a point more than `max_future_skew` ahead of the clock, or
+    /// older than the longest retention, refuses the batch like any bad
+    /// point. Backfills (`ingest`, imports) use `write_batch`, which keeps
+    /// any timestamp and reports what retention discards.
+    pub fn write_live(&self, points: &[Point], now_ms: i64) -> Result<usize> {
+        let (skew, longest) = {
+            let c = self.inner.config.read();
+            (c.max_future_skew, c.retention.longest())
+        };
+        let errors: Vec<PointError> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                p.validate()
+                    .and_then(|()| p.check_live(now_ms, skew, longest))
+                    .err()
+                    .map(|reason| PointError { index, reason })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::invalid_points(errors));
+        }
+        self.write_batch(points)
+    }
+
     /// Returns once every point written before the call is durable (survives
     /// a killed process).
     pub fn flush(&self) -> Result<()> {
@@ -469,6 +504,7 @@ impl Store {
         if let Some(handle) = self.inner.writer.lock().take() {
             let _ = handle.join();
         }
+        self.inner.lock.lock().take();
         flushed
     }
 
@@ -843,7 +879,7 @@ impl Store {
     pub fn stats(&self) -> Result<Stats> {
         let c = &self.inner.counters;
         let (db_path, db_size, wal_size) = match &self.inner.location {
-            Location::File(p) => {
+            Location::File(p) | Location::ReadOnly(p, _) => {
                 let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
                 let mut wal = p.clone().into_os_string();
                 wal.push("-wal");
@@ -863,7 +899,7 @@ impl Store {
             Ok((free.max(0) as u64, tiers::oldest(conn, &st)?))
         })?;
         Ok(Stats {
-            enabled: matches!(self.inner.location, Location::File(_)),
+            enabled: !matches!(self.inner.location, Location::Memory(_)),
             db_path,
             db_size,
             wal_size,

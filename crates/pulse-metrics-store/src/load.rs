@@ -16,6 +16,7 @@ use crate::error::{Error, Result, SqlContext};
 use crate::model::SeriesKey;
 use rusqlite::Connection;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 
 pub struct Loaded {
@@ -27,15 +28,9 @@ pub struct Loaded {
     pub rolled_to: i64,
 }
 
-fn corrupt(what: &str) -> Error {
-    Error::io(
-        "database content",
-        std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string()),
-    )
-}
-
 #[tracing::instrument(skip_all, level = "debug")]
-pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
+pub fn load(conn: &Connection, counters: &Counters, path: &Path) -> Result<Loaded> {
+    let corrupt = |what: &str| Error::damaged(path.to_path_buf(), what.to_string());
     let floors = Floors {
         raw: meta_get(conn, "floor_raw", 0)?,
         minute: meta_get(conn, "floor_minute", 0)?,
@@ -109,8 +104,10 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
         while let Some(row) = rows.next().ctx("read log")? {
             let id: i64 = row.get(0).ctx("read log")?;
             let blob = row.get_ref(1).ctx("read log")?.as_blob().ctx("read log")?;
-            let slot = Slot::from_bytes(blob).map_err(|e| corrupt(e.0))?;
-            let first = slot.first_seq().map_err(|e| corrupt(e.0))?;
+            let named =
+                |e: super::codec::DecodeError| corrupt(&format!("raw_log slot {id}: {}", e.0));
+            let slot = Slot::from_bytes(blob).map_err(named)?;
+            let first = slot.first_seq().map_err(named)?;
             let id = u32::try_from(id).map_err(|_| corrupt("log slot id out of range"))?;
             slots.push((id, slot, first));
         }
@@ -129,7 +126,10 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
             }
             next_seq = next_seq.max(seq + 1);
             if p.sid as usize >= state.series.len() {
-                failure = Some(corrupt("log point of an unknown series"));
+                failure = Some(corrupt(&format!(
+                    "raw_log slot {id}: a point of series id {}, which does not exist",
+                    p.sid
+                )));
                 return;
             }
             let point = RawPoint::at(p.ts, p.value, *id);
@@ -193,7 +193,7 @@ pub fn load(conn: &Connection, counters: &Counters) -> Result<Loaded> {
                 late += 1;
             }
         });
-        decoded.map_err(|e| corrupt(e.0))?;
+        decoded.map_err(|e| corrupt(&format!("raw_log slot {id}: {}", e.0)))?;
         if let Some(e) = failure.take() {
             return Err(e);
         }

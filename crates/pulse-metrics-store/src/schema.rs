@@ -25,6 +25,58 @@ pub enum Location {
     /// A private in-memory database (`metrics.enabled: false`), shared by the
     /// store's connections through SQLite's `memdb` VFS.
     Memory(String),
+    /// A file opened for reading only, beside a writer or without one.
+    ReadOnly(PathBuf, ReadMode),
+}
+
+/// How a read-only store reads its file without writing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// A WAL file exists (a writer is running, or stopped without
+    /// checkpointing): read through it, as any WAL reader does. SQLite
+    /// keeps this reader's snapshot whole while the writer goes on.
+    Shared,
+    /// No WAL file: the main file holds everything, and is read as
+    /// `immutable`. A plain read-only open would create `-wal` and `-shm`
+    /// files that outlive it. A writer starting meanwhile writes into its
+    /// own new WAL and only touches the main file at its first checkpoint,
+    /// minutes later: far longer than a read-only command takes.
+    Immutable,
+}
+
+impl ReadMode {
+    /// The mode for `path` as it is now.
+    pub fn of(path: &Path) -> ReadMode {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        if Path::new(&wal).exists() {
+            ReadMode::Shared
+        } else {
+            ReadMode::Immutable
+        }
+    }
+}
+
+/// Opens `path` for reading in `mode`; creates nothing.
+pub fn open_read_only(path: &Path, mode: ReadMode) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    match mode {
+        ReadMode::Shared => Connection::open_with_flags(path, flags),
+        ReadMode::Immutable => {
+            // A URI, so '%', '?' and '#' in the path are escaped.
+            let mut uri = String::from("file:");
+            for c in path.to_string_lossy().chars() {
+                match c {
+                    '%' => uri.push_str("%25"),
+                    '?' => uri.push_str("%3f"),
+                    '#' => uri.push_str("%23"),
+                    c => uri.push(c),
+                }
+            }
+            uri.push_str("?immutable=1");
+            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+        }
+    }
 }
 
 impl Location {
@@ -39,10 +91,61 @@ impl Location {
 
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Location::File(p) => Some(p),
+            Location::File(p) | Location::ReadOnly(p, _) => Some(p),
             Location::Memory(_) => None,
         }
     }
+}
+
+/// Refuses a database path that exists but is not a regular file (a
+/// directory, `/dev/null`, a socket): nothing is created beside it.
+pub fn check_database_path(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        file_kind(&meta)
+    };
+    Err(Error::config(
+        "metrics.database_path",
+        format!(
+            "{} is {kind}, not a database file; give the path of a file, e.g. {}",
+            path.display(),
+            if meta.is_dir() {
+                path.join("metrics.db")
+            } else {
+                PathBuf::from("/var/lib/pulse-metrics/metrics.db")
+            }
+            .display()
+        ),
+    ))
+}
+
+#[cfg(unix)]
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(not(unix))]
+fn file_kind(_: &std::fs::Metadata) -> &'static str {
+    "not a regular file"
 }
 
 /// Opens the connection that performs every write, creating and migrating
@@ -51,8 +154,11 @@ impl Location {
 /// a newer version.
 pub fn open_writer(loc: &Location) -> Result<Connection> {
     let conn = match loc {
+        Location::ReadOnly(..) => {
+            return Err(Error::invalid_input("a read-only store has no writer"));
+        }
         Location::File(path) => {
-            inspect_existing(path)?;
+            inspect_existing(path, ReadMode::Shared)?;
             create_file(path)?;
             let conn = Connection::open_with_flags(
                 path,
@@ -104,6 +210,9 @@ pub fn open_reader(loc: &Location) -> Result<Connection> {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .ctx("open database for reading")?,
+        Location::ReadOnly(path, mode) => {
+            open_read_only(path, *mode).ctx("open database for reading")?
+        }
         Location::Memory(uri) => {
             Connection::open_with_flags(uri, memory_flags()).ctx("open memory database")?
         }
@@ -114,7 +223,7 @@ pub fn open_reader(loc: &Location) -> Result<Connection> {
         .ctx("set query_only")?;
     conn.pragma_update(None, "cache_size", -2000)
         .ctx("set cache_size")?;
-    if matches!(loc, Location::File(_)) {
+    if matches!(loc, Location::File(_) | Location::ReadOnly(..)) {
         // Chunks are read straight from the page cache without a copy.
         conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)
             .ctx("set mmap_size")?;
@@ -148,8 +257,9 @@ fn create_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Looks at an existing file without writing to it.
-fn inspect_existing(path: &Path) -> Result<()> {
+/// Looks at an existing file without writing to it (`mode` as for
+/// `open_read_only`; a writer about to open the file may use `Shared`).
+pub fn inspect_existing(path: &Path, mode: ReadMode) -> Result<()> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -170,12 +280,15 @@ fn inspect_existing(path: &Path) -> Result<()> {
     if read < 16 || &header != b"SQLite format 3\0" {
         return Err(Error::not_sqlite(path.to_path_buf()));
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| Error::corrupt(path.to_path_buf(), e.to_string()))?;
-    let corrupt = |e: rusqlite::Error| Error::corrupt(path.to_path_buf(), e.to_string());
+    // Only SQLite's own verdict makes a file corrupt: any other failure
+    // (a full disk, permissions) is reported as what it is.
+    let corrupt = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            Error::corrupt(path.to_path_buf(), e.to_string())
+        }
+        _ => Error::sqlite(format!("cannot read {}", path.display()), e),
+    };
+    let conn = open_read_only(path, mode).map_err(corrupt)?;
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(corrupt)?;
