@@ -452,8 +452,8 @@ async fn write(
 ) -> ApiResult {
     let params = Params::from(query)?;
     let sync = params.bool("sync")?;
-    let points = parse_points(&read_body(body)?)?;
     let store = app.state.store.clone();
+    let points = parse_points(&read_body(body)?, |p| store.check_live(p, now_ms()))?;
     let outcome = tokio::task::spawn_blocking(move || {
         let n = store
             .write_live(&points, now_ms())
@@ -505,8 +505,12 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
-/// `{"points": [...]}` -> points, or a 400 naming every bad index.
-fn parse_points(bytes: &[u8]) -> Result<Vec<Point>, ApiError> {
+/// `{"points": [...]}` -> points, or a 400 naming every bad index: bad by
+/// the rules of every point, or by `check` (the rules of live writes).
+fn parse_points(
+    bytes: &[u8],
+    check: impl Fn(&Point) -> Result<(), String>,
+) -> Result<Vec<Point>, ApiError> {
     let body = parse_json(bytes)?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::bad_request(
@@ -529,7 +533,7 @@ fn parse_points(bytes: &[u8]) -> Result<Vec<Point>, ApiError> {
     let mut points = Vec::with_capacity(list.len());
     let mut bad = Vec::new();
     for (i, v) in list.iter().enumerate() {
-        match Point::from_json(v) {
+        match Point::from_json(v).and_then(|p| check(&p).map(|()| p)) {
             Ok(p) => points.push(p),
             Err(reason) => bad.push((i, reason)),
         }

@@ -125,6 +125,34 @@ impl Sandbox {
         self.run(&all)
     }
 
+    /// `on`, for a command that should end by itself (a refused `serve`):
+    /// killed after `secs` seconds, which the caller sees as exit -1.
+    pub fn on_within(&self, db: &Path, args: &[&str], secs: u64) -> Out {
+        let mut all = vec!["--db", db.to_str().unwrap()];
+        all.extend_from_slice(args);
+        let mut child = self
+            .command(&all)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start the binary");
+        let started = std::time::Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > std::time::Duration::from_secs(secs) {
+                let _ = child.kill();
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().unwrap();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     pub fn on_stdin(&self, db: &Path, args: &[&str], input: &[u8]) -> Out {
         let mut all = vec!["--db", db.to_str().unwrap()];
         all.extend_from_slice(args);

@@ -8,6 +8,8 @@
 //! | `web`     | Host allow-list, foreign Origin, content types, frame headers |
 //! | `answers` | the cap on points per chart answer                           |
 //! | `edges`   | `Expect: 100-continue`, compressed bodies, a closed stderr   |
+//! | `writers` | one writer per database; readers beside it, creating nothing |
+//! | `points`  | timestamps in seconds, from the future, older than retention |
 
 #[path = "../cli_support/mod.rs"]
 mod cli_support;
@@ -15,7 +17,9 @@ mod cli_support;
 mod answers;
 mod edges;
 mod net;
+mod points;
 mod web;
+mod writers;
 
 use cli_support::{BIN, RawResponse, Sandbox, Service, raw_http};
 use std::process::Command;

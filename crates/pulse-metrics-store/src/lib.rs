@@ -470,16 +470,12 @@ impl Store {
     /// point. Backfills (`ingest`, imports) use `write_batch`, which keeps
     /// any timestamp and reports what retention discards.
     pub fn write_live(&self, points: &[Point], now_ms: i64) -> Result<usize> {
-        let (skew, longest) = {
-            let c = self.inner.config.read();
-            (c.max_future_skew, c.retention.longest())
-        };
         let errors: Vec<PointError> = points
             .iter()
             .enumerate()
             .filter_map(|(index, p)| {
                 p.validate()
-                    .and_then(|()| p.check_live(now_ms, skew, longest))
+                    .and_then(|()| self.check_live(p, now_ms))
                     .err()
                     .map(|reason| PointError { index, reason })
             })
@@ -488,6 +484,17 @@ impl Store {
             return Err(Error::invalid_points(errors));
         }
         self.write_batch(points)
+    }
+
+    /// The rules `write_live` adds for one point, as of `now_ms`, under the
+    /// configuration in effect: what a caller checking a batch point by
+    /// point (to name every bad one) asks.
+    pub fn check_live(&self, point: &Point, now_ms: i64) -> std::result::Result<(), String> {
+        let (skew, longest) = {
+            let c = self.inner.config.read();
+            (c.max_future_skew, c.retention.longest())
+        };
+        point.check_live(now_ms, skew, longest)
     }
 
     /// Returns once every point written before the call is durable (survives

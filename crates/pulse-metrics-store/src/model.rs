@@ -80,9 +80,14 @@ impl Point {
         check_value(self.value)?;
         check_timestamp(self.timestamp)?;
         if self.timestamp < MIN_POINT_MS {
+            let example = if self.timestamp > 0 {
+                format!(" (e.g. {}000)", self.timestamp)
+            } else {
+                String::new()
+            };
             return Err(format!(
-                "timestamp: {} looks like seconds: send Unix milliseconds (e.g. {}000)",
-                self.timestamp, self.timestamp
+                "timestamp: {} looks like seconds: send Unix milliseconds{example}",
+                self.timestamp
             ));
         }
         Ok(())
