@@ -7,6 +7,7 @@
 //! | `net`     | idle and half-header sockets at a low descriptor limit       |
 //! | `web`     | Host allow-list, foreign Origin, content types, frame headers |
 //! | `answers` | the cap on points per chart answer                           |
+//! | `disk`    | a full disk: at start, in the queue, at shutdown             |
 //! | `edges`   | `Expect: 100-continue`, compressed bodies, a closed stderr   |
 //! | `writers` | one writer per database; readers beside it, creating nothing |
 //! | `points`  | timestamps in seconds, from the future, older than retention |
@@ -15,6 +16,7 @@
 mod cli_support;
 
 mod answers;
+mod disk;
 mod edges;
 mod net;
 mod points;

@@ -81,7 +81,7 @@ use std::time::Duration;
 use writer::{Counters, Pending, Queue, SeriesRef, Writer};
 
 pub use query::select_tier;
-pub use writer::QUEUE_CAPACITY;
+pub use writer::{QUEUE_CAPACITY, SHUTDOWN_DRAIN};
 
 /// A time range for a query, with the `now` that tier selection uses
 /// (a tier "covers" `start` if `start >= now - retention`). All Unix ms.
@@ -504,15 +504,20 @@ impl Store {
     }
 
     /// Flushes everything, stops the writer and truncates the WAL. Other
-    /// clones of this store get `Closed` errors afterwards.
+    /// clones of this store get `Closed` errors afterwards. A flush that
+    /// keeps failing (a full disk) is retried for up to `SHUTDOWN_DRAIN`;
+    /// then the points still pending are given up and `Error::lost` says
+    /// exactly how many.
     pub fn close(self) -> Result<()> {
-        let flushed = self.flush();
         self.inner.queue.shutdown();
         if let Some(handle) = self.inner.writer.lock().take() {
             let _ = handle.join();
         }
         self.inner.lock.lock().take();
-        flushed
+        match self.inner.queue.state.lock().lost.take() {
+            Some((points, cause)) => Err(Error::lost(points, cause)),
+            None => Ok(()),
+        }
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {

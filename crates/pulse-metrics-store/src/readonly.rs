@@ -10,7 +10,7 @@ use crate::config::MetricsConfig;
 use crate::error::{Error, Result, SqlContext};
 use crate::schema::{self, Location, ReadMode};
 use crate::writer::{Counters, Queue};
-use crate::{Inner, Store, load};
+use crate::{Inner, Store, load, space};
 use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 
@@ -35,9 +35,9 @@ impl Store {
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
         }
         let mode = ReadMode::of(&path);
-        schema::inspect_existing(&path, mode)?;
+        schema::inspect_existing(&path, mode).map_err(|e| space::explain(&path, e))?;
         let location = Location::ReadOnly(path.clone(), mode);
-        let conn = schema::open_reader(&location)?;
+        let conn = schema::open_reader(&location).map_err(|e| space::explain(&path, e))?;
         let version: i64 = conn
             .pragma_query_value(None, "user_version", |r| r.get(0))
             .ctx("read user_version")?;

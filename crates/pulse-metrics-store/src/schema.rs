@@ -32,15 +32,16 @@ pub enum Location {
 /// How a read-only store reads its file without writing anything.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReadMode {
-    /// A WAL file exists (a writer is running, or stopped without
-    /// checkpointing): read through it, as any WAL reader does. SQLite
-    /// keeps this reader's snapshot whole while the writer goes on.
+    /// The WAL holds commits (a writer is running, or stopped without a
+    /// checkpoint): read through it, as any WAL reader does. SQLite keeps
+    /// this reader's snapshot whole while the writer goes on.
     Shared,
-    /// No WAL file: the main file holds everything, and is read as
-    /// `immutable`. A plain read-only open would create `-wal` and `-shm`
-    /// files that outlive it. A writer starting meanwhile writes into its
-    /// own new WAL and only touches the main file at its first checkpoint,
-    /// minutes later: far longer than a read-only command takes.
+    /// No WAL, or an empty one: the main file holds everything, and is read
+    /// as `immutable`. A plain read-only open would create `-wal` and `-shm`
+    /// files that outlive it (and needs room for them). A writer running or
+    /// starting meanwhile appends to its WAL and only touches the main file
+    /// at its next checkpoint, hundreds of commits (minutes) later: far
+    /// longer than a read-only command takes.
     Immutable,
 }
 
@@ -49,10 +50,9 @@ impl ReadMode {
     pub fn of(path: &Path) -> ReadMode {
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
-        if Path::new(&wal).exists() {
-            ReadMode::Shared
-        } else {
-            ReadMode::Immutable
+        match std::fs::metadata(Path::new(&wal)) {
+            Ok(m) if m.len() > 0 => ReadMode::Shared,
+            _ => ReadMode::Immutable,
         }
     }
 }

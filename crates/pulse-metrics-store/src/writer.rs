@@ -30,6 +30,9 @@ pub const QUEUE_CAPACITY: usize = 500_000;
 const CHECKPOINT_FRAMES: usize = 256;
 /// Pause before retrying a failed flush, so a full disk is not hammered.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// How long a closing store keeps retrying a failing flush before it gives
+/// the pending points up as lost (and says exactly how many).
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
 
 /// A series as the caller named it: resolved to its id when already known.
 pub enum SeriesRef {
@@ -104,6 +107,9 @@ impl Counters {
 
 pub struct QueueState {
     pub pending: Vec<Pending>,
+    /// Points taken by the writer for the flush under way: still queued as
+    /// far as the bound is concerned (a failed flush puts them back).
+    in_flight: usize,
     oldest: Option<Instant>,
     jobs: VecDeque<Job>,
     /// Write calls accepted so far.
@@ -114,7 +120,11 @@ pub struct QueueState {
     failure: Option<(u64, String)>,
     flush_wanted: bool,
     shutdown: bool,
+    /// When `shutdown` was asked: the drain deadline counts from here.
+    shutdown_at: Option<Instant>,
     writer_gone: bool,
+    /// Accepted points the writer gave up at shutdown, and why.
+    pub lost: Option<(usize, String)>,
     pub write_buffer: usize,
     pub flush_interval: Duration,
 }
@@ -130,6 +140,7 @@ impl Queue {
         Queue {
             state: Mutex::new(QueueState {
                 pending: Vec::new(),
+                in_flight: 0,
                 oldest: None,
                 jobs: VecDeque::new(),
                 accepted: 0,
@@ -137,7 +148,9 @@ impl Queue {
                 failure: None,
                 flush_wanted: false,
                 shutdown: false,
+                shutdown_at: None,
                 writer_gone: false,
+                lost: None,
                 write_buffer: config.write_buffer,
                 flush_interval: config.flush_interval,
             }),
@@ -153,11 +166,12 @@ impl Queue {
         if q.shutdown || q.writer_gone {
             return Err(Error::closed());
         }
-        if q.pending.len() + n > QUEUE_CAPACITY {
+        let queued = q.pending.len() + q.in_flight;
+        if queued + n > QUEUE_CAPACITY {
             counters
                 .dropped_writes
                 .fetch_add(n as u64, Ordering::Relaxed);
-            return Err(Error::overloaded(q.pending.len(), QUEUE_CAPACITY));
+            return Err(Error::overloaded(queued, QUEUE_CAPACITY));
         }
         let was_empty = q.pending.is_empty();
         if was_empty {
@@ -190,10 +204,12 @@ impl Queue {
             if let Some((covered, message)) = &q.failure
                 && *covered >= target
             {
-                return Err(Error::io(
-                    "flush failed; the points stay queued and are retried",
-                    std::io::Error::other(message.clone()),
-                ));
+                let what = if q.shutdown {
+                    "flush failed while the store closes; it is retried until the drain limit"
+                } else {
+                    "flush failed; the points stay queued and are retried"
+                };
+                return Err(Error::io(what, std::io::Error::other(message.clone())));
             }
             if q.writer_gone {
                 return Err(Error::closed());
@@ -220,11 +236,14 @@ impl Queue {
     pub fn shutdown(&self) {
         let mut q = self.state.lock();
         q.shutdown = true;
+        q.shutdown_at.get_or_insert_with(Instant::now);
         self.wake.notify_one();
     }
 
+    /// Points accepted and not yet durable (the flush under way included).
     pub fn pending_len(&self) -> usize {
-        self.state.lock().pending.len()
+        let q = self.state.lock();
+        q.pending.len() + q.in_flight
     }
 }
 
@@ -316,7 +335,9 @@ impl Writer {
                 let mut q = self.queue.state.lock();
                 loop {
                     let backing_off = retry_at.is_some_and(|t| Instant::now() < t);
-                    if !q.jobs.is_empty() || q.shutdown {
+                    // Closing, a failed flush is still retried after the
+                    // pause, until the drain limit.
+                    if !q.jobs.is_empty() || (q.shutdown && !backing_off) {
                         break;
                     }
                     if !backing_off
@@ -339,6 +360,7 @@ impl Writer {
                 q.flush_wanted = false;
                 q.oldest = None;
                 let batch = std::mem::take(&mut q.pending);
+                q.in_flight = batch.len();
                 (
                     batch,
                     q.accepted,
@@ -357,7 +379,8 @@ impl Writer {
             }
             if stop {
                 let q = self.queue.state.lock();
-                if q.pending.is_empty() || !flushed {
+                let drained = q.shutdown_at.is_some_and(|t| t.elapsed() >= SHUTDOWN_DRAIN);
+                if q.pending.is_empty() || (!flushed && drained) {
                     drop(q);
                     self.finish();
                     return;
@@ -382,6 +405,7 @@ impl Writer {
                 let mut q = self.queue.state.lock();
                 q.durable = q.durable.max(upto);
                 q.failure = None;
+                q.in_flight = 0;
                 self.queue.flushed.notify_all();
                 drop(q);
                 if self.frames >= CHECKPOINT_FRAMES {
@@ -397,6 +421,7 @@ impl Writer {
                 let mut back = batch;
                 back.append(&mut q.pending);
                 q.pending = back;
+                q.in_flight = 0;
                 q.oldest.get_or_insert_with(Instant::now);
                 q.failure = Some((upto, e.to_string()));
                 self.queue.flushed.notify_all();
@@ -486,11 +511,19 @@ impl Writer {
     }
 
     fn run_job(&mut self, job: Job, flushed: bool) {
-        // A job must see every point written before it was asked for.
+        // A job must see every point written before it was asked for; when
+        // they could not be flushed, the job fails with the flush's cause.
+        let cause = self
+            .queue
+            .state
+            .lock()
+            .failure
+            .as_ref()
+            .map_or_else(String::new, |(_, m)| m.clone());
         let unflushed = || {
             Error::io(
-                "flush before job failed",
-                std::io::Error::other("see lastError"),
+                "the points written before it could not be flushed",
+                std::io::Error::other(cause.clone()),
             )
         };
         match job {
@@ -614,14 +647,25 @@ impl Writer {
         self.checkpoint("TRUNCATE");
         let mut q = self.queue.state.lock();
         q.writer_gone = true;
-        self.queue.flushed.notify_all();
-        // Anything still queued could not be flushed; say so loudly.
-        if !q.pending.is_empty() {
-            let n = q.pending.len();
-            drop(q);
+        // Anything still queued was retried until the drain limit and could
+        // not be written: say exactly how much, and why.
+        let n = q.pending.len();
+        if n > 0 {
+            let cause = q
+                .failure
+                .as_ref()
+                .map_or_else(|| "the writer stopped".to_string(), |(_, m)| m.clone());
+            q.lost = Some((n, cause.clone()));
+            q.pending.clear();
             self.counters
-                .record_error(&format!("{n} points could not be flushed before shutdown"));
+                .dropped_writes
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.counters.record_error(&format!(
+                "{n} accepted point(s) could not be written within {}s of shutdown and are lost: {cause}",
+                SHUTDOWN_DRAIN.as_secs()
+            ));
         }
+        self.queue.flushed.notify_all();
     }
 }
 
