@@ -14,6 +14,7 @@ macro_rules! say {
 }
 
 mod ingest;
+mod repair;
 
 use clap::{Args, Parser, Subcommand};
 use pulse_metrics::answer::{HistoryRequest, history};
@@ -132,6 +133,36 @@ A raw export can be ingested again: `pulse-metrics --db other.db ingest raw.json
 Read-only: takes no lock and writes nothing, so it works while the service runs;
 a missing database is exit 2, never created.")]
     Export(ExportArgs),
+
+    /// Verify a database: SQLite's integrity check and ours, naming each damaged part
+    #[command(after_help = "\
+Example:
+  pulse-metrics --db /var/lib/pulse-metrics/metrics.db check
+
+Checks every raw log slot and every minute/hourly/daily chunk (they must decode,
+match their checksum and name existing series) and SQLite's own structure.
+Prints a JSON report; each damaged part is also listed on stderr with its table,
+slot or chunk and series. Exit 0 when all is well, 1 when something is damaged.
+Read-only: takes no lock and writes nothing, so it works while the service runs.")]
+    Check,
+
+    /// Copy everything readable of a damaged database into a new file, and say what was lost
+    #[command(after_help = "\
+Example:
+  pulse-metrics --db /var/lib/pulse-metrics/metrics.db salvage /var/lib/pulse-metrics/salvaged.db
+
+Copies every series, log slot and chunk that `check` passes, as stored, into OUT
+(which must not exist), then opens OUT as the service would. Damaged parts are left
+behind and listed (JSON on stdout, one line each on stderr). The source is only
+read. Then stop the service, move OUT into place, and start it again.")]
+    Salvage(SalvageArgs),
+}
+
+#[derive(Args, Debug)]
+struct SalvageArgs {
+    /// The new database to write (must not exist)
+    #[arg(value_name = "OUT")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug, Default)]
@@ -353,6 +384,11 @@ fn run(cli: Cli) -> CliResult {
         ));
     }
     config.validate().map_err(in_file)?;
+    match &command {
+        Command::Check => return repair::check(&config.metrics.database_path),
+        Command::Salvage(args) => return repair::salvage(&config.metrics.database_path, &args.out),
+        _ => {}
+    }
     // Readers create nothing and take no lock: they work beside the service.
     let read_only = matches!(
         command,
@@ -370,7 +406,9 @@ fn run(cli: Cli) -> CliResult {
         Store::open(config.metrics.clone())?
     };
     let result = match command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Check | Command::Salvage(_) => {
+            unreachable!("handled above")
+        }
         Command::Ingest(args) => ingest::run(&store, &config.metrics.database_path, &args),
         Command::Maintain(args) => {
             let report = store.maintain(args.now.unwrap_or_else(now_ms))?;

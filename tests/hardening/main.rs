@@ -8,6 +8,7 @@
 //! | `web`     | Host allow-list, foreign Origin, content types, frame headers |
 //! | `answers` | the cap on points per chart answer                           |
 //! | `disk`    | a full disk: at start, in the queue, at shutdown             |
+//! | `damage`  | a damaged log slot and minute chunk: check and salvage       |
 //! | `edges`   | `Expect: 100-continue`, compressed bodies, a closed stderr   |
 //! | `writers` | one writer per database; readers beside it, creating nothing |
 //! | `points`  | timestamps in seconds, from the future, older than retention |
@@ -16,6 +17,7 @@
 mod cli_support;
 
 mod answers;
+mod damage;
 mod disk;
 mod edges;
 mod net;

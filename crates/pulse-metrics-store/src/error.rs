@@ -67,7 +67,10 @@ enum Inner {
         detail: String,
     },
     /// Stored content that cannot be read back (`check` lists it all).
-    Damaged { path: PathBuf, detail: String },
+    Damaged {
+        path: Option<PathBuf>,
+        detail: String,
+    },
     /// Accepted points that could not be made durable before the store
     /// closed: they are gone.
     Lost { points: usize, cause: String },
@@ -133,7 +136,8 @@ impl Error {
             detail: detail.into(),
         })
     }
-    pub fn damaged(path: PathBuf, detail: impl Into<String>) -> Error {
+    /// Damaged content, named by `detail` (table, slot or chunk, series).
+    pub fn damaged(path: Option<PathBuf>, detail: impl Into<String>) -> Error {
         Error::new(Inner::Damaged {
             path,
             detail: detail.into(),
@@ -209,6 +213,16 @@ impl Error {
     /// The store was closed before the call could complete.
     pub fn is_closed(&self) -> bool {
         matches!(*self.inner, Inner::Closed)
+    }
+
+    /// Names the database in a damage report that lacks it.
+    pub(crate) fn at_path(mut self, db: &std::path::Path) -> Error {
+        if let Inner::Damaged { path, .. } = &mut *self.inner
+            && path.is_none()
+        {
+            *path = Some(db.to_path_buf());
+        }
+        self
     }
 
     /// SQLite's primary result code, if SQLite is what failed.
@@ -325,11 +339,15 @@ impl fmt::Display for Error {
                     " ({detail}). This is not damage to the database, which was left as it was: free some space there and start again"
                 )
             }
-            Inner::Damaged { path, detail } => write!(
-                f,
-                "{} has damaged content: {detail}. Run `pulse-metrics check` to list every damaged part, then `pulse-metrics salvage NEW.db` to copy everything readable into a new file",
-                path.display()
-            ),
+            Inner::Damaged { path, detail } => {
+                match path {
+                    Some(p) => write!(f, "{} has damaged content: {detail}", p.display())?,
+                    None => write!(f, "damaged content: {detail}")?,
+                }
+                f.write_str(
+                    ". Run `pulse-metrics check` to list every damaged part, then `pulse-metrics salvage NEW.db` to copy everything readable into a new file",
+                )
+            }
             Inner::Lost { points, cause } => write!(
                 f,
                 "{points} accepted point(s) could not be written before the store closed and are lost ({cause})"

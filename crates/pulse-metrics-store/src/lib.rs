@@ -41,13 +41,20 @@
 //! | `tiers`     | reading/writing tier chunks                                  |
 //! | `query`     | tier selection, stitching, `max_points`                      |
 //! | `import`    | storing buckets migrated from another store                  |
+//! | `lock`      | one writer per database: the OS lock beside the file         |
+//! | `readonly`  | opening a database for reading only, creating nothing        |
+//! | `check`     | verifying a database: SQLite's check and ours, part by part  |
+//! | `salvage`   | copying everything readable into a new file                  |
+//! | `space`     | telling a full disk from a damaged file                      |
 //!
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod salvage;
 
 mod codec;
 mod import;
@@ -330,7 +337,8 @@ impl Store {
         let path = config.database_path.clone();
         let conn = schema::open_writer(&location).map_err(|e| space::explain(&path, e))?;
         let counters = Arc::new(Counters::default());
-        let loaded = load::load(&conn, &counters, &path).map_err(|e| space::explain(&path, e))?;
+        let loaded = load::load(&conn, &counters, &path)
+            .map_err(|e| space::explain(&path, e.at_path(&path)))?;
         let shared = Arc::new(RwLock::new(loaded.state));
         let queue = Arc::new(Queue::new(&config));
         let config = Arc::new(RwLock::new(config));

@@ -30,7 +30,7 @@ pub struct Loaded {
 
 #[tracing::instrument(skip_all, level = "debug")]
 pub fn load(conn: &Connection, counters: &Counters, path: &Path) -> Result<Loaded> {
-    let corrupt = |what: &str| Error::damaged(path.to_path_buf(), what.to_string());
+    let corrupt = |what: &str| Error::damaged(Some(path.to_path_buf()), what.to_string());
     let floors = Floors {
         raw: meta_get(conn, "floor_raw", 0)?,
         minute: meta_get(conn, "floor_minute", 0)?,

@@ -46,7 +46,7 @@ impl Store {
             return Err(Error::missing(path));
         }
         let counters = Arc::new(Counters::default());
-        let loaded = load::load(&conn, &counters, &path)?;
+        let loaded = load::load(&conn, &counters, &path).map_err(|e| e.at_path(&path))?;
         let queue = Arc::new(Queue::new(&config));
         queue.shutdown();
         Ok(Store {

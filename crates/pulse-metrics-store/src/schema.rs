@@ -260,6 +260,13 @@ fn create_file(path: &Path) -> Result<()> {
 /// Looks at an existing file without writing to it (`mode` as for
 /// `open_read_only`; a writer about to open the file may use `Shared`).
 pub fn inspect_existing(path: &Path, mode: ReadMode) -> Result<()> {
+    identify(path, mode, true)
+}
+
+/// Refuses what is not one of our databases (not SQLite, another
+/// program's, a newer version) and, with `quick_check`, one SQLite
+/// itself finds corrupt.
+pub fn identify(path: &Path, mode: ReadMode, quick_check: bool) -> Result<()> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -312,6 +319,9 @@ pub fn inspect_existing(path: &Path, mode: ReadMode) -> Result<()> {
             version,
             SCHEMA_VERSION,
         ));
+    }
+    if !quick_check {
+        return Ok(());
     }
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))
