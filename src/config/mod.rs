@@ -71,7 +71,9 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "text::count")]
     pub max_answer_points: usize,
     /// Chart and series requests (the reads that touch every series) run
-    /// at most this many at a time; the others wait their turn.
+    /// at most this many at a time; the others wait their turn. One already
+    /// spreads over the cores, and each holds its answer (tens of MB) until
+    /// it is sent.
     #[serde(deserialize_with = "text::count")]
     pub max_heavy_reads: usize,
 }
@@ -144,7 +146,7 @@ impl Default for ServerConfig {
             request_timeout: Duration::from_secs(120),
             max_connections: 512,
             max_answer_points: 2_000_000,
-            max_heavy_reads: 2,
+            max_heavy_reads: 1,
         }
     }
 }

@@ -8,7 +8,7 @@
 use super::{App, charts, guard, prom};
 use crate::answer;
 use crate::config::{self, MetricsConfig};
-use crate::model::{Point, now_ms, parse_timestamp};
+use crate::model::{Point, Tier, now_ms, parse_timestamp};
 use crate::store::{SeriesFilter, TimeRange};
 use axum::Router;
 use axum::body::{Body, Bytes};
@@ -22,7 +22,6 @@ use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Largest request body (CONTRACT: bodies over 8 MiB -> 413).
@@ -597,26 +596,28 @@ async fn charts(
     let store = app.state.store.clone();
     let limit = app.state.max_answer_points;
     let parts = blocking(move || {
-        // Past the limit the rest is still read (to count it) but not kept.
-        let total = AtomicUsize::new(0);
-        let many = store
-            .query_many_map(
-                &SeriesFilter::default(),
-                w.range,
-                max_points,
-                &|_, points| {
-                    let n = points.len();
-                    if total.fetch_add(n, Ordering::Relaxed) + n > limit {
-                        return charts::array(&[]);
-                    }
-                    charts::array(&points)
-                },
-            )
-            .map_err(ApiError::from_store)?;
-        let total = total.into_inner();
-        if total > limit {
-            return Err(too_many_points(total, many.series.len(), limit, max_points));
+        let filter = SeriesFilter::default();
+        // An answer that could be over the limit is counted before any of
+        // it is turned into JSON: a refused request costs no memory.
+        if !surely_fits(&store, w.range, max_points, limit) {
+            let counted = store
+                .query_many_map(&filter, w.range, max_points, &|_, points| points.len())
+                .map_err(ApiError::from_store)?;
+            let total: usize = counted.series.iter().map(|(_, n)| n).sum();
+            if total > limit {
+                return Err(too_many_points(
+                    total,
+                    counted.series.len(),
+                    limit,
+                    max_points,
+                ));
+            }
         }
+        let many = store
+            .query_many_map(&filter, w.range, max_points, &|_, points| {
+                charts::array(&points)
+            })
+            .map_err(ApiError::from_store)?;
         let oldest = store
             .oldest_data_timestamp()
             .map_err(ApiError::from_store)?;
@@ -650,6 +651,29 @@ async fn charts(
         Body::from_stream(futures_util::stream::iter(chunks)),
     )
         .into_response())
+}
+
+/// Whether an answer over every series cannot hold more than `limit`
+/// points: at most one point a second in raw and one a bucket in a tier
+/// (plus an hour of raw edge not yet rolled up), or `maxPoints` a series.
+fn surely_fits(
+    store: &crate::store::Store,
+    range: TimeRange,
+    max_points: Option<usize>,
+    limit: usize,
+) -> bool {
+    let tier = crate::store::select_tier(range.start, range.now, &store.config().retention);
+    let secs = usize::try_from((range.end - range.start) / 1000).unwrap_or(usize::MAX);
+    let by_time = (secs / tier.bucket_secs() as usize).saturating_add(if tier == Tier::Raw {
+        0
+    } else {
+        3600
+    });
+    let per_series = max_points.map_or(by_time, |n| n.min(by_time));
+    store
+        .series_count()
+        .saturating_mul(per_series.saturating_add(1))
+        <= limit
 }
 
 /// The 400 for a chart answer over `server.max_answer_points`.

@@ -672,6 +672,11 @@ impl Store {
         Ok(ManyHistory { tier, series })
     }
 
+    /// How many series are stored (cheap: no file access).
+    pub fn series_count(&self) -> usize {
+        self.inner.shared.read().series.len()
+    }
+
     /// Where the stored data begins (Unix ms, 0 when nothing is stored):
     /// `stats().oldest_data_timestamp` without the rest of the stats.
     pub fn oldest_data_timestamp(&self) -> Result<i64> {
