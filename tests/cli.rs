@@ -25,6 +25,8 @@ fn every_command_has_help_with_an_example() {
         "stats",
         "import-pulse",
         "export",
+        "check",
+        "salvage",
     ] {
         assert!(top.stdout.contains(cmd), "top-level help lacks {cmd}");
         let out = sb.run(&[cmd, "--help"]).ok();

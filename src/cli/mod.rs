@@ -34,6 +34,7 @@ Examples:
   pulse-metrics ingest points.jsonl
   pulse-metrics query --type vm --id pve1:node1:101 --metric cpu --range 24h
   pulse-metrics --db /var/lib/pulse-metrics/metrics.db stats
+  pulse-metrics check
 
 Configuration: --config PATH, else $PULSE_METRICS_CONFIG, else built-in defaults
 (database $PULSE_DATA_DIR/metrics.db, PULSE_DATA_DIR defaulting to ./data).
