@@ -193,16 +193,20 @@ async fn run() {
                 std::hint::black_box(many);
                 let t = Instant::now();
                 let many = store
-                    .query_many_map(&all, range, None, &|_, p| server::charts::array(&p))
+                    .query_many_map(&all, range, None, &|_, p| {
+                        server::charts::series(&p, range.start, range.end, None)
+                    })
                     .unwrap();
                 let body = server::charts::encode(
                     &many.series,
+                    &pulse_metrics::ResourceMap::new(),
                     now_ms(),
                     &server::charts::ChartStats {
                         oldest_data_timestamp: 0,
                         tier: many.tier,
                         range: Some("24h".into()),
                         range_seconds: 86_400,
+                        late_count: 0,
                     },
                 );
                 std::hint::black_box(body);
@@ -219,7 +223,8 @@ async fn run() {
         );
     }
 
-    let app = App::new(store.clone(), config, None);
+    let settings = pulse_metrics::config::SettingsFile::in_memory(config.clone());
+    let app = App::new(store.clone(), config, settings);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();

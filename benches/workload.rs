@@ -1,11 +1,24 @@
-//! The typical Pulse install, simulated with an accelerated clock, against
-//! pulse-metrics and against the seed document's schema and write pattern.
+//! A Pulse install, simulated with an accelerated clock, against
+//! pulse-metrics and (for the typical install) against the seed document's
+//! schema and write pattern.
 //!
-//! 85 resources (5 nodes, 50 VMs, 20 containers, 10 storage) x 3 metrics =
-//! 255 series, one poll every 5 s with random-walk values, default config,
-//! rollup every 5 simulated minutes and pruning every simulated hour.
+//! By default the typical install: 85 resources (5 nodes, 50 VMs, 20
+//! containers, 10 storage) x 3 metrics = 255 series, one poll every 5 s,
+//! default config, rollup every 5 simulated minutes and pruning every
+//! simulated hour, 90 days of history then one steady-state day.
 //!
 //! Run: `cargo bench --bench workload` (`WORKLOAD_QUICK=1` for a short run).
+//! Options after `--`:
+//! - `--resources N --metrics M` (M up to 4: cpu, memory, disk, netin): the
+//!   fleet size, kinds in the same proportions. Fleets over 1,000 series
+//!   skip the long history, the seed comparison and the all-series queries
+//!   (the API pages them), and measure 3 steady-state hours.
+//! - `--values random|proxmox`: full-precision random walks (the default;
+//!   the worst case for compression), or values shaped as Proxmox reports
+//!   them (see `Values`).
+//! - `--hours H`, `--history-days D`: override the steady-state window and
+//!   the history before it.
+//!
 //! Prints each figure, its ratio to the seed schema where one exists, and
 //! last one JSON line with everything.
 
@@ -47,57 +60,228 @@ impl Rng {
     }
 }
 
-/// The 255 series and their random walks. Steps are per metric: CPU moves
-/// a lot, memory a little, disk usage barely; all full-precision doubles
-/// (as Proxmox's fractions times 100 are).
+/// How the simulated values move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Values {
+    /// Random walks of full-precision doubles: CPU steps by ~2 % a poll,
+    /// memory by ~0.2 %, disk by ~0.01 %, netin by ~10 kB/s. Every value
+    /// differs in every bit from the last: the worst case for compression.
+    Random,
+    /// Shaped as the collector derives them from what Proxmox reports:
+    /// `cpu` a fraction printed with 15 significant digits (Perl's JSON)
+    /// times 100; `memory` used bytes (whole 4 KiB pages) over a
+    /// power-of-two `maxmem` times 100; `disk` used bytes that change every
+    /// ~10 minutes over the disk size times 100; `netin` a byte counter's
+    /// change over the 5 s poll.
+    Proxmox,
+}
+
+/// What to simulate, from the command line.
+struct Args {
+    resources: usize,
+    metrics: usize,
+    values: Values,
+    hours: i64,
+    history_days: i64,
+    /// Run the seed schema and the all-series queries (typical sizes only).
+    full: bool,
+    quick: bool,
+    /// Measure opening this file in a fresh process and exit (the bench
+    /// runs itself with this to measure open time and its memory alone).
+    reopen: Option<std::path::PathBuf>,
+}
+
+impl Args {
+    fn parse() -> Args {
+        let quick = std::env::var("WORKLOAD_QUICK").is_ok_and(|v| v != "0");
+        let mut resources = 85;
+        let mut metrics = 3;
+        let mut values = Values::Random;
+        let mut hours = None;
+        let mut history_days = None;
+        let mut reopen = None;
+        let mut it = std::env::args().skip(1);
+        while let Some(a) = it.next() {
+            let mut num = |name: &str| -> i64 {
+                it.next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("{name} needs a number"))
+            };
+            match a.as_str() {
+                "--bench" => {}
+                "--resources" => resources = num("--resources") as usize,
+                "--metrics" => metrics = num("--metrics") as usize,
+                "--hours" => hours = Some(num("--hours")),
+                "--history-days" => history_days = Some(num("--history-days")),
+                "--values" => {
+                    values = match it.next().as_deref() {
+                        Some("random") => Values::Random,
+                        Some("proxmox") => Values::Proxmox,
+                        other => panic!("--values random|proxmox, not {other:?}"),
+                    }
+                }
+                "--reopen" => reopen = it.next().map(std::path::PathBuf::from),
+                other => panic!(
+                    "unknown argument {other:?}: --resources N --metrics M --values random|proxmox --hours H --history-days D"
+                ),
+            }
+        }
+        assert!((1..=4).contains(&metrics), "--metrics is 1 to 4");
+        assert!(resources >= 1, "--resources is at least 1");
+        let full = resources * metrics <= 1_000;
+        Args {
+            resources,
+            metrics,
+            values,
+            hours: hours.unwrap_or(match (full, quick) {
+                (_, true) => 2,
+                (true, false) => 24,
+                (false, false) => 3,
+            }),
+            history_days: history_days.unwrap_or(match (full, quick) {
+                (true, false) => 90,
+                (true, true) => 9,
+                (false, _) => 0,
+            }),
+            full,
+            quick,
+            reopen,
+        }
+    }
+}
+
+/// The series and how their values move.
 struct Fleet {
     keys: Vec<SeriesKey>,
     values: Vec<f64>,
-    steps: Vec<f64>,
+    /// Proxmox shape: each series' scale (maxmem, disk size) and its
+    /// integer state (bytes used, counter).
+    scale: Vec<f64>,
+    count: Vec<u64>,
+    model: Values,
     rng: Rng,
+    polls: u64,
 }
 
+const METRICS: [&str; 4] = ["cpu", "memory", "disk", "netin"];
+
 impl Fleet {
-    fn new() -> Fleet {
+    fn new(resources: usize, metrics: usize, model: Values) -> Fleet {
+        // 5 : 50 : 20 : 10 nodes, VMs, containers and storage, as the
+        // typical install.
+        let nodes = (resources * 5 / 85).max(1);
+        let storage = resources * 10 / 85;
+        let containers = resources * 20 / 85;
+        let vms = resources - nodes - storage - containers;
         let mut keys = Vec::new();
-        for (kind, n) in [("node", 5), ("vm", 50), ("container", 20), ("storage", 10)] {
+        for (kind, n) in [
+            ("node", nodes),
+            ("vm", vms),
+            ("container", containers),
+            ("storage", storage),
+        ] {
             for i in 0..n {
                 let id = match kind {
                     "node" => format!("pve1:node{}", i + 1),
-                    "storage" => format!("pve1:node{}:local-{}", i % 5 + 1, i),
-                    _ => format!("pve1:node{}:{}", i % 5 + 1, 100 + i),
+                    "storage" => format!("pve1:node{}:local-{}", i % nodes + 1, i),
+                    "vm" => format!("pve1:{}", 100 + i),
+                    _ => format!("pve1:{}", 100 + vms + i),
                 };
-                for metric in ["cpu", "memory", "disk"] {
-                    keys.push(SeriesKey::new(kind, id.clone(), metric));
+                for metric in &METRICS[..metrics] {
+                    keys.push(SeriesKey::new(kind, id.clone(), *metric));
                 }
             }
         }
         let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-        let values = keys.iter().map(|_| 10.0 + 70.0 * rng.unit()).collect();
-        let steps = keys
+        let values: Vec<f64> = keys.iter().map(|_| 10.0 + 70.0 * rng.unit()).collect();
+        let gib = 1u64 << 30;
+        let scale: Vec<f64> = keys
             .iter()
             .map(|k| match k.metric.as_str() {
-                "cpu" => 2.0,
-                "memory" => 0.2,
-                _ => 0.01,
+                "memory" => (gib << (rng.next() % 5)) as f64,
+                "disk" => (gib * (8 + rng.next() % 120)) as f64,
+                _ => 1.0,
+            })
+            .collect();
+        let count = keys
+            .iter()
+            .zip(&values)
+            .zip(&scale)
+            .map(|((k, v), s)| match k.metric.as_str() {
+                "memory" => ((v / 100.0 * s) as u64) / 4096 * 4096,
+                "disk" => (v / 100.0 * s) as u64,
+                _ => 0,
             })
             .collect();
         Fleet {
             keys,
             values,
-            steps,
+            scale,
+            count,
+            model,
             rng,
+            polls: 0,
         }
     }
 
     fn poll(&mut self, ts: i64) -> Vec<Point> {
+        self.polls += 1;
         (0..self.keys.len())
             .map(|i| {
-                let v = (self.values[i] + self.steps[i] * self.rng.normal()).clamp(0.0, 100.0);
-                self.values[i] = v;
+                let v = match self.model {
+                    Values::Random => self.random(i),
+                    Values::Proxmox => self.proxmox(i),
+                };
                 Point::new(&self.keys[i], v, ts * 1000)
             })
             .collect()
+    }
+
+    fn random(&mut self, i: usize) -> f64 {
+        let step = match self.keys[i].metric.as_str() {
+            "cpu" => 2.0,
+            "memory" => 0.2,
+            "netin" => 10_000.0,
+            _ => 0.01,
+        };
+        let cap = if self.keys[i].metric == "netin" {
+            1e9
+        } else {
+            100.0
+        };
+        let v = (self.values[i] + step * self.rng.normal()).clamp(0.0, cap);
+        self.values[i] = v;
+        v
+    }
+
+    fn proxmox(&mut self, i: usize) -> f64 {
+        match self.keys[i].metric.as_str() {
+            "cpu" => {
+                let f = (self.values[i] / 100.0 + 0.02 * self.rng.normal()).clamp(0.0, 1.0);
+                // Perl's JSON prints 15 significant digits.
+                let printed: f64 = format!("{f:.14e}").parse().unwrap();
+                self.values[i] = printed * 100.0;
+                printed * 100.0
+            }
+            "memory" => {
+                let pages = (self.rng.normal() * 64.0) as i64;
+                let used = (self.count[i] as i64 + pages * 4096).clamp(0, self.scale[i] as i64);
+                self.count[i] = used as u64;
+                used as f64 / self.scale[i] * 100.0
+            }
+            "disk" => {
+                // About one write in 120 polls (10 minutes).
+                if self.rng.next().is_multiple_of(120) {
+                    self.count[i] += 4096 * (self.rng.next() % 2048);
+                }
+                self.count[i] as f64 / self.scale[i] * 100.0
+            }
+            _ => {
+                let bytes = (self.rng.unit() * 2e6) as u64;
+                self.count[i] += bytes;
+                bytes as f64 / 5.0
+            }
+        }
     }
 }
 
@@ -125,11 +309,27 @@ fn peak_rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// Bytes of the raw journal's segment files.
+fn journal_size(path: &Path) -> u64 {
+    let mut dir = path.as_os_str().to_owned();
+    dir.push("-raw");
+    std::fs::read_dir(Path::new(&dir))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Everything the store keeps on disk: the database, its WAL and the raw
+/// journal.
 fn file_size(path: &Path) -> u64 {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let mut wal = path.as_os_str().to_owned();
     wal.push("-wal");
-    size(path) + size(Path::new(&wal))
+    size(path) + size(Path::new(&wal)) + journal_size(path)
 }
 
 fn percentile(samples: &mut [f64], p: f64) -> f64 {
@@ -164,6 +364,11 @@ impl Figures {
 struct Ours {
     fleet_day_wchar: f64,
     fleet_day_write_bytes: f64,
+    /// The last simulated hour's bytes, times 24.
+    last_hour_day_wchar: f64,
+    last_hour_day_write_bytes: f64,
+    /// One poll's write_batch + flush.
+    flush_ms: Vec<f64>,
     peak_file: u64,
     end_file: u64,
     rollup_ms: Vec<f64>,
@@ -179,14 +384,14 @@ fn config(path: &Path) -> MetricsConfig {
 }
 
 /// Fills 90 days of history, then runs one steady-state day at 5 s polls.
-fn simulate(path: &Path, quick: bool) -> (Store, Fleet, Ours) {
+fn simulate(path: &Path, args: &Args) -> (Store, Fleet, Ours) {
     let store = Store::open(config(path)).unwrap();
-    let mut fleet = Fleet::new();
+    let mut fleet = Fleet::new(args.resources, args.metrics, args.values);
     // History before the steady-state day. Tier row counts do not depend on
     // raw density, so older history is simulated sparser: one point per
     // minute for the 8 days the hourly tier keeps (hourly buckets of 60),
     // one per 10 minutes before that (only daily buckets remain of it).
-    let history_days = if quick { 9 } else { 90 };
+    let history_days = args.history_days;
     let mut now = STEADY_START - history_days * DAY;
     let started = Instant::now();
     while now < STEADY_START {
@@ -209,7 +414,7 @@ fn simulate(path: &Path, quick: bool) -> (Store, Fleet, Ours) {
     );
 
     // The steady-state day: one commit per poll, as the service does.
-    let polls = if quick { 2 * HOUR / POLL } else { DAY / POLL };
+    let polls = args.hours * HOUR / POLL;
     let (w0, b0) = proc_io();
     let mut rollup_ms = Vec::new();
     let mut prune_ms = Vec::new();
@@ -222,12 +427,18 @@ fn simulate(path: &Path, quick: bool) -> (Store, Fleet, Ours) {
         f();
         by_job[job] += proc_io().0 - before;
     };
+    let mut flush_ms = Vec::new();
+    // I/O at each simulated hour boundary: the last hour is steady state
+    // even when the window starts on an empty file.
+    let mut hour_marks = vec![proc_io()];
     for _ in 0..polls {
         let pts = fleet.poll(now);
+        let t = Instant::now();
         io(0, &mut || {
             store.write_batch(&pts).unwrap();
             store.flush().unwrap();
         });
+        flush_ms.push(ms(t.elapsed()));
         peak_file = peak_file.max(file_size(path));
         now += POLL;
         if now % (5 * MINUTE) == 0 {
@@ -245,9 +456,14 @@ fn simulate(path: &Path, quick: bool) -> (Store, Fleet, Ours) {
             });
             prune_ms.push(ms(t.elapsed()));
             peak_file = peak_file.max(file_size(path));
+            hour_marks.push(proc_io());
         }
     }
     let (w1, b1) = proc_io();
+    let last_hour = match hour_marks.as_slice() {
+        [.., a, b] => ((b.0 - a.0) as f64 * 24.0, (b.1 - a.1) as f64 * 24.0),
+        _ => (0.0, 0.0),
+    };
     println!(
         "(steady state: {polls} polls in {:.1} s)",
         started.elapsed().as_secs_f64()
@@ -264,6 +480,9 @@ fn simulate(path: &Path, quick: bool) -> (Store, Fleet, Ours) {
     let ours = Ours {
         fleet_day_wchar: (w1 - w0) as f64 * scale,
         fleet_day_write_bytes: (b1 - b0) as f64 * scale,
+        last_hour_day_wchar: last_hour.0,
+        last_hour_day_write_bytes: last_hour.1,
+        flush_ms,
         peak_file,
         end_file: file_size(path),
         rollup_ms,
@@ -283,7 +502,13 @@ fn describe_file(path: &Path, stats: &pulse_metrics::Stats) {
     let conn =
         Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     let mut parts = Vec::new();
-    for table in ["raw_log", "minute", "hourly", "daily", "series"] {
+    parts.push(format!(
+        "raw journal: {} segments, {:.2} MB; raw tier in memory {:.2} MB",
+        stats.journal_segments,
+        stats.journal_bytes as f64 / 1e6,
+        stats.raw_memory_bytes as f64 / 1e6
+    ));
+    for table in ["minute", "hourly", "daily", "series"] {
         let (rows, bytes): (i64, i64) = conn
             .query_row(
                 &format!(
@@ -323,7 +548,7 @@ struct Latencies {
     all_24h_every_point: f64,
 }
 
-fn measure_queries(store: &Store, fleet: &Fleet, now: i64) -> Latencies {
+fn measure_queries(store: &Store, fleet: &Fleet, now: i64, all_series: bool) -> Latencies {
     let mut rng = Rng(7);
     let mut one = BTreeMap::new();
     let mut all = BTreeMap::new();
@@ -340,6 +565,9 @@ fn measure_queries(store: &Store, fleet: &Fleet, now: i64) -> Latencies {
         let p50 = percentile(&mut samples, 0.5);
         let p99 = percentile(&mut samples, 0.99);
         one.insert(name, (p50, p99));
+        if !all_series {
+            continue;
+        }
         let mut samples = Vec::new();
         for _ in 0..15 {
             let t = Instant::now();
@@ -347,39 +575,51 @@ fn measure_queries(store: &Store, fleet: &Fleet, now: i64) -> Latencies {
                 .query_many(&SeriesFilter::default(), range, Some(500))
                 .unwrap();
             samples.push(ms(t.elapsed()));
-            assert_eq!(many.series.len(), 255);
+            assert_eq!(many.series.len(), fleet.keys.len());
         }
         all.insert(name, percentile(&mut samples, 0.5));
     }
     let range = TimeRange::last(Duration::from_secs(DAY as u64), now * 1000);
     let mut samples = Vec::new();
-    for _ in 0..15 {
+    for _ in 0..if all_series { 15 } else { 0 } {
         let t = Instant::now();
         let many = store
             .query_many(&SeriesFilter::default(), range, None)
             .unwrap();
         samples.push(ms(t.elapsed()));
-        assert_eq!(many.series.len(), 255);
+        assert_eq!(many.series.len(), fleet.keys.len());
     }
     Latencies {
         one,
         all,
-        all_24h_every_point: percentile(&mut samples, 0.5),
+        all_24h_every_point: if samples.is_empty() {
+            0.0
+        } else {
+            percentile(&mut samples, 0.5)
+        },
     }
 }
 
-fn ingest_throughput(dir: &Path) -> f64 {
+fn ingest_throughput(dir: &Path, args: &Args) -> f64 {
     let store = Store::open(config(&dir.join("ingest.db"))).unwrap();
-    let mut fleet = Fleet::new();
-    let batches = 2_000; // 255 series x 4 polls x 2,000 = 2.04 M points
+    let mut fleet = Fleet::new(args.resources, args.metrics, args.values);
+    // About 2 M points in batches of about 1,000 (several polls, or a
+    // share of one).
+    let per_batch = 1_000usize;
+    let polls = 2_000_000usize.div_ceil(fleet.keys.len());
     let start_ts = STEADY_START - 3 * HOUR;
-    let t = Instant::now();
     let mut total = 0usize;
-    for b in 0..batches {
-        let mut batch = Vec::with_capacity(1020);
-        for p in 0..4 {
-            batch.extend(fleet.poll(start_ts + (b * 4 + p) as i64));
+    let mut pending: Vec<Point> = Vec::new();
+    let mut batches: Vec<Vec<Point>> = Vec::new();
+    for p in 0..polls {
+        pending.extend(fleet.poll(start_ts + p as i64));
+        while pending.len() >= per_batch {
+            batches.push(pending.drain(..per_batch).collect());
         }
+    }
+    batches.push(pending);
+    let t = Instant::now();
+    for batch in batches {
         loop {
             match store.write_batch(&batch) {
                 Ok(n) => {
@@ -525,10 +765,11 @@ fn seed_tier(secs: i64) -> &'static str {
     }
 }
 
-fn baseline(dir: &Path, quick: bool) -> SeedFigures {
+fn baseline(dir: &Path, args: &Args) -> SeedFigures {
+    let quick = args.quick;
     let path = dir.join("seed.db");
     let mut seed = Seed::open(&path);
-    let mut fleet = Fleet::new();
+    let mut fleet = Fleet::new(args.resources, args.metrics, args.values);
     // Steady-state content at full retention, inserted directly.
     let now0 = STEADY_START;
     let fill = |seed: &mut Seed, fleet: &mut Fleet, tier: &str, from: i64, to: i64, step: i64| {
@@ -632,37 +873,89 @@ fn baseline(dir: &Path, quick: bool) -> SeedFigures {
     }
 }
 
+/// Opens `path` in this (fresh) process and answers one query: prints the
+/// time it took and the process's peak memory, for the parent to read.
+fn reopen(path: &Path) {
+    let t = Instant::now();
+    let store = Store::open(config(path)).unwrap();
+    let first = store.series().unwrap().into_iter().next();
+    if let Some(s) = first {
+        let now = s.last_timestamp.unwrap_or(0);
+        let h = store
+            .query(
+                &s.key,
+                TimeRange::last(Duration::from_secs(3600), now),
+                None,
+            )
+            .unwrap();
+        assert!(!h.points.is_empty());
+    }
+    let open_ms = ms(t.elapsed());
+    println!("reopen {open_ms} {}", peak_rss_kib() * 1024);
+    store.close().unwrap();
+}
+
+/// Runs this bench again with `--reopen`: open time and peak memory of a
+/// process that only opens the file.
+fn reopen_in_child(path: &Path) -> (f64, f64) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .arg("--reopen")
+        .arg(path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("reopen "))
+        .unwrap_or_else(|| panic!("reopen failed: {}", String::from_utf8_lossy(&out.stderr)));
+    let mut parts = line.split(' ').map(|v| v.parse::<f64>().unwrap());
+    (parts.next().unwrap(), parts.next().unwrap())
+}
+
 fn main() {
-    // `cargo bench` passes --bench; nothing else is accepted.
-    let quick = std::env::var("WORKLOAD_QUICK").is_ok_and(|v| v != "0");
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("metrics.db");
+    let args = Args::parse();
+    if let Some(path) = &args.reopen {
+        reopen(path);
+        return;
+    }
+    // WORKLOAD_DIR keeps the files for a look afterwards (it must be new).
+    let kept = std::env::var_os("WORKLOAD_DIR").map(std::path::PathBuf::from);
+    let tmp = tempfile::tempdir().unwrap();
+    let root = match &kept {
+        Some(d) => {
+            std::fs::create_dir_all(d).unwrap();
+            tempfile::tempdir_in(d).unwrap().keep()
+        }
+        None => tmp.path().to_path_buf(),
+    };
+    let path = root.join("metrics.db");
+    if kept.is_some() {
+        println!("(files kept in {})", root.display());
+    }
     println!(
-        "pulse-metrics workload: 255 series, 5 s polls{}",
-        if quick { " (quick)" } else { "" }
+        "pulse-metrics workload: {} resources x {} metrics, 5 s polls, {:?} values, {} days of history, {} h measured{}",
+        args.resources,
+        args.metrics,
+        args.values,
+        args.history_days,
+        args.hours,
+        if args.quick { " (quick)" } else { "" }
     );
 
-    let (store, fleet, ours) = simulate(&path, quick);
-    let now = STEADY_START + if quick { 2 * HOUR } else { DAY };
-    let lat = measure_queries(&store, &fleet, now);
+    let (store, fleet, ours) = simulate(&path, &args);
+    let series = fleet.keys.len();
+    let now = STEADY_START + args.hours * HOUR;
+    let lat = measure_queries(&store, &fleet, now, args.full);
     let rss = peak_rss_kib();
     store.close().unwrap();
-    let t = Instant::now();
-    let reopened = Store::open(config(&path)).unwrap();
-    let first = reopened
-        .query(
-            &fleet.keys[0],
-            TimeRange::last(Duration::from_secs(3600), now * 1000),
-            None,
-        )
-        .unwrap();
-    let open_ms = ms(t.elapsed());
-    assert!(!first.points.is_empty());
-    reopened.close().unwrap();
-    let ingest = ingest_throughput(dir.path());
+    let (open_ms, open_rss) = reopen_in_child(&path);
+    let ingest = ingest_throughput(root.as_path(), &args);
 
-    println!("(baseline: the seed document's schema and write pattern)");
-    let seed = baseline(dir.path(), quick);
+    let seed = args.full.then(|| {
+        println!("(baseline: the seed document's schema and write pattern)");
+        baseline(root.as_path(), &args)
+    });
+    let seed = seed.as_ref();
 
     println!();
     let mut f = Figures::default();
@@ -672,55 +965,94 @@ fn main() {
         "bytes_written_per_day_wchar",
         ours.fleet_day_wchar,
         "bytes",
-        Some(seed.day_wchar),
+        seed.map(|s| s.day_wchar),
     );
     f.set(
         "bytes_written_per_day_write_bytes",
         ours.fleet_day_write_bytes,
         "bytes",
-        Some(seed.day_write_bytes),
+        seed.map(|s| s.day_write_bytes),
     );
     f.set(
         "file_size_peak",
         ours.peak_file as f64,
         "bytes",
-        Some(seed.file as f64),
+        seed.map(|s| s.file as f64),
     );
     f.set(
         "file_size_end",
         ours.end_file as f64,
         "bytes",
-        Some(seed.file as f64),
+        seed.map(|s| s.file as f64),
     );
     f.set(
         "ingest_points_per_sec",
         ingest,
         "pts/s",
-        Some(seed.ingest_rate),
+        seed.map(|s| s.ingest_rate),
     );
-    for (name, _) in RANGES {
-        let (p50, p99) = lat.one[name];
-        let (s50, s99) = seed.one[name];
-        f.set(&format!("query_one_{name}_p50_ms"), p50, "ms", Some(s50));
-        f.set(&format!("query_one_{name}_p99_ms"), p99, "ms", Some(s99));
-        f.set(
-            &format!("query_all_255_{name}_ms"),
-            lat.all[name],
-            "ms",
-            Some(seed.all[name]),
-        );
-    }
     f.set(
-        "query_all_255_24h_every_point_ms",
-        lat.all_24h_every_point,
+        "bytes_written_per_day_wchar_last_hour",
+        ours.last_hour_day_wchar,
+        "bytes",
+        None,
+    );
+    f.set(
+        "bytes_written_per_day_write_bytes_last_hour",
+        ours.last_hour_day_write_bytes,
+        "bytes",
+        None,
+    );
+    let mut flushes = ours.flush_ms.clone();
+    f.set(
+        "write_batch_flush_p50_ms",
+        percentile(&mut flushes, 0.5),
         "ms",
         None,
     );
     f.set(
+        "write_batch_flush_p99_ms",
+        percentile(&mut flushes, 0.99),
+        "ms",
+        None,
+    );
+    for (name, _) in RANGES {
+        let (p50, p99) = lat.one[name];
+        let s = seed.map(|s| s.one[name]);
+        f.set(
+            &format!("query_one_{name}_p50_ms"),
+            p50,
+            "ms",
+            s.map(|s| s.0),
+        );
+        f.set(
+            &format!("query_one_{name}_p99_ms"),
+            p99,
+            "ms",
+            s.map(|s| s.1),
+        );
+        if let Some(all) = lat.all.get(name) {
+            f.set(
+                &format!("query_all_{series}_{name}_ms"),
+                *all,
+                "ms",
+                seed.map(|s| s.all[name]),
+            );
+        }
+    }
+    if args.full {
+        f.set(
+            &format!("query_all_{series}_24h_every_point_ms"),
+            lat.all_24h_every_point,
+            "ms",
+            None,
+        );
+    }
+    f.set(
         "rollup_pass_p50_ms",
         percentile(&mut rollups, 0.5),
         "ms",
-        Some(seed.rollup_ms),
+        seed.map(|s| s.rollup_ms),
     );
     f.set(
         "rollup_pass_max_ms",
@@ -732,7 +1064,7 @@ fn main() {
         "prune_pass_p50_ms",
         percentile(&mut prunes, 0.5),
         "ms",
-        Some(seed.prune_ms),
+        seed.map(|s| s.prune_ms),
     );
     f.set(
         "prune_pass_max_ms",
@@ -742,6 +1074,8 @@ fn main() {
     );
     f.set("open_full_file_ms", open_ms, "ms", None);
     f.set("peak_rss_bytes", (rss * 1024) as f64, "bytes", None);
+    f.set("peak_rss_after_reopen_bytes", open_rss, "bytes", None);
+    f.set("series", series as f64, "series", None);
     for (i, tier) in ["raw", "minute", "hourly", "daily"].iter().enumerate() {
         f.set(&format!("rows_{tier}"), ours.rows[i] as f64, "rows", None);
     }

@@ -2,17 +2,26 @@
 //! `pulse-metrics query`, so the two can never drift apart.
 //!
 //! ```json
-//! {"resourceType":"vm","resourceId":"pve1:node1:101","metric":"cpu","range":"1h",
+//! {"resourceType":"vm","resourceId":"pve1:101","metric":"cpu","range":"1h",
 //!  "start":1700000000000,"end":1700003600000,"tier":"raw",
 //!  "points":[{"timestamp":1700000000000,"value":12.5,"min":12.5,"max":12.5,"count":1}]}
 //! ```
 //! Without a metric, `"metric": null` and `"metrics": {"cpu": [points], ...}`
-//! replace `"points"`.
+//! replace `"points"`. A resource with metadata (name, node, ...) also has
+//! `"meta": {"name": "web01", ...}`. Pulse's resource type aliases are
+//! understood (`docker`, `system-container`, `oci-container`,
+//! `app-container`, `docker-host`, and storage `usage` for `disk`): the
+//! answer is the canonical name's. Asked with `segments`, the answer also says which tier
+//! and bucket width each run of points stands for (`crate::segments`):
+//! `"segments": [{"start","tier","width"}]`, or `{"cpu": [...], ...}` beside
+//! `"metrics"`.
 
 use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::model::{HistoryPoint, SeriesKey, Tier, parse_timestamp};
-use crate::store::{SeriesFilter, Store, TimeRange};
+use crate::pulse_ids::{canonical_metric, canonical_type, stored_metrics, stored_types};
+use crate::segments::Segment;
+use crate::store::{ResourceMeta, SeriesFilter, Store, TimeRange};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -40,6 +49,8 @@ pub struct HistoryRequest {
     pub now: i64,
     /// Caps points per series (at least 1).
     pub max_points: Option<usize>,
+    /// Also answer `segments` (off unless set after `from_params`).
+    pub segments: bool,
 }
 
 impl HistoryRequest {
@@ -63,6 +74,8 @@ impl HistoryRequest {
         if metric == Some("") {
             return Err(Error::invalid_input("metric: must not be empty"));
         }
+        let resource_type = canonical_type(resource_type);
+        let metric = metric.map(|m| canonical_metric(resource_type, m));
         let probe = SeriesKey::new(resource_type, resource_id, metric.unwrap_or("cpu"));
         probe.validate().map_err(Error::invalid_input)?;
         let (range, start, end) = (present(range), present(start), present(end));
@@ -131,6 +144,7 @@ impl HistoryRequest {
             window,
             now,
             max_points,
+            segments: false,
         })
     }
 
@@ -175,30 +189,99 @@ pub struct HistoryAnswer {
     /// Present when no metric was asked for: every metric of the resource.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<BTreeMap<String, Vec<HistoryPoint>>>,
+    /// Present when asked for: the tier and bucket width of each run of
+    /// points, in the shape of `points` or `metrics`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub segments: Option<Segments>,
+    /// What is known about the resource (name, node, ...), if anything.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub meta: Option<ResourceMeta>,
+}
+
+/// `segments` of a history answer.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Segments {
+    One(Vec<Segment>),
+    PerMetric(BTreeMap<String, Vec<Segment>>),
+}
+
+/// The runs of one tier and width of a series capped at `max`, from its
+/// uncapped points (the capped values come from the store, exact).
+fn segments_of(points: &[HistoryPoint], range: TimeRange, max: Option<usize>) -> Vec<Segment> {
+    let tiers = crate::segments::label(points);
+    let capped = crate::segments::cap(points, &tiers, range.start, range.end, max);
+    crate::segments::segments(&capped)
 }
 
 /// Answers a history request from the store.
 pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer> {
     let range = request.time_range();
-    let (tier, points, metrics) = match &request.metric {
+    let max = request.max_points;
+    // The type the resource is stored under: the canonical one, else a
+    // Pulse alias of it that has series.
+    let id = &request.resource_id;
+    let of = |t: &str| SeriesFilter {
+        resource_type: Some(t.to_string()),
+        resource_id: Some(id.clone()),
+        metric: None,
+    };
+    let types = stored_types(&request.resource_type);
+    let stored_type = types
+        .iter()
+        .find(|t| !store.keys(&of(t)).is_empty())
+        .copied()
+        .unwrap_or(&request.resource_type);
+    let (tier, points, metrics, segments) = match &request.metric {
         Some(metric) => {
-            let key = SeriesKey::new(&request.resource_type, &request.resource_id, metric);
-            let h = store.query(&key, range, request.max_points)?;
-            (h.tier, Some(h.points), None)
+            let metric = stored_metrics(stored_type, metric)
+                .into_iter()
+                .find(|m| {
+                    let f = SeriesFilter {
+                        metric: Some(m.to_string()),
+                        ..of(stored_type)
+                    };
+                    !store.keys(&f).is_empty()
+                })
+                .unwrap_or(metric);
+            let key = SeriesKey::new(stored_type, id, metric);
+            let h = store.query(&key, range, max)?;
+            let segments = match request.segments {
+                true => {
+                    let all = store.query(&key, range, None)?;
+                    Some(Segments::One(segments_of(&all.points, range, max)))
+                }
+                false => None,
+            };
+            (h.tier, Some(h.points), None, segments)
         }
         None => {
-            let filter = SeriesFilter {
-                resource_type: Some(request.resource_type.clone()),
-                resource_id: Some(request.resource_id.clone()),
-                metric: None,
+            let filter = of(stored_type);
+            let many = store.query_many(&filter, range, max)?;
+            // Pulse's names answer as ours, never over a series of that name.
+            let mut metrics: BTreeMap<String, Vec<HistoryPoint>> = BTreeMap::new();
+            for (key, points) in many.series {
+                let name = canonical_metric(stored_type, &key.metric).to_string();
+                if name == key.metric {
+                    metrics.insert(name, points);
+                } else {
+                    metrics.entry(name).or_insert(points);
+                }
+            }
+            let segments = match request.segments {
+                true => {
+                    let all = store.query_many_map(&filter, range, None, &|_, points| {
+                        segments_of(&points, range, max)
+                    })?;
+                    let per_metric = all
+                        .series
+                        .into_iter()
+                        .map(|(k, s)| (canonical_metric(stored_type, &k.metric).to_string(), s));
+                    Some(Segments::PerMetric(per_metric.collect()))
+                }
+                false => None,
             };
-            let many = store.query_many(&filter, range, request.max_points)?;
-            let metrics = many
-                .series
-                .into_iter()
-                .map(|(key, points)| (key.metric, points))
-                .collect();
-            (many.tier, None, Some(metrics))
+            (many.tier, None, Some(metrics), segments)
         }
     };
     Ok(HistoryAnswer {
@@ -214,6 +297,8 @@ pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer>
         tier,
         points,
         metrics,
+        segments,
+        meta: store.resource(stored_type, id),
     })
 }
 
@@ -325,5 +410,59 @@ mod tests {
         assert!(v.get("points").is_none());
         assert_eq!(v["metrics"]["mem"][0]["value"], 2.5);
         assert_eq!(v["metrics"]["cpu"][0]["value"], 1.5);
+        assert!(v.get("segments").is_none(), "only when asked for");
+
+        let mut all = all;
+        all.segments = true;
+        let v = serde_json::to_value(history(&store, &all).unwrap()).unwrap();
+        assert_eq!(
+            v["segments"]["cpu"],
+            serde_json::json!([{"start": NOW - 1000, "tier": "raw", "width": 1000}])
+        );
+        let mut one = one;
+        one.segments = true;
+        let v = serde_json::to_value(history(&store, &one).unwrap()).unwrap();
+        assert_eq!(v["segments"][0]["tier"], "raw");
+        assert!(v.get("meta").is_none(), "nothing known about vm 1");
+
+        // Metadata comes along; Pulse's aliases answer as the canonical name.
+        store
+            .write("storage", "s1", "disk", 40.0, NOW - 1000)
+            .unwrap();
+        store.flush().unwrap();
+        let meta = ResourceMeta {
+            name: Some("local-lvm".into()),
+            ..ResourceMeta::default()
+        };
+        store
+            .write_resources(&[crate::store::Resource::new("storage", "s1", meta)])
+            .unwrap();
+        let usage = HistoryRequest::from_params(
+            "storage",
+            "s1",
+            Some("usage"),
+            Some("1h"),
+            None,
+            None,
+            NOW,
+            None,
+        )
+        .unwrap();
+        let v = serde_json::to_value(history(&store, &usage).unwrap()).unwrap();
+        assert_eq!(v["metric"], "disk");
+        assert_eq!(v["points"][0]["value"], 40.0);
+        assert_eq!(v["meta"], serde_json::json!({"name": "local-lvm"}));
+        for (alias, canonical) in [
+            ("docker", "dockerContainer"),
+            ("app-container", "dockerContainer"),
+            ("system-container", "container"),
+            ("oci-container", "container"),
+            ("docker-host", "dockerHost"),
+        ] {
+            let r =
+                HistoryRequest::from_params(alias, "c1", None, Some("1h"), None, None, NOW, None)
+                    .unwrap();
+            assert_eq!(r.resource_type, canonical);
+        }
     }
 }

@@ -1,6 +1,8 @@
 //! Writing a tier's stored points as JSON Lines or CSV, in the shapes
 //! `ingest` reads back: a raw export ingested into an empty store gives the
-//! same raw points.
+//! same raw points. JSON Lines begins with a resource record
+//! (`{"resource": {...}}`) for every resource with metadata, so the names,
+//! nodes and tags come back too; CSV has no place for them.
 //!
 //! Values are written in the shortest form that parses back to the same
 //! `f64` (serde_json's), so nothing is lost on the way round.
@@ -15,7 +17,7 @@ use std::io::Write;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ExportFormat {
     /// One point object per line: the write API's fields, plus `min`, `max`
-    /// and `count` for rolled-up tiers.
+    /// and `count` for rolled-up tiers; resource records first.
     JsonLines,
     /// Header `resourceType,resourceId,metric,value,timestamp` (plus
     /// `min,max,count` for rolled-up tiers).
@@ -31,6 +33,12 @@ impl std::str::FromStr for ExportFormat {
             _ => Err(format!("unknown format {s:?} (expected jsonl or csv)")),
         }
     }
+}
+
+/// `{"resource": {...}}`, its fields in their declared order.
+#[derive(Serialize)]
+struct ResourceLine<'a> {
+    resource: &'a crate::store::Resource,
 }
 
 #[derive(Serialize)]
@@ -63,6 +71,11 @@ pub fn export(store: &Store, tier: Tier, format: ExportFormat, out: &mut dyn Wri
     let io = |e: std::io::Error| Error::io("write the export", e);
     match format {
         ExportFormat::JsonLines => {
+            for r in store.resources() {
+                serde_json::to_writer(&mut *out, &ResourceLine { resource: &r })
+                    .map_err(|e| io(e.into()))?;
+                out.write_all(b"\n").map_err(io)?;
+            }
             store.export(tier, |key, p| {
                 if tier == Tier::Raw {
                     serde_json::to_writer(&mut *out, &raw_line(key, p))

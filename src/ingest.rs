@@ -7,7 +7,8 @@
 
 use crate::error::{Error, Result};
 use crate::model::{Point, parse_timestamp};
-use crate::store::Store;
+use crate::store::{Resource, ResourceMeta, Store, point_from_json};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::{BufRead, ErrorKind, Read};
 use std::path::Path;
@@ -63,6 +64,9 @@ pub const MAX_LINE_BYTES: usize = 1 << 20;
 
 /// The CSV columns, in the order `export` writes them.
 pub const CSV_COLUMNS: [&str; 5] = ["resourceType", "resourceId", "metric", "value", "timestamp"];
+/// Columns a CSV header may add: the resource's name and node (an empty
+/// field gives neither).
+pub const CSV_OPTIONAL_COLUMNS: [&str; 2] = ["name", "node"];
 
 /// Streams points out of JSON Lines or CSV input.
 ///
@@ -70,11 +74,16 @@ pub const CSV_COLUMNS: [&str; 5] = ["resourceType", "resourceId", "metric", "val
 /// input that cannot be read at all (an I/O failure, a missing CSV header),
 /// after which the reader yields nothing more.
 ///
+/// Resource metadata is gathered on the side ([`PointReader::resources`]):
+/// the `name` and `node` a point may carry, and JSON Lines resource records
+/// `{"resource": {"resourceType", "resourceId", "name", ...}}`, which are
+/// not points and are not yielded (a bad one is a bad line).
+///
 /// ```
 /// use pulse_metrics::ingest::{InputFormat, PointReader};
 /// let input = "resourceType,resourceId,metric,value,timestamp\n\
-///              vm,pve1:node1:101,cpu,12.5,1700000000000\n\
-///              vm,pve1:node1:101,cpu,NaN,1700000005000\n";
+///              vm,pve1:101,cpu,12.5,1700000000000\n\
+///              vm,pve1:101,cpu,NaN,1700000005000\n";
 /// let items: Vec<_> = PointReader::new(input.as_bytes(), InputFormat::Csv)
 ///     .collect::<Result<_, _>>()?;
 /// assert_eq!(items[0].as_ref().unwrap().value, 12.5);
@@ -87,10 +96,13 @@ pub struct PointReader<R: BufRead> {
     /// Number of the line in `buf`.
     line: u64,
     buf: Vec<u8>,
-    /// CSV: position of each of `CSV_COLUMNS` in the header, once read, and
-    /// the header's width.
-    columns: Option<([usize; 5], usize)>,
+    /// CSV: position of each of `CSV_COLUMNS` then `CSV_OPTIONAL_COLUMNS`
+    /// (`usize::MAX` when absent) in the header, once read, and its width.
+    columns: Option<([usize; 7], usize)>,
     done: bool,
+    /// Metadata read so far, the later update of a resource applied over
+    /// the earlier (one entry per resource, so memory stays bounded).
+    described: BTreeMap<(String, String), ResourceMeta>,
 }
 
 impl<R: BufRead> PointReader<R> {
@@ -102,7 +114,24 @@ impl<R: BufRead> PointReader<R> {
             buf: Vec::new(),
             columns: None,
             done: false,
+            described: BTreeMap::new(),
         }
+    }
+
+    /// The metadata read so far, one update per resource.
+    pub fn resources(&self) -> Vec<Resource> {
+        self.described
+            .iter()
+            .map(|((t, id), meta)| Resource::new(t, id, meta.clone()))
+            .collect()
+    }
+
+    fn describe(&mut self, r: Resource) {
+        let meta = self
+            .described
+            .entry((r.resource_type, r.resource_id))
+            .or_default();
+        *meta = merge_update(meta, &r.meta);
     }
 
     /// CSV is read line by line too: a valid point never spans lines (no
@@ -127,11 +156,16 @@ impl<R: BufRead> PointReader<R> {
                 continue;
             }
             match self.format {
-                InputFormat::JsonLines => {
-                    return Ok(Some(
-                        json_point(&self.buf).map_err(|reason| LineError { line, reason }),
-                    ));
-                }
+                InputFormat::JsonLines => match json_record(&self.buf) {
+                    Ok(Record::Point(p, r)) => {
+                        if let Some(r) = r {
+                            self.describe(r);
+                        }
+                        return Ok(Some(Ok(p)));
+                    }
+                    Ok(Record::Resource(r)) => self.describe(r),
+                    Err(reason) => return bad(reason),
+                },
                 InputFormat::Csv => {
                     let Ok(text) = std::str::from_utf8(&self.buf) else {
                         if self.columns.is_none() {
@@ -152,12 +186,15 @@ impl<R: BufRead> PointReader<R> {
                     };
                     match self.columns {
                         None => self.columns = Some(csv_header(&fields, line)?),
-                        Some((cols, width)) => {
-                            return Ok(Some(
-                                csv_point(&fields, cols, width)
-                                    .map_err(|reason| LineError { line, reason }),
-                            ));
-                        }
+                        Some((cols, width)) => match csv_point(&fields, cols, width) {
+                            Ok((p, r)) => {
+                                if let Some(r) = r {
+                                    self.describe(r);
+                                }
+                                return Ok(Some(Ok(p)));
+                            }
+                            Err(reason) => return bad(reason),
+                        },
                     }
                 }
             }
@@ -232,7 +269,46 @@ impl<R: BufRead> Iterator for PointReader<R> {
     }
 }
 
+/// Updates to an update: what `later` gives replaces, an empty value
+/// still clears (it is passed on to the store as given).
+fn merge_update(earlier: &ResourceMeta, later: &ResourceMeta) -> ResourceMeta {
+    ResourceMeta {
+        name: later.name.clone().or_else(|| earlier.name.clone()),
+        node: later.node.clone().or_else(|| earlier.node.clone()),
+        instance: later.instance.clone().or_else(|| earlier.instance.clone()),
+        status: later.status.clone().or_else(|| earlier.status.clone()),
+        template: later.template.or(earlier.template),
+        tags: later.tags.clone().or_else(|| earlier.tags.clone()),
+    }
+}
+
+/// One line of JSON Lines input.
+enum Record {
+    /// A point, and the metadata update its `name`/`node` make.
+    Point(Point, Option<Resource>),
+    /// `{"resource": {...}}`
+    Resource(Resource),
+}
+
+fn json_record(line: &[u8]) -> std::result::Result<Record, String> {
+    let value = json_value(line)?;
+    if let Some(obj) = value.as_object()
+        && obj.len() == 1
+        && let Some(r) = obj.get("resource")
+    {
+        return Resource::from_json(r)
+            .map(Record::Resource)
+            .map_err(|e| format!("resource: {e}"));
+    }
+    point_from_json(&value).map(|(p, r)| Record::Point(p, r))
+}
+
+#[cfg(test)]
 fn json_point(line: &[u8]) -> std::result::Result<Point, String> {
+    Point::from_json(&json_value(line)?)
+}
+
+fn json_value(line: &[u8]) -> std::result::Result<serde_json::Value, String> {
     // serde_json's default float parser may be one bit off; `value` is read
     // from its source text with Rust's exact parser instead, so an export
     // ingested again gives back the very same numbers.
@@ -253,23 +329,23 @@ fn json_point(line: &[u8]) -> std::result::Result<Point, String> {
             };
             obj.insert(k, v);
         }
-        return Point::from_json(&serde_json::Value::Object(obj));
+        return Ok(serde_json::Value::Object(obj));
     }
-    let value: serde_json::Value = serde_json::from_slice(line).map_err(|e| {
+    serde_json::from_slice(line).map_err(|e| {
         let text = e.to_string();
         // serde_json says "at line 1 column N": the line is ours already.
         let what = text.split(" at line ").next().unwrap_or(&text);
         format!("not valid JSON: {what} (column {})", e.column())
-    })?;
-    Point::from_json(&value)
+    })
 }
 
-fn csv_header(record: &[String], line: u64) -> Result<([usize; 5], usize)> {
+fn csv_header(record: &[String], line: u64) -> Result<([usize; 7], usize)> {
     let expected = CSV_COLUMNS.join(",");
-    let mut cols = [usize::MAX; 5];
+    let mut cols = [usize::MAX; 7];
     for (i, name) in record.iter().enumerate() {
         let name = name.as_str();
-        match CSV_COLUMNS.iter().position(|c| *c == name) {
+        let known = CSV_COLUMNS.iter().chain(&CSV_OPTIONAL_COLUMNS);
+        match known.clone().position(|c| *c == name) {
             Some(j) if cols[j] == usize::MAX => cols[j] = i,
             Some(_) => {
                 return Err(Error::invalid_input(format!(
@@ -281,13 +357,16 @@ fn csv_header(record: &[String], line: u64) -> Result<([usize; 5], usize)> {
                 let hint = if looks_like_data {
                     format!("the first line must be the header {expected}")
                 } else {
-                    format!("unknown column `{name}` in the CSV header (expected {expected})")
+                    format!(
+                        "unknown column `{name}` in the CSV header (expected {expected}, and optionally {})",
+                        CSV_OPTIONAL_COLUMNS.join(",")
+                    )
                 };
                 return Err(Error::invalid_input(format!("line {line}: {hint}")));
             }
         }
     }
-    if let Some(j) = cols.iter().position(|&c| c == usize::MAX) {
+    if let Some(j) = cols[..5].iter().position(|&c| c == usize::MAX) {
         return Err(Error::invalid_input(format!(
             "line {line}: the CSV header lacks column `{}` (expected {expected})",
             CSV_COLUMNS[j]
@@ -298,9 +377,9 @@ fn csv_header(record: &[String], line: u64) -> Result<([usize; 5], usize)> {
 
 fn csv_point(
     record: &[String],
-    cols: [usize; 5],
+    cols: [usize; 7],
     width: usize,
-) -> std::result::Result<Point, String> {
+) -> std::result::Result<(Point, Option<Resource>), String> {
     if record.len() != width {
         return Err(format!(
             "expected {width} fields as in the header, got {}",
@@ -328,7 +407,18 @@ fn csv_point(
         timestamp,
     };
     point.validate()?;
-    Ok(point)
+    let text = |j: usize| Some(field(j)).filter(|s| !s.is_empty()).map(str::to_string);
+    let meta = ResourceMeta {
+        name: text(5),
+        node: text(6),
+        ..ResourceMeta::default()
+    };
+    if meta.is_empty() {
+        return Ok((point, None));
+    }
+    meta.validate()?;
+    let r = Resource::new(&point.resource_type, &point.resource_id, meta);
+    Ok((point, Some(r)))
 }
 
 /// Reads one line into `buf` without its line ending, keeping at most `cap`
@@ -442,11 +532,20 @@ impl RawBound {
         if held_now(store)? < self.held.saturating_add(self.limit) {
             return Ok(false);
         }
-        store.rollup(now_ms)?;
-        store.prune(now_ms)?;
+        self.fold(store, now_ms)?;
         self.held = held_now(store)?;
-        self.rollups += 1;
         Ok(true)
+    }
+
+    /// Folds everything written so far into the tiers as of `now_ms` (the
+    /// rollup and retention pass the service would run): how a load ends,
+    /// so all of it is queryable at once, at every range. Returns what the
+    /// retention pass did (its `floors` say what no tier keeps).
+    pub fn fold(&mut self, store: &Store, now_ms: i64) -> Result<crate::store::PruneReport> {
+        store.rollup(now_ms)?;
+        let pruned = store.prune(now_ms)?;
+        self.rollups += 1;
+        Ok(pruned)
     }
 }
 

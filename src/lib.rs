@@ -9,11 +9,11 @@
 //! })?;
 //! let now = 1_700_000_040_000; // Unix ms, on a minute boundary
 //! for i in 0..12 {
-//!     store.write("vm", "pve1:node1:101", "cpu", 10.0 + i as f64, now - 60_000 + i * 5_000)?;
+//!     store.write("vm", "pve1:101", "cpu", 10.0 + i as f64, now - 60_000 + i * 5_000)?;
 //! }
 //! store.flush()?; // durable from here on, even if the process is killed
 //! store.rollup(now)?; // closed minutes become minute buckets
-//! let cpu = SeriesKey::new("vm", "pve1:node1:101", "cpu");
+//! let cpu = SeriesKey::new("vm", "pve1:101", "cpu");
 //! let day = store.query(&cpu, TimeRange::last(std::time::Duration::from_secs(86_400), now), None)?;
 //! assert_eq!(day.tier, pulse_metrics::Tier::Minute);
 //! assert_eq!(day.points[0].count, 12);
@@ -26,11 +26,13 @@
 //! | module         | owns                                                         |
 //! |----------------|--------------------------------------------------------------|
 //! | `store`        | [`Store`]: the crate `pulse_metrics_store` (SQLite file, tiers, rollup, retention, queries), with its `model`, `error` and options |
-//! | `config`       | the configuration file's types, defaults, rules, load and save |
+//! | `config`       | the configuration's types, defaults, rules, file and UI settings |
 //! | `answer`       | the history answer's JSON, shared by the HTTP API and the CLI |
+//! | `segments`     | each answered point's tier and bucket width, for gap drawing |
 //! | `ingest`       | streaming JSON Lines / CSV point reader, batched writes      |
 //! | `export`       | writing a tier as JSON Lines / CSV that `ingest` reads back  |
 //! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
+//! | `pulse_ids`    | Pulse's resource ids and type names, mapped onto ours        |
 //! | `collectors`   | host and Proxmox samplers writing into the store             |
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
 //! | `ui`           | the embedded web UI                                          |
@@ -44,7 +46,9 @@ pub mod collectors;
 pub mod config;
 pub mod export;
 pub mod ingest;
+pub mod pulse_ids;
 pub mod pulse_import;
+pub mod segments;
 pub mod server;
 pub mod ui;
 
@@ -55,6 +59,6 @@ pub use config::{Config, MetricsConfig, Retention};
 pub use error::{Error, PointError, Result};
 pub use model::{HistoryPoint, Point, SeriesKey, Tier};
 pub use store::{
-    History, MaintainReport, ManyHistory, PruneReport, RollupReport, SeriesFilter, SeriesInfo,
-    Stats, Store, TimeRange, VacuumReport,
+    History, MaintainReport, ManyHistory, PruneReport, Resource, ResourceMap, ResourceMeta,
+    RollupReport, SeriesFilter, SeriesInfo, Stats, Store, TimeRange, VacuumReport,
 };

@@ -10,15 +10,24 @@
 //! The source is only read: it is opened read-only and immutable, and when a
 //! WAL file sits beside it (Pulse still running, or not shut down cleanly),
 //! the pair is copied first so that recovering the WAL touches the copy.
+//!
+//! Ids are mapped onto the collectors' (see [`crate::pulse_ids`]) so that
+//! Pulse's history and ours are one series per resource: a guest seen on
+//! several nodes becomes one series, the node it was seen on last kept as
+//! metadata, with the node and storage names the ids hold; resource types
+//! Pulse later renamed get their canonical name, and a storage's `usage` is
+//! stored as `disk`. Ids that cannot be split one way only are kept as they
+//! are and listed in the report.
 
 use crate::error::{Error, Result};
 use crate::ingest::{BATCH, write_all};
 use crate::model::{HistoryPoint, MAX_TIMESTAMP_MS, Point, SeriesKey, Tier};
-use crate::store::Store;
+use crate::pulse_ids::{Mapping, PulseIds, canonical_metric, canonical_type};
+use crate::store::{Resource, ResourceMeta, Store};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// What an import did.
@@ -41,7 +50,103 @@ pub struct ImportReport {
     pub has_min_max: bool,
     /// What the reader should know about how rows were mapped.
     pub notes: Vec<String>,
+    /// The collector instance the resources were given (`--instance`);
+    /// without it, the instance named in Pulse's ids.
+    pub instance: Option<String>,
+    /// Pulse resource ids stored under one of ours.
+    pub ids_mapped: u64,
+    /// Pulse resource ids kept as they are because they split more than one
+    /// way (or none); their series do not join the collectors'.
+    pub ids_kept: Vec<KeptId>,
+    /// Resources whose node, name or instance the ids gave.
+    pub resources_described: u64,
     pub duration_ms: u64,
+}
+
+/// A Pulse id stored as it is, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeptId {
+    pub resource_type: String,
+    pub resource_id: String,
+    pub reason: String,
+}
+
+/// How Pulse's ids become ours: learnt from the file, then applied per row.
+struct Remap {
+    /// (Pulse type, Pulse id) -> our (type, id).
+    ids: HashMap<(String, String), (String, String)>,
+    /// Our (type, id) -> (newest Pulse timestamp, what the id says).
+    meta: BTreeMap<(String, String), (i64, ResourceMeta)>,
+    kept: Vec<KeptId>,
+}
+
+impl Remap {
+    fn key(&self, key: SeriesKey) -> SeriesKey {
+        let (t, id) = self
+            .ids
+            .get(&(key.resource_type.clone(), key.resource_id.clone()))
+            .cloned()
+            .unwrap_or((key.resource_type, key.resource_id));
+        let metric = canonical_metric(&t, &key.metric).to_string();
+        SeriesKey::new(t, id, metric)
+    }
+}
+
+/// Reads the file's distinct resources once and decides each one's id.
+fn learn_ids(conn: &Connection, instance: Option<&str>) -> rusqlite::Result<Remap> {
+    let mut stmt = conn.prepare(
+        "SELECT resource_type, resource_id, max(timestamp) FROM metrics GROUP BY resource_type, resource_id",
+    )?;
+    let rows: Vec<(String, String, i64)> = stmt
+        .query_map([], |r| {
+            let text = |i: usize| -> rusqlite::Result<String> {
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Text(t) => String::from_utf8_lossy(t).into_owned(),
+                    ValueRef::Integer(n) => n.to_string(),
+                    _ => String::new(),
+                })
+            };
+            Ok((text(0)?, text(1)?, r.get::<_, Option<i64>>(2)?.unwrap_or(0)))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    let learnt = PulseIds::learn(
+        instance,
+        rows.iter().map(|(t, id, _)| (t.as_str(), id.as_str())),
+    );
+    let mut remap = Remap {
+        ids: HashMap::new(),
+        meta: BTreeMap::new(),
+        kept: Vec::new(),
+    };
+    for (t, id, newest) in rows {
+        let canonical = canonical_type(&t).to_string();
+        let (new_id, meta) = match learnt.map(&canonical, &id) {
+            Mapping::Mapped(new_id, meta) => (new_id, Some(meta)),
+            Mapping::Unchanged => (id.clone(), None),
+            Mapping::Ambiguous(reason) => {
+                remap.kept.push(KeptId {
+                    resource_type: t.clone(),
+                    resource_id: id.clone(),
+                    reason,
+                });
+                (id.clone(), None)
+            }
+        };
+        if let Some(meta) = meta {
+            let slot = remap
+                .meta
+                .entry((canonical.clone(), new_id.clone()))
+                .or_insert((newest, meta.clone()));
+            if newest > slot.0 {
+                *slot = (newest, meta);
+            }
+        }
+        if (canonical.as_str(), new_id.as_str()) != (t.as_str(), id.as_str()) {
+            remap.ids.insert((t, id), (canonical, new_id));
+        }
+    }
+    Ok(remap)
 }
 
 /// How far an import has got.
@@ -63,11 +168,35 @@ const SKIPPED_EXAMPLES: usize = 10;
 /// now and then. Problems with the source (missing, not SQLite, not a Pulse
 /// database) are invalid input; the store's own failures are passed on.
 /// Nothing is durable until the caller flushes or closes the store.
+/// Resources keep the instance named in Pulse's ids; see [`import_pulse_as`].
 pub fn import_pulse(
     store: &Store,
     source: &Path,
+    progress: impl FnMut(Progress),
+) -> Result<ImportReport> {
+    import_pulse_as(store, source, None, progress)
+}
+
+/// [`import_pulse`], with every resource given to collector instance
+/// `instance` (the `name` of the Proxmox instance that collects it now), so
+/// that its history continues in that instance's series.
+pub fn import_pulse_as(
+    store: &Store,
+    source: &Path,
+    instance: Option<&str>,
     mut progress: impl FnMut(Progress),
 ) -> Result<ImportReport> {
+    if let Some(name) = instance {
+        SeriesKey::new("node", format!("{name}:node"), "cpu")
+            .validate()
+            .ok()
+            .filter(|()| !name.is_empty())
+            .ok_or_else(|| {
+                Error::invalid_input(format!(
+                    "--instance {name:?} cannot prefix a series id (it must be the `name` of a Proxmox instance)"
+                ))
+            })?;
+    }
     let started = std::time::Instant::now();
     let opened = open_source(store, source)?;
     let conn = &opened.conn;
@@ -132,10 +261,13 @@ pub fn import_pulse(
         .query_row("SELECT count(*) FROM metrics", [], |r| r.get::<_, i64>(0))
         .map_err(sql_err)?
         .max(0) as u64;
+    let remap = learn_ids(conn, instance).map_err(sql_err)?;
     let mut report = ImportReport {
         source: source.display().to_string(),
         rows: rows_total,
         has_min_max,
+        instance: instance.map(str::to_string),
+        ids_mapped: remap.ids.len() as u64,
         ..ImportReport::default()
     };
     progress(Progress {
@@ -160,7 +292,14 @@ pub fn import_pulse(
             .ok()
             .and_then(|v| v.as_i64().ok())
             .unwrap_or(done as i64);
-        match read_row(row) {
+        match read_row(row).and_then(|mut r| {
+            r.key = remap.key(r.key);
+            // A long `--instance` can make an id too long.
+            r.key
+                .validate()
+                .map_err(|e| ("resourceId".to_string(), e))?;
+            Ok(r)
+        }) {
             Ok(r) => {
                 if r.was_millis {
                     millisecond_rows += 1;
@@ -207,6 +346,15 @@ pub fn import_pulse(
             add_buckets(&mut report, tier, n);
         }
     }
+    let described: Vec<Resource> = remap
+        .meta
+        .into_iter()
+        .map(|((t, id), (_, meta))| Resource::new(t, id, meta))
+        .filter(|r| r.validate().is_ok())
+        .collect();
+    store.write_resources(&described)?;
+    report.resources_described = described.len() as u64;
+    report.ids_kept = remap.kept;
     report.rows = done;
     progress(Progress {
         rows_done: done,
@@ -223,6 +371,22 @@ pub fn import_pulse(
         report.notes.push(
             "this file has no min_value/max_value columns (an older Pulse): min and max were set to the value".into(),
         );
+    }
+    if report.ids_mapped > 0 {
+        report.notes.push(format!(
+            "{} Pulse resource id(s) were stored under the collectors' ids (guests {{instance}}:{{vmid}}, nodes {{instance}}:{{node}}, storage {{instance}}:{{node}}:{{storage}} or {{instance}}:{{storage}} when shared; storage `usage` as `disk`){}",
+            report.ids_mapped,
+            match instance {
+                Some(name) => format!(", all under instance {name:?}"),
+                None => " with the instance named in Pulse's ids (give --instance NAME to use your collector's instance name)".into(),
+            }
+        ));
+    }
+    if !report.ids_kept.is_empty() {
+        report.notes.push(format!(
+            "{} Pulse resource id(s) could not be split into instance, node and storage one way only and were kept as they are (see idsKept); their history does not join the collectors' series",
+            report.ids_kept.len()
+        ));
     }
     if millisecond_rows > 0 {
         report.notes.push(format!(

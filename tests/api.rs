@@ -730,8 +730,8 @@ async fn exposed_listen_without_token_is_refused() {
     let mut config = test_config(dir.path());
     config.server.listen = "0.0.0.0:0".into();
     let err = pulse_metrics::server::serve(pulse_metrics::server::ServeOptions {
+        settings: pulse_metrics::config::SettingsFile::in_memory(config.clone()),
         config,
-        config_path: None,
     })
     .await
     .expect_err("must refuse");
@@ -758,5 +758,84 @@ async fn an_unsynced_write_is_visible_within_the_flush_interval() {
         .get("/api/metrics-store/history?resourceType=vm&resourceId=1&metric=cpu&range=5m")
         .await;
     assert_eq!(h["points"][0]["value"], 4.0, "{h}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_and_nodes_come_back_from_every_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = TestServer::start(test_config(dir.path())).await;
+    let t0 = ago(30);
+    let mut web = point("vm", "pve1:101", "cpu", 10.0, t0);
+    web["name"] = json!("web01");
+    web["node"] = json!("pve-a");
+    let body = json!({
+        "points": [web, point("storage", "pve1:ceph", "usage", 40.0, t0),
+                   point("docker-host", "h1", "cpu", 3.0, t0)],
+        "resources": [{"resourceType": "vm", "resourceId": "pve1:101", "tags": ["prod"],
+                       "instance": "pve1", "template": false}],
+    });
+    let (status, v) = s
+        .post_json("/api/metrics-store/write?sync=true", &body)
+        .await;
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v, json!({"accepted": 3, "resources": 2}));
+    let want = json!({"name": "web01", "node": "pve-a", "instance": "pve1",
+                      "template": false, "tags": ["prod"]});
+
+    let (_, series) = s.get("/api/metrics-store/series").await;
+    assert_eq!(series["meta"]["vm"]["pve1:101"], want, "{series}");
+    let (_, h) = s
+        .get("/api/metrics-store/history?resourceType=vm&resourceId=pve1:101&range=1h")
+        .await;
+    assert_eq!(h["meta"], want, "{h}");
+    let (_, c) = s.get("/api/charts?range=1h").await;
+    assert_eq!(c["meta"]["vm"]["pve1:101"], want, "{c}");
+    assert_eq!(c["data"]["pve1:101"]["cpu"][0]["value"], 10.0);
+    // Pulse's names: a storage's `usage` answers as `disk`, `docker-host`
+    // as `dockerHost`, in the charts and in the history.
+    assert_eq!(
+        c["storageData"]["pve1:ceph"]["disk"][0]["value"], 40.0,
+        "{c}"
+    );
+    assert_eq!(c["dockerHostData"]["h1"]["cpu"][0]["value"], 3.0, "{c}");
+    let (status, h) = s
+        .get(
+            "/api/metrics-store/history?resourceType=docker-host&resourceId=h1&metric=cpu&range=1h",
+        )
+        .await;
+    assert_eq!(status, 200, "{h}");
+    assert_eq!(h["resourceType"], "dockerHost");
+    assert_eq!(h["points"][0]["value"], 3.0);
+    let (_, h) = s
+        .get("/api/metrics-store/history?resourceType=storage&resourceId=pve1:ceph&metric=disk&range=1h")
+        .await;
+    assert_eq!(h["points"][0]["value"], 40.0, "{h}");
+
+    // A bad resource record refuses the whole request, points included.
+    let bad = json!({
+        "points": [point("vm", "pve1:102", "cpu", 1.0, t0)],
+        "resources": [{"resourceType": "vm", "resourceId": "pve1:102", "name": 5}],
+    });
+    let (status, v) = s.post_json("/api/metrics-store/write", &bad).await;
+    assert_error(status, &v, 400, "invalid resource record");
+    assert_eq!(v["details"][0]["resource"], 0, "{v}");
+    assert!(
+        v["details"][0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("name:")
+    );
+    let mut bad_point = point("vm", "pve1:102", "cpu", 1.0, t0);
+    bad_point["node"] = json!("a\u{7}b");
+    let (status, v) = s
+        .post_json("/api/metrics-store/write", &json!({"points": [bad_point]}))
+        .await;
+    assert_error(status, &v, 400, "invalid point");
+    let (_, h) = s
+        .get("/api/metrics-store/history?resourceType=vm&resourceId=pve1:102&metric=cpu&range=1h")
+        .await;
+    assert_eq!(h["points"], json!([]));
+    assert!(h.get("meta").is_none());
     s.stop().await;
 }

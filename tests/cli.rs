@@ -114,8 +114,15 @@ fn ingest_jsonl_file_then_query_stats_and_export() {
     input += r#"{"resourceType":"node","resourceId":"pve1:node1","metric":"cpu","value":7,"timestamp":"2023-11-14T22:13:00Z"}"#;
     input += "\n";
     let file = sb.write("points.jsonl", &input);
-    let out = sb.on(&db, &["ingest", file.to_str().unwrap()]).ok();
-    assert_eq!(out.json(), json!({"accepted": 14, "invalid": 0}));
+    // Time is simulated: the same --now for ingest and the queries.
+    let now = (T0 + 60_000).to_string();
+    let out = sb
+        .on(&db, &["ingest", "--now", &now, file.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        out.json(),
+        json!({"accepted": 14, "invalid": 0, "discarded": 0})
+    );
 
     let s = stats(&sb, &db);
     assert_eq!(s["rawCount"], 14);
@@ -143,7 +150,6 @@ fn ingest_jsonl_file_then_query_stats_and_export() {
     }
     assert_eq!(s["oldestDataTimestamp"], T0);
 
-    let now = (T0 + 60_000).to_string();
     let q = sb
         .on(
             &db,
@@ -289,22 +295,40 @@ fn ingest_csv_by_extension_and_by_flag_from_stdin() {
          vm,pve1:node1:101,cpu,2.5,2023-11-14T22:13:05Z\n"
     );
     let file = sb.write("points.csv", &csv);
-    let out = sb.on(&db, &["ingest", file.to_str().unwrap()]).ok();
-    assert_eq!(out.json(), json!({"accepted": 2, "invalid": 0}));
+    let now = (T0 + 60_000).to_string();
+    let out = sb
+        .on(&db, &["ingest", "--now", &now, file.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        out.json(),
+        json!({"accepted": 2, "invalid": 0, "discarded": 0})
+    );
 
     let more =
         format!("resourceType,resourceId,metric,value,timestamp\nvm,pve1:node1:102,cpu,3,{T0}\n");
     let out = sb
-        .on_stdin(&db, &["ingest", "--format", "csv", "-"], more.as_bytes())
+        .on_stdin(
+            &db,
+            &["ingest", "--now", &now, "--format", "csv", "-"],
+            more.as_bytes(),
+        )
         .ok();
-    assert_eq!(out.json(), json!({"accepted": 1, "invalid": 0}));
+    assert_eq!(
+        out.json(),
+        json!({"accepted": 1, "invalid": 0, "discarded": 0})
+    );
     // The same CSV read as JSON Lines (no flag, stdin) is all bad lines.
     sb.on_stdin(&db, &["ingest"], more.as_bytes()).fails(2);
     assert_eq!(stats(&sb, &db)["rawCount"], 3);
 
     let jsonl = point("vm", "pve1:node1:103", "cpu", 4.0, T0) + "\n";
-    let out = sb.on_stdin(&db, &["ingest"], jsonl.as_bytes()).ok();
-    assert_eq!(out.json(), json!({"accepted": 1, "invalid": 0}));
+    let out = sb
+        .on_stdin(&db, &["ingest", "--now", &now], jsonl.as_bytes())
+        .ok();
+    assert_eq!(
+        out.json(),
+        json!({"accepted": 1, "invalid": 0, "discarded": 0})
+    );
     assert_eq!(stats(&sb, &db)["rawCount"], 4);
     // The copy of stdin made for the second pass is gone.
     let spools: Vec<_> = std::fs::read_dir(sb.dir.path())
@@ -365,10 +389,23 @@ fn bad_lines_exit_2_each_named_and_nothing_stored() {
 
     // --skip-invalid stores the rest and still names the bad lines.
     let file = sb.write("bad.jsonl", &input);
+    let now = (T0 + 60_000).to_string();
     let out = sb
-        .on(&db, &["ingest", "--skip-invalid", file.to_str().unwrap()])
+        .on(
+            &db,
+            &[
+                "ingest",
+                "--now",
+                &now,
+                "--skip-invalid",
+                file.to_str().unwrap(),
+            ],
+        )
         .ok();
-    assert_eq!(out.json(), json!({"accepted": 3, "invalid": 4}));
+    assert_eq!(
+        out.json(),
+        json!({"accepted": 3, "invalid": 4, "discarded": 0})
+    );
     assert!(
         out.stderr.contains("line 5: not valid JSON"),
         "{}",
@@ -432,7 +469,10 @@ fn export_then_ingest_gives_the_same_raw_points() {
             input += "\n";
         }
     }
-    sb.on_stdin(&a, &["ingest"], input.as_bytes()).ok();
+    // As of just after the last point: its minute stays raw.
+    let now = (T0 + 10_000).to_string();
+    sb.on_stdin(&a, &["ingest", "--now", &now], input.as_bytes())
+        .ok();
     let jsonl = sb.on(&a, &["export"]).ok().stdout;
     let csv = sb.on(&a, &["export", "--format", "csv"]).ok().stdout;
     assert_eq!(jsonl.lines().count(), 16);
@@ -441,7 +481,11 @@ fn export_then_ingest_gives_the_same_raw_points() {
     for (name, dump, flag) in [("b.db", &jsonl, "jsonl"), ("c.db", &csv, "csv")] {
         let db = sb.path(name);
         let out = sb
-            .on_stdin(&db, &["ingest", "--format", flag, "-"], dump.as_bytes())
+            .on_stdin(
+                &db,
+                &["ingest", "--now", &now, "--format", flag, "-"],
+                dump.as_bytes(),
+            )
             .ok();
         assert_eq!(out.json()["accepted"], 16);
         assert_eq!(sb.on(&db, &["export"]).ok().stdout, jsonl, "via {flag}");
@@ -476,7 +520,10 @@ fn maintain_rolls_up_and_prints_what_it_did() {
     let input: String = (0..12)
         .map(|i| point("vm", "1", "cpu", 10.0 + i as f64, T0 + i * 5_000) + "\n")
         .collect();
-    sb.on_stdin(&db, &["ingest"], input.as_bytes()).ok();
+    // Ingested as of its last point: the minute is still open.
+    let last = (T0 + 55_000).to_string();
+    sb.on_stdin(&db, &["ingest", "--now", &last], input.as_bytes())
+        .ok();
     let now = (T0 + 3 * 60_000).to_string();
     let report = sb.on(&db, &["maintain", "--now", &now]).ok().json();
     assert_eq!(report["rollup"]["now"], T0 + 3 * 60_000);
@@ -545,7 +592,9 @@ fn export_to_a_closed_pipe_is_quiet() {
             ) + "\n"
         })
         .collect();
-    sb.on_stdin(&db, &["ingest"], input.as_bytes()).ok();
+    let now = (T0 + 400_000).to_string();
+    sb.on_stdin(&db, &["ingest", "--now", &now], input.as_bytes())
+        .ok();
     let mut child = sb
         .command(&["--db", db.to_str().unwrap(), "export"])
         .stdout(std::process::Stdio::piped())
@@ -596,4 +645,174 @@ fn a_store_kept_in_memory_needs_db_for_offline_commands() {
     with_db("maintain").ok();
     assert_eq!(with_db("stats").ok().json()["enabled"], true);
     assert!(db.exists());
+}
+
+/// A backfill is queryable at every range as soon as `ingest` returns: the
+/// points older than the raw retention are folded into their buckets then,
+/// not at the next rollup, and what is older than every retention is
+/// reported as discarded.
+#[test]
+fn ingest_folds_what_it_wrote_so_every_range_shows_it() {
+    let sb = Sandbox::new();
+    let db = sb.path("m.db");
+    let now = T0;
+    let step = 5 * 60_000;
+    let mut input = String::new();
+    for id in ["pve1:node1:201", "pve1:node1:local"] {
+        let mut t = now - 7 * 86_400_000;
+        while t <= now {
+            input += &point("container", id, "cpu", 20.0, t);
+            input += "\n";
+            t += step;
+        }
+    }
+    // 100 days ago: older than every tier's retention (90 d).
+    for i in 0..3 {
+        input += &point("vm", "old", "cpu", 1.0, now - 100 * 86_400_000 + i * 1000);
+        input += "\n";
+    }
+    let file = sb.write("week.jsonl", &input);
+    let now_text = now.to_string();
+    // A store in use has been rolled up before: older points are late.
+    sb.on(&db, &["maintain", "--now", &now_text]).ok();
+    let out = sb
+        .on(&db, &["ingest", "--now", &now_text, file.to_str().unwrap()])
+        .ok();
+    let per_series = 7 * 288 + 1;
+    assert_eq!(
+        out.json(),
+        json!({"accepted": 2 * per_series + 3, "invalid": 0, "discarded": 3})
+    );
+    assert!(
+        out.stderr.contains("discarded 3 point(s)"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(stats(&sb, &db)["lateCount"], 0, "nothing left waiting");
+
+    for (range, tier, span) in [
+        ("24h", "minute", 86_400_000i64),
+        ("7d", "hourly", 7 * 86_400_000),
+        ("30d", "daily", 7 * 86_400_000),
+    ] {
+        let q = sb
+            .on(
+                &db,
+                &[
+                    "query",
+                    "--type",
+                    "container",
+                    "--id",
+                    "pve1:node1:local",
+                    "--metric",
+                    "cpu",
+                    "--range",
+                    range,
+                    "--now",
+                    &now_text,
+                ],
+            )
+            .ok()
+            .json();
+        assert_eq!(q["tier"], tier, "{range}");
+        let points = q["points"].as_array().unwrap();
+        let first = points[0]["timestamp"].as_i64().unwrap();
+        assert!(
+            first <= now - span + 86_400_000,
+            "{range}: history starts {} h before now, not {} h",
+            (now - first) / 3_600_000,
+            span / 3_600_000
+        );
+        let counted: u64 = points.iter().map(|p| p["count"].as_u64().unwrap()).sum();
+        // Every point of the range, but for the partly covered bucket at
+        // its start (an hour of 12 points at most).
+        let expected = if range == "24h" {
+            24 * 12 - 12
+        } else {
+            7 * 288 - 12
+        };
+        assert!(
+            counted >= expected,
+            "{range}: {counted} points counted, {expected} expected"
+        );
+    }
+}
+
+#[test]
+fn names_survive_ingest_export_and_ingest_again() {
+    let sb = Sandbox::new();
+    let db = sb.path("a.db");
+    let now = (T0 + 60_000).to_string();
+    let input = format!(
+        "{}\n{}\n{}\n",
+        r#"{"resource":{"resourceType":"vm","resourceId":"pve1:101","tags":["prod","web"],"instance":"pve1","template":false}}"#,
+        r#"{"resourceType":"vm","resourceId":"pve1:101","metric":"cpu","value":12.5,"timestamp":1699999980000,"name":"web01","node":"pve-a"}"#,
+        point("node", "pve1:pve-a", "cpu", 3.0, T0),
+    );
+    let file = sb.write("in.jsonl", &input);
+    let out = sb
+        .on(&db, &["ingest", "--now", &now, file.to_str().unwrap()])
+        .ok();
+    assert_eq!(
+        out.json(),
+        json!({"accepted": 2, "invalid": 0, "discarded": 0, "resources": 1})
+    );
+    let want = json!({"name": "web01", "node": "pve-a", "instance": "pve1",
+                      "template": false, "tags": ["prod", "web"]});
+    let query = |db: &std::path::Path| {
+        sb.on(
+            db,
+            &[
+                "query", "--type", "vm", "--id", "pve1:101", "--range", "1h", "--now", &now,
+            ],
+        )
+        .ok()
+        .json()
+    };
+    assert_eq!(query(&db)["meta"], want);
+
+    // The export carries the metadata; ingested elsewhere, it is the same.
+    let export = sb.on(&db, &["export"]).ok().stdout;
+    assert!(
+        export.starts_with(
+            r#"{"resource":{"resourceType":"vm","resourceId":"pve1:101","name":"web01""#
+        ),
+        "{export}"
+    );
+    let copy = sb.write("export.jsonl", &export);
+    let other = sb.path("b.db");
+    sb.on(&other, &["ingest", "--now", &now, copy.to_str().unwrap()])
+        .ok();
+    assert_eq!(query(&other)["meta"], want);
+    assert_eq!(sb.on(&other, &["export"]).ok().stdout, export);
+
+    // CSV may name its resources too; a bad record is a bad line.
+    let csv = sb.write(
+        "in.csv",
+        format!("resourceType,resourceId,metric,value,timestamp,name,node\nvm,pve1:102,cpu,1,{T0},db01,pve-b\nvm,pve1:103,cpu,1,{T0},,\n"),
+    );
+    sb.on(&db, &["ingest", "--now", &now, csv.to_str().unwrap()])
+        .ok();
+    let h = sb
+        .on(
+            &db,
+            &[
+                "query", "--type", "vm", "--id", "pve1:102", "--range", "1h", "--now", &now,
+            ],
+        )
+        .ok()
+        .json();
+    assert_eq!(h["meta"], json!({"name": "db01", "node": "pve-b"}));
+    let bad = sb.write(
+        "bad.jsonl",
+        r#"{"resource":{"resourceType":"vm","resourceId":"pve1:104","tags":"a;b"}}"#,
+    );
+    let out = sb
+        .on(&db, &["ingest", "--now", &now, bad.to_str().unwrap()])
+        .fails(2);
+    assert!(
+        out.stderr.contains("line 1: resource: tags"),
+        "{}",
+        out.stderr
+    );
 }

@@ -1,14 +1,11 @@
-//! `PUT /api/metrics-store/config`: validated, written back to the config
-//! file atomically, applied without a restart.
-//!
-//! These tests need the CLI branch's `config::metrics_from_json`,
-//! `Config::save` and `Config::load` (stubs on the `server` branch, where
-//! they fail); they pass once that branch is merged.
+//! `PUT /api/metrics-store/config`: validated as the next start would be,
+//! saved to `settings.json` (the config file is never written), applied
+//! without a restart; `DELETE` resets to the file.
 
 mod common;
 
 use common::{TestServer, ago, point, test_config};
-use pulse_metrics::config::Config;
+use pulse_metrics::config::{Config, SettingsFile};
 use serde_json::json;
 use std::path::Path;
 use std::time::Duration;
@@ -34,9 +31,10 @@ async fn start_from_file(path: &Path) -> TestServer {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn put_changes_the_file_and_the_behaviour() {
+async fn put_saves_settings_json_and_changes_the_behaviour() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config_file(dir.path());
+    let before = std::fs::read(&path).unwrap();
     let s = start_from_file(&path).await;
 
     let (st, b) = s
@@ -59,14 +57,37 @@ async fn put_changes_the_file_and_the_behaviour() {
     assert_eq!(got["retention"]["raw"], "4h");
     assert_eq!(got["rollup_interval"], "1s");
 
-    // Written back to the file: a restart would see it.
-    let (reloaded, _) = Config::load(Some(&path)).expect("saved file loads");
+    // The config file is untouched; the change is in settings.json, and a
+    // restart (file, then settings.json) sees it.
+    assert_eq!(std::fs::read(&path).unwrap(), before, "config file written");
+    let settings_path = dir.path().join("settings.json");
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&settings_path).unwrap()).unwrap();
+    assert_eq!(
+        saved,
+        json!({"metrics": {"retention": {"raw": "4h"}, "rollup_interval": "1s"}})
+    );
+    let (file_only, _) = Config::load(Some(&path)).expect("config file loads");
+    let restarted = SettingsFile::new(settings_path.clone(), Some(path.clone()), file_only);
+    let reloaded = restarted
+        .startup_config(&restarted.load().unwrap())
+        .unwrap();
     assert_eq!(
         reloaded.metrics.retention.raw,
         Duration::from_secs(4 * 3600)
     );
     assert_eq!(reloaded.metrics.rollup_interval, Duration::from_secs(1));
     assert!(!reloaded.collectors.host.enabled, "other sections kept");
+
+    // Where each value comes from.
+    let (st, src) = s.get("/api/metrics-store/config/sources").await;
+    assert_eq!(st, 200, "{src}");
+    assert_eq!(src["sources"]["retention.raw"], "settings");
+    assert_eq!(src["sources"]["database_path"], "file");
+    assert_eq!(src["sources"]["retention.minute"], "default");
+    assert_eq!(src["file"]["retention"]["raw"], "2h");
+    assert_eq!(src["configFile"], path.display().to_string());
+    assert_eq!(src["settingsFile"], settings_path.display().to_string());
 
     // Applied live: the rollup job now runs every second (it was 5m).
     s.write_sync(json!([point("vm", "1", "cpu", 1.0, ago(180))]))
@@ -106,6 +127,12 @@ async fn invalid_put_changes_nothing() {
         ),
         (json!({"write_buffer": 0}), "metrics.write_buffer"),
         (json!({"retension": {"raw": "4h"}}), "retension"),
+        // What the next start would refuse is refused now (issue 10).
+        (json!({"database_path": "/tmp"}), "metrics.database_path"),
+        (
+            json!({"database_path": dir.path().display().to_string()}),
+            "metrics.database_path",
+        ),
     ] {
         let (st, b) = s.put_json("/api/metrics-store/config", &body).await;
         assert_eq!(st, 400, "{body}: {b}");
@@ -126,8 +153,50 @@ async fn invalid_put_changes_nothing() {
     assert_eq!(st, 400);
 
     assert_eq!(std::fs::read(&path).unwrap(), before, "file changed");
+    assert!(!dir.path().join("settings.json").exists(), "nothing saved");
     let (_, after) = s.get("/api/metrics-store/config").await;
     assert_eq!(after, original);
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_to_file_forgets_the_ui_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config_file(dir.path());
+    let s = start_from_file(&path).await;
+    let settings_path = dir.path().join("settings.json");
+    let (st, b) = s
+        .put_json(
+            "/api/metrics-store/config",
+            &json!({"retention": {"raw": "3h"}, "write_buffer": 300}),
+        )
+        .await;
+    assert_eq!(st, 200, "{b}");
+    assert!(settings_path.exists());
+    // Setting a value back to the file's drops it from settings.json.
+    let (st, _) = s
+        .put_json("/api/metrics-store/config", &json!({"write_buffer": 100}))
+        .await;
+    assert_eq!(st, 200);
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&settings_path).unwrap()).unwrap();
+    assert_eq!(saved, json!({"metrics": {"retention": {"raw": "3h"}}}));
+
+    let r = s
+        .client
+        .delete(s.url("/api/metrics-store/config"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let b: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(b["retention"]["raw"], "2h");
+    assert!(!settings_path.exists(), "reset removes settings.json");
+    let (_, got) = s.get("/api/metrics-store/config").await;
+    assert_eq!(got["retention"]["raw"], "2h");
+    assert_eq!(s.store.config().retention.raw, Duration::from_secs(7200));
+    let (_, src) = s.get("/api/metrics-store/config/sources").await;
+    assert_eq!(src["sources"]["retention.raw"], "default");
     s.stop().await;
 }
 

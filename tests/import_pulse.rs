@@ -69,6 +69,9 @@ fn pulse_file(path: &Path, with_min_max: bool, rows: &[Row]) {
 }
 
 const S0: i64 = T0 / 1000;
+/// The time imports are folded as of: the newest raw point of the samples,
+/// so the fold leaves them as they were imported.
+const NOW: &str = "1699999990000";
 
 fn sample_rows() -> Vec<Row<'static>> {
     vec![
@@ -147,7 +150,7 @@ fn snapshot(sb: &Sandbox, db: &Path) -> Vec<serde_json::Value> {
     let now = (T0 + 60_000).to_string();
     let mut out = Vec::new();
     for (t, id) in [
-        ("vm", "pve1:node1:101"),
+        ("vm", "pve1:101"), // Pulse's pve1:node1:101
         ("node", "pve1:node1"),
         ("storage", "pve1:node1:local"),
     ] {
@@ -183,7 +186,9 @@ fn imports_every_tier_and_twice_is_once() {
     let before = std::fs::read(&src).unwrap();
     let db = sb.path("ours.db");
 
-    let first = sb.on(&db, &["import-pulse", src.to_str().unwrap()]).ok();
+    let first = sb
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
+        .ok();
     let report = first.json();
     assert_eq!(report["rows"], 9);
     assert_eq!(report["rawPoints"], 3);
@@ -253,7 +258,7 @@ fn imports_every_tier_and_twice_is_once() {
 
     // Again: the same report, nothing stored twice.
     let second = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     let strip = |mut v: serde_json::Value| {
@@ -314,7 +319,7 @@ fn an_older_file_without_min_max_imports_with_min_max_equal_to_the_value() {
     pulse_file(&src, false, &rows);
     let db = sb.path("ours.db");
     let report = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(report["hasMinMax"], false);
@@ -339,17 +344,8 @@ fn an_older_file_without_min_max_imports_with_min_max_equal_to_the_value() {
         .on(
             &db,
             &[
-                "query",
-                "--type",
-                "vm",
-                "--id",
-                "pve1:node1:101",
-                "--metric",
-                "cpu",
-                "--range",
-                "7d",
-                "--now",
-                &now,
+                "query", "--type", "vm", "--id", "pve1:101", "--metric", "cpu", "--range", "7d",
+                "--now", &now,
             ],
         )
         .ok()
@@ -368,7 +364,7 @@ fn an_older_file_without_min_max_imports_with_min_max_equal_to_the_value() {
         (&9.0.into(), &9.0.into(), &9.0.into(), &1.into())
     );
     let again = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(again["rows"], 3);
@@ -404,7 +400,7 @@ fn a_source_with_a_wal_is_read_through_a_copy() {
     let wal_before = std::fs::read(&wal).unwrap();
     let db = sb.path("ours.db");
     let report = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(report["rawPoints"], 1);
@@ -423,7 +419,7 @@ fn a_source_with_a_wal_is_read_through_a_copy() {
     assert!(!wal.exists());
     let before = std::fs::read(&src).unwrap();
     let again = sb
-        .on(&db, &["import-pulse", src.to_str().unwrap()])
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
         .ok()
         .json();
     assert_eq!(again["rawPoints"], 1);
@@ -475,7 +471,9 @@ fn large_files_show_progress_on_stderr() {
     .unwrap();
     drop(conn);
     let db = sb.path("ours.db");
-    let out = sb.on(&db, &["import-pulse", src.to_str().unwrap()]).ok();
+    let out = sb
+        .on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
+        .ok();
     assert_eq!(out.json()["rawPoints"], 120_000);
     assert!(out.stderr.contains("120000 rows"), "{}", out.stderr);
     assert!(out.stderr.contains("100%"), "{}", out.stderr);
@@ -492,12 +490,20 @@ fn export_after_an_import_lists_every_tier() {
     let src = sb.path("pulse.db");
     pulse_file(&src, true, &sample_rows());
     let db = sb.path("ours.db");
-    sb.on(&db, &["import-pulse", src.to_str().unwrap()]).ok();
+    sb.on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
+        .ok();
+    // Points only: the export begins with what the ids said about the
+    // resources (pve1:node1:101 ran on node1).
     let count = |tier: &str| {
-        sb.on(&db, &["export", "--tier", tier])
-            .ok()
-            .stdout
-            .lines()
+        let out = sb.on(&db, &["export", "--tier", tier]).ok().stdout;
+        assert!(
+            out.starts_with(
+                r#"{"resource":{"resourceType":"vm","resourceId":"pve1:101","node":"node1""#
+            ),
+            "{out}"
+        );
+        out.lines()
+            .filter(|l| !l.starts_with(r#"{"resource""#))
             .count()
     };
     assert_eq!(
@@ -513,10 +519,103 @@ fn export_after_an_import_lists_every_tier() {
         .iter()
         .map(|t| sb.on(&db, &["export", "--tier", t]).ok().stdout)
         .collect();
-    sb.on(&db, &["import-pulse", src.to_str().unwrap()]).ok();
+    sb.on(&db, &["import-pulse", "--now", NOW, src.to_str().unwrap()])
+        .ok();
     let after: Vec<String> = ["minute", "hourly", "daily"]
         .iter()
         .map(|t| sb.on(&db, &["export", "--tier", t]).ok().stdout)
         .collect();
     assert_eq!(before, after);
+}
+
+#[test]
+fn the_instance_option_puts_pulse_ids_under_the_collector_instance() {
+    let sb = Sandbox::new();
+    let src = sb.path("pulse.db");
+    pulse_file(
+        &src,
+        true,
+        &[
+            (
+                "vm",
+                "homelab:pve-a:101",
+                "cpu",
+                12.5,
+                None,
+                None,
+                S0,
+                "raw",
+            ),
+            ("node", "homelab-pve-a", "cpu", 5.0, None, None, S0, "raw"),
+            (
+                "storage",
+                "homelab-cluster-ceph",
+                "usage",
+                40.0,
+                None,
+                None,
+                S0,
+                "raw",
+            ),
+            (
+                "storage",
+                "homelab-pve-q-r-s",
+                "usage",
+                40.0,
+                None,
+                None,
+                S0,
+                "raw",
+            ),
+        ],
+    );
+    let db = sb.path("ours.db");
+    let run = sb
+        .on(
+            &db,
+            &[
+                "import-pulse",
+                "--now",
+                NOW,
+                "--instance",
+                "pve1",
+                src.to_str().unwrap(),
+            ],
+        )
+        .ok();
+    let report = run.json();
+    assert_eq!(report["instance"], "pve1");
+    assert_eq!(report["idsMapped"], 3);
+    assert_eq!(report["idsKept"][0]["resourceId"], "homelab-pve-q-r-s");
+    assert!(
+        run.stderr.contains("kept storage id \"homelab-pve-q-r-s\""),
+        "{}",
+        run.stderr
+    );
+    let now = (T0 + 60_000).to_string();
+    for (t, id, metric, value) in [
+        ("vm", "pve1:101", "cpu", 12.5),
+        ("node", "pve1:pve-a", "cpu", 5.0),
+        ("storage", "pve1:ceph", "disk", 40.0),
+    ] {
+        let answer = sb
+            .on(
+                &db,
+                &[
+                    "query", "--type", t, "--id", id, "--metric", metric, "--range", "1h", "--now",
+                    &now,
+                ],
+            )
+            .ok()
+            .json();
+        assert_eq!(answer["points"][0]["value"], value, "{t} {id}: {answer}");
+    }
+    // A name that cannot prefix an id is refused before anything is read.
+    let bad = sb
+        .on(
+            &db,
+            &["import-pulse", "--instance", "a\tb", src.to_str().unwrap()],
+        )
+        .fails(2);
+    assert!(bad.stderr.contains("--instance"), "{}", bad.stderr);
 }

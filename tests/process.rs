@@ -34,8 +34,8 @@ fn child_serve() {
     config.server.listen = "127.0.0.1:0".into();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(serve(ServeOptions {
+        settings: pulse_metrics::config::SettingsFile::in_memory(config.clone()),
         config,
-        config_path: None,
     }))
     .expect("serve returns Ok after SIGTERM");
 }

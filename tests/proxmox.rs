@@ -4,7 +4,7 @@
 use parking_lot::Mutex;
 use pulse_metrics::collectors::{CollectorStatus, Sink, StatusBoard, proxmox};
 use pulse_metrics::config::{ProxmoxConfig, ProxmoxInstance};
-use pulse_metrics::{MetricsConfig, Point, SeriesKey, Store, TimeRange};
+use pulse_metrics::{MetricsConfig, Point, Resource, SeriesKey, Store, TimeRange};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeMap, VecDeque};
@@ -244,10 +244,14 @@ fn resources(guests: Vec<Value>) -> Reply {
 
 // ---------------------------------------------------------------- harness
 
+/// Keeps every point and resource update it is given, and passes them on
+/// to `store` when there is one.
 #[derive(Default)]
 struct Recorder {
     points: Mutex<Vec<Point>>,
+    resources: Mutex<Vec<Vec<Resource>>>,
     refuse: AtomicBool,
+    store: Option<Store>,
 }
 
 impl Sink for Recorder {
@@ -258,8 +262,26 @@ impl Sink for Recorder {
                 "write queue full; retry later",
             ));
         }
+        if let Some(store) = &self.store {
+            store.write_batch(points)?;
+        }
         self.points.lock().extend_from_slice(points);
         Ok(points.len())
+    }
+
+    fn write_resources(&self, resources: &[Resource]) -> pulse_metrics::Result<usize> {
+        self.resources.lock().push(resources.to_vec());
+        match &self.store {
+            Some(store) => store.write_resources(resources),
+            None => Ok(0),
+        }
+    }
+
+    fn merge_resource(&self, t: &str, from: &str, into: &str) -> pulse_metrics::Result<usize> {
+        match &self.store {
+            Some(store) => store.merge_resource(t, from, into),
+            None => Ok(0),
+        }
     }
 }
 
@@ -393,15 +415,15 @@ async fn ids_and_values_land_as_pulse_expects() {
         .collect();
     series.sort();
     let want: Vec<(String, String, String)> = [
-        ("container", "pve1:pve-a:200", "cpu"),
-        ("container", "pve1:pve-a:200", "disk"),
-        ("container", "pve1:pve-a:200", "memory"),
+        ("container", "pve1:200", "cpu"),
+        ("container", "pve1:200", "disk"),
+        ("container", "pve1:200", "memory"),
         ("node", "pve1:pve-a", "cpu"),
         ("node", "pve1:pve-a", "disk"),
         ("node", "pve1:pve-a", "memory"),
         ("storage", "pve1:pve-a:local-zfs", "disk"),
-        ("vm", "pve1:pve-a:101", "cpu"),
-        ("vm", "pve1:pve-a:101", "memory"),
+        ("vm", "pve1:101", "cpu"),
+        ("vm", "pve1:101", "memory"),
     ]
     .iter()
     .map(|(t, i, m)| (t.to_string(), i.to_string(), m.to_string()))
@@ -410,16 +432,12 @@ async fn ids_and_values_land_as_pulse_expects() {
     assert_eq!(find(first, "pve1:pve-a", "cpu"), Some(12.5));
     assert_eq!(find(first, "pve1:pve-a", "memory"), Some(25.0));
     assert_eq!(find(first, "pve1:pve-a", "disk"), Some(20.0));
-    assert_eq!(find(first, "pve1:pve-a:101", "cpu"), Some(50.0));
-    assert_eq!(find(first, "pve1:pve-a:101", "memory"), Some(25.0));
-    assert_eq!(find(first, "pve1:pve-a:200", "disk"), Some(10.0));
+    assert_eq!(find(first, "pve1:101", "cpu"), Some(50.0));
+    assert_eq!(find(first, "pve1:101", "memory"), Some(25.0));
+    assert_eq!(find(first, "pve1:200", "disk"), Some(10.0));
     assert_eq!(find(first, "pve1:pve-a:local-zfs", "disk"), Some(25.0));
     // The stopped guest never appears.
-    assert!(
-        sink.points()
-            .iter()
-            .all(|p| p.resource_id != "pve1:pve-a:102")
-    );
+    assert!(sink.points().iter().all(|p| p.resource_id != "pve1:102"));
     let last = board.snapshot().pop().unwrap();
     assert_eq!(last.points_written, sink.points().len() as u64);
 }
@@ -448,7 +466,7 @@ async fn rates_are_right_across_two_polls() {
     let (t1, t2) = (times[0], times[1]);
     let dt = (t2 - t1) as f64 / 1000.0;
     assert!(dt > 0.0);
-    let id = "pve1:pve-a:101";
+    let id = "pve1:101";
     assert_eq!(
         find(&polls[&t1], id, "netin"),
         None,
@@ -503,7 +521,7 @@ async fn a_counter_reset_and_a_guest_restart_give_no_spike() {
     let rates = |points: &[Point]| -> Vec<String> {
         let mut m: Vec<String> = points
             .iter()
-            .filter(|p| p.resource_id == "pve1:pve-a:101")
+            .filter(|p| p.resource_id == "pve1:101")
             .filter(|p| proxmox::COUNTERS.contains(&p.metric.as_str()))
             .map(|p| p.metric.clone())
             .collect();
@@ -548,7 +566,7 @@ async fn a_stopped_guest_leaves_a_gap() {
 
     let polls = sink.polls();
     let rounds: Vec<&Vec<Point>> = polls.values().take(4).collect();
-    let id = "pve1:pve-a:101";
+    let id = "pve1:101";
     let has = |r: &[Point], m: &str| find(r, id, m).is_some();
     assert!(has(rounds[0], "cpu"));
     assert!(
@@ -658,7 +676,7 @@ async fn insecure_skip_verify_accepts_the_certificate_and_says_so() {
     running.stop().await;
     assert_eq!(s.state, "insecure");
     assert_eq!(s.last_error, "");
-    assert!(find(&sink.points(), "pve1:pve-a:101", "cpu").is_some());
+    assert!(find(&sink.points(), "pve1:101", "cpu").is_some());
 }
 
 #[tokio::test]
@@ -832,7 +850,7 @@ async fn points_land_in_a_real_store() {
     let now = pulse_metrics::model::now_ms();
     let range = TimeRange::last(Duration::from_secs(3600), now + 1000);
     let cpu = store
-        .query(&SeriesKey::new("vm", "pve1:pve-a:101", "cpu"), range, None)
+        .query(&SeriesKey::new("vm", "pve1:101", "cpu"), range, None)
         .unwrap();
     assert_eq!(cpu.points.len(), 1, "{:?}", cpu.points);
     assert_eq!(cpu.points[0].value, 50.0);
@@ -913,4 +931,372 @@ async fn failures_are_logged_once_per_change_of_state() {
         !log.contains(SECRET),
         "the token secret must never be logged"
     );
+}
+
+// ------------------------------------------------------ a cluster as people know it
+
+fn node_on(name: &str, status: &str) -> Value {
+    let mut n = node(name, 100_000);
+    n["status"] = json!(status);
+    n
+}
+
+fn named(kind: &str, vmid: u64, name: &str, node: &str, status: &str, tags: &str) -> Value {
+    let running = status == "running";
+    json!({"id": format!("{kind}/{vmid}"), "type": kind, "vmid": vmid, "name": name,
+           "node": node, "status": status, "tags": tags, "template": 0,
+           "cpu": if running { 0.25 } else { 0.0 }, "maxcpu": 2,
+           "mem": if running { 1073741824u64 } else { 0 }, "maxmem": 4294967296u64,
+           "netin": 1000, "netout": 1000, "diskread": 0, "diskwrite": 0,
+           "uptime": if running { 5000 } else { 0 }})
+}
+
+fn storage_on(node: &str, storage: &str, shared: u8, used: u64) -> Value {
+    json!({"id": format!("storage/{node}/{storage}"), "type": "storage", "node": node,
+           "storage": storage, "status": "available", "shared": shared,
+           "plugintype": if shared == 1 { "cephfs" } else { "lvmthin" },
+           "disk": used, "maxdisk": 400})
+}
+
+/// Three nodes with a shared and a local storage each; `web01` on `web_node`;
+/// `batch` on pve-c, which is `c_status`.
+fn cluster(web_node: &str, c_status: &str) -> Reply {
+    let mut template = named("qemu", 9000, "debian-12-tpl", "pve-c", "stopped", "");
+    template["template"] = json!(1);
+    let mut data = vec![
+        node_on("pve-a", "online"),
+        node_on("pve-b", "online"),
+        node_on("pve-c", c_status),
+        named("qemu", 101, "web01", web_node, "running", "prod;web"),
+        named("lxc", 200, "db01", "pve-b", "running", "prod"),
+        // Still `running` with frozen values when pve-c is down.
+        named("qemu", 300, "batch", "pve-c", "running", ""),
+        template,
+    ];
+    for (i, n) in ["pve-a", "pve-b", "pve-c"].iter().enumerate() {
+        data.push(storage_on(n, "cephfs", 1, 100));
+        data.push(storage_on(n, "local-lvm", 0, 10 * (i as u64 + 1)));
+    }
+    Reply::Json(json!({ "data": data }))
+}
+
+#[tokio::test]
+async fn a_cluster_is_recorded_as_people_know_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(MetricsConfig {
+        database_path: dir.path().join("metrics.db"),
+        ..MetricsConfig::default()
+    })
+    .unwrap();
+    // A store of an earlier version kept the shared storage once per node.
+    let old_time = pulse_metrics::model::now_ms() - 600_000;
+    for n in ["pve-a", "pve-b", "pve-c"] {
+        store
+            .write(
+                "storage",
+                &format!("pve1:{n}:cephfs"),
+                "disk",
+                25.0,
+                old_time,
+            )
+            .unwrap();
+    }
+    // Poll 1: all up, web01 on pve-a. Then web01 has migrated to pve-b and
+    // pve-c is offline, its guest still listed `running`.
+    let fake = FakePve::start(vec![
+        cluster("pve-a", "online"),
+        cluster("pve-b", "offline"),
+    ])
+    .await;
+    let sink = Arc::new(Recorder {
+        store: Some(store.clone()),
+        ..Recorder::default()
+    });
+    let running = run(vec![fake.instance("pve1")], sink.clone(), STEP);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sink.polls().len() < 3 {
+        assert!(Instant::now() < deadline, "{:?}", running.status("pve1"));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    running.stop().await;
+    store.flush().unwrap();
+
+    // The series: one per guest across its migration, the shared storage
+    // once (with the history of its per-node copies), local storage per node.
+    let mut ids: Vec<(String, String)> = store
+        .series()
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.key.resource_type, s.key.resource_id))
+        .collect();
+    ids.dedup();
+    let want: Vec<(String, String)> = [
+        ("container", "pve1:200"),
+        ("node", "pve1:pve-a"),
+        ("node", "pve1:pve-b"),
+        ("node", "pve1:pve-c"),
+        ("storage", "pve1:cephfs"),
+        ("storage", "pve1:pve-a:local-lvm"),
+        ("storage", "pve1:pve-b:local-lvm"),
+        ("storage", "pve1:pve-c:local-lvm"),
+        ("vm", "pve1:101"),
+        ("vm", "pve1:300"),
+    ]
+    .iter()
+    .map(|(t, i)| (t.to_string(), i.to_string()))
+    .collect();
+    assert_eq!(ids, want);
+    let now = pulse_metrics::model::now_ms();
+    let cephfs = store
+        .query(
+            &SeriesKey::new("storage", "pve1:cephfs", "disk"),
+            TimeRange::last(Duration::from_secs(3600), now + 1000),
+            None,
+        )
+        .unwrap();
+    assert_eq!(cephfs.points[0].timestamp, old_time);
+    assert_eq!(cephfs.points.last().unwrap().value, 25.0);
+
+    // Every poll: web01 in one series; the shared storage once; nothing
+    // from pve-c once it is offline, though its guest says `running`.
+    let polls = sink.polls();
+    for (i, points) in polls.values().enumerate() {
+        let has = |id: &str| points.iter().any(|p| p.resource_id == id);
+        assert!(has("pve1:101"), "poll {i}");
+        assert_eq!(
+            points
+                .iter()
+                .filter(|p| p.resource_id == "pve1:cephfs")
+                .count(),
+            1,
+            "poll {i}"
+        );
+        assert_eq!(has("pve1:300"), i == 0, "poll {i}");
+        assert_eq!(has("pve1:pve-c:local-lvm"), i == 0, "poll {i}");
+        assert_eq!(has("pve1:pve-c"), i == 0, "poll {i}");
+        assert!(!has("pve1:9000"), "a template never runs");
+    }
+
+    // The names and the rest of what people know.
+    let meta = |t: &str, id: &str| store.resource(t, id).unwrap_or_else(|| panic!("{t}/{id}"));
+    let web = meta("vm", "pve1:101");
+    assert_eq!(web.name.as_deref(), Some("web01"));
+    assert_eq!(web.node.as_deref(), Some("pve-b"));
+    assert_eq!(web.instance.as_deref(), Some("pve1"));
+    assert_eq!(web.tags, Some(vec!["prod".to_string(), "web".to_string()]));
+    assert_eq!(web.template, Some(false));
+    assert_eq!(meta("container", "pve1:200").name.as_deref(), Some("db01"));
+    let tpl = meta("vm", "pve1:9000");
+    assert_eq!(
+        (tpl.name.as_deref(), tpl.template),
+        (Some("debian-12-tpl"), Some(true))
+    );
+    // What was last known from pve-c before it went down.
+    assert_eq!(meta("vm", "pve1:300").node.as_deref(), Some("pve-c"));
+    assert_eq!(
+        meta("node", "pve1:pve-c").status.as_deref(),
+        Some("offline")
+    );
+    assert_eq!(meta("storage", "pve1:cephfs").node, None);
+    assert_eq!(
+        meta("storage", "pve1:pve-b:local-lvm").node.as_deref(),
+        Some("pve-b")
+    );
+    assert!(store.resource("storage", "pve1:pve-a:cephfs").is_none());
+    store.close().unwrap();
+}
+
+// ------------------------------------------------ Pulse's history, then ours
+
+/// A Pulse (Go store) metrics.db with `rows` of
+/// (resource_type, resource_id, metric_type, value, unix seconds, tier).
+fn pulse_file(path: &std::path::Path, rows: &[(&str, &str, &str, f64, i64, &str)]) {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE metrics (id INTEGER PRIMARY KEY AUTOINCREMENT, resource_type TEXT NOT NULL,
+           resource_id TEXT NOT NULL, metric_type TEXT NOT NULL, value REAL NOT NULL,
+           min_value REAL, max_value REAL, timestamp INTEGER NOT NULL, tier TEXT NOT NULL DEFAULT 'raw');
+         CREATE TABLE metrics_meta (key TEXT PRIMARY KEY, value TEXT);",
+    )
+    .unwrap();
+    for (t, id, m, v, ts, tier) in rows {
+        conn.execute(
+            "INSERT INTO metrics (resource_type, resource_id, metric_type, value, timestamp, tier) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            rusqlite::params![t, id, m, v, ts, tier],
+        )
+        .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn pulse_history_and_the_collectors_are_one_series_per_resource() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(MetricsConfig {
+        database_path: dir.path().join("metrics.db"),
+        ..MetricsConfig::default()
+    })
+    .unwrap();
+    // Pulse called the cluster `homelab`; our collector instance is `pve1`.
+    let s = pulse_metrics::model::now_ms() / 1000;
+    let src = dir.path().join("pulse.db");
+    pulse_file(
+        &src,
+        &[
+            // guests instance:node:vmid, 101 migrated from pve-a to pve-b
+            ("vm", "homelab:pve-a:101", "cpu", 11.0, s - 1800, "raw"),
+            ("vm", "homelab:pve-a:101", "cpu", 12.0, s - 7200, "minute"),
+            ("vm", "homelab:pve-b:101", "cpu", 13.0, s - 1200, "raw"),
+            // nodes instance-node (v5's cluster-node has the same shape)
+            ("node", "homelab-pve-a", "cpu", 21.0, s - 1800, "raw"),
+            ("node", "homelab-pve-b", "cpu", 22.0, s - 1800, "raw"),
+            // storage instance-node-storage, node-storage, instance-cluster-storage
+            (
+                "storage",
+                "homelab-pve-a-local-lvm",
+                "usage",
+                31.0,
+                s - 1800,
+                "raw",
+            ),
+            ("storage", "pve-b-local-lvm", "usage", 32.0, s - 1800, "raw"),
+            (
+                "storage",
+                "homelab-cluster-cephfs",
+                "usage",
+                33.0,
+                s - 1800,
+                "raw",
+            ),
+            (
+                "storage",
+                "homelab-cluster-cephfs",
+                "usage",
+                34.0,
+                s - 90_000,
+                "hourly",
+            ),
+            // a node nobody has heard of, with a hyphen: no one way to split it
+            (
+                "storage",
+                "homelab-pve-x-y-z",
+                "usage",
+                35.0,
+                s - 1800,
+                "raw",
+            ),
+            // v6 renamed types
+            ("docker-host", "h1", "cpu", 5.0, s - 1800, "raw"),
+        ],
+    );
+    let report =
+        pulse_metrics::pulse_import::import_pulse_as(&store, &src, Some("pve1"), |_| {}).unwrap();
+    assert_eq!(report.skipped, 0, "{report:?}");
+    assert_eq!(report.ids_mapped, 8, "{report:?}");
+    assert_eq!(report.resources_described, 6, "{report:?}");
+    let kept: Vec<&str> = report
+        .ids_kept
+        .iter()
+        .map(|k| k.resource_id.as_str())
+        .collect();
+    assert_eq!(kept, ["homelab-pve-x-y-z"]);
+    let web = store.resource("vm", "pve1:101").unwrap();
+    assert_eq!(web.node.as_deref(), Some("pve-b"), "seen there last");
+    assert_eq!(web.instance.as_deref(), Some("pve1"));
+    assert_eq!(
+        store
+            .resource("storage", "pve1:pve-a:local-lvm")
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("local-lvm")
+    );
+
+    // Then the collector takes over.
+    let reply = Reply::Json(json!({"data": [
+        node_on("pve-a", "online"),
+        node_on("pve-b", "online"),
+        named("qemu", 101, "web01", "pve-b", "running", ""),
+        storage_on("pve-a", "local-lvm", 0, 100),
+        storage_on("pve-b", "local-lvm", 0, 100),
+        storage_on("pve-a", "cephfs", 1, 100),
+        storage_on("pve-b", "cephfs", 1, 100),
+    ]}));
+    let fake = FakePve::start(vec![reply]).await;
+    let running = run(vec![fake.instance("pve1")], Arc::new(store.clone()), STEP);
+    running.wait("pve1", |st| st.points_written > 0).await;
+    running.stop().await;
+    store.flush().unwrap();
+
+    let now = pulse_metrics::model::now_ms();
+    let series: BTreeMap<(String, String, String), usize> = store
+        .series()
+        .unwrap()
+        .into_iter()
+        .map(|i| {
+            let points = store
+                .query(
+                    &i.key,
+                    TimeRange::between(now - 3 * 3_600_000, now + 1000, now + 1000).unwrap(),
+                    None,
+                )
+                .unwrap()
+                .points
+                .len();
+            (
+                (i.key.resource_type, i.key.resource_id, i.key.metric),
+                points,
+            )
+        })
+        .collect();
+    let ids: Vec<(&str, &str, &str)> = series
+        .keys()
+        .map(|(t, i, m)| (t.as_str(), i.as_str(), m.as_str()))
+        .collect();
+    assert_eq!(
+        ids,
+        [
+            ("dockerHost", "h1", "cpu"),
+            ("node", "pve1:pve-a", "cpu"),
+            ("node", "pve1:pve-a", "disk"),
+            ("node", "pve1:pve-a", "memory"),
+            ("node", "pve1:pve-b", "cpu"),
+            ("node", "pve1:pve-b", "disk"),
+            ("node", "pve1:pve-b", "memory"),
+            ("storage", "homelab-pve-x-y-z", "disk"),
+            ("storage", "pve1:cephfs", "disk"),
+            ("storage", "pve1:pve-a:local-lvm", "disk"),
+            ("storage", "pve1:pve-b:local-lvm", "disk"),
+            ("vm", "pve1:101", "cpu"),
+            ("vm", "pve1:101", "memory"),
+        ]
+    );
+    // One series each: Pulse's points, then the collector's.
+    let count =
+        |t: &str, id: &str, m: &str| series[&(t.to_string(), id.to_string(), m.to_string())];
+    assert!(count("vm", "pve1:101", "cpu") >= 3, "{series:?}");
+    for (t, id) in [
+        ("node", "pve1:pve-a"),
+        ("node", "pve1:pve-b"),
+        ("storage", "pve1:cephfs"),
+        ("storage", "pve1:pve-a:local-lvm"),
+        ("storage", "pve1:pve-b:local-lvm"),
+    ] {
+        let m = if t == "node" { "cpu" } else { "disk" };
+        assert!(count(t, id, m) >= 2, "{t} {id}: {series:?}");
+    }
+    let cpu = store
+        .query(
+            &SeriesKey::new("vm", "pve1:101", "cpu"),
+            TimeRange::between((s - 1800) * 1000, now + 1000, now + 1000).unwrap(),
+            None,
+        )
+        .unwrap();
+    let values: Vec<f64> = cpu.points.iter().map(|p| p.value).collect();
+    assert_eq!(
+        &values[..2],
+        [11.0, 13.0],
+        "Pulse's points on both nodes, then ours"
+    );
+    assert!(values[2..].iter().all(|v| *v == 25.0), "{values:?}");
+    store.close().unwrap();
 }

@@ -1,33 +1,50 @@
-// Realistic test data: 20 resources of several types (nodes, VMs,
+// Realistic test data: 21 resources of several types (nodes, VMs,
 // containers, storage, a Docker host and a backup server) sampled every 15 s
 // over the last 3 hours, with VM 101 stopped for 20 minutes (a gap) within
-// the last hour.
+// the last hour and VM 109 stopped for the last 40 minutes. Ids are the
+// Proxmox collector's (guests by VMID); guests, nodes and storage have the
+// names, nodes and tags it records (the Docker host and the backup server
+// have none, and show their ids).
 
 export const STEP_MS = 15_000;
 export const HOURS = 3;
 /** VM 101 is stopped between these offsets from now (ms): no points at all. */
-export const GAP = { id: 'pve1:node1:101', type: 'vm', from: 45 * 60_000, to: 25 * 60_000 };
+export const GAP = { id: 'pve1:101', type: 'vm', from: 45 * 60_000, to: 25 * 60_000 };
+/** VM 109 has had no points for this long (ms): stopped. */
+export const STOPPED = { id: 'pve1:109', type: 'vm', for: 40 * 60_000 };
+
+const VM_NAMES = { 101: 'web01', 102: 'web02', 103: 'db01', 104: 'build01', 105: 'mail01', 106: 'cache01', 107: 'ci-runner', 108: 'monitor' };
+const VM_TAGS = { 101: ['prod', 'web'], 102: ['prod', 'web'], 103: ['prod'] };
+const CT_NAMES = { 201: 'dns', 202: 'proxy', 203: 'git', 204: 'wiki', 205: 'backup-agent' };
 
 export const RESOURCES = [
-  ...['node1', 'node2', 'node3'].map((n, i) => ({ type: 'node', id: `pve1:${n}`, base: { cpu: 25 + i * 12, memory: 55 + i * 6, disk: 38 + i * 9 }, metrics: ['cpu', 'memory', 'disk', 'netin', 'netout'] })),
+  ...['node1', 'node2', 'node3'].map((n, i) => ({ type: 'node', id: `pve1:${n}`, meta: { name: n, status: 'online' }, base: { cpu: 25 + i * 12, memory: 55 + i * 6, disk: 38 + i * 9 }, metrics: ['cpu', 'memory', 'disk', 'netin', 'netout'] })),
   ...[101, 102, 103, 104, 105, 106, 107, 108].map((vmid, i) => ({
     type: 'vm',
-    id: `pve1:node${(i % 3) + 1}:${vmid}`,
+    id: `pve1:${vmid}`,
+    meta: { name: VM_NAMES[vmid], node: `node${(i % 3) + 1}`, tags: VM_TAGS[vmid] || [] },
     base: { cpu: vmid === 104 ? 93 : vmid === 107 ? 84 : 8 + i * 7, memory: vmid === 105 ? 79 : vmid === 106 ? 88 : 30 + i * 5, disk: vmid === 103 ? 83 : 20 + i * 6 },
     metrics: ['cpu', 'memory', 'disk', 'diskread', 'diskwrite', 'netin', 'netout'],
   })),
+  { type: 'vm', id: STOPPED.id, meta: { name: 'batch', node: 'node3' }, base: { cpu: 12, memory: 40, disk: 30 }, metrics: ['cpu', 'memory', 'disk'] },
   ...[201, 202, 203, 204, 205].map((ctid, i) => ({
     type: 'container',
-    id: `pve1:node${(i % 3) + 1}:${ctid}`,
+    id: `pve1:${ctid}`,
+    meta: { name: CT_NAMES[ctid], node: `node${(i % 3) + 1}` },
     base: { cpu: 3 + i * 9, memory: 20 + i * 12, disk: 15 + i * 14 },
     metrics: ['cpu', 'memory', 'disk', 'netin', 'netout'],
   })),
-  { type: 'storage', id: 'pve1:node1:local', base: { disk: 41 }, metrics: ['disk'] },
-  { type: 'storage', id: 'pve1:node1:local-lvm', base: { disk: 77 }, metrics: ['disk'] },
-  { type: 'storage', id: 'pve1:cephpool', base: { disk: 86 }, metrics: ['disk'] },
+  { type: 'storage', id: 'pve1:node1:local', meta: { name: 'local', node: 'node1' }, base: { disk: 41 }, metrics: ['disk'] },
+  { type: 'storage', id: 'pve1:node1:local-lvm', meta: { name: 'local-lvm', node: 'node1' }, base: { disk: 77 }, metrics: ['disk'] },
+  { type: 'storage', id: 'pve1:cephpool', meta: { name: 'cephpool' }, base: { disk: 86 }, metrics: ['disk'] },
   { type: 'dockerHost', id: 'docker1', base: { cpu: 17, memory: 48, disk: 62 }, metrics: ['cpu', 'memory', 'disk'] },
   { type: 'pbs', id: 'backup1', base: { cpu: 6, memory: 35 }, metrics: ['cpu', 'memory'] },
 ];
+
+/** The metadata of every resource that has some, as the write API's `resources` take it. */
+export function resourceRecords() {
+  return RESOURCES.filter((r) => r.meta).map((r) => ({ resourceType: r.type, resourceId: r.id, instance: 'pve1', ...r.meta }));
+}
 
 /** Deterministic pseudo-random numbers (mulberry32). */
 function rng(seed) {
@@ -57,6 +74,7 @@ export function generate(now) {
       for (let t = start; t <= end; t += STEP_MS) {
         const ago = end - t;
         if (r.id === GAP.id && ago <= GAP.from && ago >= GAP.to) continue;
+        if (r.id === STOPPED.id && ago < STOPPED.for) continue;
         const phase = (t / 3600_000) * Math.PI * 2;
         walk = walk * 0.97 + (rand() - 0.5) * (percent ? 2.2 : 0.25);
         let value;

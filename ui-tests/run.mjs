@@ -15,8 +15,12 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
-import { GAP, RESOURCES, generate } from './data.mjs';
+import { GAP, RESOURCES, STOPPED, generate, resourceRecords } from './data.mjs';
+
+const require = createRequire(import.meta.url);
+const AXE = require.resolve('axe-core/axe.min.js');
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const repo = path.resolve(here, '..');
@@ -25,15 +29,30 @@ const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SHOTS = process.env.UI_SCREENSHOTS || path.join(repo, 'target', 'ui-screenshots');
 const VIEWPORT = { width: 1600, height: 1000 };
 const TOKEN = 'ui-test-token-7f3a';
+const SERIES = RESOURCES.reduce((n, r) => n + r.metrics.length, 0);
+const BROWSER_ARGS = [
+  '--headless',
+  '--no-sandbox',
+  '--disable-gpu',
+  '--disable-quic',
+  '--no-first-run',
+  '--disable-background-networking',
+  '--disable-component-update',
+  '--disable-sync',
+];
 
 // ---------------------------------------------------------------- helpers
 
-/** Starts `pulse-metrics --config FILE serve --listen 127.0.0.1:0` and waits for its address. */
-async function startServer(name, yaml) {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), `pulse-metrics-ui-${name}-`));
+/**
+ * Starts `pulse-metrics --config FILE serve --listen ADDR` (a free port
+ * unless given) and waits for its address. `dir` reuses a data directory
+ * (a restart); its config file is written only when new.
+ */
+async function startServer(name, yaml, { dir: reuse, listen = '127.0.0.1:0' } = {}) {
+  const dir = reuse || fs.mkdtempSync(path.join(os.tmpdir(), `pulse-metrics-ui-${name}-`));
   const config = path.join(dir, 'config.yaml');
-  fs.writeFileSync(config, yaml(dir));
-  const child = spawn(BIN, ['--config', config, 'serve', '--listen', '127.0.0.1:0'], {
+  if (!reuse) fs.writeFileSync(config, yaml(dir));
+  const child = spawn(BIN, ['--config', config, 'serve', '--listen', listen], {
     cwd: dir,
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn', PULSE_DATA_DIR: dir },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -127,6 +146,35 @@ async function dashboardReady(page) {
   await page.waitForSelector('#groups[aria-busy="false"][data-state]', { timeout: 15_000 });
 }
 
+/**
+ * Runs axe-core on the page as it is and fails on any serious or critical
+ * violation (WCAG 2 A/AA rules, contrast included), listing each.
+ */
+async function axeCheck(p, where) {
+  if (!(await p.evaluate(() => !!window.axe))) await p.addScriptTag({ path: AXE });
+  const result = await p.evaluate(async () => {
+    const r = await window.axe.run(document, { runOnly: { type: 'tag', values: ['wcag2a', 'wcag2aa', 'wcag21a', 'wcag21aa'] }, resultTypes: ['violations'] });
+    return r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.slice(0, 5).map((n) => `${n.target.join(' ')}: ${n.failureSummary?.split('\n').slice(1, 2).join(' ')}`),
+      count: v.nodes.length,
+    }));
+  });
+  const bad = result.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  const text = bad.map((v) => `  ${v.impact} ${v.id} (${v.count}): ${v.help}\n    ${v.nodes.join('\n    ')}`).join('\n');
+  console.log(`  axe ${where}: ${result.length} violation type(s), ${bad.length} serious or critical`);
+  assert.equal(bad.length, 0, `axe-core in ${where}:\n${text}`);
+}
+
+/** Encoded (on the wire) and decoded body sizes of a response. */
+async function wireSize(response) {
+  const sizes = await response.request().sizes();
+  const body = await response.body();
+  return { wire: sizes.responseBodySize, plain: body.length, encoding: (await response.allHeaders())['content-encoding'] || '' };
+}
+
 /** Counts the non-transparent pixels a canvas has drawn. */
 function inkOf(page, selector) {
   return page.$eval(selector, (c) => {
@@ -167,6 +215,8 @@ collectors:
   dataDirs.push(server.dir);
   points = generate(Date.now());
   await ingest(server, points);
+  const named = await call(server, 'POST', '/api/metrics-store/write?sync=true', { resources: resourceRecords() });
+  assert.equal(named.status, 200, `resource records refused: ${named.text}`);
   const m = await call(server, 'POST', '/api/metrics-store/maintenance');
   assert.equal(m.status, 200, `maintenance failed: ${m.text}`);
 
@@ -177,16 +227,9 @@ collectors:
     headless: true,
     viewport: VIEWPORT,
     colorScheme: 'dark',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--disable-quic',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
+    locale: 'en-US',
+    timezoneId: 'UTC',
+    args: BROWSER_ARGS,
   });
   page = browser.pages()[0] || (await browser.newPage());
   page.on('pageerror', (e) => console.log(`  page error: ${e.message}`));
@@ -243,20 +286,20 @@ test('the dashboard draws a sparkline for each series, coloured by thresholds', 
 
   // Threshold colours as Pulse: VM 104 cpu ~93 % is critical, VM 105 memory ~79 % a warning.
   const cell = (id, metric) => `tr[data-id="${id}"] td[data-metric="${metric}"]`;
-  assert.match(await page.getAttribute(cell('pve1:node1:104', 'cpu'), 'class'), /lvl-crit/);
-  assert.match(await page.getAttribute(cell('pve1:node2:105', 'memory'), 'class'), /lvl-warn/);
+  assert.match(await page.getAttribute(cell('pve1:104', 'cpu'), 'class'), /lvl-crit/);
+  assert.match(await page.getAttribute(cell('pve1:105', 'memory'), 'class'), /lvl-warn/);
   assert.match(await page.getAttribute(cell('pve1:node1', 'cpu'), 'class'), /lvl-ok/);
-  const critColour = await page.$eval(`${cell('pve1:node1:104', 'cpu')} .val`, (e) => getComputedStyle(e).color);
+  const critColour = await page.$eval(`${cell('pve1:104', 'cpu')} .val`, (e) => getComputedStyle(e).color);
   const okColour = await page.$eval(`${cell('pve1:node1', 'cpu')} .val`, (e) => getComputedStyle(e).color);
   assert.notEqual(critColour, okColour);
   // Current values with units.
-  assert.match(await page.textContent(`${cell('pve1:node1:104', 'cpu')} .val`), /^\d+(\.\d)?%$/);
-  assert.match(await page.textContent(`${cell('pve1:node1:101', 'netin')} .val`), /^[\d.,]+ (B|KiB|MiB)\/s$/);
+  assert.match(await page.textContent(`${cell('pve1:104', 'cpu')} .val`), /^\d+(\.\d)?%$/);
+  assert.match(await page.textContent(`${cell('pve1:101', 'netin')} .val`), /^[\d.,]+ (B|KiB|MiB)\/s$/);
 
   // The stopped VM's line breaks over its downtime.
   const gapRuns = Number(await page.getAttribute(`tr[data-id="${GAP.id}"] canvas.spark[data-metric="cpu"]`, 'data-runs'));
   assert.ok(gapRuns >= 2, `VM ${GAP.id} cpu sparkline has a break (runs: ${gapRuns})`);
-  const steadyRuns = Number(await page.getAttribute(`tr[data-id="pve1:node1:104"] canvas.spark[data-metric="cpu"]`, 'data-runs'));
+  const steadyRuns = Number(await page.getAttribute(`tr[data-id="pve1:104"] canvas.spark[data-metric="cpu"]`, 'data-runs'));
   assert.equal(steadyRuns, 1, 'a VM that never stopped is one line');
 
   assert.equal(await page.isVisible('#notice'), false, '1h is covered by the data: no notice');
@@ -273,7 +316,7 @@ test('the dashboard draws a sparkline for each series, coloured by thresholds', 
 test('changing the range issues the right /api/charts request and redraws; choices survive a reload', async () => {
   await page.goto(`${server.url}/?range=1h&view=trends`);
   await dashboardReady(page);
-  const sel = 'tr[data-id="pve1:node1:104"] canvas.spark[data-metric="cpu"]';
+  const sel = 'tr[data-id="pve1:104"] canvas.spark[data-metric="cpu"]';
   // Sparklines are drawn as they come into view, just after the answer renders.
   await page.$eval(sel, (c) => c.scrollIntoView({ block: 'center' }));
   await page.waitForSelector(`${sel}[data-drawn]`, { timeout: 5_000 });
@@ -311,7 +354,7 @@ test('changing the range issues the right /api/charts request and redraws; choic
   await page.click('button[data-view="bars"]');
   await page.waitForSelector('td[data-metric="cpu"] .bar .fill');
   assert.equal(await page.$$eval('canvas.spark', (c) => c.length), 0, 'Bars view shows no sparklines');
-  const width = await page.$eval('tr[data-id="pve1:node1:104"] td[data-metric="cpu"] .fill', (e) => parseFloat(e.style.width));
+  const width = await page.$eval('tr[data-id="pve1:104"] td[data-metric="cpu"] .fill', (e) => parseFloat(e.style.width));
   assert.ok(width > 80 && width <= 100, `the 104 cpu bar is ${width} % full`);
   await shot(page, 'dashboard-bars');
   await page.goto(`${server.url}/`);
@@ -353,16 +396,16 @@ test('the detail chart shows the mean with its min-max band, a tooltip and the g
   await dashboardReady(page);
   const [request] = await Promise.all([
     page.waitForRequest((r) => r.url().includes('/api/metrics-store/history'), { timeout: 10_000 }),
-    page.click('tr[data-id="pve1:node1:104"] td[data-metric="cpu"] button.cell'),
+    page.click('tr[data-id="pve1:104"] td[data-metric="cpu"] button.cell'),
   ]);
   const q = new URL(request.url()).searchParams;
   assert.equal(q.get('resourceType'), 'vm');
-  assert.equal(q.get('resourceId'), 'pve1:node1:104');
+  assert.equal(q.get('resourceId'), 'pve1:104');
   assert.equal(q.get('metric'), 'cpu');
   assert.equal(q.get('range'), '4h');
   assert.ok(Number(q.get('maxPoints')) > 100);
   await page.waitForSelector('#detail[open] .detail-chart[data-state="ready"] canvas', { timeout: 10_000 });
-  assert.equal(await page.textContent('#detail-title'), '104');
+  assert.equal(await page.textContent('#detail-title'), 'build01', 'the chart is titled with the name');
 
   // Rolled-up buckets carry min < max: the band is drawn.
   const band = Number(await page.getAttribute('.detail-chart', 'data-band'));
@@ -395,7 +438,8 @@ test('the detail chart shows the mean with its min-max band, a tooltip and the g
   }
   assert.ok(tip, 'a tooltip appears over the chart');
   for (const k of ['mean', 'min', 'max', 'count', 'tier']) assert.ok(tip[k], `tooltip has ${k}`);
-  assert.equal(tip.tier, tier);
+  // Each point says its own tier (the trailing minutes may be raw).
+  assert.ok(['raw', 'minute', 'hourly', 'daily'].includes(tip.tier), `tier ${tip.tier}`);
   const pct = (s) => parseFloat(s.replace(/[^\d.]/g, ''));
   assert.ok(pct(tip.min) <= pct(tip.mean) && pct(tip.mean) <= pct(tip.max), `min ${tip.min} <= mean ${tip.mean} <= max ${tip.max}`);
   assert.ok(Number(tip.count.replace(/\D/g, '')) >= 1);
@@ -436,7 +480,49 @@ test('the detail chart shows the mean with its min-max band, a tooltip and the g
   await page.keyboard.press('Escape');
 });
 
-test('saving a new raw retention writes the config file and survives a reload', async () => {
+test('rows lead with the name; the filter finds guests by name, node, tag and id', async () => {
+  const p = await browser.newPage();
+  try {
+    await p.goto(`${server.url}/?range=1h&view=trends`);
+    await dashboardReady(p);
+    const row = 'tr[data-id="pve1:101"]';
+    assert.equal(await p.textContent(`${row} .rname`), 'web01');
+    assert.equal(await p.textContent(`${row} .rctx`), 'VM 101 · node1');
+    assert.equal(await p.textContent('tr[data-id="pve1:203"] .rctx'), 'CT 203 · node3');
+    assert.equal(await p.getAttribute(`${row} th.name`, 'title'), 'pve1:101 · prod, web');
+    // A resource without a name shows its id, as before.
+    assert.equal(await p.textContent('tr[data-id="docker1"] .rname'), 'docker1');
+    // Rows come in the order of their names.
+    const names = await p.$$eval('section[data-group="vm"] tbody tr .rname', (e) => e.map((x) => x.textContent));
+    assert.deepEqual(names, [...names].sort((a, b) => a.localeCompare(b, 'en', { numeric: true })));
+    assert.equal(names.length, 9);
+
+    const shown = () => p.$$eval('tbody tr:not([hidden])', (rows) => rows.map((r) => r.dataset.id).sort());
+    for (const [filter, ids] of [
+      ['web', ['pve1:101', 'pve1:102']],
+      ['BUILD01', ['pve1:104']],
+      ['prod', ['pve1:101', 'pve1:102', 'pve1:103']],
+      ['node3', ['pve1:103', 'pve1:106', 'pve1:109', 'pve1:203', 'pve1:node3']],
+      ['pve1:105', ['pve1:105']],
+    ]) {
+      await p.fill('#filter', filter);
+      assert.deepEqual(await shown(), ids, `filter ${filter}`);
+    }
+    await p.fill('#filter', 'web');
+    await shot(p, 'filter-by-name');
+    await p.fill('#filter', '');
+
+    await p.click('tr[data-id="pve1:101"] td[data-metric="cpu"] button.cell');
+    await p.waitForSelector('#detail[open] .detail-chart[data-state="ready"]', { timeout: 10_000 });
+    assert.equal(await p.textContent('#detail-title'), 'web01');
+    assert.match(await p.textContent('#detail .detail-sub'), /^VM 101 · node1 · pve1:101 · last 1h$/);
+    await shot(p, 'detail-titled-by-name');
+  } finally {
+    await p.close();
+  }
+});
+
+test('a settings change goes to settings.json, the config file stays as written, and reset to file undoes it', async () => {
   await page.goto(`${server.url}/?range=4h#/settings`);
   await page.waitForFunction(() => document.querySelector('input[name="retention.raw"]')?.value === '2h');
   await page.waitForSelector('#health .kvi[data-k="series"]');
@@ -449,7 +535,12 @@ test('saving a new raw retention writes the config file and survives a reload', 
   assert.match(await page.textContent('#estimate .big .v'), /≈ [\d.,]+ (KiB|MiB|GiB)/);
   // The raw interval of the estimate is measured on the data (a point every 15 s).
   await page.waitForFunction(() => /measured/.test(document.querySelector('#estimate .basis')?.textContent));
-  assert.match(await page.textContent('#estimate .basis'), /For 104 series with a raw point every 15 s/);
+  assert.match(await page.textContent('#estimate .basis'), new RegExp(`For ${SERIES} series with a raw point every 15 s`));
+  // Where each value comes from: the test's file sets flush_interval only.
+  assert.match(await page.textContent('.field[data-key="flush_interval"] .source'), /from the config file/);
+  assert.match(await page.textContent('.field[data-key="retention.raw"] .source'), /default/);
+  assert.match(await page.textContent('#config-files'), /config\.yaml.*settings\.json/);
+  assert.equal(await page.isDisabled('#reset-file'), true, 'nothing to reset yet');
 
   // Edit raw retention: the estimate follows the form.
   const before = Number(await page.getAttribute('#estimate .big', 'data-estimate-bytes'));
@@ -458,6 +549,7 @@ test('saving a new raw retention writes the config file and survives a reload', 
   assert.ok(after6h > before, `estimate grows with raw retention (${before} -> ${after6h})`);
   await page.fill('input[name="retention.raw"]', '3h');
   const configBefore = fs.readFileSync(server.config, 'utf8');
+  const settingsFile = path.join(server.dir, 'settings.json');
   const [put] = await Promise.all([
     page.waitForResponse((r) => r.url().endsWith('/api/metrics-store/config') && r.request().method() === 'PUT'),
     page.click('#save'),
@@ -465,48 +557,101 @@ test('saving a new raw retention writes the config file and survives a reload', 
   assert.equal(put.status(), 200, await put.text());
   assert.deepEqual(JSON.parse(put.request().postData()), { retention: { raw: '3h' } }, 'only the changed field is sent');
   await page.waitForSelector('#save-status.ok');
-  assert.match(await page.textContent('#save-status'), /Saved/);
-  const file = fs.readFileSync(server.config, 'utf8');
-  assert.notEqual(file, configBefore, 'the config file changed');
-  assert.match(file, /raw:\s*["']?3h/, `the config file has the new raw retention:\n${file}`);
+  assert.match(await page.textContent('#save-status'), /Saved and applied \(kept in .*settings\.json; the configuration file is left as it is\)/);
+  assert.equal(fs.readFileSync(server.config, 'utf8'), configBefore, 'the config file is never written');
+  assert.deepEqual(JSON.parse(fs.readFileSync(settingsFile, 'utf8')), { metrics: { retention: { raw: '3h' } } });
   assert.equal((await call(server, 'GET', '/api/metrics-store/config')).json.retention.raw, '3h');
+  await page.waitForFunction(() => /changed here; the file says 2h/.test(document.querySelector('.field[data-key="retention.raw"] .source').textContent));
   await shot(page, 'settings-saved', { fullPage: true });
 
   await page.reload();
   await page.waitForFunction(() => document.querySelector('input[name="retention.raw"]')?.value === '3h');
   assert.equal(await page.inputValue('input[name="retention.minute"]'), '24h');
+  assert.match(await page.textContent('.field[data-key="retention.raw"] .source'), /changed here/);
+
+  // Reset to file: back to the file's (here the default) value, settings.json gone.
+  const [del] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith('/api/metrics-store/config') && r.request().method() === 'DELETE'),
+    page.click('#reset-file'),
+  ]);
+  assert.equal(del.status(), 200);
+  await page.waitForFunction(() => document.querySelector('input[name="retention.raw"]')?.value === '2h');
+  await page.waitForSelector('#save-status.ok');
+  assert.match(await page.textContent('#save-status'), /Reset to the configuration file/);
+  assert.equal(fs.existsSync(settingsFile), false, 'reset removes settings.json');
+  assert.equal(fs.readFileSync(server.config, 'utf8'), configBefore);
+  assert.equal((await call(server, 'GET', '/api/metrics-store/config')).json.retention.raw, '2h');
 });
 
-test('an invalid value shows its error next to the field and nothing is saved', async () => {
+test('invalid settings are explained in words with their range, Save waits, and nothing is saved', async () => {
   await page.goto(`${server.url}/#/settings`);
-  await page.waitForFunction(() => document.querySelector('input[name="retention.raw"]')?.value === '3h');
+  await page.waitForFunction(() => document.querySelector('input[name="retention.raw"]')?.value === '2h');
   const fileBefore = fs.readFileSync(server.config, 'utf8');
   const configBefore = (await call(server, 'GET', '/api/metrics-store/config')).json;
-
-  // 1m is below the 2m floor and below twice the 5m rollup interval.
-  await page.fill('input[name="retention.raw"]', '1m');
-  const [put] = await Promise.all([
-    page.waitForResponse((r) => r.url().endsWith('/api/metrics-store/config') && r.request().method() === 'PUT'),
-    page.click('#save'),
-  ]);
-  assert.equal(put.status(), 400);
-  const body = await put.json();
-  const detail = body.details.find((d) => d.key === 'metrics.retention.raw');
-  assert.ok(detail, `the API names the field: ${JSON.stringify(body)}`);
-  const fieldError = '.field[data-key="retention.raw"] .error';
-  await page.waitForSelector(fieldError, { state: 'visible' });
-  assert.equal((await page.textContent(fieldError)).trim(), detail.error, 'the error is shown next to its field');
-  assert.equal(await page.getAttribute('input[name="retention.raw"]', 'aria-invalid'), 'true');
-  assert.ok(await page.isVisible('#banner'), 'the banner shows the error');
-  assert.match(await page.textContent('#banner'), new RegExp(body.error.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')));
-  assert.match(await page.textContent('#save-status'), /Not saved/);
+  const puts = [];
+  page.on('request', (r) => r.method() === 'PUT' && puts.push(r.url()));
+  const fieldError = (key) => page.textContent(`.field[data-key="${key}"] .error`);
+  const expectError = async (key, text, re) => {
+    await page.fill(`input[name="${key}"]`, text);
+    await page.waitForSelector(`.field[data-key="${key}"].invalid .error:not([hidden])`);
+    assert.match(await fieldError(key), re, `${key} = ${text}`);
+    assert.equal(await page.isDisabled('#save'), true, `Save is disabled while ${key} = ${text}`);
+    assert.equal(await page.getAttribute(`input[name="${key}"]`, 'aria-invalid'), 'true');
+  };
+  // The rollup interval is 5 min: raw must be between 10 min and 3650 d.
+  await expectError('retention.raw', '0', /^Raw retention needs a unit .* between 10 min and 3650 d \(at least twice the rollup interval, 5 min/);
+  await expectError('retention.raw', '0s', /^Raw retention must be between 10 min and 3650 d .*; it is 0 s\.$/);
+  await expectError('retention.raw', '1m', /^Raw retention must be between 10 min and 3650 d .*; it is 1 min\.$/);
+  await expectError('retention.raw', 'soon', /^Raw retention: “soon” is not a duration\. Write e\.g\. 90s, 5m, 2h or 7d, between 10 min and 3650 d/);
   await shot(page, 'settings-invalid', { fullPage: true });
+  await page.fill('input[name="retention.raw"]', '2h');
+  await expectError('retention.minute', '30m', /^Minute retention must be between 2 h and 3650 d \(not shorter than the raw retention, 2 h\); it is 30 min\.$/);
+  await page.fill('input[name="retention.minute"]', '24h');
+  await expectError('flush_interval', '2d', /^Flush interval must be between 100 ms and 1 h; it is 2 d\.$/);
+  await page.fill('input[name="flush_interval"]', '1s');
+  await expectError('write_buffer', '0', /^Write buffer must be a whole number of points between 1 and 100,000\.$/);
+  await page.fill('input[name="write_buffer"]', '100');
+  await page.waitForFunction(() => !document.querySelector('.field.invalid'));
+  assert.equal(puts.length, 0, 'nothing was sent while a field was invalid');
+
+  // A refusal of the service (a rule the page does not know) is shown in
+  // words beside its field, without HTTP codes.
+  await page.route('**/api/metrics-store/config', (route) =>
+    route.request().method() === 'PUT'
+      ? route.fulfill({
+          status: 400,
+          contentType: 'application/json',
+          body: JSON.stringify({
+            error: 'invalid configuration: config `metrics.retention.raw`: must be at least twice the rollup interval (5m)',
+            details: [{ key: 'metrics.retention.raw', error: 'config `metrics.retention.raw`: must be at least twice the rollup interval (5m)' }],
+          }),
+        })
+      : route.continue(),
+  );
+  try {
+    await page.fill('input[name="retention.raw"]', '3h');
+    await page.click('#save');
+    await page.waitForSelector('.field[data-key="retention.raw"].invalid');
+    assert.equal(await fieldError('retention.raw'), 'Raw retention must be at least twice the rollup interval (5m)');
+    assert.match(await page.textContent('#banner'), /Not saved: Raw retention must be at least twice/);
+    assert.doesNotMatch(await page.textContent('#banner'), /HTTP 400|\/api\//);
+    assert.match(await page.textContent('#save-status'), /Not saved/);
+  } finally {
+    await page.unroute('**/api/metrics-store/config');
+  }
+
+  // The service refuses what the next start would refuse (issue 10), naming the key.
+  const r = await call(server, 'PUT', '/api/metrics-store/config', { database_path: '/tmp' });
+  assert.equal(r.status, 400, r.text);
+  assert.equal(r.json.details[0].key, 'metrics.database_path');
+  assert.match(r.json.error, /is a directory/);
 
   assert.equal(fs.readFileSync(server.config, 'utf8'), fileBefore, 'the config file is unchanged');
+  assert.equal(fs.existsSync(path.join(server.dir, 'settings.json')), false, 'nothing was saved');
   assert.deepEqual((await call(server, 'GET', '/api/metrics-store/config')).json, configBefore, 'the service config is unchanged');
   await page.reload();
-  await page.waitForFunction(() => document.querySelector('input[name="retention.raw"]')?.value === '3h');
-  assert.equal(await page.isVisible(fieldError), false);
+  await page.waitForFunction(() => document.querySelector('input[name="retention.raw"]')?.value === '2h');
+  assert.equal(await page.isVisible('.field[data-key="retention.raw"] .error'), false);
 });
 
 test('run maintenance now reports what it did', async () => {
@@ -536,7 +681,7 @@ test('API errors are shown in a banner, not swallowed', async () => {
   }
 });
 
-test('a phone-sized screen and the light theme stay usable', async () => {
+test('a phone shows name, CPU, memory and disk without sideways scrolling, and the status line', async () => {
   const phone = await browser.newPage();
   try {
     await phone.setViewportSize({ width: 390, height: 844 });
@@ -547,6 +692,31 @@ test('a phone-sized screen and the light theme stay usable', async () => {
     assert.ok(overflow <= 1, `the page itself does not scroll sideways (${overflow}px)`);
     const bg = await phone.evaluate(() => getComputedStyle(document.body).backgroundColor);
     assert.notEqual(bg, 'rgb(13, 17, 23)', 'light theme applied');
+    for (const id of ['pve1:node1', 'pve1:104', 'pve1:201']) {
+      const boxes = await phone.$eval(`tr[data-id="${id}"]`, (tr) => {
+        const wrap = tr.closest('.table-wrap');
+        const r = (el) => {
+          const b = el.getBoundingClientRect();
+          return { left: b.left, right: b.right, width: b.width };
+        };
+        return {
+          name: r(tr.querySelector('th.name')),
+          cells: ['cpu', 'memory', 'disk'].map((m) => ({ m, ...r(tr.querySelector(`td[data-metric="${m}"] .val`)), text: tr.querySelector(`td[data-metric="${m}"] .val`).textContent })),
+          scroll: wrap.scrollLeft,
+          wrapRight: wrap.getBoundingClientRect().right,
+        };
+      });
+      assert.equal(boxes.scroll, 0);
+      assert.ok(boxes.name.left >= 0 && boxes.name.width > 40, `${id}: name shown`);
+      for (const c of boxes.cells) {
+        assert.ok(c.left >= 0 && c.right <= Math.min(390, boxes.wrapRight) && c.width > 0, `${id} ${c.m} is on screen: ${JSON.stringify(c)}`);
+        assert.match(c.text, /\d/, `${id} ${c.m} shows a value`);
+      }
+    }
+    const spark = await phone.$eval('tr[data-id="pve1:104"] canvas.spark[data-metric="disk"]', (c) => c.getBoundingClientRect().right);
+    assert.ok(spark <= 390, `the disk sparkline is on screen (${spark})`);
+    assert.equal(await phone.isVisible('#status'), true, 'the status line is visible');
+    assert.match(await phone.textContent('#status'), /Updated/);
     await shot(phone, 'phone-light-dashboard');
     await phone.goto(`${server.url}/#/settings`);
     await phone.waitForSelector('#health .kvi[data-k="series"]');
@@ -640,5 +810,359 @@ collectors:
   } finally {
     await p.close();
     await locked.stop();
+  }
+});
+
+test('the dashboard answer is compressed, rounded, and an open tab refreshes only what changed', async () => {
+  const p = await browser.newPage();
+  const charts = [];
+  p.on('response', (r) => r.url().includes('/api/charts') && charts.push(r));
+  try {
+    await p.goto(`${server.url}/?range=1h&view=trends`);
+    await dashboardReady(p);
+    const full = await wireSize(charts[0]);
+    assert.match(full.encoding, /^(br|gzip)$/, 'compressed when the browser asks');
+    assert.ok(full.wire * 4 < full.plain, `compressed ${full.wire} B of ${full.plain} B`);
+    const body = JSON.parse((await charts[0].body()).toString());
+    const values = Object.values(body.nodeData).flatMap((m) => Object.values(m).flatMap((pts) => pts.map((q) => q.value)));
+    assert.ok(values.length > 100);
+    for (const v of values) assert.ok(v.toExponential().split('e')[0].replace(/[.-]/g, '').length <= 4, `${v} has more than 4 significant digits`);
+    assert.ok(body.buckets.vm['pve1:104'].cpu.segments.length >= 1, 'buckets give segments');
+
+    // The next refreshes (every 10 s) ask for the last buckets only, on the same grid.
+    await p.waitForFunction((n) => performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/charts')).length >= n, 3, { timeout: 30_000 });
+    await dashboardReady(p);
+    const incs = charts.slice(1, 3);
+    assert.equal(incs.length, 2);
+    const wire = [];
+    for (const r of incs) {
+      const q = new URL(r.url()).searchParams;
+      assert.equal(q.get('range'), null, r.url());
+      assert.ok(Number(q.get('maxPoints')) <= 6, r.url());
+      assert.equal((Number(q.get('start')) - (body.timestamp - 3600_000)) % 30_000, 0, 'on the grid of the full answer');
+      const size = await wireSize(r);
+      assert.ok(size.wire * 5 < full.wire, `a refresh moves ${size.wire} B, the full answer ${full.wire} B`);
+      wire.push(size.wire);
+    }
+    // Sparklines keep their history after the merges.
+    const sel = 'tr[data-id="pve1:104"] canvas.spark[data-metric="cpu"]';
+    await p.$eval(sel, (c) => c.scrollIntoView({ block: 'center' }));
+    await p.waitForSelector(`${sel}[data-drawn]`);
+    const drawn = Number(await p.getAttribute(sel, 'data-points'));
+    const fresh = (await call(server, 'GET', '/api/charts?range=1h&maxPoints=120')).json.data['pve1:104'].cpu.length;
+    assert.ok(Math.abs(drawn - fresh) <= 2, `${drawn} points after incremental refreshes, ${fresh} in a full answer`);
+    // An open 1 h tab: 360 refreshes an hour, a full answer every 10 minutes.
+    const perHour = 6 * full.wire + 354 * (wire.reduce((a, b) => a + b, 0) / wire.length);
+    console.log(`  1h tab, ${SERIES} series: full answer ${full.wire} B (${full.plain} B plain, ${full.encoding}), refresh ~${Math.round(wire[0])} B, ~${(perHour / 1e6).toFixed(2)} MB an hour`);
+    assert.ok(perHour < 5e6, `${perHour} B an hour`);
+  } finally {
+    await p.close();
+  }
+});
+
+test('30d and 90d sparklines are lines on continuous data, whatever tiers answer', async () => {
+  const long = await startServer(
+    'long',
+    (dir) => `metrics:
+  database_path: "${dir}/metrics.db"
+  flush_interval: 1s
+collectors:
+  host: { enabled: false }
+  proxmox: { enabled: false }
+`,
+  );
+  dataDirs.push(long.dir);
+  const p = await browser.newPage();
+  try {
+    // 4 days every 5 minutes, the last 2 hours every 15 s: daily buckets,
+    // hourly ones for today, minutes and raw points at the trailing edge.
+    const now = Date.now();
+    const pts = [];
+    for (const id of ['pve3:n1', 'pve3:n2']) {
+      for (const metric of ['cpu', 'memory', 'disk']) {
+        for (let t = now - 4 * 86_400_000; t < now - 2 * 3600_000; t += 300_000) pts.push({ resourceType: 'node', resourceId: id, metric, value: 40 + 10 * Math.sin(t / 3.6e6), timestamp: Math.floor(t / 1000) * 1000 });
+        for (let t = now - 2 * 3600_000; t <= now; t += 15_000) pts.push({ resourceType: 'node', resourceId: id, metric, value: 40 + 10 * Math.sin(t / 3.6e6), timestamp: Math.floor(t / 1000) * 1000 });
+      }
+    }
+    await ingest(long, pts);
+    const m = await call(long, 'POST', '/api/metrics-store/maintenance');
+    assert.equal(m.status, 200);
+    for (const range of ['30d', '90d']) {
+      await p.goto(`${long.url}/?range=${range}&view=trends`);
+      await dashboardReady(p);
+      const answer = (await call(long, 'GET', `/api/charts?range=${range}&maxPoints=120`)).json;
+      const tiers = new Set(answer.buckets.node['pve3:n1'].cpu.segments.map((s) => s.tier));
+      assert.ok(tiers.has('daily') && tiers.size >= 2, `${range}: the answer mixes tiers (${[...tiers]})`);
+      for (const id of ['pve3:n1', 'pve3:n2']) {
+        for (const metric of ['cpu', 'memory', 'disk']) {
+          const sel = `tr[data-id="${id}"] canvas.spark[data-metric="${metric}"]`;
+          await p.waitForSelector(`${sel}[data-drawn]`);
+          assert.equal(await p.getAttribute(sel, 'data-runs'), '1', `${range} ${id} ${metric} is one line`);
+          assert.ok((await inkOf(p, sel)) > 100, `${range} ${id} ${metric} has a visible line`);
+        }
+      }
+      await shot(p, `long-${range}`);
+      // The detail chart agrees: no gap in continuous data.
+      await p.click('tr[data-id="pve3:n1"] td[data-metric="cpu"] button.cell');
+      await p.waitForSelector('#detail[open] .detail-chart[data-state="ready"] canvas');
+      assert.equal(await p.getAttribute('.detail-chart', 'data-gaps'), '0', `${range} detail chart`);
+      await p.keyboard.press('Escape');
+    }
+    // The rule itself, on an answer whose trailing edge outnumbers its days
+    // (the usual spacing is then 6 h, and a daily step looked like a gap).
+    const runs = await p.evaluate(async () => {
+      const { applySegments, runsOf, typicalStep } = await import('/js/sparkline.js');
+      const day = 86_400_000;
+      const t0 = Date.UTC(2026, 0, 1);
+      const pts = [];
+      for (let d = 0; d < 3; d++) pts.push({ timestamp: t0 + d * day, value: 1 });
+      for (let h = 0; h < 6; h++) pts.push({ timestamp: t0 + 3 * day + h * 6 * 3600_000, value: 1 });
+      const segs = [
+        { start: t0, tier: 'daily', width: day },
+        { start: t0 + 3 * day, tier: 'hourly', width: 6 * 3600_000 },
+      ];
+      const oldRule = pts.slice(1).filter((q, i) => q.timestamp - pts[i].timestamp > typicalStep(pts) * 2.5).length;
+      return { oldRule, runs: runsOf(applySegments(pts, segs)).length };
+    });
+    assert.ok(runs.oldRule > 0, 'the old rule broke daily steps');
+    assert.equal(runs.runs, 1, 'per-point widths keep them one line');
+  } finally {
+    await p.close();
+    await long.stop();
+  }
+});
+
+test('empty, filtered, late and switching states say what happens; stopped resources are greyed at every range', async () => {
+  const p = await browser.newPage();
+  try {
+    // A custom window with no data: after the history began (here: ahead
+    // of it), and before it.
+    const later = Date.now() + 3600_000;
+    await p.goto(`${server.url}/?range=custom&start=${later}&end=${later + 3600_000}`);
+    await dashboardReady(p);
+    assert.equal(await p.getAttribute('#groups', 'data-state'), 'empty');
+    assert.match(await p.textContent('#groups .empty h2'), /^No data in this range$/);
+    assert.match(await p.textContent('#groups .empty p'), /History goes back to .* but nothing was recorded between/);
+    assert.equal(await p.$$eval('tbody tr', (r) => r.length), 0, 'no rows of dashes');
+    await shot(p, 'custom-window-no-data');
+    const before = Date.now() - 2 * 86_400_000;
+    await p.goto(`${server.url}/?range=custom&start=${before - 3600_000}&end=${before}`);
+    await dashboardReady(p);
+    assert.match(await p.textContent('#groups .empty h2'), /^Collecting history since /);
+    assert.equal(await p.$$eval('tbody tr', (r) => r.length), 0);
+
+    // A filter that matches nothing.
+    await p.goto(`${server.url}/?range=1h&view=trends`);
+    await dashboardReady(p);
+    await p.fill('#filter', 'zebra');
+    await p.waitForSelector('#groups .no-match');
+    assert.equal((await p.textContent('#groups .no-match h2')).trim(), 'No resource matches “zebra”');
+    await shot(p, 'filter-no-match');
+    await p.fill('#filter', '104');
+    assert.equal(await p.isVisible('#groups .no-match'), false);
+    assert.equal(await p.$$eval('tbody tr:not([hidden])', (r) => r.length), 1);
+    await p.fill('#filter', '');
+
+    // Late points waiting: the dashboard says so (and asks again soon).
+    await p.route('**/api/charts?**', async (route) => {
+      const r = await route.fetch();
+      const json = await r.json();
+      json.stats.lateCount = 252922;
+      await route.fulfill({ response: r, json });
+    });
+    await p.click('#refresh');
+    await p.waitForSelector('#notice[data-late="true"]');
+    assert.match(await p.textContent('#notice'), /252,922 points written late .* being folded into the history/);
+    await shot(p, 'late-points-notice');
+    await p.unroute('**/api/charts?**');
+    await p.click('#refresh');
+    await p.waitForSelector('#notice[data-late="false"]', { state: 'attached' });
+
+    // A range switch dims the old sparklines until the answer comes.
+    let release;
+    const held = new Promise((r) => (release = r));
+    await p.route('**/api/charts?**', async (route) => {
+      await held;
+      await route.continue();
+    });
+    await p.click('#ranges button[data-range="24h"]');
+    await p.waitForSelector('#groups.switching');
+    const opacity = await p.$eval('#groups.switching canvas.spark', (c) => Number(getComputedStyle(c).opacity));
+    assert.ok(opacity < 0.5, `old sparklines dimmed (${opacity})`);
+    release();
+    await p.waitForSelector('#groups:not(.switching)[aria-busy="false"]');
+    await p.unroute('**/api/charts?**');
+
+    // VM 109 has been stopped for 40 minutes: greyed at every range. (VM
+    // 104 gets a fresh point: the suite's data ends when it started.)
+    await ingest(server, [{ resourceType: 'vm', resourceId: 'pve1:104', metric: 'cpu', value: 93, timestamp: Date.now() }]);
+    for (const range of ['1h', '24h', '7d']) {
+      await p.goto(`${server.url}/?range=${range}&view=trends`);
+      await dashboardReady(p);
+      const row = `tr[data-id="${STOPPED.id}"]`;
+      assert.match(await p.getAttribute(row, 'class'), /stopped/, `${range}: VM 109 is shown as stopped`);
+      assert.match(await p.getAttribute(`${row} td[data-metric="cpu"]`, 'class'), /stale/);
+      assert.doesNotMatch(await p.getAttribute('tr[data-id="pve1:104"] td[data-metric="cpu"]', 'class'), /stale/, `${range}: a running VM is not`);
+    }
+    // Wide screens: metric columns use the table's width.
+    await p.goto(`${server.url}/?range=1h&view=trends`);
+    await dashboardReady(p);
+    const widths = await p.$$eval('section[data-group="vm"] thead th.m', (ths) => ths.map((t) => t.getBoundingClientRect().width));
+    assert.ok(Math.min(...widths) > 150, `metric columns spread over the table: ${widths.map(Math.round)}`);
+  } finally {
+    await p.close();
+  }
+});
+
+test('when the service stops the status turns red and says since when, then recovers by itself', async () => {
+  const yaml = (dir) => `metrics:
+  database_path: "${dir}/metrics.db"
+collectors:
+  host: { enabled: false }
+  proxmox: { enabled: false }
+`;
+  let svc = await startServer('restart', yaml);
+  dataDirs.push(svc.dir);
+  const listen = svc.url.replace('http://', '');
+  const p = await browser.newPage();
+  try {
+    const now = Date.now();
+    await ingest(svc, [0, 1, 2, 3].map((i) => ({ resourceType: 'node', resourceId: 'pve5:n1', metric: 'cpu', value: 5 + i, timestamp: now - (3 - i) * 10_000 })));
+    await p.goto(`${svc.url}/?range=15m&view=trends`);
+    await dashboardReady(p);
+    assert.equal(await p.getAttribute('#status', 'data-state'), 'ok');
+    await svc.stop();
+    const stoppedAt = Date.now();
+    await p.waitForSelector('#status.error', { timeout: 20_000 });
+    const text = await p.textContent('#status');
+    assert.match(text, /^Update failed since \d{1,2}:\d{2}:\d{2}.*Retrying every 5 s\./);
+    const dot = await p.$eval('#status', (e) => getComputedStyle(e, '::before').backgroundColor);
+    assert.match(dot, /rgb\((2[0-9]{2}), ([0-9]{1,2}), ([0-9]{1,2})\)/, `the dot is red (${dot})`);
+    assert.ok(await p.isVisible('#banner'), 'the error is in the banner');
+    await shot(p, 'service-stopped');
+    svc = await startServer('restart', yaml, { dir: svc.dir, listen });
+    await p.waitForSelector('#status:not(.error)[data-state="ok"]', { timeout: 20_000 });
+    assert.match(await p.textContent('#status'), /^Updated/);
+    assert.equal(await p.isVisible('#banner'), false, 'the banner is gone');
+    console.log(`  recovered ${Math.round((Date.now() - stoppedAt) / 1000)} s after the stop`);
+  } finally {
+    await p.close();
+    await svc.stop();
+  }
+});
+
+test('a fresh install shows its first sample within seconds, on a range that fits the history', async () => {
+  const fresh = await startServer(
+    'fresh',
+    (dir) => `metrics:
+  database_path: "${dir}/metrics.db"
+collectors:
+  host: { enabled: true, interval: 5s }
+  proxmox: { enabled: false }
+`,
+  );
+  dataDirs.push(fresh.dir);
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pulse-metrics-ui-fresh-'));
+  dataDirs.push(userDataDir);
+  const ctx = await chromium.launchPersistentContext(userDataDir, { executablePath: CHROMIUM, headless: true, viewport: VIEWPORT, args: BROWSER_ARGS });
+  try {
+    const p = ctx.pages()[0] || (await ctx.newPage());
+    const requests = [];
+    p.on('request', (r) => r.url().includes('/api/charts') && requests.push(new URL(r.url()).searchParams.get('range')));
+    const t0 = Date.now();
+    await p.goto(`${fresh.url}/`);
+    await p.waitForSelector('#groups[data-state="data"] tr[data-type="node"] canvas.spark[data-metric="cpu"]', { timeout: 8_000 });
+    console.log(`  first sample on screen ${Date.now() - t0} ms after opening a fresh install`);
+    assert.equal(await p.getAttribute('#ranges button[data-range="15m"]', 'aria-pressed'), 'true', 'opens on 15m while history is under an hour');
+    assert.ok(requests.includes('15m'), `requests: ${requests}`);
+    assert.equal(new URL(p.url()).searchParams.get('range'), null, 'the chosen range is not pinned in the URL');
+    await shot(p, 'fresh-install');
+  } finally {
+    await ctx.close();
+    await fresh.stop();
+  }
+});
+
+test('dates, times and numbers follow the browser locale (de-DE), with dates when a range spans days', async () => {
+  // English first: the 24 h sparkline tooltip carries the date.
+  await page.goto(`${server.url}/?range=24h&view=trends`);
+  await dashboardReady(page);
+  const hover = async (p) => {
+    const sel = 'tr[data-id="pve1:104"] canvas.spark[data-metric="cpu"]';
+    await p.$eval(sel, (c) => c.scrollIntoView({ block: 'center' }));
+    const box = await p.$eval(sel, (c) => {
+      const r = c.getBoundingClientRect();
+      return { x: r.x, y: r.y, w: r.width, h: r.height };
+    });
+    await p.mouse.move(box.x + box.w - 3, box.y + box.h / 2);
+    await p.waitForSelector('#tooltip:not([hidden])');
+    return p.textContent('#tooltip');
+  };
+  assert.match(await hover(page), /^[A-Z][a-z]{2} \d{1,2}, \d{2}:\d{2}/, 'en-US: "Nov 30, 14:15"');
+
+  const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'pulse-metrics-ui-de-'));
+  dataDirs.push(userDataDir);
+  const ctx = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: VIEWPORT,
+    locale: 'de-DE',
+    timezoneId: 'Europe/Berlin',
+    args: [...BROWSER_ARGS, '--lang=de-DE'],
+  });
+  try {
+    const p = ctx.pages()[0] || (await ctx.newPage());
+    assert.equal(await p.evaluate(() => Intl.DateTimeFormat().resolvedOptions().locale), 'de-DE');
+    await p.goto(`${server.url}/?range=24h&view=trends`);
+    await dashboardReady(p);
+    const cell = (id, m) => p.textContent(`tr[data-id="${id}"] td[data-metric="${m}"] .val`);
+    assert.match(await cell('pve1:104', 'cpu'), /^\d{2}\s%$/, 'percent as de-DE writes it');
+    assert.match(await cell('pve1:101', 'netin'), /^\d+(,\d+)? (B|KiB|MiB)\/s$/, 'decimal comma');
+    assert.match(await hover(p), /^\d{1,2}\. [A-Z][a-zä]{2}\.?, \d{2}:\d{2}/, 'de-DE: "30. Nov., 14:15"');
+    assert.match(await p.textContent('#status'), /Updated \d{2}:\d{2}:\d{2}/);
+    // The detail chart's axes: 24-hour times with dates over a day, days over a week.
+    for (const [range, re] of [
+      ['24h', /^(\d{1,2}\. [A-Z][a-zä]{2}\.?, )?\d{2}:\d{2}( \| (\d{1,2}\. [A-Z][a-zä]{2}\.?, )?\d{2}:\d{2})+$/],
+      ['7d', /^\d{1,2}\. [A-Z][a-zä]{2}\.?( \| \d{1,2}\. [A-Z][a-zä]{2}\.?)+$/],
+    ]) {
+      await p.goto(`${server.url}/?range=${range}&view=trends`);
+      await dashboardReady(p);
+      await p.click('tr[data-id="pve1:104"] td[data-metric="cpu"] button.cell');
+      await p.waitForSelector('#detail[open] .detail-chart[data-state="ready"][data-x-ticks]');
+      const ticks = await p.getAttribute('.detail-chart', 'data-x-ticks');
+      assert.match(ticks, re, `${range} axis: ${ticks}`);
+      assert.doesNotMatch(ticks, /AM|PM|am|pm|\//, `${range} axis is not US-style: ${ticks}`);
+      if (range === '24h') {
+        assert.match(await p.textContent('.detail-summary [data-stat="current"] .v'), /^\d{2}\s%$/);
+        await shot(p, 'de-detail-24h');
+      }
+      await p.keyboard.press('Escape');
+    }
+  } finally {
+    await ctx.close();
+  }
+});
+
+test('axe-core finds no serious or critical violation on the dashboard, the detail dialog and the settings, in both themes', async () => {
+  const p = await browser.newPage();
+  try {
+    for (const theme of ['dark', 'light']) {
+      await p.emulateMedia({ colorScheme: theme });
+      await p.goto(`${server.url}/?range=1h&view=trends`);
+      await dashboardReady(p);
+      await p.waitForSelector('canvas.spark[data-drawn]');
+      await axeCheck(p, `dashboard (${theme})`);
+      await p.click('tr[data-id="pve1:104"] td[data-metric="cpu"] button.cell');
+      await p.waitForSelector('#detail[open] .detail-chart[data-state="ready"] canvas');
+      await axeCheck(p, `detail dialog (${theme})`);
+      await p.keyboard.press('Escape');
+      await p.goto(`${server.url}/#/settings`);
+      await p.waitForSelector('#health .kvi[data-k="series"]');
+      await p.waitForFunction(() => /measured|assumed|rows/.test(document.querySelector('#estimate .basis')?.textContent || ''));
+      await axeCheck(p, `settings (${theme})`);
+      await shot(p, `axe-settings-${theme}`, { fullPage: true });
+    }
+  } finally {
+    await p.close();
   }
 });

@@ -12,6 +12,7 @@ use pulse_metrics::ingest::{
     BATCH, InputFormat, LineError, PointReader, RAW_HELD_BEFORE_ROLLUP, RawBound, Tee, write_all,
 };
 use pulse_metrics::model::now_ms;
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Seek, Write};
 use std::path::Path;
@@ -53,9 +54,21 @@ impl Counts {
 struct Summary {
     accepted: u64,
     invalid: u64,
+    /// Points older than every tier's retention as of `--now`: folded
+    /// nowhere, kept by nothing.
+    discarded: u64,
+    /// Resources whose metadata (name, node, ...) the input gave.
+    #[serde(skip_serializing_if = "is_zero")]
+    resources: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResult {
+    let now = args.now.unwrap_or_else(now_ms);
+    let mut bound = RawBound::new(RAW_HELD_BEFORE_ROLLUP);
     let stdin = match &args.file {
         None => true,
         Some(p) => p.as_os_str() == "-",
@@ -93,13 +106,15 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
     if args.skip_invalid {
         // One pass: bad lines are reported and skipped as they come.
         let mut counts = Counts::default();
+        let mut load = Load::new(store, now, &mut bound);
         let accepted = if stdin {
             let input = BufReader::with_capacity(READ_BUFFER, std::io::stdin().lock());
-            store_points(store, input, format, &mut counts)?
+            load.store_points(input, format, &mut counts)?
         } else {
             let input = BufReader::with_capacity(READ_BUFFER, open()?);
-            store_points(store, input, format, &mut counts)?
+            load.store_points(input, format, &mut counts)?
         };
+        let discarded = load.finish(accepted)?;
         counts.finish_report();
         if counts.invalid > 0 {
             say!(
@@ -109,9 +124,12 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
         } else {
             say!("stored {accepted} point(s) from {name}");
         }
+        report_discarded(discarded);
         return print_json(&Summary {
             accepted,
             invalid: counts.invalid,
+            discarded,
+            resources: load.described,
         });
     }
 
@@ -152,12 +170,14 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
         print_json(&Summary {
             accepted: 0,
             invalid: counts.invalid,
+            discarded: 0,
+            resources: 0,
         })?;
         return Err(Failure::Exit(2));
     }
     let mut again = Counts::default();
-    let accepted = store_points(
-        store,
+    let mut load = Load::new(store, now, &mut bound);
+    let accepted = load.store_points(
         BufReader::with_capacity(READ_BUFFER, second_pass),
         format,
         &mut again,
@@ -169,11 +189,23 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
             again.invalid
         )));
     }
+    let discarded = load.finish(accepted)?;
     say!("stored {accepted} point(s) from {name}");
+    report_discarded(discarded);
     print_json(&Summary {
         accepted,
         invalid: 0,
+        discarded,
+        resources: load.described,
     })
+}
+
+fn report_discarded(discarded: u64) {
+    if discarded > 0 {
+        say!(
+            "discarded {discarded} point(s) older than every tier's retention (as of --now): nothing keeps them"
+        );
+    }
 }
 
 /// First pass: counts valid and invalid lines, reporting the first few.
@@ -187,45 +219,89 @@ fn check(input: impl BufRead, format: InputFormat, counts: &mut Counts) -> CliRe
     Ok(())
 }
 
-/// Reads points and writes the valid ones in batches; returns how many.
-fn store_points(
-    store: &Store,
-    input: impl BufRead,
-    format: InputFormat,
-    counts: &mut Counts,
-) -> CliResult<u64> {
-    let mut batch = Vec::with_capacity(BATCH);
-    let mut accepted = 0u64;
-    let mut since_flush = 0usize;
-    let mut bound = RawBound::new(RAW_HELD_BEFORE_ROLLUP);
-    for item in PointReader::new(input, format) {
-        match item? {
-            Ok(p) => {
-                counts.valid += 1;
-                batch.push(p);
-                if batch.len() >= BATCH {
-                    accepted += write_all(store, &batch)? as u64;
-                    since_flush += batch.len();
-                    batch.clear();
-                    if since_flush >= FLUSH_EVERY {
-                        store.flush()?;
-                        since_flush = 0;
-                        if bound.check(store, now_ms())? && bound.rollups == 1 {
-                            say!(
-                                "note: rolling up as the input is read, as the service would, to keep \
-                                 memory bounded: points older than the raw retention go to the \
-                                 minute/hourly/daily tiers"
-                            );
+/// The second pass: where points go and the time they are folded as of.
+struct Load<'a> {
+    store: &'a Store,
+    now: i64,
+    bound: &'a mut RawBound,
+    /// Points stored per UTC day: what is older than every retention is
+    /// told by the day the daily tier's retention keeps from.
+    days: BTreeMap<i64, u64>,
+    /// Resources whose metadata was stored.
+    described: u64,
+}
+
+const DAY_MS: i64 = 86_400_000;
+
+impl<'a> Load<'a> {
+    fn new(store: &'a Store, now: i64, bound: &'a mut RawBound) -> Load<'a> {
+        Load {
+            store,
+            now,
+            bound,
+            days: BTreeMap::new(),
+            described: 0,
+        }
+    }
+
+    /// Reads points and writes the valid ones in batches; returns how many.
+    fn store_points(
+        &mut self,
+        input: impl BufRead,
+        format: InputFormat,
+        counts: &mut Counts,
+    ) -> CliResult<u64> {
+        let store = self.store;
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut accepted = 0u64;
+        let mut since_flush = 0usize;
+        let mut reader = PointReader::new(input, format);
+        for item in reader.by_ref() {
+            match item? {
+                Ok(p) => {
+                    counts.valid += 1;
+                    *self.days.entry(p.timestamp.div_euclid(DAY_MS)).or_default() += 1;
+                    batch.push(p);
+                    if batch.len() >= BATCH {
+                        accepted += write_all(store, &batch)? as u64;
+                        since_flush += batch.len();
+                        batch.clear();
+                        if since_flush >= FLUSH_EVERY {
+                            store.flush()?;
+                            since_flush = 0;
+                            if self.bound.check(store, self.now)? && self.bound.rollups == 1 {
+                                say!(
+                                    "note: rolling up as the input is read, as the service would, to keep \
+                                     memory bounded: points older than the raw retention go to the \
+                                     minute/hourly/daily tiers"
+                                );
+                            }
                         }
                     }
                 }
+                Err(e) => counts.bad_line(&e),
             }
-            Err(e) => counts.bad_line(&e),
         }
+        accepted += write_all(store, &batch)? as u64;
+        store.flush()?;
+        let resources = reader.resources();
+        store.write_resources(&resources)?;
+        self.described += resources.len() as u64;
+        Ok(accepted)
     }
-    accepted += write_all(store, &batch)? as u64;
-    store.flush()?;
-    Ok(accepted)
+
+    /// Folds everything written into the tiers as of `now`, so all of it is
+    /// queryable when the command returns; returns how many of the points
+    /// stored are older than every tier's retention (below the daily tier's
+    /// floor, day-aligned), which no tier keeps.
+    fn finish(&mut self, accepted: u64) -> CliResult<u64> {
+        if accepted == 0 {
+            return Ok(0);
+        }
+        let pruned = self.bound.fold(self.store, self.now)?;
+        let first_kept_day = pruned.floors[3].div_euclid(DAY_MS);
+        Ok(self.days.range(..first_kept_day).map(|(_, n)| n).sum())
+    }
 }
 
 /// An anonymous file beside the database (not in /tmp, which may be a small

@@ -18,7 +18,7 @@ mod repair;
 
 use clap::{Args, Parser, Subcommand};
 use pulse_metrics::answer::{HistoryRequest, history};
-use pulse_metrics::config::Config;
+use pulse_metrics::config::{Config, SettingsFile};
 use pulse_metrics::export::ExportFormat;
 use pulse_metrics::ingest::InputFormat;
 use pulse_metrics::model::{now_ms, parse_timestamp};
@@ -32,7 +32,7 @@ const MAIN_EXAMPLES: &str = "\
 Examples:
   pulse-metrics --config /etc/pulse-metrics.yaml serve
   pulse-metrics ingest points.jsonl
-  pulse-metrics query --type vm --id pve1:node1:101 --metric cpu --range 24h
+  pulse-metrics query --type vm --id pve1:101 --metric cpu --range 24h
   pulse-metrics --db /var/lib/pulse-metrics/metrics.db stats
   pulse-metrics check
 
@@ -78,11 +78,13 @@ Examples:
   some-exporter | pulse-metrics ingest --format csv -
 
 JSON Lines: one object per line:
-  {\"resourceType\":\"vm\",\"resourceId\":\"pve1:node1:101\",\"metric\":\"cpu\",\"value\":12.5,\"timestamp\":1700000000000}
+  {\"resourceType\":\"vm\",\"resourceId\":\"pve1:101\",\"metric\":\"cpu\",\"value\":12.5,\"timestamp\":1700000000000}
 CSV: header resourceType,resourceId,metric,value,timestamp.
 Timestamps are Unix milliseconds or RFC 3339. The whole input is checked first: any bad
 line (each is listed) means exit 2 and nothing stored, unless --skip-invalid.
-Prints {\"accepted\":N,\"invalid\":M}.")]
+Ends by folding what it wrote into the minute/hourly/daily tiers as of --now, so all of it
+is queryable at once; points older than every tier's retention are discarded and counted.
+Prints {\"accepted\":N,\"invalid\":M,\"discarded\":D}.")]
     Ingest(IngestArgs),
 
     /// Run one rollup + retention + space-reclaim pass and print what it did
@@ -95,9 +97,9 @@ Examples:
     /// Print the history of a resource's series as JSON (read-only: works beside the service)
     #[command(after_help = "\
 Examples:
-  pulse-metrics query --type vm --id pve1:node1:101 --metric cpu --range 24h
+  pulse-metrics query --type vm --id pve1:101 --metric cpu --range 24h
   pulse-metrics query --type node --id pve1:node1 --start 2024-05-01T00:00:00Z --end 2024-05-02T00:00:00Z --max-points 200
-  pulse-metrics query --type vm --id pve1:node1:101 --range 7d --format csv
+  pulse-metrics query --type vm --id pve1:101 --range 7d --format csv
 
 Without --metric every metric of the resource is answered, under \"metrics\".
 Give either --range, or --start and --end.
@@ -116,10 +118,17 @@ a missing database is exit 2, never created.")]
 
     /// Migrate a Pulse (Go) metrics.db into this store, every tier kept
     #[command(after_help = "\
-Example:
+Examples:
   pulse-metrics import-pulse /etc/pulse/metrics.db
+  pulse-metrics import-pulse --instance pve1 /etc/pulse/metrics.db
 
+Pulse's ids are stored under the collectors' (guests {instance}:{vmid}, nodes {instance}:{node},
+storage {instance}:{node}:{storage} or {instance}:{storage} when shared), so its history and
+the Proxmox collector's are one series per resource. --instance names the Proxmox instance
+(its `name` in the configuration) that collects these resources now; without it the instance
+in Pulse's ids is kept. Ids that cannot be split one way only are kept as they are and listed.
 The source is only read, never written. Running the import again stores nothing twice.
+Ends by folding what it imported into the tiers as of --now (default: the clock), as ingest does.
 Pulse keeps no count for rolled-up rows: they are stored with count 1 (noted in the output).
 Prints a JSON report; progress goes to stderr.")]
     ImportPulse(ImportArgs),
@@ -140,10 +149,10 @@ a missing database is exit 2, never created.")]
 Example:
   pulse-metrics --db /var/lib/pulse-metrics/metrics.db check
 
-Checks every raw log slot and every minute/hourly/daily chunk (they must decode,
-match their checksum and name existing series) and SQLite's own structure.
-Prints a JSON report; each damaged part is also listed on stderr with its table,
-slot or chunk and series. Exit 0 when all is well, 1 when something is damaged.
+Checks every record of the raw journal and every minute/hourly/daily chunk (they must
+decode, match their checksum and name existing series) and SQLite's own structure.
+Prints a JSON report; each damaged part is also listed on stderr with where it is and
+its series. Exit 0 when all is well, 1 when something is damaged.
 Read-only: takes no lock and writes nothing, so it works while the service runs.")]
     Check,
 
@@ -152,10 +161,10 @@ Read-only: takes no lock and writes nothing, so it works while the service runs.
 Example:
   pulse-metrics --db /var/lib/pulse-metrics/metrics.db salvage /var/lib/pulse-metrics/salvaged.db
 
-Copies every series, log slot and chunk that `check` passes, as stored, into OUT
-(which must not exist), then opens OUT as the service would. Damaged parts are left
-behind and listed (JSON on stdout, one line each on stderr). The source is only
-read. Then stop the service, move OUT into place, and start it again.")]
+Copies every series, chunk and raw journal record that `check` passes, as stored, into
+OUT (which must not exist), then opens OUT as the service would. Damaged parts are left
+behind and listed (JSON on stdout, one line each on stderr). The source is only read.
+Then stop the service, move OUT (and OUT-raw/) into place, and start it again.")]
     Salvage(SalvageArgs),
 }
 
@@ -186,6 +195,10 @@ pub(crate) struct IngestArgs {
     /// Store the valid lines and report the invalid ones instead of storing nothing
     #[arg(long)]
     skip_invalid: bool,
+
+    /// Fold what was written into the tiers as of this time (Unix ms or RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    now: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -202,7 +215,7 @@ struct QueryArgs {
     #[arg(long = "type", value_name = "T")]
     resource_type: String,
 
-    /// Resource id (e.g. pve1:node1:101)
+    /// Resource id (e.g. pve1:101)
     #[arg(long = "id", value_name = "I")]
     resource_id: String,
 
@@ -240,6 +253,14 @@ struct ImportArgs {
     /// The Pulse metrics.db to read
     #[arg(value_name = "FILE")]
     file: PathBuf,
+
+    /// The Proxmox instance (its `name` in the configuration) the file's resources belong to
+    #[arg(long, value_name = "NAME")]
+    instance: Option<String>,
+
+    /// Fold what was imported into the tiers as of this time (Unix ms or RFC 3339) [default: now]
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    now: Option<i64>,
 }
 
 #[derive(Args, Debug)]
@@ -364,37 +385,67 @@ fn run(cli: Cli) -> CliResult {
             _ => e.into(),
         }
     };
+    // The file, settings.json (changes made in the web UI) over it, then
+    // the flags over both; checked as one, as a settings change is.
     if let Some(db) = &cli.db {
         config.metrics.database_path = db.clone();
     }
-    if let Command::Serve(args) = &command {
-        if let Some(listen) = &args.listen {
-            config.server.listen = listen.clone();
+    if let Command::Serve(args) = &command
+        && let Some(listen) = &args.listen
+    {
+        config.server.listen = listen.clone();
+    }
+    let mut settings = SettingsFile::new(
+        pulse_metrics::config::settings::default_path(),
+        config_path.clone(),
+        config,
+    );
+    if let Some(db) = &cli.db {
+        settings = settings.flag(
+            "database_path",
+            serde_json::Value::String(db.display().to_string()),
+        );
+        // For the offline commands --db also means "use this file", even
+        // when the configuration keeps the store in memory.
+        if !matches!(command, Command::Serve(_)) {
+            settings.base.metrics.enabled = true;
+            settings = settings.flag("enabled", serde_json::Value::Bool(true));
         }
-        config.validate().map_err(in_file)?;
-        config.metrics.ensure_database_dir().map_err(in_file)?;
-        return serve(config, config_path);
+    }
+    let saved = settings.load()?;
+    // Readers create nothing and take no lock: they work beside the service.
+    let read_only = matches!(
+        command,
+        Command::Query(_) | Command::Stats | Command::Export(_) | Command::Check | Command::Salvage(_)
+    );
+    let built = if read_only {
+        settings.reading_config(&saved)
+    } else {
+        settings.startup_config(&saved)
+    };
+    let config = built.map_err(|e| {
+        if settings.blames(&e, &saved) {
+            Failure::from(settings.explain(e, &saved))
+        } else {
+            in_file(e)
+        }
+    })?;
+    if let Command::Serve(_) = &command {
+        return serve(config, settings);
     }
     // Offline commands work on the database file. `--db` names one
     // explicitly; otherwise a store configured in memory has nothing on disk.
-    if cli.db.is_some() {
-        config.metrics.enabled = true;
-    } else if !config.metrics.enabled {
+    if !config.metrics.enabled {
         return Err(Failure::Input(
             "metrics.enabled is false: the store lives in memory only, so there is no database for this command; pass --db PATH or set metrics.enabled: true".into(),
         ));
     }
-    config.validate().map_err(in_file)?;
+    let db = &config.metrics.database_path;
     match &command {
-        Command::Check => return repair::check(&config.metrics.database_path),
-        Command::Salvage(args) => return repair::salvage(&config.metrics.database_path, &args.out),
+        Command::Check => return repair::check(db),
+        Command::Salvage(args) => return repair::salvage(db, &args.out),
         _ => {}
     }
-    // Readers create nothing and take no lock: they work beside the service.
-    let read_only = matches!(
-        command,
-        Command::Query(_) | Command::Stats | Command::Export(_)
-    );
     // A query's own mistakes are named before the file is looked at.
     let request = match &command {
         Command::Query(args) => Some(query_request(args)?),
@@ -403,7 +454,6 @@ fn run(cli: Cli) -> CliResult {
     let store = if read_only {
         Store::open_read_only(config.metrics.clone())?
     } else {
-        config.metrics.ensure_database_dir().map_err(in_file)?;
         Store::open(config.metrics.clone())?
     };
     let result = match command {
@@ -443,17 +493,14 @@ fn read_config(flag: Option<&PathBuf>) -> CliResult<(Config, Option<PathBuf>)> {
     Ok((config, path))
 }
 
-fn serve(config: Config, config_path: Option<PathBuf>) -> CliResult {
+fn serve(config: Config, settings: SettingsFile) -> CliResult {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Runtime(format!("cannot start the async runtime: {e}")))?;
     runtime
         .block_on(pulse_metrics::server::serve(
-            pulse_metrics::server::ServeOptions {
-                config,
-                config_path,
-            },
+            pulse_metrics::server::ServeOptions { config, settings },
         ))
         .map_err(|e| Failure::Runtime(format!("{e:#}")))
 }
@@ -527,7 +574,8 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     let started = std::time::Instant::now();
     let mut last = std::time::Instant::now();
     let mut announced = false;
-    let report = pulse_metrics::pulse_import::import_pulse(store, &args.file, |p| {
+    let instance = args.instance.as_deref();
+    let report = pulse_metrics::pulse_import::import_pulse_as(store, &args.file, instance, |p| {
         // Only large files get progress lines: small ones finish at once.
         if p.rows_total < 100_000 {
             return;
@@ -550,8 +598,10 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
             );
         }
     })?;
-    // Durable before we claim success.
+    // Durable before we claim success, and folded into the tiers (as the
+    // service would within minutes) so every range shows it at once.
     store.flush()?;
+    pulse_metrics::ingest::RawBound::new(0).fold(store, args.now.unwrap_or_else(now_ms))?;
     for example in &report.skipped_examples {
         say!("skipped {example}");
     }
@@ -563,6 +613,12 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     }
     for note in &report.notes {
         say!("note: {note}");
+    }
+    for kept in &report.ids_kept {
+        say!(
+            "kept {} id {:?} as it is: {}",
+            kept.resource_type, kept.resource_id, kept.reason
+        );
     }
     say!(
         "imported {} raw point(s), {} minute, {} hourly and {} daily bucket(s) from {} in {:.1}s",

@@ -23,11 +23,15 @@ pub(crate) fn check(db: &Path) -> CliResult {
     for d in &report.damage {
         say!("damaged: {}", line(d));
     }
+    for note in &report.notes {
+        say!("note: {note}");
+    }
     if report.ok {
         say!(
-            "ok: {} series, {} log slots and {} chunks checked in {}",
+            "ok: {} series, {} journal segments ({} raw points) and {} chunks checked in {}",
             report.series,
-            report.log_slots,
+            report.journal_segments,
+            report.raw_points,
             report.chunks,
             db.display()
         );
@@ -53,9 +57,9 @@ pub(crate) fn salvage(db: &Path, out: &Path) -> CliResult {
         say!("lost: {}", line(d));
     }
     say!(
-        "copied {} series, {} log slots ({} raw points) and {} chunks ({} buckets) into {}; {} damaged part(s) left behind",
+        "copied {} series, {} journal segments ({} raw points) and {} chunks ({} buckets) into {}; {} damaged part(s) left behind",
         report.series,
-        report.log_slots,
+        report.journal_segments,
         report.raw_points,
         report.chunks,
         report.buckets,

@@ -1,5 +1,6 @@
-//! This machine as resource type `node` (id = hostname): `cpu`, `memory`,
-//! `disk` (percent of the root filesystem), every `collectors.host.interval`.
+//! This machine as resource type `node` (id = hostname, also recorded as its
+//! name): `cpu`, `memory`, `disk` (percent of the root filesystem), every
+//! `collectors.host.interval`.
 //!
 //! - cpu: all cores' usage in percent since the previous sample (sysinfo
 //!   needs two refreshes at least `MINIMUM_CPU_UPDATE_INTERVAL` apart, so the
@@ -13,6 +14,7 @@
 use super::{Sink, StatusBoard};
 use crate::config::HostCollectorConfig;
 use crate::model::{Point, now_ms};
+use crate::store::{Resource, ResourceMeta};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,6 +52,7 @@ pub fn spawn(
         let first = sysinfo::MINIMUM_CPU_UPDATE_INTERVAL.max(Duration::from_millis(250));
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + first, interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut wrote_once = false;
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
@@ -73,14 +76,27 @@ pub fn spawn(
             };
             sampler = back;
             let sink = sink.clone();
+            // The first sample is flushed at once: a fresh install shows
+            // this host within a second, not after a flush interval. Its
+            // name goes with it (the store would skip it later as unchanged).
+            let first = !wrote_once;
+            let name = first.then(|| sampler.resource());
             let written = match points {
                 Ok(points) => tokio::task::spawn_blocking(move || {
-                    sink.write(&points).map_err(|e| e.to_string())
+                    let n = sink.write(&points).map_err(|e| e.to_string())?;
+                    if first {
+                        sink.flush().map_err(|e| e.to_string())?;
+                    }
+                    if let Some(r) = name {
+                        sink.write_resources(&[r]).map_err(|e| e.to_string())?;
+                    }
+                    Ok(n)
                 })
                 .await
                 .unwrap_or_else(|e| Err(format!("write task failed: {e}"))),
                 Err(e) => Err(e),
             };
+            wrote_once |= written.is_ok();
             board.update(NAME, |s| {
                 s.last_attempt = attempt;
                 match &written {
@@ -136,6 +152,18 @@ impl Sampler {
             }
         };
         Sampler { id, system, disks }
+    }
+
+    /// This host's metadata: its name (the id is the name).
+    fn resource(&self) -> Resource {
+        Resource::new(
+            "node",
+            &self.id,
+            ResourceMeta {
+                name: Some(self.id.clone()),
+                ..ResourceMeta::default()
+            },
+        )
     }
 
     fn sample(&mut self, now: i64) -> Result<Vec<Point>, String> {
@@ -217,6 +245,18 @@ mod tests {
         assert_eq!(host_id(None), "localhost");
         assert_eq!(host_id(Some(String::new())), "localhost");
         assert_eq!(host_id(Some("a\nb".into())), "localhost");
+    }
+
+    #[test]
+    fn the_host_is_named_after_itself() {
+        let s = Sampler::new();
+        let r = s.resource();
+        assert_eq!(
+            (r.resource_type.as_str(), r.resource_id.as_str()),
+            ("node", s.id.as_str())
+        );
+        assert_eq!(r.meta.name.as_deref(), Some(s.id.as_str()));
+        assert_eq!(r.validate(), Ok(()));
     }
 
     #[test]

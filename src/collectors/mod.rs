@@ -7,6 +7,7 @@ pub mod host;
 pub mod proxmox;
 
 use crate::model::Point;
+use crate::store::Resource;
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -15,11 +16,51 @@ use std::sync::Arc;
 /// Where collectors put their samples.
 pub trait Sink: Send + Sync + 'static {
     fn write(&self, points: &[Point]) -> crate::Result<usize>;
+
+    /// What is known about resources (names, nodes, tags); a sink stores
+    /// only what changed. Returns the resources that changed.
+    fn write_resources(&self, _resources: &[Resource]) -> crate::Result<usize> {
+        Ok(0)
+    }
+
+    /// Merges the history of resource `from_id` into `into_id` (an id that
+    /// changed); returns the series merged.
+    fn merge_resource(
+        &self,
+        _resource_type: &str,
+        _from_id: &str,
+        _into_id: &str,
+    ) -> crate::Result<usize> {
+        Ok(0)
+    }
+
+    /// Makes what was written visible and durable now rather than at the
+    /// next flush interval (a fresh install's first sample).
+    fn flush(&self) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 impl Sink for crate::Store {
     fn write(&self, points: &[Point]) -> crate::Result<usize> {
         self.write_batch(points)
+    }
+
+    fn write_resources(&self, resources: &[Resource]) -> crate::Result<usize> {
+        crate::Store::write_resources(self, resources)
+    }
+
+    fn merge_resource(
+        &self,
+        resource_type: &str,
+        from_id: &str,
+        into_id: &str,
+    ) -> crate::Result<usize> {
+        crate::Store::merge_resource(self, resource_type, from_id, into_id)
+    }
+
+    fn flush(&self) -> crate::Result<()> {
+        crate::Store::flush(self)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Proxmox VE collector: polls `GET /api2/json/cluster/resources` of each
 //! configured cluster and records its nodes, running guests and available
-//! storage under Pulse's series ids (see [`parse_resources`]).
+//! storage, with their names, nodes and tags as metadata (ids and gaps in
+//! [`parse_resources`]).
 //!
 //! Each cluster has its own task, HTTP client and health entry
 //! (`proxmox:<name>` on the status board), so one unreachable or misconfigured
@@ -17,6 +18,7 @@ pub use resources::{COUNTERS, Parsed, RateState, parse_body, parse_resources};
 use super::{CollectorStatus, Sink, StatusBoard};
 use crate::config::{ProxmoxConfig, ProxmoxInstance};
 use crate::model::{Point, SeriesKey, now_ms};
+use crate::store::Resource;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -218,6 +220,8 @@ impl Poller {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut rates = RateState::default();
+        // Shared storage ids whose per-node history was merged already.
+        let mut merged: HashSet<(String, String)> = HashSet::new();
         let mut health = Health::Starting;
         let mut failures: u32 = 0;
         let mut warned_empty = false;
@@ -253,8 +257,21 @@ impl Poller {
                         );
                     }
                     warned_empty = parsed.listed == 0;
-                    let resources = parsed.recorded;
-                    write(&sink, parsed.points).await.map(|n| (n, resources))
+                    let recorded = parsed.recorded;
+                    let merges: Vec<(String, String, String)> = parsed
+                        .merges
+                        .into_iter()
+                        .filter(|(_, old, new)| !merged.contains(&(old.clone(), new.clone())))
+                        .collect();
+                    match merge(&sink, merges).await {
+                        Ok(done) => {
+                            merged.extend(done);
+                            write(&sink, parsed.points, parsed.resources)
+                                .await
+                                .map(|n| (n, recorded))
+                        }
+                        Err(e) => Err(e),
+                    }
                 }
                 Err(e) => Err(e),
             };
@@ -455,18 +472,54 @@ fn root_cause(e: &(dyn std::error::Error + 'static)) -> String {
     last
 }
 
-async fn write(sink: &Arc<dyn Sink>, points: Vec<Point>) -> Result<usize, String> {
-    if points.is_empty() {
-        return Ok(0);
-    }
+/// Writes the metadata (the store keeps only what changed), then the
+/// points; returns the points written.
+async fn write(
+    sink: &Arc<dyn Sink>,
+    points: Vec<Point>,
+    resources: Vec<Resource>,
+) -> Result<usize, String> {
     let sink = sink.clone();
     // The sink may block (a store flushing to disk); keep that off the
     // runtime's worker threads.
-    match tokio::task::spawn_blocking(move || sink.write(&points)).await {
-        Ok(Ok(written)) => Ok(written),
-        Ok(Err(e)) => Err(format!("the store refused the points: {e}")),
-        Err(e) => Err(format!("writing to the store failed: {e}")),
+    let done = tokio::task::spawn_blocking(move || {
+        sink.write_resources(&resources)
+            .map_err(|e| format!("the store refused the resource metadata: {e}"))?;
+        if points.is_empty() {
+            return Ok(0);
+        }
+        sink.write(&points)
+            .map_err(|e| format!("the store refused the points: {e}"))
+    })
+    .await;
+    done.unwrap_or_else(|e| Err(format!("writing to the store failed: {e}")))
+}
+
+/// Merges the per-node history of shared storage into its one series,
+/// before its first points are written; returns the merges done.
+async fn merge(
+    sink: &Arc<dyn Sink>,
+    merges: Vec<(String, String, String)>,
+) -> Result<Vec<(String, String)>, String> {
+    if merges.is_empty() {
+        return Ok(Vec::new());
     }
+    let sink = sink.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let mut done = Vec::new();
+        for (resource_type, old, new) in merges {
+            let n = sink
+                .merge_resource(&resource_type, &old, &new)
+                .map_err(|e| format!("merging the history of {old} into {new} failed: {e}"))?;
+            if n > 0 {
+                tracing::info!("proxmox: shared storage {new} continues the history of {old}");
+            }
+            done.push((old, new));
+        }
+        Ok(done)
+    })
+    .await;
+    done.unwrap_or_else(|e| Err(format!("writing to the store failed: {e}")))
 }
 
 /// Doubles per consecutive failure, from twice the interval up to

@@ -1,4 +1,5 @@
-//! Finding, reading, merging and saving the configuration file.
+//! Finding, reading and merging the configuration file. pulse-metrics never
+//! writes it: settings changed from the UI go to `settings.json`.
 
 use super::*;
 use crate::error::Error;
@@ -47,8 +48,7 @@ impl Config {
             Some(p) => Config::from_file(p)?,
             None => Config::default(),
         };
-        config.validate()?;
-        config.metrics.ensure_database_dir()?;
+        config.check_startable()?;
         Ok((config, path))
     }
 
@@ -134,47 +134,6 @@ impl Config {
                 }
             }
         }
-    }
-}
-
-impl Config {
-    /// Writes the configuration back to `path` atomically (temp file in the
-    /// same directory, fsync, rename, fsync of the directory), in the format
-    /// its extension names. An invalid configuration is refused.
-    ///
-    /// Every key is written, with its current value. Where the file being
-    /// replaced held a `${VAR}` reference that still expands to the value
-    /// being written, the reference is kept (so a token read from the
-    /// environment does not land in the file in clear); any other value is
-    /// written expanded. YAML comments are not kept. A symlinked file is
-    /// replaced at its target, and keeps its permissions (a new file is
-    /// created private, since it may hold tokens).
-    pub fn save(&self, path: &Path) -> Result<()> {
-        self.validate()?;
-        let format = ConfigFormat::of(path)?;
-        let target = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
-        let mut node = tree::Node::from_serialize(self)?;
-        if let Ok(old_text) = std::fs::read_to_string(&target)
-            && let Ok(old) = tree::Node::parse(&old_text, format)
-        {
-            node.keep_templates(&old);
-        }
-        let text = match format {
-            ConfigFormat::Yaml => {
-                let body = serde_saphyr::to_string(&node)
-                    .map_err(|e| Error::config("(file)", format!("cannot write YAML: {e}")))?;
-                format!(
-                    "# pulse-metrics configuration, written by pulse-metrics (comments are not kept)\n{body}"
-                )
-            }
-            ConfigFormat::Json => {
-                let mut body = serde_json::to_string_pretty(&node)
-                    .map_err(|e| Error::config("(file)", format!("cannot write JSON: {e}")))?;
-                body.push('\n');
-                body
-            }
-        };
-        write_atomically(&target, text.as_bytes())
     }
 }
 
@@ -342,8 +301,10 @@ fn merge_json(base: &mut serde_json::Value, patch: &serde_json::Value) {
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves either the old or the
-/// new file, never a torn one.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// new file, never a torn one (temp file in the same directory, fsync,
+/// rename, fsync of the directory). A replaced file keeps its permissions; a
+/// new one is readable by its owner only.
+pub(super) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
@@ -390,167 +351,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     result.map_err(|e| Error::io(format!("write {}", path.display()), e))
-}
-
-mod tree {
-    use super::ConfigFormat;
-    use crate::error::{Error, Result};
-    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-    use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
-    use std::fmt;
-
-    #[derive(Debug, Clone, PartialEq)]
-    pub enum Node {
-        Null,
-        Bool(bool),
-        Number(serde_json::Number),
-        Text(String),
-        Seq(Vec<Node>),
-        Map(Vec<(String, Node)>),
-    }
-
-    impl Node {
-        pub fn from_serialize<T: Serialize>(value: &T) -> Result<Node> {
-            let json = serde_json::to_string(value).map_err(|e| {
-                Error::config("(file)", format!("cannot represent the settings: {e}"))
-            })?;
-            serde_json::from_str(&json)
-                .map_err(|e| Error::config("(file)", format!("cannot represent the settings: {e}")))
-        }
-
-        pub fn parse(text: &str, format: ConfigFormat) -> std::result::Result<Node, String> {
-            match format {
-                ConfigFormat::Json => serde_json::from_str(text).map_err(|e| e.to_string()),
-                ConfigFormat::Yaml => serde_saphyr::from_str(text).map_err(|e| e.to_string()),
-            }
-        }
-
-        fn leaf_text(&self) -> Option<String> {
-            match self {
-                Node::Bool(b) => Some(b.to_string()),
-                Node::Number(n) => Some(n.to_string()),
-                Node::Text(s) => Some(s.clone()),
-                _ => None,
-            }
-        }
-
-        /// Where `old` (the file being replaced) has a `${VAR}` reference at
-        /// the same place and it expands to this node's value, writes the
-        /// reference instead of the value.
-        pub fn keep_templates(&mut self, old: &Node) {
-            match (self, old) {
-                (Node::Map(new), Node::Map(old)) => {
-                    for (k, v) in new.iter_mut() {
-                        if let Some((_, o)) = old.iter().find(|(ok, _)| ok == k) {
-                            v.keep_templates(o);
-                        }
-                    }
-                }
-                (Node::Seq(new), Node::Seq(old)) => {
-                    for (v, o) in new.iter_mut().zip(old) {
-                        v.keep_templates(o);
-                    }
-                }
-                (leaf, Node::Text(template)) if template.contains("${") => {
-                    if let (Some(current), Ok(expanded)) =
-                        (leaf.leaf_text(), super::expand_env(template))
-                        && current == expanded
-                    {
-                        *leaf = Node::Text(template.clone());
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
-    impl Serialize for Node {
-        fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-            match self {
-                Node::Null => s.serialize_unit(),
-                Node::Bool(b) => s.serialize_bool(*b),
-                Node::Number(n) => n.serialize(s),
-                Node::Text(t) => s.serialize_str(t),
-                Node::Seq(items) => {
-                    let mut seq = s.serialize_seq(Some(items.len()))?;
-                    for item in items {
-                        seq.serialize_element(item)?;
-                    }
-                    seq.end()
-                }
-                Node::Map(entries) => {
-                    let mut map = s.serialize_map(Some(entries.len()))?;
-                    for (k, v) in entries {
-                        map.serialize_entry(k, v)?;
-                    }
-                    map.end()
-                }
-            }
-        }
-    }
-
-    impl<'de> Deserialize<'de> for Node {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Node, D::Error> {
-            struct V;
-            impl<'de> Visitor<'de> for V {
-                type Value = Node;
-                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                    f.write_str("any value")
-                }
-                fn visit_unit<E>(self) -> std::result::Result<Node, E> {
-                    Ok(Node::Null)
-                }
-                fn visit_none<E>(self) -> std::result::Result<Node, E> {
-                    Ok(Node::Null)
-                }
-                fn visit_some<D2: Deserializer<'de>>(
-                    self,
-                    d: D2,
-                ) -> std::result::Result<Node, D2::Error> {
-                    Node::deserialize(d)
-                }
-                fn visit_bool<E>(self, b: bool) -> std::result::Result<Node, E> {
-                    Ok(Node::Bool(b))
-                }
-                fn visit_u64<E>(self, n: u64) -> std::result::Result<Node, E> {
-                    Ok(Node::Number(n.into()))
-                }
-                fn visit_i64<E>(self, n: i64) -> std::result::Result<Node, E> {
-                    Ok(Node::Number(n.into()))
-                }
-                fn visit_f64<E>(self, n: f64) -> std::result::Result<Node, E> {
-                    Ok(serde_json::Number::from_f64(n).map_or(Node::Null, Node::Number))
-                }
-                fn visit_str<E>(self, s: &str) -> std::result::Result<Node, E> {
-                    Ok(Node::Text(s.to_string()))
-                }
-                fn visit_string<E>(self, s: String) -> std::result::Result<Node, E> {
-                    Ok(Node::Text(s))
-                }
-                fn visit_seq<A: SeqAccess<'de>>(
-                    self,
-                    mut a: A,
-                ) -> std::result::Result<Node, A::Error> {
-                    let mut items = Vec::new();
-                    while let Some(item) = a.next_element()? {
-                        items.push(item);
-                    }
-                    Ok(Node::Seq(items))
-                }
-                fn visit_map<A: MapAccess<'de>>(
-                    self,
-                    mut a: A,
-                ) -> std::result::Result<Node, A::Error> {
-                    let mut entries = Vec::new();
-                    while let Some((k, v)) = a.next_entry::<String, Node>()? {
-                        entries.push((k, v));
-                    }
-                    Ok(Node::Map(entries))
-                }
-            }
-            d.deserialize_any(V)
-        }
-    }
 }
 
 #[cfg(test)]
@@ -693,56 +493,6 @@ mod load_tests {
             c.validate().unwrap_err().config_key(),
             Some("collectors.proxmox.instances[1].name")
         );
-    }
-
-    #[test]
-    fn save_round_trips_and_keeps_references() {
-        let dir = tempfile::tempdir().unwrap();
-        // SAFETY: used by this test only.
-        unsafe { std::env::set_var("PM_TEST_TOKEN", "tok-123") };
-        for name in ["c.yaml", "c.json"] {
-            let path = dir.path().join(name);
-            let db = dir.path().join("db/metrics.db");
-            let db = db.display();
-            let original = if name.ends_with("json") {
-                format!(
-                    r#"{{"server": {{"api_token": "${{PM_TEST_TOKEN}}"}}, "metrics": {{"write_buffer": 7, "database_path": "{db}"}}}}"#
-                )
-            } else {
-                format!(
-                    "server:\n  api_token: ${{PM_TEST_TOKEN}}\nmetrics:\n  write_buffer: 7\n  database_path: {db}\n"
-                )
-            };
-            std::fs::write(&path, original).unwrap();
-            let (mut c, from) = Config::load(Some(&path)).unwrap();
-            assert_eq!(from.as_deref(), Some(path.as_path()));
-            assert_eq!(c.server.api_token, "tok-123");
-            c.metrics.retention.raw = Duration::from_secs(3 * 3600);
-            c.save(&path).unwrap();
-            let text = std::fs::read_to_string(&path).unwrap();
-            assert!(text.contains("${PM_TEST_TOKEN}"), "{text}");
-            assert!(!text.contains("tok-123"), "{text}");
-            assert!(text.contains("3h"), "{text}");
-            let (again, _) = Config::load(Some(&path)).unwrap();
-            assert_eq!(again, c);
-            // A changed value replaces the reference.
-            c.server.api_token = "other".into();
-            c.save(&path).unwrap();
-            let (again, _) = Config::load(Some(&path)).unwrap();
-            assert_eq!(again.server.api_token, "other");
-            let leftovers: Vec<_> = std::fs::read_dir(dir.path())
-                .unwrap()
-                .filter_map(|e| e.ok())
-                .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-                .collect();
-            assert!(leftovers.is_empty());
-        }
-        let mut bad = Config::default();
-        bad.metrics.write_buffer = 0;
-        let path = dir.path().join("bad.yaml");
-        assert!(bad.save(&path).is_err());
-        assert!(!path.exists());
-        assert!(Config::default().save(&dir.path().join("c.toml")).is_err());
     }
 
     #[test]

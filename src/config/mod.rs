@@ -3,7 +3,8 @@
 //! | module     | owns                                                        |
 //! |------------|-------------------------------------------------------------|
 //! | this one   | the types and defaults of the service's sections            |
-//! | `file`     | finding, reading (YAML/JSON, `${VAR}`), merging and saving   |
+//! | `file`     | finding, reading (YAML/JSON, `${VAR}`) and merging the file  |
+//! | `settings` | `settings.json`: UI changes applied over the file            |
 //! | `validate` | the service's rules, each error naming its key              |
 //!
 //! The `metrics` section is the store's own [`MetricsConfig`], with its rules,
@@ -114,7 +115,7 @@ pub struct ProxmoxConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProxmoxInstance {
-    /// Prefix of every series id from this cluster (`pve1:node1:101`).
+    /// Prefix of every series id from this cluster (`pve1:101`).
     #[serde(deserialize_with = "text::string")]
     pub name: String,
     /// `https://host:8006`.
@@ -171,7 +172,9 @@ impl Default for ProxmoxConfig {
 }
 
 mod file;
+pub mod settings;
 mod validate;
 
 pub use file::{CONFIG_ENV, ConfigFormat, expand_env, metrics_from_json};
+pub use settings::{SettingsFile, UiSettings};
 pub use validate::check_listen;

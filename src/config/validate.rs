@@ -14,6 +14,17 @@ impl Config {
         self.server.validate()?;
         self.collectors.validate()
     }
+
+    /// Every check a start makes before it opens the store: [`validate`],
+    /// and a database directory that exists (it is created) and is
+    /// writable. A settings change runs this too, on what the next start
+    /// would build, so nothing is saved that the next start would refuse.
+    ///
+    /// [`validate`]: Config::validate
+    pub fn check_startable(&self) -> Result<()> {
+        self.validate()?;
+        self.metrics.ensure_database_dir()
+    }
 }
 
 impl ServerConfig {

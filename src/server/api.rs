@@ -7,9 +7,9 @@
 
 use super::{App, charts, guard, prom};
 use crate::answer;
-use crate::config::{self, MetricsConfig};
+use crate::config::{self, Config, MetricsConfig};
 use crate::model::{Point, Tier, now_ms, parse_timestamp};
-use crate::store::{SeriesFilter, TimeRange};
+use crate::store::{Resource, SeriesFilter, TimeRange, point_from_json};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -56,8 +56,11 @@ pub fn router(app: App) -> Router {
         .route("/metrics-store/stats", get(stats))
         .route(
             "/metrics-store/config",
-            get(get_config).put(put_config.layer(json())),
+            get(get_config)
+                .put(put_config.layer(json()))
+                .delete(delete_config),
         )
+        .route("/metrics-store/config/sources", get(config_sources))
         .route("/metrics-store/maintenance", post(maintenance))
         .route("/charts", get(charts))
         .fallback(not_found)
@@ -76,6 +79,16 @@ pub fn router(app: App) -> Router {
             guard::check_request,
         ))
         .layer(middleware::from_fn_with_state(app, log_requests))
+        .layer(compression())
+}
+
+/// gzip or brotli, whichever the client prefers, for every answer worth it
+/// (a 24 h dashboard answer shrinks ~10x). Level 5: brotli's default (11)
+/// takes about a second per megabyte; 5 compresses nearly as well in
+/// milliseconds, and gzip 5 is close to its default 6.
+fn compression() -> tower_http::compression::CompressionLayer {
+    tower_http::compression::CompressionLayer::new()
+        .quality(tower_http::CompressionLevel::Precise(5))
 }
 
 // ---------------------------------------------------------------- errors
@@ -294,14 +307,22 @@ async fn log_requests(State(app): State<App>, req: Request, next: Next) -> Respo
         }
     });
     app.state.prom.record(method.as_str(), &route, status);
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    if status >= 500 {
-        tracing::warn!(%method, %path, status, ms, "request");
+    let elapsed = started.elapsed();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    // A dashboard refreshes every 10 s: routine requests would bury
+    // everything else at INFO.
+    if status >= 400 {
+        tracing::warn!(%method, %path, status, ms, "request refused or failed");
+    } else if elapsed > SLOW_REQUEST {
+        tracing::warn!(%method, %path, status, ms, "slow request");
     } else {
-        tracing::info!(%method, %path, status, ms, "request");
+        tracing::debug!(%method, %path, status, ms, "request");
     }
     resp
 }
+
+/// Requests taking longer than this are logged as warnings.
+const SLOW_REQUEST: Duration = Duration::from_secs(1);
 
 // ------------------------------------------------------------- params
 
@@ -452,8 +473,16 @@ async fn write(
     let params = Params::from(query)?;
     let sync = params.bool("sync")?;
     let store = app.state.store.clone();
-    let points = parse_points(&read_body(body)?, |p| store.check_live(p, now_ms()))?;
+    let (points, resources) = parse_points(&read_body(body)?, |p| store.check_live(p, now_ms()))?;
+    let described = resources.len();
     let outcome = tokio::task::spawn_blocking(move || {
+        // Everything was validated: metadata first (durable when it
+        // returns), so a point is never shown without the name sent with it.
+        if !resources.is_empty() {
+            store
+                .write_resources(&resources)
+                .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
+        }
         let n = store
             .write_live(&points, now_ms())
             .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
@@ -464,7 +493,8 @@ async fn write(
     })
     .await;
     match outcome {
-        Ok(Ok(n)) => Ok(axum::Json(json!({"accepted": n})).into_response()),
+        Ok(Ok(n)) if described == 0 => Ok(axum::Json(json!({"accepted": n})).into_response()),
+        Ok(Ok(n)) => Ok(axum::Json(json!({"accepted": n, "resources": described})).into_response()),
         Ok(Err(WriteFailure::Refused(e))) => Err(e),
         Ok(Err(WriteFailure::NotDurable(n, e))) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -504,47 +534,71 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
     serde_json::from_slice(bytes).map_err(|e| ApiError::bad_request(format!("malformed JSON: {e}")))
 }
 
-/// `{"points": [...]}` -> points, or a 400 naming every bad index: bad by
-/// the rules of every point, or by `check` (the rules of live writes).
+/// `{"points": [...], "resources": [...]}` (either may be left out) ->
+/// points and metadata updates (the resource records, then the `name` and
+/// `node` given on points), or a 400 naming every bad entry: bad by the
+/// rules of every point, or by `check` (the rules of live writes).
 fn parse_points(
     bytes: &[u8],
     check: impl Fn(&Point) -> Result<(), String>,
-) -> Result<Vec<Point>, ApiError> {
+) -> Result<(Vec<Point>, Vec<Resource>), ApiError> {
     let body = parse_json(bytes)?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::bad_request(
             r#"body must be a JSON object {"points": [...]}"#,
         ));
     };
-    let list = match obj.get("points") {
-        Some(Value::Array(list)) => list,
-        Some(_) => {
-            return Err(ApiError::bad_request(
-                "`points` must be an array of point objects",
-            ));
-        }
-        None => {
-            return Err(ApiError::bad_request(
-                r#"missing `points`: expected {"points": [{"resourceType", "resourceId", "metric", "value", "timestamp"}]}"#,
-            ));
-        }
+    if let Some(key) = obj.keys().find(|k| *k != "points" && *k != "resources") {
+        return Err(ApiError::bad_request(format!(
+            "unknown field `{key}` (expected points, resources)"
+        )));
+    }
+    let list = |name: &str, what: &str| match obj.get(name) {
+        Some(Value::Array(list)) => Ok(Some(list)),
+        Some(_) => Err(ApiError::bad_request(format!(
+            "`{name}` must be an array of {what} objects"
+        ))),
+        None => Ok(None),
     };
-    let mut points = Vec::with_capacity(list.len());
+    let (points_in, resources_in) = (list("points", "point")?, list("resources", "resource")?);
+    if points_in.is_none() && resources_in.is_none() {
+        return Err(ApiError::bad_request(
+            r#"missing `points`: expected {"points": [{"resourceType", "resourceId", "metric", "value", "timestamp"}]}"#,
+        ));
+    }
+    let mut points = Vec::new();
+    let mut named = Vec::new();
     let mut bad = Vec::new();
-    for (i, v) in list.iter().enumerate() {
-        match Point::from_json(v).and_then(|p| check(&p).map(|()| p)) {
-            Ok(p) => points.push(p),
-            Err(reason) => bad.push((i, reason)),
+    for (i, v) in points_in.into_iter().flatten().enumerate() {
+        match point_from_json(v).and_then(|(p, r)| check(&p).map(|()| (p, r))) {
+            Ok((p, r)) => {
+                points.push(p);
+                named.extend(r);
+            }
+            Err(reason) => bad.push(json!({"index": i, "error": reason})),
+        }
+    }
+    let mut resources = Vec::new();
+    for (i, v) in resources_in.into_iter().flatten().enumerate() {
+        match Resource::from_json(v) {
+            Ok(r) => resources.push(r),
+            Err(reason) => bad.push(json!({"resource": i, "error": reason})),
         }
     }
     if !bad.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "{} invalid point(s), nothing stored",
-            bad.len()
-        ))
-        .with_details(point_details(bad.into_iter())));
+        let records = bad.iter().filter(|b| b.get("resource").is_some()).count();
+        let message = match (bad.len() - records, records) {
+            (p, 0) => format!("{p} invalid point(s), nothing stored"),
+            (0, r) => format!("{r} invalid resource record(s), nothing stored"),
+            (p, r) => {
+                format!("{p} invalid point(s) and {r} invalid resource record(s), nothing stored")
+            }
+        };
+        bad.truncate(MAX_DETAILS);
+        return Err(ApiError::bad_request(message).with_details(bad));
     }
-    Ok(points)
+    resources.extend(named);
+    Ok((points, resources))
 }
 
 // ----------------------------------------------------------- history
@@ -561,7 +615,7 @@ async fn history(
         .text("resourceId")
         .ok_or_else(|| ApiError::bad_request("resourceId is required"))?;
     // The same rules as `pulse-metrics query` (crate::answer).
-    let request = answer::HistoryRequest::from_params(
+    let mut request = answer::HistoryRequest::from_params(
         resource_type,
         resource_id,
         p.get("metric"),
@@ -572,6 +626,7 @@ async fn history(
         p.get("maxPoints"),
     )
     .map_err(ApiError::from_store)?;
+    request.segments = p.bool("segments")?;
     let _turn = read_turn(&app.state.light_reads).await?;
     let store = app.state.store.clone();
     let bytes = blocking(move || {
@@ -595,13 +650,20 @@ async fn charts(
     let turn = read_turn(&app.state.heavy_reads).await?;
     let store = app.state.store.clone();
     let limit = app.state.max_answer_points;
+    let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
         let filter = SeriesFilter::default();
+        // Uncapped from the store: each series is capped on the reader
+        // thread by `charts::series`, which needs every point's tier first.
+        let (start, end) = (w.range.start, w.range.end);
         // An answer that could be over the limit is counted before any of
         // it is turned into JSON: a refused request costs no memory.
         if !surely_fits(&store, w.range, max_points, limit) {
             let counted = store
-                .query_many_map(&filter, w.range, max_points, &|_, points| points.len())
+                .query_many_map(&filter, w.range, None, &|_, points| {
+                    let tiers = crate::segments::label(&points);
+                    crate::segments::cap(&points, &tiers, start, end, max_points).len()
+                })
                 .map_err(ApiError::from_store)?;
             let total: usize = counted.series.iter().map(|(_, n)| n).sum();
             if total > limit {
@@ -614,21 +676,38 @@ async fn charts(
             }
         }
         let many = store
-            .query_many_map(&filter, w.range, max_points, &|_, points| {
-                charts::array(&points)
+            .query_many_map(&filter, w.range, None, &|_, points| {
+                charts::series(&points, start, end, max_points)
             })
             .map_err(ApiError::from_store)?;
         let oldest = store
             .oldest_data_timestamp()
             .map_err(ApiError::from_store)?;
+        // What is known about the resources in the answer, by the type
+        // they are answered under.
+        let listed: std::collections::HashSet<(&str, &str)> = many
+            .series
+            .iter()
+            .map(|(k, _)| (k.resource_type.as_str(), k.resource_id.as_str()))
+            .collect();
+        let mut meta = crate::store::ResourceMap::new();
+        for r in store.resources() {
+            if listed.contains(&(r.resource_type.as_str(), r.resource_id.as_str())) {
+                meta.entry(crate::pulse_ids::canonical_type(&r.resource_type).to_string())
+                    .or_default()
+                    .insert(r.resource_id, r.meta);
+            }
+        }
         Ok(charts::encode(
             &many.series,
+            &meta,
             now,
             &charts::ChartStats {
                 oldest_data_timestamp: oldest,
                 tier: many.tier,
                 range: w.label,
                 range_seconds: (w.range.end - w.range.start) / 1000,
+                late_count,
             },
         ))
     })
@@ -702,7 +781,13 @@ async fn series(State(app): State<App>) -> ApiResult {
     let store = app.state.store.clone();
     let bytes = blocking(move || {
         let series = store.series().map_err(ApiError::from_store)?;
-        to_json(&json!({ "series": series }))
+        let mut meta = crate::store::ResourceMap::new();
+        for r in store.resources() {
+            meta.entry(r.resource_type)
+                .or_default()
+                .insert(r.resource_id, r.meta);
+        }
+        to_json(&json!({ "series": series, "meta": meta }))
     })
     .await?;
     Ok(json_bytes(bytes))
@@ -728,9 +813,11 @@ async fn get_config(State(app): State<App>) -> ApiResult {
     Ok(axum::Json(app.state.store.config()).into_response())
 }
 
-/// Validates the new `metrics` section, saves the whole config file
-/// atomically (when the service has one), then applies it live. Nothing is
-/// saved or applied when validation or saving fails.
+/// Validates the change as the next start would (the file, `settings.json`
+/// with the change, the command-line flags, then every start check), saves
+/// what now differs from the file to `settings.json` atomically, then
+/// applies it live. Nothing is saved or applied when a check or the save
+/// fails; the configuration file is never written.
 async fn put_config(State(app): State<App>, body: Result<Bytes, BytesRejection>) -> ApiResult {
     let value = parse_json(&read_body(body)?)?;
     if !value.is_object() {
@@ -739,37 +826,65 @@ async fn put_config(State(app): State<App>, body: Result<Bytes, BytesRejection>)
         ));
     }
     let mut current = app.state.config.lock().await;
-    let new_metrics: MetricsConfig = config::metrics_from_json(&value, &current.metrics)
-        .and_then(|m| m.validate().map(|()| m))
-        .map_err(config_error)?;
-    let mut new_config = current.clone();
-    new_config.metrics = new_metrics.clone();
-    let persisted = match app.state.config_path.clone() {
-        Some(path) => {
-            let to_save = new_config.clone();
-            blocking(move || {
-                to_save.save(&path).map_err(|e| {
-                    tracing::error!("saving the configuration to {} failed: {e}", path.display());
+    let settings = &app.state.settings;
+    let wanted: MetricsConfig =
+        config::metrics_from_json(&value, &current.metrics).map_err(config_error)?;
+    let saved =
+        config::UiSettings::between(&settings.base.metrics, &wanted).map_err(config_error)?;
+    change_settings(&app, &mut current, saved, "changed").await
+}
+
+/// Reset to file: forgets every setting saved from the UI (removes
+/// `settings.json`) and applies the configuration file's values live.
+async fn delete_config(State(app): State<App>) -> ApiResult {
+    let mut current = app.state.config.lock().await;
+    change_settings(
+        &app,
+        &mut current,
+        config::UiSettings::default(),
+        "reset to the file",
+    )
+    .await
+}
+
+/// Checks `saved` as the next start would, keeps it, applies it, and
+/// answers the new section with `restartRequired` and `persisted`.
+async fn change_settings(
+    app: &App,
+    current: &mut Config,
+    saved: config::UiSettings,
+    what: &str,
+) -> ApiResult {
+    let settings = app.state.settings.clone();
+    let (next, persisted) = blocking(move || {
+        // What the next start would build, with its checks: one function
+        // for both, so nothing is kept that a start would refuse.
+        let next = settings.startup_config(&saved).map_err(config_error)?;
+        let persisted = match &settings.path {
+            Some(path) => {
+                saved.save(path).map_err(|e| {
+                    tracing::error!("saving the settings to {} failed: {e}", path.display());
                     ApiError::new(
                         StatusCode::INTERNAL_SERVER_ERROR,
                         format!(
-                            "cannot save the configuration to {}: {e}; nothing was changed",
+                            "cannot save the settings to {}: {e}; nothing was changed",
                             path.display()
                         ),
                     )
-                })
-            })
-            .await?;
-            true
-        }
-        None => false,
-    };
+                })?;
+                true
+            }
+            None => false,
+        };
+        Ok((next, persisted))
+    })
+    .await?;
     let store = app.state.store.clone();
-    let applied = new_metrics.clone();
+    let applied = next.metrics.clone();
     let restart = blocking(move || store.reconfigure(applied).map_err(config_error)).await?;
-    *current = new_config;
-    drop(current);
-    tracing::info!(persisted, ?restart, "configuration changed through the API");
+    let new_metrics = next.metrics.clone();
+    *current = next;
+    tracing::info!(persisted, ?restart, "settings {what} through the API");
     let mut v = serde_json::to_value(&new_metrics).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -780,6 +895,27 @@ async fn put_config(State(app): State<App>, body: Result<Bytes, BytesRejection>)
         obj.insert("restartRequired".into(), json!(restart));
         obj.insert("persisted".into(), json!(persisted));
     }
+    Ok(axum::Json(v).into_response())
+}
+
+/// Where each `metrics` setting comes from, the configuration file's values
+/// ("reset to file" restores them) and where both files are.
+async fn config_sources(State(app): State<App>) -> ApiResult {
+    let settings = app.state.settings.clone();
+    let current = app.state.config.lock().await.metrics.clone();
+    let v = blocking(move || {
+        let saved =
+            config::UiSettings::between(&settings.base.metrics, &current).map_err(config_error)?;
+        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+        Ok(json!({
+            "configFile": path(&settings.config_file),
+            "settingsFile": path(&settings.path),
+            "sources": settings.sources(&saved),
+            "file": settings.base.metrics,
+            "settings": saved.metrics,
+        }))
+    })
+    .await?;
     Ok(axum::Json(v).into_response())
 }
 

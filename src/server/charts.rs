@@ -9,8 +9,26 @@
 //! parallel with the query and no buffer of the whole answer is ever made.
 //! [`encode`] then lays the small structure around the arrays and answers
 //! the body as a list of pieces to send one after the other.
+//!
+//! Chart values are rounded to 4 significant digits ([`chart_value`]): a
+//! bucket mean such as `30.602750000000004` draws the same as `30.6`, and the
+//! noise digits were a third of the bytes. `/history` and `export` stay exact.
+//!
+//! Beside Pulse's maps the answer has `buckets`: per series, the time of its
+//! newest point and the runs of points of one tier and bucket width
+//! ([`crate::segments`]), so a chart tells a missing bucket from a coarser
+//! one and a stopped resource from a running one at any range; and `meta`:
+//! what is known about each resource in the answer (name, node, ...), by
+//! type then id.
+//!
+//! Series stored under one of Pulse's type aliases (`docker`,
+//! `system-container`, ...) are answered under the canonical type, and a
+//! storage's `usage` as `disk` (as Pulse's own chart answer does).
 
 use crate::model::{HistoryPoint, SeriesKey, Tier};
+use crate::pulse_ids::{canonical_metric, canonical_type};
+use crate::segments::{self, Segment};
+use crate::store::ResourceMap;
 use axum::body::Bytes;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -22,6 +40,10 @@ pub struct ChartStats {
     pub tier: Tier,
     pub range: Option<String>,
     pub range_seconds: i64,
+    /// Points written older than the raw retention and not folded into
+    /// their buckets yet (stats `lateCount`): older ranges lack them until
+    /// the service folds them, within a flush interval.
+    pub late_count: u64,
 }
 
 /// The `stats` object as sent.
@@ -33,23 +55,96 @@ struct StatsJson<'a> {
     point_count: usize,
     range: &'a Option<String>,
     range_seconds: i64,
+    late_count: u64,
 }
 
-/// One series' points as Pulse's JSON array.
+/// One series of the answer: its points as Pulse's JSON array and its entry
+/// of `buckets`.
 #[derive(Debug, Clone)]
 pub struct ChartArray {
     points: usize,
     json: Bytes,
+    buckets: Bytes,
 }
 
-/// `[{"timestamp":ms,"value":v},...]` for `points`.
-pub fn array(points: &[HistoryPoint]) -> ChartArray {
-    // 13-digit timestamps and values of up to 17 digits: ~44 bytes a point.
-    let mut out = Vec::with_capacity(points.len() * 44 + 2);
+/// A series' entry of `buckets`.
+#[derive(Serialize)]
+struct BucketsJson {
+    /// Timestamp of the newest point read (before `maxPoints` merged it
+    /// into a bucket stamped with the bucket's start); null without points.
+    last: Option<i64>,
+    segments: Vec<Segment>,
+}
+
+/// One series' answer from its uncapped, stitched points over
+/// `[start, end]`, capped at `max` points as the store caps them.
+pub fn series(points: &[HistoryPoint], start: i64, end: i64, max: Option<usize>) -> ChartArray {
+    let tiers = segments::label(points);
+    let capped = segments::cap(points, &tiers, start, end, max);
+    let buckets = serde_json::to_vec(&BucketsJson {
+        last: points.last().map(|p| p.timestamp),
+        segments: segments::segments(&capped),
+    })
+    .expect("small values always encode");
+    let mut out = array(capped.iter().map(|c| &c.point));
+    out.buckets = Bytes::from(buckets);
+    out
+}
+
+/// Powers of ten that are exact doubles, 1e-22 to 1e22.
+const POW10: [f64; 45] = {
+    let mut t = [0.0; 45];
+    let mut i = 0;
+    while i < 45 {
+        let e = i as i32 - 22;
+        let mut p = 1.0;
+        let mut k = 0;
+        while k < e.unsigned_abs() {
+            p *= 10.0;
+            k += 1;
+        }
+        t[i] = if e < 0 { 1.0 / p } else { p };
+        i += 1;
+    }
+    t
+};
+
+/// `v` rounded to 4 significant digits: what a chart can show. Runs for
+/// every point of an answer, so the magnitude comes from a table rather
+/// than `log10`.
+pub fn chart_value(v: f64) -> f64 {
+    let a = v.abs();
+    if a == 0.0 || !a.is_finite() || !(1e-18..1e22).contains(&a) {
+        return if a == 0.0 || !a.is_finite() {
+            v
+        } else {
+            format!("{v:.3e}").parse().unwrap_or(v)
+        };
+    }
+    // 10^e <= a < 10^(e+1); the power 10^(3 - e) scales a to 4 digits.
+    let e = POW10.partition_point(|p| *p <= a) as i32 - 1 - 22;
+    let shift = 3 - e;
+    // Exact powers of ten make the division or product below correctly
+    // rounded, so the result prints as at most 4 digits.
+    if shift >= 0 {
+        let p = POW10[(shift + 22) as usize];
+        (v * p).round() / p
+    } else {
+        let p = POW10[(22 - shift) as usize];
+        (v / p).round() * p
+    }
+}
+
+/// `[{"timestamp":ms,"value":v},...]` for `points`, values rounded by
+/// [`chart_value`].
+pub fn array<'a>(points: impl ExactSizeIterator<Item = &'a HistoryPoint>) -> ChartArray {
+    // 13-digit timestamps and values of up to 6 characters: ~36 bytes a point.
+    let n = points.len();
+    let mut out = Vec::with_capacity(n * 36 + 2);
     let mut int = itoa::Buffer::new();
     let mut float = zmij::Buffer::new();
     out.push(b'[');
-    for (i, p) in points.iter().enumerate() {
+    for (i, p) in points.enumerate() {
         if i > 0 {
             out.push(b',');
         }
@@ -57,8 +152,9 @@ pub fn array(points: &[HistoryPoint]) -> ChartArray {
         out.extend_from_slice(int.format(p.timestamp).as_bytes());
         out.extend_from_slice(b",\"value\":");
         // serde_json writes what JSON cannot hold as null.
-        if p.value.is_finite() {
-            out.extend_from_slice(float.format_finite(p.value).as_bytes());
+        let v = chart_value(p.value);
+        if v.is_finite() {
+            out.extend_from_slice(float.format_finite(v).as_bytes());
         } else {
             out.extend_from_slice(b"null");
         }
@@ -66,8 +162,9 @@ pub fn array(points: &[HistoryPoint]) -> ChartArray {
     }
     out.push(b']');
     ChartArray {
-        points: points.len(),
+        points: n,
         json: Bytes::from(out),
+        buckets: Bytes::from_static(b"{\"last\":null,\"segments\":[]}"),
     }
 }
 
@@ -85,6 +182,8 @@ struct Answer<'a> {
     docker_host_data: ById<'a>,
     guest_types: BTreeMap<&'a str, &'static str>,
     resources: BTreeMap<&'a str, ById<'a>>,
+    /// Every series again, by its own resource type, for `buckets`.
+    by_type: BTreeMap<&'a str, ById<'a>>,
 }
 
 /// The body as pieces: structure written here, arrays as they were made.
@@ -115,6 +214,27 @@ impl Pieces {
         self.points += a.points;
     }
 
+    /// `{id: {metric: entry of buckets}}`.
+    fn buckets_by_id(&mut self, map: &ById) {
+        self.raw(b"{");
+        for (i, (id, metrics)) in map.iter().enumerate() {
+            if i > 0 {
+                self.raw(b",");
+            }
+            self.key(id);
+            self.raw(b"{");
+            for (j, (metric, array)) in metrics.iter().enumerate() {
+                if j > 0 {
+                    self.raw(b",");
+                }
+                self.key(metric);
+                self.raw(&array.buckets);
+            }
+            self.raw(b"}");
+        }
+        self.raw(b"}");
+    }
+
     fn by_id(&mut self, map: &ById) {
         self.raw(b"{");
         for (i, (id, metrics)) in map.iter().enumerate() {
@@ -138,10 +258,18 @@ impl Pieces {
 
 /// The whole answer for `series`, as pieces to send one after the other
 /// (joining them would copy megabytes for nothing).
-pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, stats: &ChartStats) -> Vec<Bytes> {
+pub fn encode(
+    series: &[(SeriesKey, ChartArray)],
+    meta: &ResourceMap,
+    now: i64,
+    stats: &ChartStats,
+) -> Vec<Bytes> {
     let mut a = Answer::default();
     for (key, array) in series {
-        let t = key.resource_type.as_str();
+        let t = canonical_type(&key.resource_type);
+        let metric = canonical_metric(t, &key.metric);
+        // A renamed metric never hides a series stored under the name itself.
+        let renamed = metric != key.metric;
         let map = match t {
             "vm" | "container" => {
                 a.guest_types
@@ -154,9 +282,19 @@ pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, stats: &ChartStats) 
             "dockerHost" => &mut a.docker_host_data,
             other => a.resources.entry(other).or_default(),
         };
-        map.entry(&key.resource_id)
+        let metrics = map.entry(&key.resource_id).or_default();
+        if !renamed || !metrics.contains_key(metric) {
+            metrics.insert(metric, array);
+        }
+        let metrics = a
+            .by_type
+            .entry(t)
             .or_default()
-            .insert(&key.metric, array);
+            .entry(&key.resource_id)
+            .or_default();
+        if !renamed || !metrics.contains_key(metric) {
+            metrics.insert(metric, array);
+        }
     }
 
     let mut p = Pieces::default();
@@ -185,6 +323,19 @@ pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, stats: &ChartStats) 
         p.by_id(map);
     }
     p.raw(b"},");
+    p.key("buckets");
+    p.raw(b"{");
+    for (i, (t, map)) in a.by_type.iter().enumerate() {
+        if i > 0 {
+            p.raw(b",");
+        }
+        p.key(t);
+        p.buckets_by_id(map);
+    }
+    p.raw(b"},");
+    p.key("meta");
+    p.json(meta);
+    p.raw(b",");
     p.key("timestamp");
     p.json(&now);
     p.raw(b",");
@@ -196,6 +347,7 @@ pub fn encode(series: &[(SeriesKey, ChartArray)], now: i64, stats: &ChartStats) 
         point_count: points,
         range: &stats.range,
         range_seconds: stats.range_seconds,
+        late_count: stats.late_count,
     });
     p.raw(b"}");
     let mut pieces = p.done;
@@ -218,11 +370,13 @@ mod tests {
         }
     }
 
-    /// The body for `series`, joined.
+    /// The body for `series` (uncapped), joined.
     fn body(series: &[(SeriesKey, Vec<HistoryPoint>)], now: i64) -> Vec<u8> {
-        let arrays: Vec<(SeriesKey, ChartArray)> =
-            series.iter().map(|(k, p)| (k.clone(), array(p))).collect();
-        encode(&arrays, now, &stats()).concat()
+        let arrays: Vec<(SeriesKey, ChartArray)> = series
+            .iter()
+            .map(|(k, p)| (k.clone(), super::series(p, 0, now, None)))
+            .collect();
+        encode(&arrays, &ResourceMap::new(), now, &stats()).concat()
     }
 
     fn stats() -> ChartStats {
@@ -231,6 +385,7 @@ mod tests {
             tier: Tier::Minute,
             range: Some("1h".into()),
             range_seconds: 3600,
+            late_count: 12,
         }
     }
 
@@ -238,14 +393,15 @@ mod tests {
     fn expected(series: &[(SeriesKey, Vec<HistoryPoint>)], now: i64) -> Value {
         let mut v = json!({
             "data": {}, "nodeData": {}, "storageData": {}, "dockerData": {},
-            "dockerHostData": {}, "guestTypes": {}, "resources": {}, "timestamp": now,
+            "dockerHostData": {}, "guestTypes": {}, "resources": {}, "buckets": {},
+            "meta": {}, "timestamp": now,
         });
         let mut count = 0;
         for (k, pts) in series {
             count += pts.len();
             let arr: Vec<Value> = pts
                 .iter()
-                .map(|p| json!({"timestamp": p.timestamp, "value": p.value}))
+                .map(|p| json!({"timestamp": p.timestamp, "value": chart_value(p.value)}))
                 .collect();
             let slot = match k.resource_type.as_str() {
                 "vm" | "container" => {
@@ -259,12 +415,55 @@ mod tests {
                 other => &mut v["resources"][other],
             };
             slot[&k.resource_id][&k.metric] = Value::Array(arr);
+            let tiers = segments::label(pts);
+            let capped = segments::cap(pts, &tiers, 0, now, None);
+            v["buckets"][&k.resource_type][&k.resource_id][&k.metric] = json!({
+                "last": pts.last().map(|p| p.timestamp),
+                "segments": segments::segments(&capped),
+            });
         }
         v["stats"] = json!({
             "oldestDataTimestamp": 5, "tier": "minute", "pointCount": count,
-            "range": "1h", "rangeSeconds": 3600,
+            "range": "1h", "rangeSeconds": 3600, "lateCount": 12,
         });
         v
+    }
+
+    #[test]
+    fn pulse_aliases_are_answered_under_canonical_names_with_metadata() {
+        let series: Vec<(SeriesKey, ChartArray)> = [
+            ("docker", "c1", "cpu", 1.0),
+            ("oci-container", "pve1:200", "cpu", 2.0),
+            ("storage", "pve1:ceph", "usage", 3.0),
+            ("storage", "pve1:nfs", "disk", 4.0),
+            ("storage", "pve1:nfs", "usage", 5.0),
+        ]
+        .iter()
+        .map(|(t, id, m, v)| {
+            (
+                SeriesKey::new(*t, *id, *m),
+                super::series(&[pt(1000, *v)], 0, 2000, None),
+            )
+        })
+        .collect();
+        let mut meta = ResourceMap::new();
+        meta.entry("storage".into()).or_default().insert(
+            "pve1:ceph".into(),
+            crate::store::ResourceMeta {
+                name: Some("ceph".into()),
+                ..Default::default()
+            },
+        );
+        let out = encode(&series, &meta, 2000, &stats()).concat();
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["dockerData"]["c1"]["cpu"][0]["value"], 1.0);
+        assert_eq!(v["data"]["pve1:200"]["cpu"][0]["value"], 2.0);
+        assert_eq!(v["guestTypes"]["pve1:200"], "container");
+        assert_eq!(v["storageData"]["pve1:ceph"]["disk"][0]["value"], 3.0);
+        // A series stored as `disk` is not hidden by one stored as `usage`.
+        assert_eq!(v["storageData"]["pve1:nfs"]["disk"][0]["value"], 4.0);
+        assert_eq!(v["meta"]["storage"]["pve1:ceph"]["name"], "ceph");
+        assert!(v["resources"].as_object().unwrap().is_empty(), "{v}");
     }
 
     #[test]
@@ -290,9 +489,12 @@ mod tests {
         for (n, t) in kinds.iter().enumerate() {
             for id in 0..3 {
                 for m in ["cpu", "memory", "ne\\tin"] {
-                    let pts = (0..(n + id) as i64 * 3)
-                        .map(|i| pt(1_700_000_000_000 + i * 60_000, i as f64 / 7.0 + 0.1))
-                        .chain([pt(1, 50.0), pt(2, -0.0), pt(3, 1e-9), pt(4, 12345678.9)])
+                    let pts = [pt(1, 50.0), pt(2, -0.0), pt(3, 1e-9), pt(4, 12345678.9)]
+                        .into_iter()
+                        .chain(
+                            (0..(n + id) as i64 * 3)
+                                .map(|i| pt(1_700_000_000_000 + i * 60_000, i as f64 / 7.0 + 0.1)),
+                        )
                         .collect();
                     series.push((
                         SeriesKey::new(*t, format!("pve:node{n}:{id}\u{e9}"), m),
@@ -302,24 +504,83 @@ mod tests {
             }
         }
         series.sort_by(|a, b| a.0.cmp(&b.0));
-        let out = body(&series, 7);
+        let out = body(&series, 1_700_000_000_000 + 3_600_000);
         let v: Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v, expected(&series, 7));
+        assert_eq!(v, expected(&series, 1_700_000_000_000 + 3_600_000));
     }
 
     #[test]
-    fn numbers_are_written_as_serde_json_writes_them() {
-        let pts = vec![pt(-5, 50.0), pt(1_700_000_000_123, 0.1 + 0.2), pt(9, 1e300)];
-        let series = vec![(SeriesKey::new("node", "n", "cpu"), pts.clone())];
-        let out = String::from_utf8(body(&series, 0)).unwrap();
-        let arr: Vec<Value> = pts
-            .iter()
-            .map(|p| json!({"timestamp": p.timestamp, "value": p.value}))
+    fn values_are_rounded_to_four_significant_digits() {
+        for (v, want) in [
+            (30.602750000000004, "30.6"),
+            (0.1 + 0.2, "0.3"),
+            (99.99, "99.99"),
+            (99.996, "100.0"),
+            (12345678.9, "12350000.0"),
+            (-0.000123456, "-0.0001235"),
+            (1e300, "1e+300"),
+            (1e-20 * 1.23456, "1.235e-20"),
+            (9999.5, "10000.0"),
+            (1.0, "1.0"),
+            (0.001, "0.001"),
+            (123456.0, "123500.0"),
+            (5e-324, "5e-324"),
+            (0.0, "0.0"),
+        ] {
+            assert_eq!(serde_json::to_string(&chart_value(v)).unwrap(), want, "{v}");
+        }
+        let pts = vec![pt(-5, 30.602750000000004), pt(1_700_000_000_123, 0.1 + 0.2)];
+        let series = vec![(SeriesKey::new("node", "n", "cpu"), pts)];
+        let out = String::from_utf8(body(&series, 1_700_000_001_000)).unwrap();
+        let want = r#""nodeData":{"n":{"cpu":[{"timestamp":-5,"value":30.6},{"timestamp":1700000000123,"value":0.3}]}}"#;
+        assert!(out.contains(want), "{out}");
+    }
+
+    #[test]
+    fn capped_series_match_the_store_s_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::Store::open(crate::MetricsConfig {
+            database_path: dir.path().join("m.db"),
+            ..Default::default()
+        })
+        .unwrap();
+        let now = 1_700_006_400_000i64;
+        let points: Vec<crate::Point> = (0..3_000i64)
+            .map(|i| crate::Point {
+                resource_type: "vm".into(),
+                resource_id: "1".into(),
+                metric: "cpu".into(),
+                value: (i % 97) as f64 / 3.0,
+                timestamp: now - 10 * 3_600_000 + i * 12_000,
+            })
             .collect();
-        let want = format!(
-            "\"nodeData\":{{\"n\":{{\"cpu\":{}}}}}",
-            serde_json::to_string(&arr).unwrap()
-        );
-        assert!(out.contains(&want), "{out}\n{want}");
+        store.write_batch(&points).unwrap();
+        store.flush().unwrap();
+        store.rollup(now).unwrap();
+        let key = SeriesKey::new("vm", "1", "cpu");
+        let range = crate::TimeRange::last(std::time::Duration::from_secs(12 * 3600), now);
+        let capped = store.query(&key, range, Some(100)).unwrap().points;
+        let all = store.query(&key, range, None).unwrap().points;
+        let ours = super::series(&all, range.start, range.end, Some(100));
+        let v: Value = serde_json::from_slice(&ours.json).unwrap();
+        let got = v.as_array().unwrap();
+        assert_eq!(got.len(), capped.len());
+        for (g, want) in got.iter().zip(&capped) {
+            assert_eq!(g["timestamp"], want.timestamp);
+            let g = g["value"].as_f64().unwrap();
+            assert!(
+                (g - want.value).abs() <= 5e-4 * want.value.abs(),
+                "{g} {want:?}"
+            );
+        }
+        let b: Value = serde_json::from_slice(&ours.buckets).unwrap();
+        assert_eq!(b["last"], all.last().unwrap().timestamp);
+        // Minute buckets (the open minute's raw points merge into the last
+        // of them), all in 7.2-minute buckets.
+        let segs = b["segments"].as_array().unwrap();
+        assert_eq!(segs[0]["tier"], "minute", "{b}");
+        assert_eq!(segs[0]["start"], capped[0].timestamp, "{b}");
+        assert!(segs.iter().all(|s| s["width"] == 432_000), "{b}");
+        store.close().unwrap();
     }
 }

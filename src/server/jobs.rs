@@ -6,6 +6,13 @@
 //! next check rather than after the old, longer wait. A failing job is
 //! logged and counted (the store also records it in stats `lastError`) and
 //! simply runs again at its next interval: it never stops the service.
+//!
+//! Late points (written older than the raw retention, e.g. a backfill over
+//! HTTP) are invisible to ranges answered from the rolled-up tiers until a
+//! rollup folds them in, which would be up to `rollup_interval` (5 min)
+//! away. So a watcher looks at their count about once a second (at most
+//! once a flush interval) and runs the rollup as soon as any are waiting:
+//! a batch is folded within a flush interval of being flushed.
 
 use super::App;
 use crate::config::MetricsConfig;
@@ -49,6 +56,8 @@ impl JobKind {
 pub struct JobCounters {
     runs: [AtomicU64; 3],
     failures: [AtomicU64; 3],
+    /// Late points waiting to be folded, as the watcher last saw them.
+    late: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -66,6 +75,12 @@ impl JobCounters {
         }
     }
 
+    /// Late points waiting to be folded into their buckets (stats
+    /// `lateCount`), as of the watcher's last look (about a second ago).
+    pub fn late_waiting(&self) -> u64 {
+        self.late.load(Ordering::Relaxed)
+    }
+
     pub fn get(&self, kind: JobKind) -> JobCount {
         let i = kind as usize;
         JobCount {
@@ -78,12 +93,109 @@ impl JobCounters {
 /// Longest sleep between two looks at the live interval.
 const RECHECK: Duration = Duration::from_secs(1);
 
-/// Starts one task per job kind; they end when `stop` turns true.
+/// Starts one task per job kind and the late-point watcher; they end when
+/// `stop` turns true.
 pub fn spawn(app: App, stop: watch::Receiver<bool>) -> Vec<tokio::task::JoinHandle<()>> {
-    JobKind::ALL
+    let mut tasks: Vec<_> = JobKind::ALL
         .into_iter()
         .map(|kind| tokio::spawn(job_loop(kind, app.clone(), stop.clone())))
-        .collect()
+        .collect();
+    tasks.push(tokio::spawn(late_loop(app, stop)));
+    tasks
+}
+
+/// Shortest pause between two looks at the late points.
+const LATE_MIN_PERIOD: Duration = Duration::from_millis(250);
+
+/// Longest wait before folding again after a failed fold.
+const LATE_MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+async fn late_loop(app: App, mut stop: watch::Receiver<bool>) {
+    // After a failure (a full disk, say) the fold is retried with a growing
+    // pause, so the log gets a line a minute, not one a second.
+    let mut backoff = Duration::ZERO;
+    let mut retry_at = Instant::now();
+    loop {
+        let period = app
+            .state
+            .store
+            .config()
+            .flush_interval
+            .clamp(LATE_MIN_PERIOD, RECHECK);
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match late_count(&app).await {
+            Some(0) => {}
+            Some(_) if Instant::now() < retry_at => {}
+            Some(_) => {
+                match fold_late(&app).await {
+                    None => return,
+                    Some(true) => backoff = Duration::ZERO,
+                    Some(false) => {
+                        backoff = (backoff * 2).clamp(RECHECK, LATE_MAX_BACKOFF);
+                        retry_at = Instant::now() + backoff;
+                    }
+                }
+                late_count(&app).await;
+            }
+            None => return,
+        }
+    }
+}
+
+/// Reads (and publishes) the late points waiting; None once the store is
+/// closed.
+async fn late_count(app: &App) -> Option<u64> {
+    let store = app.state.store.clone();
+    match tokio::task::spawn_blocking(move || store.stats()).await {
+        Ok(Ok(s)) => {
+            app.state.jobs.late.store(s.late_count, Ordering::Relaxed);
+            Some(s.late_count)
+        }
+        Ok(Err(e)) if e.is_closed() => None,
+        // A failing stats read is not a reason to stop watching.
+        _ => Some(0),
+    }
+}
+
+/// One rollup for late points: whether it worked, None once the store is
+/// closed.
+async fn fold_late(app: &App) -> Option<bool> {
+    let store = app.state.store.clone();
+    let started = std::time::Instant::now();
+    let result = tokio::task::spawn_blocking(move || store.rollup(now_ms())).await;
+    match result {
+        Ok(Ok(r)) => {
+            app.state.jobs.record(JobKind::Rollup, true);
+            tracing::info!(
+                elapsed = ?started.elapsed(),
+                "folded {} late point(s) into their buckets{}",
+                r.late_points,
+                if r.discarded_points > 0 {
+                    format!(
+                        "; {} older than every retention were discarded",
+                        r.discarded_points
+                    )
+                } else {
+                    String::new()
+                }
+            );
+            Some(true)
+        }
+        Ok(Err(e)) if e.is_closed() => None,
+        Ok(Err(e)) => {
+            app.state.jobs.record(JobKind::Rollup, false);
+            tracing::warn!("folding late points failed, retried later: {e}");
+            Some(false)
+        }
+        Err(join) => {
+            app.state.jobs.record(JobKind::Rollup, false);
+            tracing::error!("late-point rollup task failed: {join}");
+            Some(false)
+        }
+    }
 }
 
 async fn last_run(kind: JobKind, app: &App) -> Instant {

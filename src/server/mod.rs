@@ -22,24 +22,23 @@ pub mod jobs;
 pub mod prom;
 
 use crate::collectors::{self, Sink, StatusBoard};
-use crate::config::Config;
+use crate::config::{Config, SettingsFile};
 use crate::store::Store;
 use anyhow::Context;
 use std::future::Future;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// What `pulse-metrics serve` was asked to do.
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// The loaded, validated configuration.
+    /// The loaded, validated configuration (settings.json applied).
     pub config: Config,
-    /// The file it came from, if any: settings changed through the API are
-    /// written back there. Without one they apply until restart only.
-    pub config_path: Option<PathBuf>,
+    /// Where settings changed through the API are kept, and what they
+    /// apply over.
+    pub settings: SettingsFile,
 }
 
 /// How long shutdown waits for in-flight requests before it stops waiting
@@ -60,7 +59,8 @@ pub(crate) struct AppState {
     /// The whole configuration as last saved; the lock serializes config
     /// PUTs so two of them cannot interleave their read-modify-write.
     pub config: tokio::sync::Mutex<Config>,
-    pub config_path: Option<PathBuf>,
+    /// Where settings changes go (`settings.json`) and what they apply over.
+    pub settings: SettingsFile,
     pub board: StatusBoard,
     pub prom: prom::HttpMetrics,
     pub jobs: jobs::JobCounters,
@@ -83,9 +83,9 @@ const LIGHT_READS: usize = 16;
 
 impl App {
     /// The service state over an open store. `config.metrics` should be
-    /// what the store was opened with; `config_path` is where config PUTs
-    /// are saved (none: they apply until restart only).
-    pub fn new(store: Store, config: Config, config_path: Option<PathBuf>) -> App {
+    /// what the store was opened with; `settings` says where config PUTs are
+    /// saved (`SettingsFile::in_memory`: they apply until restart only).
+    pub fn new(store: Store, config: Config, settings: SettingsFile) -> App {
         let token = Some(config.server.api_token.clone()).filter(|t| !t.is_empty());
         let hosts = guard::HostPolicy::new(&config.server);
         let max_answer_points = config.server.max_answer_points;
@@ -94,7 +94,7 @@ impl App {
             state: Arc::new(AppState {
                 store,
                 config: tokio::sync::Mutex::new(config),
-                config_path,
+                settings,
                 board: StatusBoard::default(),
                 prom: prom::HttpMetrics::default(),
                 jobs: jobs::JobCounters::default(),
@@ -156,11 +156,8 @@ pub fn check_listen(config: &Config) -> anyhow::Result<()> {
 
 /// Runs the service until SIGINT/SIGTERM, then flushes everything and returns.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let ServeOptions {
-        config,
-        config_path,
-    } = options;
-    config.validate().context("invalid configuration")?;
+    let ServeOptions { config, settings } = options;
+    config.check_startable().context("invalid configuration")?;
     check_listen(&config)?;
     let signal = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
@@ -181,7 +178,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             "metrics.enabled is false: history is kept in memory only and lost at restart"
         );
     }
-    let app = App::new(store, config, config_path);
+    let app = App::new(store, config, settings);
     run(listener, app, signal).await
 }
 
@@ -238,12 +235,14 @@ pub async fn run(
     let tasks = start_background(&app, stop_rx).await;
 
     // One plain line that scripts and tests parse; the log says it too,
-    // worded differently so a grep finds exactly one line.
+    // worded differently so a grep finds exactly one line. The next says
+    // where the history and the UI's settings are kept.
     tracing::info!(%addr, "serving the API and the web UI");
     // Not eprintln!: a stderr nobody reads must not stop the service.
     let _ = writeln!(std::io::stderr(), "listening on http://{addr}");
+    let _ = writeln!(std::io::stderr(), "{}", where_data_is(&app));
 
-    // The shutdown future is shared: axum's graceful shutdown waits on it,
+    // The shutdown future is shared: every connection's graceful shutdown waits on it,
     // and so does the drain deadline below.
     let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
@@ -283,6 +282,28 @@ pub async fn run(
         }
     }
     served
+}
+
+/// "history in /var/lib/pulse-metrics/metrics.db; settings changed in the
+/// web UI in ./data/settings.json", with absolute paths.
+fn where_data_is(app: &App) -> String {
+    let metrics = app.state.store.config();
+    let absolute = |p: &std::path::Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
+    let history = if metrics.enabled {
+        format!("history in {}", absolute(&metrics.database_path))
+    } else {
+        "history in memory only (metrics.enabled: false): lost at restart".to_string()
+    };
+    let settings = match &app.state.settings.path {
+        Some(p) => format!("settings changed in the web UI in {}", absolute(p)),
+        None => "settings changed in the web UI last until restart".to_string(),
+    };
+    format!("{history}; {settings}")
 }
 
 /// Starts the maintenance jobs and the enabled collectors.

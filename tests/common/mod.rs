@@ -2,7 +2,7 @@
 //! `127.0.0.1:0` over a temporary database, and a plain-HTTP client.
 #![allow(dead_code)]
 
-use pulse_metrics::config::Config;
+use pulse_metrics::config::{Config, SettingsFile};
 use pulse_metrics::model::now_ms;
 use pulse_metrics::server::{self, App};
 use pulse_metrics::{MetricsConfig, Store};
@@ -49,13 +49,24 @@ impl TestServer {
         TestServer::start_with_path(config, None).await
     }
 
+    /// A service started from `config_path` (when given), keeping settings
+    /// changes in `settings.json` beside it, as `serve` keeps them in the
+    /// data dir. Without a file they last until restart.
     pub async fn start_with_path(config: Config, config_path: Option<PathBuf>) -> TestServer {
         let metrics = config.metrics.clone();
         let store = tokio::task::spawn_blocking(move || Store::open(metrics))
             .await
             .unwrap()
             .expect("store opens");
-        let app = App::new(store.clone(), config, config_path);
+        let settings = match &config_path {
+            Some(path) => SettingsFile::new(
+                path.with_file_name("settings.json"),
+                Some(path.clone()),
+                config.clone(),
+            ),
+            None => SettingsFile::in_memory(config.clone()),
+        };
+        let app = App::new(store.clone(), config, settings);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();

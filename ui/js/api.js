@@ -108,6 +108,7 @@ export const api = {
   get: (path) => request('GET', path),
   put: (path, body) => request('PUT', path, body),
   post: (path, body) => request('POST', path, body),
+  del: (path) => request('DELETE', path),
 };
 
 /** Builds `path?k=v&...`, leaving out null/undefined values. */

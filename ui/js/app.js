@@ -20,7 +20,9 @@ const banner = {
     let text;
     let lines;
     if (error instanceof ApiError) {
-      text = error.status ? `${error.error} (HTTP ${error.status}, ${error.path.split('?')[0]})` : error.error;
+      // A refusal (4xx) says what is wrong in words; the status and path
+      // only help with a failure of the service itself.
+      text = error.status >= 500 ? `${error.error} (HTTP ${error.status}, ${error.path.split('?')[0]})` : error.error;
       lines = error.detailLines();
     } else {
       text = error?.message || String(error);
@@ -76,9 +78,13 @@ onTokenNeeded(
 
 const statusEl = $('#status');
 const status = {
-  set(text, busy = false) {
+  /** `busy`: a request is running; `error`: the last one failed (red dot). */
+  set(text, { busy = false, error = false } = {}) {
     statusEl.textContent = text;
-    statusEl.classList.toggle('busy', busy);
+    statusEl.classList.toggle('busy', busy && !error);
+    // While failing, a running retry keeps the red dot.
+    if (!busy) statusEl.classList.toggle('error', error);
+    statusEl.dataset.state = statusEl.classList.contains('error') ? 'error' : 'ok';
   },
 };
 

@@ -14,16 +14,38 @@ import {
   level,
   metricKind,
   metricLabel,
-  splitId,
+  resourceLabel,
+  searchText,
+  spansDays,
   toDateTimeLocal,
 } from './format.js';
-import { SPARK_HEIGHT, SPARK_WIDTH, drawSparkline, pointAt } from './sparkline.js';
-import { rangeBounds, rangeParams, refreshPeriod } from './state.js';
+import { SPARK_HEIGHT, SPARK_WIDTH, applySegments, drawSparkline, pointAt, typicalStep } from './sparkline.js';
+import { rangeBounds, rangeParams, rangeSeconds, refreshPeriod } from './state.js';
 
 const $ = (sel, root = document) => root.querySelector(sel);
 
-/** Points per sparkline: one per CSS pixel of its width. */
+/** Points per sparkline: one per CSS pixel of its width on wide screens. */
 export const SPARK_POINTS = SPARK_WIDTH;
+/** Sparkline width on phones (CSS px), where three metrics share 390 px. */
+export const PHONE_SPARK_WIDTH = 64;
+const phone = matchMedia('(max-width: 720px)');
+
+/**
+ * Incremental refresh: a live range asks only for the buckets from about a
+ * minute before its last answer on (points reach the store up to a flush
+ * interval after their time), on the grid of its last full answer, and
+ * merges them in. A full answer is asked for again every few minutes, on a
+ * range change, and after late points were folded.
+ */
+const LOOKBACK_MS = 60_000;
+const FULL_EVERY_MS = 10 * 60_000;
+/** Retry period after a failed refresh, and while waiting for a first sample. */
+const RETRY_MS = 5_000;
+const FIRST_SAMPLE_POLL_MS = 2_000;
+/** While late points wait to be folded (the service does it within seconds). */
+const LATE_POLL_MS = 3_000;
+/** A resource whose newest point is older than this (at least) is shown as stopped. */
+const STALE_MS = 120_000;
 
 const GROUP_TITLES = {
   node: 'Nodes',
@@ -35,13 +57,79 @@ const GROUP_TITLES = {
 };
 const GROUP_ORDER = ['node', 'vm', 'container', 'storage', 'dockerHost', 'dockerContainer'];
 
-/** Turns a /api/charts answer into groups of rows: [{type, title, metrics, rows:[{type,id,series}]}]. */
+/** Every series map of a /api/charts answer: [map object, resource type of its entries or null (by guestTypes)]. */
+function seriesMaps(charts) {
+  const maps = [
+    [charts.data, null],
+    [charts.nodeData, 'node'],
+    [charts.storageData, 'storage'],
+    [charts.dockerHostData, 'dockerHost'],
+    [charts.dockerData, 'dockerContainer'],
+  ];
+  for (const [type, resources] of Object.entries(charts.resources || {})) maps.push([resources, type]);
+  return maps.filter(([m]) => m && typeof m === 'object');
+}
+
+/**
+ * Merges an incremental answer (`inc`, from `cut` on) into `charts`:
+ * each series' points from `cut` on are replaced, segments likewise, and
+ * points older than `keepFrom` dropped.
+ */
+export function mergeCharts(charts, inc, cut, keepFrom) {
+  const mapNames = ['data', 'nodeData', 'storageData', 'dockerHostData', 'dockerData'];
+  const mergeMap = (target, source) => {
+    for (const [id, metrics] of Object.entries(source || {})) {
+      const t = (target[id] ??= {});
+      for (const [metric, points] of Object.entries(metrics || {})) {
+        const old = t[metric] || [];
+        t[metric] = old.filter((p) => p.timestamp < cut && p.timestamp >= keepFrom).concat(points);
+      }
+    }
+  };
+  for (const name of mapNames) mergeMap((charts[name] ??= {}), inc[name]);
+  charts.resources ??= {};
+  for (const [type, resources] of Object.entries(inc.resources || {})) mergeMap((charts.resources[type] ??= {}), resources);
+  Object.assign((charts.guestTypes ??= {}), inc.guestTypes || {});
+  charts.meta ??= {};
+  for (const [type, ids] of Object.entries(inc.meta || {})) Object.assign((charts.meta[type] ??= {}), ids);
+  charts.buckets ??= {};
+  for (const [type, ids] of Object.entries(inc.buckets || {})) {
+    for (const [id, metrics] of Object.entries(ids || {})) {
+      for (const [metric, b] of Object.entries(metrics || {})) {
+        const byId = ((charts.buckets[type] ??= {})[id] ??= {});
+        const old = byId[metric] || { last: null, segments: [] };
+        byId[metric] = {
+          last: b.last ?? old.last,
+          segments: (old.segments || []).filter((s) => s.start < cut).concat(b.segments || []),
+        };
+      }
+    }
+  }
+  charts.timestamp = inc.timestamp;
+  charts.stats = { ...charts.stats, oldestDataTimestamp: inc.stats?.oldestDataTimestamp, lateCount: inc.stats?.lateCount };
+  let count = 0;
+  for (const [map] of seriesMaps(charts)) for (const metrics of Object.values(map)) for (const p of Object.values(metrics)) count += p.length;
+  charts.stats.pointCount = count;
+  return charts;
+}
+
+/**
+ * Turns a /api/charts answer into groups of rows:
+ * [{type, title, metrics, rows:[{type,id,series,buckets,meta,label}]}], where
+ * `label` is what the row shows ({name, context}) and `meta` what is known
+ * about the resource (its name, node, tags).
+ */
 export function groupsFromCharts(charts) {
   const byType = new Map();
+  const buckets = charts.buckets || {};
+  const metaOf = charts.meta || {};
   const add = (type, id, series) => {
     if (!series || typeof series !== 'object') return;
     if (!byType.has(type)) byType.set(type, []);
-    byType.get(type).push({ type, id, series });
+    const b = buckets[type]?.[id] || {};
+    for (const [metric, points] of Object.entries(series)) applySegments(points, b[metric]?.segments);
+    const meta = metaOf[type]?.[id];
+    byType.get(type).push({ type, id, series, buckets: b, meta, label: resourceLabel(type, id, meta) });
   };
   const guestTypes = charts.guestTypes || {};
   for (const [id, series] of Object.entries(charts.data || {})) add(guestTypes[id] === 'container' ? 'container' : 'vm', id, series);
@@ -70,8 +158,18 @@ export function groupsFromCharts(charts) {
   });
 }
 
+/** Rows in the order people look for them: by the name shown, then by id. */
+function byName(a, b) {
+  return compareIds(a.label.name, b.label.name) || compareIds(a.id, b.id);
+}
+
 function lastPoint(points) {
   return points && points.length ? points[points.length - 1] : null;
+}
+
+/** Whether a row has any point in the range. */
+function hasData(row) {
+  return Object.values(row.series).some((p) => p && p.length);
 }
 
 export class Dashboard {
@@ -83,9 +181,10 @@ export class Dashboard {
     this.tooltip = $('#tooltip');
     this.visible = false;
     this.timer = null;
-    this.inflight = null;
     this.seq = 0;
     this.charts = null;
+    this.grid = null;
+    this.failedSince = 0;
     this.groupEls = new Map();
     this.filter = '';
     this.sort = new Map(); // group type -> {metric, dir}
@@ -102,6 +201,11 @@ export class Dashboard {
       if (document.hidden) this.stopTimer();
       else this.refresh();
     });
+    // Phones draw narrower sparklines: redraw when the layout switches.
+    phone.addEventListener?.('change', () => {
+      if (this.charts && this.visible) this.render();
+    });
+    window.addEventListener('resize', () => this.fitTables(), { passive: true });
   }
 
   // --- toolbar ----------------------------------------------------------------
@@ -123,7 +227,7 @@ export class Dashboard {
           return;
         }
         form.hidden = true;
-        this.ctx.setState({ range: b.dataset.range, start: null, end: null });
+        this.ctx.setState({ range: b.dataset.range, start: null, end: null, autoRange: false });
       });
     }
     form.addEventListener('submit', (e) => {
@@ -135,11 +239,11 @@ export class Dashboard {
         return;
       }
       this.ctx.banner.clear('range');
-      this.ctx.setState({ range: 'custom', start, end });
+      this.ctx.setState({ range: 'custom', start, end, autoRange: false });
     });
-    $('#refresh').addEventListener('click', () => this.refresh());
+    $('#refresh').addEventListener('click', () => this.refresh({ full: true }));
     $('#filter').addEventListener('input', (e) => {
-      this.filter = e.target.value.trim().toLowerCase();
+      this.filter = e.target.value.trim();
       this.applyFilter();
     });
   }
@@ -171,8 +275,11 @@ export class Dashboard {
     this.el.hidden = false;
     this.syncToolbar();
     if (key !== this.key || !this.charts) {
+      // A new range: the old sparklines stay, dimmed, until it answers.
+      if (this.charts) this.groupsEl.classList.add('switching');
       this.key = key;
-      this.refresh();
+      this.grid = null;
+      this.refresh({ full: true });
     } else {
       if (viewChanged && this.charts) this.render();
       if (!this.timer) this.schedule();
@@ -190,37 +297,110 @@ export class Dashboard {
     this.timer = null;
   }
 
-  schedule() {
+  /** The next refresh: sooner while something is expected (a first sample, late points, a retry). */
+  schedule(full = false) {
     this.stopTimer();
-    const period = refreshPeriod(this.ctx.state);
-    if (period && this.visible && !document.hidden) this.timer = setTimeout(() => this.refresh(), period);
+    if (!this.visible || document.hidden) return;
+    const stats = this.charts?.stats || {};
+    let period = refreshPeriod(this.ctx.state);
+    if (this.failedSince) period = period ? Math.min(period, RETRY_MS) : RETRY_MS;
+    else if (this.charts && !stats.oldestDataTimestamp) period = FIRST_SAMPLE_POLL_MS;
+    else if (stats.lateCount > 0) {
+      period = LATE_POLL_MS;
+      full = true;
+    }
+    if (period) this.timer = setTimeout(() => this.refresh({ full }), period);
   }
 
-  async refresh() {
+  /** The request for this refresh: the whole range, or only its newest buckets. */
+  request(full) {
+    const { state } = this.ctx;
+    const g = this.grid;
+    const live = state.range !== 'custom' && refreshPeriod(state) > 0;
+    if (!full && live && g && this.charts && Date.now() - g.fullAt < FULL_EVERY_MS) {
+      const serverNow = g.serverAt + (Date.now() - g.clientAt);
+      const from = Math.max(g.start0, g.serverAt - LOOKBACK_MS);
+      const start = g.start0 + Math.floor((from - g.start0) / g.width) * g.width;
+      const n = Math.max(1, Math.ceil((serverNow - start) / g.width) + 1);
+      const path = withQuery('/api/charts', { start, end: start + n * g.width, maxPoints: n });
+      return { path, cut: start };
+    }
+    return { path: withQuery('/api/charts', { ...rangeParams(state), maxPoints: SPARK_POINTS }), cut: null };
+  }
+
+  async refresh({ full = false } = {}) {
     this.stopTimer();
     const { state } = this.ctx;
     const seq = ++this.seq;
-    const path = withQuery('/api/charts', { ...rangeParams(state), maxPoints: SPARK_POINTS });
-    this.ctx.status.set('Loading…', true);
+    const req = this.request(full);
+    // While failing, the status keeps saying so (red) until an answer comes.
+    if (!this.failedSince) this.ctx.status.set('Loading…', { busy: true });
     this.groupsEl.setAttribute('aria-busy', 'true');
     try {
-      const charts = await api.get(path);
+      const answer = await api.get(req.path);
       if (seq !== this.seq) return;
-      this.charts = charts;
+      const waited = this.charts?.stats?.lateCount > 0;
+      if (req.cut == null) {
+        this.charts = answer;
+        const rangeMs = (rangeSeconds(state.range) || 0) * 1000;
+        this.grid = rangeMs
+          ? {
+              start0: answer.timestamp - rangeMs,
+              width: Math.ceil(rangeMs / SPARK_POINTS),
+              rangeMs,
+              serverAt: answer.timestamp,
+              clientAt: Date.now(),
+              fullAt: Date.now(),
+            }
+          : null;
+      } else {
+        const g = this.grid;
+        mergeCharts(this.charts, answer, req.cut, answer.timestamp - g.rangeMs - g.width);
+        g.serverAt = answer.timestamp;
+        g.clientAt = Date.now();
+      }
+      this.failedSince = 0;
       this.ctx.banner.clear('dashboard');
+      if (this.autoRange()) return;
       this.render();
       this.ctx.detail.refreshIfOpen();
+      // Late points were folded since the last answer: older buckets changed.
+      if (waited && !(this.charts.stats?.lateCount > 0) && req.cut != null) {
+        this.refresh({ full: true });
+        return;
+      }
     } catch (e) {
       if (seq !== this.seq) return;
+      this.failedSince ||= Date.now();
       this.ctx.banner.show(e, 'dashboard');
-      this.ctx.status.set('Update failed');
-      if (!this.charts) this.groupsEl.replaceChildren(emptyState('Could not load the dashboard', 'See the error above.'));
+      this.ctx.status.set(`Update failed since ${formatPointTime(this.failedSince)}: ${e.message}. Retrying every ${RETRY_MS / 1000} s.`, {
+        error: true,
+      });
+      if (!this.charts) this.groupsEl.replaceChildren(emptyState('Could not load the dashboard', 'See the error above. The page retries by itself.'));
     } finally {
       if (seq === this.seq) {
         this.groupsEl.setAttribute('aria-busy', 'false');
+        this.groupsEl.classList.remove('switching');
         this.schedule();
       }
     }
+  }
+
+  /**
+   * A first visit with no range chosen opens on one that fits the history:
+   * 15m while it is younger than an hour, else 1h. True when it switched
+   * (and asked again).
+   */
+  autoRange() {
+    const { state } = this.ctx;
+    if (!state.autoRange) return false;
+    const stats = this.charts.stats || {};
+    const oldest = stats.oldestDataTimestamp || 0;
+    const now = this.charts.timestamp || Date.now();
+    const fits = oldest && now - oldest < 3600_000 ? '15m' : '1h';
+    if (fits === state.range) return false;
+    this.ctx.setState({ range: fits, autoRange: true });
+    return true;
   }
 
   // --- rendering ----------------------------------------------------------------------
@@ -238,39 +418,46 @@ export class Dashboard {
     const now = charts.timestamp || Date.now();
     const [start, end] = rangeBounds(state, now);
     this.bounds = [start, end];
-    this.step = ((end - start) / SPARK_POINTS) | 0;
+    this.withDate = spansDays(start, end);
+    this.sparkWidth = phone.matches ? PHONE_SPARK_WIDTH : SPARK_WIDTH;
     const groups = groupsFromCharts(charts);
     this.groups = groups;
     const stats = charts.stats || {};
-    const seriesCount = groups.reduce((n, g) => n + g.rows.reduce((m, r) => m + Object.keys(r.series).length, 0), 0);
+    const rowsWithData = groups.reduce((n, g) => n + g.rows.filter(hasData).length, 0);
     const pointCount = stats.pointCount ?? null;
 
     // Status line.
     const period = refreshPeriod(state, now);
-    const parts = [`Updated ${formatPointTime(now, now)}`];
+    const parts = [`Updated ${formatPointTime(now)}`];
     if (stats.tier) parts.push(`${stats.tier} tier`);
     if (pointCount != null) parts.push(`${formatCount(pointCount)} points`);
     parts.push(period ? `auto-refresh ${period / 1000} s` : 'auto-refresh off');
     this.ctx.status.set(parts.join(' · '));
 
-    // Notice: range reaching before the first data.
+    // Notices: late points being folded; a range reaching before the first data.
     const oldest = stats.oldestDataTimestamp || 0;
     const rangeName = state.range === 'custom' ? 'chosen' : state.range;
-    if (oldest && start < oldest - Math.max(this.step, 60_000) && seriesCount) {
-      this.noticeEl.hidden = false;
-      this.noticeEl.textContent = `Collecting history since ${formatDateTime(oldest)} (${formatRelative(oldest, now)}): the ${rangeName} range reaches before the first data.`;
-    } else {
-      this.noticeEl.hidden = true;
+    const step = (end - start) / SPARK_POINTS;
+    const notices = [];
+    if (stats.lateCount > 0) {
+      notices.push(
+        `${formatCount(stats.lateCount)} points written late (older than the raw retention) are being folded into the history: ranges beyond the raw tier fill in within seconds.`,
+      );
     }
+    if (oldest && start < oldest - Math.max(step, 60_000) && rowsWithData) {
+      notices.push(`Collecting history since ${formatDateTime(oldest)} (${formatRelative(oldest, now)}): the ${rangeName} range reaches before the first data.`);
+    }
+    this.noticeEl.hidden = !notices.length;
+    this.noticeEl.textContent = notices.join(' ');
+    this.noticeEl.dataset.late = String(stats.lateCount > 0);
 
-    const rowsWithData = groups.reduce((n, g) => n + g.rows.length, 0);
     if (!rowsWithData) {
       this.clearGroups();
       let title;
       let text;
       if (!oldest) {
         title = 'No history yet';
-        text = 'Nothing has been recorded so far. Collectors and the write API fill this page within seconds of their first sample.';
+        text = 'Nothing has been recorded so far. This page shows the first samples as soon as they arrive (the host collector takes one at start).';
       } else if (oldest > end) {
         title = `Collecting history since ${formatDateTime(oldest)}`;
         text = `The ${rangeName} range ends before the first data (${formatRelative(oldest, now)}). Pick a later or longer range.`;
@@ -305,7 +492,30 @@ export class Dashboard {
     }
     this.renderedView = state.view;
     this.applyFilter();
+    this.fitTables();
     this.flushVisible();
+  }
+
+  /**
+   * A table wider than the page scrolls sideways inside its box (focusable,
+   * so keyboards can scroll it too); the others stay unclipped so their
+   * headers can stick under the top bar on wide screens.
+   */
+  fitTables() {
+    for (const g of this.groupEls.values()) {
+      const wrap = g.el.querySelector('.table-wrap');
+      const scrolls = wrap.scrollWidth > wrap.clientWidth + 1 || wrap.firstChild.offsetWidth > wrap.clientWidth + 1;
+      wrap.classList.toggle('scrolls', scrolls);
+      if (scrolls) {
+        wrap.tabIndex = 0;
+        wrap.setAttribute('role', 'region');
+        wrap.setAttribute('aria-label', `${g.el.querySelector('h2 .title').textContent} (scrolls sideways)`);
+      } else {
+        wrap.removeAttribute('tabindex');
+        wrap.removeAttribute('role');
+        wrap.removeAttribute('aria-label');
+      }
+    }
   }
 
   clearGroups() {
@@ -315,7 +525,7 @@ export class Dashboard {
 
   renderGroup(group) {
     const view = this.ctx.state.view;
-    const signature = `${view}|${group.metrics.join(',')}`;
+    const signature = `${view}|${this.sparkWidth}|${group.metrics.join(',')}`;
     let g = this.groupEls.get(group.type);
     if (!g || g.signature !== signature) {
       if (g) {
@@ -325,16 +535,16 @@ export class Dashboard {
       g = this.buildGroup(group, signature);
       this.groupEls.set(group.type, g);
     }
-    g.el.querySelector('.count').textContent = String(group.rows.length);
+    g.el.querySelector('.count').textContent = formatCount(group.rows.length);
 
     // Rows, keyed by id, in the current sort order.
     const rows = [...group.rows];
     const sort = this.sort.get(group.type);
     if (sort && sort.metric) {
       const value = (r) => lastPoint(r.series[sort.metric])?.value ?? -Infinity;
-      rows.sort((a, b) => (value(b) - value(a)) * sort.dir || compareIds(a.id, b.id));
+      rows.sort((a, b) => (value(b) - value(a)) * sort.dir || byName(a, b));
     } else {
-      rows.sort((a, b) => compareIds(a.id, b.id) * (sort?.dir ?? 1));
+      rows.sort((a, b) => byName(a, b) * (sort?.dir ?? 1));
     }
     const keep = new Set();
     let previous = null;
@@ -399,10 +609,6 @@ export class Dashboard {
       th.append(b);
       hr.append(th);
     }
-    const filler = document.createElement('th');
-    filler.className = 'filler';
-    filler.setAttribute('aria-hidden', 'true');
-    hr.append(filler);
     head.append(hr);
     const tbody = document.createElement('tbody');
     table.append(head, tbody);
@@ -427,11 +633,7 @@ export class Dashboard {
     const th = document.createElement('th');
     th.scope = 'row';
     th.className = 'name';
-    const { name, context } = splitId(row.id);
     th.innerHTML = '<span class="rname"></span><span class="rctx"></span>';
-    th.firstChild.textContent = name;
-    th.lastChild.textContent = context;
-    th.title = row.id;
     tr.append(th);
     const view = this.ctx.state.view;
     for (const m of group.metrics) {
@@ -445,7 +647,7 @@ export class Dashboard {
       if (view === 'trends') {
         const c = document.createElement('canvas');
         c.className = 'spark';
-        c.width = SPARK_WIDTH;
+        c.width = this.sparkWidth;
         c.height = SPARK_HEIGHT;
         c.dataset.metric = m;
         c.setAttribute('aria-hidden', 'true');
@@ -463,39 +665,63 @@ export class Dashboard {
       td.append(b);
       tr.append(td);
     }
-    const filler = document.createElement('td');
-    filler.className = 'filler';
-    tr.append(filler);
     return tr;
   }
 
+  /**
+   * Stopped: the newest point of the series (its real time, not its
+   * bucket's) is older than 2 minutes, or three of its collector's usual
+   * intervals when that is longer. The same at every range.
+   */
+  staleAfter(points, bucket) {
+    const raw = points.filter((p) => p.tier === 'raw' && p.w <= 1000).slice(-6);
+    return Math.max(STALE_MS, typicalStep(raw) * 3);
+  }
+
   updateRow(group, row, tr) {
+    // The name (and node) may change between answers: a guest migrates.
+    const th = tr.firstChild;
+    const { name, context } = row.label;
+    if (th.firstChild.textContent !== name) th.firstChild.textContent = name;
+    if (th.lastChild.textContent !== context) th.lastChild.textContent = context;
+    const tags = row.meta?.tags?.length ? ` · ${row.meta.tags.join(', ')}` : '';
+    th.title = `${row.id}${tags}`;
+    tr.dataset.search = searchText(row.id, row.meta);
     const [start, end] = this.bounds;
-    const staleAfter = Math.max(this.step * 3, 120_000);
     const now = this.charts.timestamp || Date.now();
+    const segmented = !!this.charts.buckets;
+    let stopped = 0;
     let i = 1;
     for (const m of group.metrics) {
       const td = tr.children[i++];
       const b = td.firstChild;
       const points = row.series[m] || [];
       const last = lastPoint(points);
+      const bucket = row.buckets?.[m];
+      const newest = bucket?.last ?? last?.timestamp ?? null;
       const v = b.querySelector('.val');
       const lvl = last ? level(m, last.value) : 'none';
-      const stale = !last || now - last.timestamp > staleAfter;
+      const stale = newest == null || now - newest > this.staleAfter(points, bucket);
+      if (stale) stopped++;
       v.textContent = last ? formatValue(m, last.value) : '—';
       td.className = `m kind-${metricKind(m)} lvl-${lvl}${stale ? ' stale' : ''}`;
-      const label = `${metricLabel(m)} of ${row.id}: ${last ? formatValue(m, last.value) : 'no data'}${
-        last && stale ? `, last seen ${formatRelative(last.timestamp, now)}` : ''
+      const who = row.meta?.name ? `${row.meta.name} (${row.id})` : row.id;
+      const label = `${metricLabel(m)} of ${who}: ${last ? formatValue(m, last.value) : 'no data'}${
+        newest != null && stale ? `, last seen ${formatRelative(newest, now)}` : ''
       }. Open chart.`;
       b.setAttribute('aria-label', label);
       const canvas = b.querySelector('canvas');
       if (canvas) {
-        canvas._pending = { points, opts: { start, end, metric: m, step: this.step } };
+        // The answer's bucket as the spacing floor only when it has no
+        // segments (an older service).
+        const step = segmented ? 0 : (end - start) / SPARK_POINTS;
+        canvas._pending = { points, opts: { start, end, metric: m, step, width: this.sparkWidth } };
         this.pending.add(canvas);
       }
       const fill = b.querySelector('.fill');
       if (fill) fill.style.width = `${last ? Math.max(0, Math.min(100, last.value)) : 0}%`;
     }
+    tr.classList.toggle('stopped', stopped === group.metrics.length);
   }
 
   // --- lazy sparkline drawing -------------------------------------------------------
@@ -539,15 +765,29 @@ export class Dashboard {
   }
 
   applyFilter() {
-    const f = this.filter;
+    const f = this.filter.toLowerCase();
+    let total = 0;
     for (const g of this.groupEls.values()) {
       let shown = 0;
       for (const [id, tr] of g.rows) {
-        const hide = !!f && !id.toLowerCase().includes(f);
+        const hide = !!f && !(tr.dataset.search ?? id.toLowerCase()).includes(f);
         tr.hidden = hide;
         if (!hide) shown++;
       }
       g.el.hidden = shown === 0;
+      total += shown;
+    }
+    let none = this.groupsEl.querySelector(':scope > .no-match');
+    if (f && !total && this.groupEls.size) {
+      if (!none) {
+        none = emptyState('', '');
+        none.classList.add('no-match');
+        this.groupsEl.append(none);
+      }
+      none.querySelector('h2').textContent = `No resource matches “${this.filter}”`;
+      none.querySelector('p').textContent = 'The filter matches names, ids, nodes and tags (for example web01, pve1:101, pve-a or prod). Clear it to see every resource.';
+    } else {
+      none?.remove();
     }
   }
 
@@ -562,17 +802,17 @@ export class Dashboard {
       const row = group?.rows.find((r) => r.id === tr.dataset.id);
       const metrics = row ? Object.keys(row.series).sort(compareMetrics) : [cell.dataset.metric];
       this.hideTooltip();
-      this.ctx.detail.open({ type: tr.dataset.type, id: tr.dataset.id, metric: cell.dataset.metric, metrics });
+      this.ctx.detail.open({ type: tr.dataset.type, id: tr.dataset.id, metric: cell.dataset.metric, metrics, meta: row?.meta });
     });
     this.groupsEl.addEventListener('pointermove', (e) => {
       const canvas = e.target.closest?.('canvas.spark');
       if (!canvas || !canvas._spark) return this.hideTooltip();
       const rect = canvas.getBoundingClientRect();
-      const p = pointAt(canvas, ((e.clientX - rect.left) / rect.width) * SPARK_WIDTH);
+      const p = pointAt(canvas, e.clientX - rect.left);
       if (!p) return this.hideTooltip();
       const m = canvas._spark.metric;
       this.tooltip.innerHTML = '<span class="t"></span> <b></b>';
-      this.tooltip.firstChild.textContent = formatPointTime(p.timestamp);
+      this.tooltip.firstChild.textContent = formatPointTime(p.timestamp, this.withDate);
       this.tooltip.lastChild.textContent = formatValue(m, p.value);
       this.tooltip.hidden = false;
       const tw = this.tooltip.offsetWidth;

@@ -6,13 +6,17 @@ import {
   THRESHOLDS,
   formatCount,
   formatDateTime,
+  formatPercent,
+  formatPointTime,
   formatRelative,
   formatValue,
   metricKind,
   metricLabel,
-  splitId,
+  spansDays,
+  resourceLabel,
+  timeAxisLabels,
 } from './format.js';
-import { gapThreshold, withAlpha } from './sparkline.js';
+import { applySegments, runsOf, withAlpha } from './sparkline.js';
 import { rangeBounds, rangeParams } from './state.js';
 
 const TYPE_LABELS = {
@@ -52,38 +56,39 @@ function cssVar(name, fallback) {
 
 /**
  * Turns history points into uPlot's columns (seconds on x), inserting a null
- * wherever consecutive points are more than ~2.5x the usual step apart, and
- * padding the window's start and end so the chart spans the whole range.
+ * between runs of continuous data (see `runsOf`: each point's own bucket
+ * width decides, so daily buckets beside hourly ones are one line and a
+ * stopped VM is a break), and padding the window's start and end so the
+ * chart spans the whole range. `segments` come from the answer (history
+ * with `segments=true`); `minStep` is a spacing floor used without them.
  */
-export function toColumns(points, startMs, endMs, bucketMs) {
+export function toColumns(points, startMs, endMs, segments, minStep = 0) {
   const xs = [];
   const mean = [];
   const min = [];
   const max = [];
   const count = [];
+  const tiers = [];
   const push = (t, p) => {
     xs.push(t / 1000);
     mean.push(p ? p.value : null);
     min.push(p ? (p.min ?? p.value) : null);
     max.push(p ? (p.max ?? p.value) : null);
     count.push(p ? (p.count ?? 1) : null);
+    tiers.push(p ? p.tier : null);
   };
-  const gap = gapThreshold(points, bucketMs);
+  applySegments(points, segments);
+  const runs = runsOf(points, segments ? 0 : minStep);
   if (points.length && startMs < points[0].timestamp) push(startMs, null);
-  let gaps = 0;
-  for (let i = 0; i < points.length; i++) {
-    const p = points[i];
+  runs.forEach((run, i) => {
     if (i > 0) {
-      const prev = points[i - 1];
-      if (gap > 0 && p.timestamp - prev.timestamp > gap) {
-        push(prev.timestamp + (p.timestamp - prev.timestamp) / 2, null);
-        gaps++;
-      }
+      const prev = runs[i - 1][runs[i - 1].length - 1];
+      push(prev.timestamp + (run[0].timestamp - prev.timestamp) / 2, null);
     }
-    push(p.timestamp, p);
-  }
+    for (const p of run) push(p.timestamp, p);
+  });
   if (points.length && endMs > points[points.length - 1].timestamp) push(endMs, null);
-  return { data: [xs, mean, min, max], count, gaps };
+  return { data: [xs, mean, min, max], count, tiers, gaps: Math.max(0, runs.length - 1) };
 }
 
 export class Detail {
@@ -130,11 +135,20 @@ export class Detail {
   open(target) {
     this.target = { ...target };
     this.zoomed = false;
-    const { name, context } = splitId(target.id);
+    // The name first ("web01"); type, VMID, node and id after it.
+    const { name, context } = resourceLabel(target.type, target.id, target.meta);
     this.dialog.querySelector('#detail-title').textContent = name;
     const { state } = this.ctx;
     const range = state.range === 'custom' ? `${formatDateTime(state.start)} – ${formatDateTime(state.end)}` : `last ${state.range}`;
-    this.dialog.querySelector('.detail-sub').textContent = [TYPE_LABELS[target.type] ?? target.type, target.id !== name ? target.id : context || null, range]
+    const named = !!target.meta?.name;
+    // "VM 101 · pve-a" already says what it is.
+    const typed = named && /^(VM|CT) \d/.test(context);
+    this.dialog.querySelector('.detail-sub').textContent = [
+      typed ? null : TYPE_LABELS[target.type] ?? target.type,
+      named ? context || null : null,
+      target.id !== name ? target.id : context || null,
+      range,
+    ]
       .filter(Boolean)
       .join(' · ');
     if (!this.dialog.open) this.dialog.showModal();
@@ -171,6 +185,7 @@ export class Detail {
       metric,
       ...rangeParams(this.ctx.state),
       maxPoints: Math.min(1000, Math.round(width)),
+      segments: true,
     });
     if (!quiet) {
       this.chartEl.dataset.state = 'loading';
@@ -200,9 +215,9 @@ export class Detail {
     const startMs = Number.isFinite(history.start) ? history.start : rs;
     const endMs = Number.isFinite(history.end) ? history.end : re;
     const bucketMs = (endMs - startMs) / Math.max(1, Math.min(1000, Math.round(width)));
-    const { data, count, gaps } = toColumns(points, startMs, endMs, bucketMs);
+    const { data, count, tiers, gaps } = toColumns(points, startMs, endMs, history.segments, bucketMs);
     const tier = history.tier || '—';
-    this.columns = { data, count, tier };
+    this.columns = { data, count, tiers, tier, withDate: spansDays(startMs, endMs) };
 
     // Summary: current, range mean (count-weighted), min, max, tier.
     let sum = 0;
@@ -296,14 +311,28 @@ export class Detail {
         },
       },
       axes: [
-        { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1 }, font: axisFont },
+        {
+          stroke: text,
+          grid: { stroke: grid, width: 1 },
+          ticks: { stroke: grid, width: 1 },
+          font: axisFont,
+          // Labels with a date need more room between ticks.
+          space: (u, i, min, max) => (max - min > 4 * 86_400 ? 70 : spansDays(min * 1000, max * 1000) ? 110 : 60),
+          // The browser's locale, with dates when the view spans days.
+          values: (u, splits) => {
+            const labels = timeAxisLabels(splits, (u.scales.x.max - u.scales.x.min) * 1000);
+            // uPlot draws the labels on the canvas: kept readable for tests.
+            self.chartEl.dataset.xTicks = labels.join(' | ');
+            return labels;
+          },
+        },
         {
           stroke: text,
           grid: { stroke: grid, width: 1 },
           ticks: { show: false },
           font: axisFont,
           size: kind === 'rate' ? 76 : 52,
-          values: (u, vals) => vals.map((v) => (kind === 'percent' ? `${v}%` : fmt(v))),
+          values: (u, vals) => vals.map((v) => (kind === 'percent' ? formatPercent(v, 0) : fmt(v))),
         },
       ],
       series: [
@@ -363,14 +392,14 @@ export class Detail {
             tooltip.innerHTML = '';
             const time = document.createElement('div');
             time.className = 'tip-time';
-            time.textContent = formatDateTime(xs[i] * 1000);
+            time.textContent = cols.withDate ? formatDateTime(xs[i] * 1000) : formatPointTime(xs[i] * 1000);
             tooltip.append(time);
             for (const [k, v] of [
               ['Mean', fmt(mean[i])],
               ['Min', fmt(mins[i])],
               ['Max', fmt(maxs[i])],
               ['Count', formatCount(cols.count[i])],
-              ['Tier', cols.tier],
+              ['Tier', cols.tiers[i] || cols.tier],
             ]) {
               const row = document.createElement('div');
               row.className = 'tip-row';

@@ -68,9 +68,18 @@ export function formatNumber(value, digits) {
   return fixed(digits).format(value);
 }
 
-export function formatPercent(value) {
+const percentFormats = new Map();
+
+/** A percentage (0-100) in the browser's locale: "93%", "9.5%", "12,5 %". */
+export function formatPercent(value, digits = null) {
   if (value == null || !Number.isFinite(value)) return '—';
-  return `${formatNumber(value, Math.abs(value) >= 10 ? 0 : 1)}%`;
+  digits ??= Math.abs(value) >= 10 ? 0 : 1;
+  let f = percentFormats.get(digits);
+  if (!f) {
+    f = new Intl.NumberFormat(undefined, { style: 'percent', minimumFractionDigits: digits, maximumFractionDigits: digits });
+    percentFormats.set(digits, f);
+  }
+  return f.format(value / 100);
 }
 
 const BYTE_UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
@@ -134,15 +143,37 @@ const dateTime = new Intl.DateTimeFormat(undefined, {
 });
 const timeOnly = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', second: '2-digit' });
 const dayTime = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric', hour: '2-digit', minute: '2-digit' });
+const hourMinute = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+const dayOnly = new Intl.DateTimeFormat(undefined, { month: 'short', day: 'numeric' });
+const localDay = new Intl.DateTimeFormat(undefined, { year: 'numeric', month: '2-digit', day: '2-digit' });
 
 export function formatDateTime(ms) {
   if (!ms) return 'never';
   return dateTime.format(new Date(ms));
 }
 
-/** A compact time for a point: time of day when recent, else day + time. */
-export function formatPointTime(ms, now = Date.now()) {
-  return now - ms < 20 * 3600 * 1000 ? timeOnly.format(new Date(ms)) : dayTime.format(new Date(ms));
+/** Whether a window spans more than one calendar day here: its times then need a date. */
+export function spansDays(start, end) {
+  if (!(end > start)) return false;
+  return end - start > 86_400_000 || localDay.format(new Date(start)) !== localDay.format(new Date(end));
+}
+
+/**
+ * The time of a point: with its date when the window it is shown in spans
+ * more than one day (`withDate`), else the time of day.
+ */
+export function formatPointTime(ms, withDate = false) {
+  return (withDate ? dayTime : timeOnly).format(new Date(ms));
+}
+
+/**
+ * Labels for a time axis (uPlot `values`), in the browser's locale: times
+ * of day within a day, day and time over a few days, days beyond.
+ */
+export function timeAxisLabels(splits, spanMs) {
+  const withDate = splits.length > 1 && spansDays(splits[0] * 1000, splits[splits.length - 1] * 1000);
+  const f = spanMs > 4 * 86_400_000 ? dayOnly : withDate ? dayTime : hourMinute;
+  return splits.map((s) => f.format(new Date(s * 1000)));
 }
 
 /** Value for a `datetime-local` input (local time, minutes). */
@@ -176,6 +207,7 @@ export function parseDuration(text) {
 /** "2 h", "7 d", "1 h 30 min": a duration in seconds for people. */
 export function formatDuration(seconds) {
   if (seconds == null || !Number.isFinite(seconds)) return '—';
+  if (seconds === 0) return '0 s';
   if (seconds < 1) return `${Math.round(seconds * 1000)} ms`;
   const parts = [];
   let rest = Math.round(seconds);
@@ -195,11 +227,34 @@ export function formatDuration(seconds) {
   return parts.join(' ') || '0 s';
 }
 
-/** Splits a Pulse id (`pve1:node1:101`) into its last part and the context before it. */
+/** Splits an id (`pve1:101`, `pve1:node1:local`) into its last part and the context before it. */
 export function splitId(id) {
   const i = id.lastIndexOf(':');
   if (i <= 0 || i === id.length - 1) return { name: id, context: '' };
   return { name: id.slice(i + 1), context: id.slice(0, i) };
+}
+
+/**
+ * What a row or a chart title shows of a resource: the name people know it
+ * by first ("web01"), then what tells it apart (VMID, node); without a name,
+ * its id as before (last part, then the rest). `meta` is the resource's
+ * metadata from the API (`name`, `node`, `tags`, ...), if any.
+ */
+export function resourceLabel(type, id, meta) {
+  const { name: last, context } = splitId(id);
+  if (!meta?.name) return { name: last, context };
+  const parts = [];
+  if ((type === 'vm' || type === 'container') && /^\d+$/.test(last)) parts.push(`${type === 'vm' ? 'VM' : 'CT'} ${last}`);
+  if (meta.node && meta.node !== meta.name) parts.push(meta.node);
+  return { name: meta.name, context: parts.join(' · ') };
+}
+
+/** The text the dashboard filter matches: id, name, node, instance and tags, lower case. */
+export function searchText(id, meta) {
+  return [id, meta?.name, meta?.node, meta?.instance, ...(Array.isArray(meta?.tags) ? meta.tags : [])]
+    .filter(Boolean)
+    .join('\n')
+    .toLowerCase();
 }
 
 const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });

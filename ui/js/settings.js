@@ -15,16 +15,122 @@ import {
 
 /** The editable settings: [key in the config, label, help, kind]. */
 const FIELDS = [
-  ['retention.raw', 'Raw', 'Every point as written. At least 2 m and twice the rollup interval.', 'duration'],
-  ['retention.minute', 'Minute', '1-minute buckets (mean, min, max). At least 1 h and the raw retention.', 'duration'],
-  ['retention.hourly', 'Hourly', '1-hour buckets. At least 24 h and the minute retention.', 'duration'],
-  ['retention.daily', 'Daily', '1-day buckets. At least 1 d and the hourly retention.', 'duration'],
+  ['retention.raw', 'Raw retention', 'Every point as written.', 'duration'],
+  ['retention.minute', 'Minute retention', '1-minute buckets (mean, min, max).', 'duration'],
+  ['retention.hourly', 'Hourly retention', '1-hour buckets.', 'duration'],
+  ['retention.daily', 'Daily retention', '1-day buckets.', 'duration'],
   ['write_buffer', 'Write buffer', 'Pending points that trigger a flush before the flush interval is up.', 'count'],
   ['flush_interval', 'Flush interval', 'Longest a written point waits before it is durable.', 'duration'],
   ['rollup_interval', 'Rollup interval', 'How often closed buckets are rolled up into the next tier.', 'duration'],
   ['retention_interval', 'Retention interval', 'How often data past its retention is pruned.', 'duration'],
   ['vacuum_interval', 'Vacuum interval', 'How often free space is reclaimed and the database optimized.', 'duration'],
 ];
+const LABELS = Object.fromEntries(FIELDS.map(([k, label]) => [k, label]));
+LABELS.enabled = 'Storage on disk';
+LABELS.database_path = 'Database file';
+
+const MIN = 60;
+const HOUR = 3600;
+const DAY = 86400;
+/** The service's limits (seconds; docs/cli.md, config validation). */
+const MAX_RETENTION = 3650 * DAY;
+export const MAX_WRITE_BUFFER = 100000;
+const RANGES = {
+  flush_interval: [0.1, HOUR],
+  rollup_interval: [1, HOUR],
+  retention_interval: [MIN, 7 * DAY],
+  vacuum_interval: [HOUR, 366 * DAY],
+};
+
+/**
+ * The allowed range of each setting given the others (seconds), with why
+ * its floor is what it is: the rules the service checks, so Save is only
+ * offered for what it would accept.
+ */
+export function allowedRanges(v) {
+  const rollup = v.rollup_interval ?? 300;
+  const ranges = {};
+  for (const [k, [lo, hi]] of Object.entries(RANGES)) ranges[k] = { lo, hi, why: '' };
+  const rawLo = Math.max(2 * rollup, 2 * MIN);
+  ranges['retention.raw'] = {
+    lo: rawLo,
+    hi: MAX_RETENTION,
+    why: ` (at least twice the rollup interval, ${formatDuration(rollup)}, so raw points are rolled up before they are pruned)`,
+  };
+  const chain = [
+    ['retention.minute', HOUR, 'one hourly bucket', 'retention.raw'],
+    ['retention.hourly', DAY, 'one daily bucket', 'retention.minute'],
+    ['retention.daily', DAY, 'one day', 'retention.hourly'],
+  ];
+  for (const [k, floor, what, finer] of chain) {
+    const f = v[finer];
+    const lo = Math.max(floor, f ?? 0);
+    const why = f != null && f > floor ? ` (not shorter than the ${LABELS[finer].toLowerCase()}, ${formatDuration(f)})` : ` (at least ${what})`;
+    ranges[k] = { lo, hi: MAX_RETENTION, why };
+  }
+  return ranges;
+}
+
+/**
+ * What is wrong with each field of the form, in words with the allowed
+ * range: `{key: message}`, empty when the service would accept it all.
+ */
+export function checkSettings(texts) {
+  const values = {};
+  const bad = {};
+  for (const [key, , , kind] of FIELDS) {
+    const raw = String(texts[key] ?? '').trim();
+    if (kind === 'count') {
+      if (/^\d+$/.test(raw)) values[key] = Number(raw);
+      else bad[key] = raw;
+      continue;
+    }
+    const secs = parseDuration(raw);
+    if (secs == null) bad[key] = raw;
+    else values[key] = secs;
+  }
+  const ranges = allowedRanges(values);
+  const errors = {};
+  for (const [key, label, , kind] of FIELDS) {
+    if (kind === 'count') {
+      const v = values[key];
+      if (v == null || v < 1 || v > MAX_WRITE_BUFFER) {
+        errors[key] = `${label} must be a whole number of points between 1 and ${formatCount(MAX_WRITE_BUFFER)}.`;
+      }
+      continue;
+    }
+    const r = ranges[key];
+    const allowed = `between ${formatDuration(r.lo)} and ${formatDuration(r.hi)}${r.why}`;
+    if (key in bad) {
+      const raw = bad[key];
+      errors[key] = !raw
+        ? `${label} is required: a duration ${allowed}.`
+        : /^\d+(\.\d+)?$/.test(raw)
+          ? `${label} needs a unit (s, m, h or d, as in 90s, 5m, 2h, 7d): it must be ${allowed}.`
+          : `${label}: “${raw}” is not a duration. Write e.g. 90s, 5m, 2h or 7d, ${allowed}.`;
+      continue;
+    }
+    const v = values[key];
+    if (v < r.lo || v > r.hi) errors[key] = `${label} must be ${allowed}; it is ${formatDuration(v)}.`;
+  }
+  return errors;
+}
+
+/** A service error for a setting, in words: "Raw retention must be at least ...". */
+export function settingError(key, error) {
+  const text = String(error ?? '').replace(/^config `[^`]*`:\s*/, '');
+  const label = LABELS[key];
+  if (!label) return text;
+  return /^(must|is |has |at most|at least)/.test(text) ? `${label} ${text}` : `${label}: ${text}`;
+}
+
+/** Where a value comes from (`GET /api/metrics-store/config/sources`), in words. */
+const SOURCE_TEXT = {
+  settings: 'changed here',
+  file: 'from the config file',
+  default: 'default',
+  commandLine: 'from the command line',
+};
 
 /** Bytes per stored row used by the estimate: raw points, and rolled-up buckets. */
 export const RAW_ROW_BYTES = 10;
@@ -87,6 +193,9 @@ export class Settings {
     this.stats = null;
     this.timer = null;
     this.built = false;
+    this.sources = null;
+    /** Errors the service gave for fields, shown until the field is edited. */
+    this.serverErrors = new Map();
     document.addEventListener('visibilitychange', () => {
       if (!document.hidden && !this.el.hidden && this.built) this.load();
     });
@@ -112,7 +221,8 @@ export class Settings {
         <form class="card" id="config-form" novalidate>
           <div class="card-head">
             <h2>Retention and intervals</h2>
-            <p class="muted">Durations like <code>90s</code>, <code>5m</code>, <code>2h</code>, <code>168h</code>, <code>90d</code>. Saved to the configuration file and applied without a restart.</p>
+            <p class="muted">Durations like <code>90s</code>, <code>5m</code>, <code>2h</code>, <code>168h</code>, <code>90d</code>. Changes are applied without a restart and kept in <code>settings.json</code> in the data directory, over the configuration file, which is never written.</p>
+            <p class="muted files" id="config-files"></p>
           </div>
           <fieldset class="fields" id="retention-fields"><legend>Retention per tier</legend></fieldset>
           <fieldset class="fields" id="other-fields"><legend>Writing and background jobs</legend></fieldset>
@@ -120,6 +230,7 @@ export class Settings {
           <div class="form-actions">
             <button type="submit" class="btn primary" id="save" disabled>Save</button>
             <button type="button" class="btn" id="reset" disabled>Undo changes</button>
+            <button type="button" class="btn" id="reset-file" disabled title="Forget the values changed here and use the configuration file's">Reset to file</button>
             <span class="save-status" id="save-status" role="status" aria-live="polite"></span>
           </div>
         </form>
@@ -151,14 +262,14 @@ export class Settings {
           <input id="${id}" name="${key}" ${kind === 'count' ? 'inputmode="numeric"' : ''} autocomplete="off" spellcheck="false" aria-describedby="${id}-help ${id}-error">
           <span class="parsed" aria-hidden="true"></span>
         </div>
-        <p class="help" id="${id}-help"></p>
+        <p class="help" id="${id}-help"><span class="text"></span> <span class="source"></span></p>
         <p class="error" id="${id}-error" hidden></p>`;
       row.querySelector('label').textContent = label;
-      row.querySelector('.help').textContent = help;
+      row.querySelector('.help .text').textContent = help;
       form.querySelector(target).append(row);
       const input = row.querySelector('input');
       input.addEventListener('input', () => {
-        this.clearFieldError(key);
+        this.serverErrors.delete(key);
         this.updateParsed(key);
         this.updateDirty();
         this.renderEstimate();
@@ -169,11 +280,12 @@ export class Settings {
       this.save();
     });
     this.el.querySelector('#reset').addEventListener('click', () => {
+      this.serverErrors.clear();
       this.fillForm(this.config);
-      this.clearFieldErrors();
       this.ctx.banner.clear('settings');
       this.setSaveStatus('');
     });
+    this.el.querySelector('#reset-file').addEventListener('click', () => this.resetToFile());
     this.el.querySelector('#maintain').addEventListener('click', () => this.maintain());
   }
 
@@ -184,12 +296,15 @@ export class Settings {
   async load() {
     clearTimeout(this.timer);
     try {
-      const [config, stats] = await Promise.all([
+      const [config, stats, sources] = await Promise.all([
         this.config ? Promise.resolve(null) : api.get('/api/metrics-store/config'),
         api.get('/api/metrics-store/stats'),
+        // Older services have no sources: the form works without them.
+        this.config ? Promise.resolve(null) : api.get('/api/metrics-store/config/sources').catch(() => null),
       ]);
       if (config) {
         this.config = config;
+        this.sources = sources;
         this.fillForm(config);
       }
       this.stats = stats;
@@ -250,8 +365,25 @@ export class Settings {
       dd.textContent = v;
       ro.append(dt, dd);
     };
-    add('Storage', config.enabled === false ? 'memory only (metrics.enabled: false)' : 'on disk');
-    add('Database', config.database_path ?? '—');
+    const src = this.sources?.sources || {};
+    const from = (k) => (src[k] ? ` (${SOURCE_TEXT[src[k]] ?? src[k]})` : '');
+    add('Storage', (config.enabled === false ? 'memory only (metrics.enabled: false)' : 'on disk') + from('enabled'));
+    add('Database', (config.database_path ?? '—') + from('database_path'));
+    for (const [key] of FIELDS) {
+      const el = this.el.querySelector(`.field[data-key="${key}"] .source`);
+      const where = src[key];
+      el.textContent = where ? `Now ${SOURCE_TEXT[where] ?? where}${where === 'settings' ? `; the file says ${getPath(this.sources.file, key)}` : ''}.` : '';
+      el.dataset.source = where || '';
+    }
+    const files = this.el.querySelector('#config-files');
+    const cf = this.sources?.configFile;
+    const sf = this.sources?.settingsFile;
+    files.textContent = [
+      cf ? `Configuration file: ${cf}.` : 'No configuration file: defaults apply under the changes made here.',
+      sf ? `Changes made here: ${sf}.` : 'Changes made here last until the service restarts.',
+    ].join(' ');
+    const overridden = Object.values(src).some((v) => v === 'settings');
+    this.el.querySelector('#reset-file').disabled = !overridden;
     this.updateDirty();
   }
 
@@ -287,14 +419,31 @@ export class Settings {
     return { patch, n };
   }
 
+  /** The form's values as text, by key. */
+  texts() {
+    return Object.fromEntries(FIELDS.map(([key]) => [key, this.input(key).value]));
+  }
+
+  /**
+   * Marks what changed, checks every field as the service would (messages
+   * in words, with the allowed range) and offers Save only for a change
+   * that is valid as a whole.
+   */
   updateDirty() {
     const { n } = this.changes();
-    this.el.querySelector('#save').disabled = n === 0;
-    this.el.querySelector('#reset').disabled = n === 0;
+    const errors = this.config ? checkSettings(this.texts()) : {};
     for (const [key] of FIELDS) {
       const raw = this.input(key).value.trim();
       this.input(key).closest('.field').classList.toggle('changed', !!this.config && raw !== String(getPath(this.config, key) ?? ''));
+      this.clearFieldError(key);
+      const message = errors[key] ?? this.serverErrors.get(key);
+      if (message) this.showFieldError(key, message);
     }
+    const invalid = Object.keys(errors).length > 0;
+    this.el.querySelector('#save').disabled = n === 0 || invalid;
+    this.el.querySelector('#save').title = invalid ? 'Fix the highlighted fields first' : '';
+    this.el.querySelector('#reset').disabled = n === 0;
+    this.el.querySelector('#config-form').dataset.valid = String(!invalid);
   }
 
   setSaveStatus(text, kind = '') {
@@ -330,33 +479,70 @@ export class Settings {
 
   async save() {
     const { patch, n } = this.changes();
-    if (!n) return;
-    this.clearFieldErrors();
+    if (!n || Object.keys(checkSettings(this.texts())).length) return;
+    this.serverErrors.clear();
     const button = this.el.querySelector('#save');
     button.disabled = true;
     this.setSaveStatus('Saving…');
     try {
       const answer = await api.put('/api/metrics-store/config', patch);
-      const { restartRequired, persisted, ...config } = answer || {};
-      this.config = config;
-      this.fillForm(config);
-      this.ctx.banner.clear('settings');
-      const parts = [persisted === false ? 'Applied until restart: the service has no configuration file to write to.' : 'Saved to the configuration file.'];
-      if (Array.isArray(restartRequired) && restartRequired.length) parts.push(`Takes effect after a restart: ${restartRequired.join(', ')}.`);
-      this.setSaveStatus(parts.join(' '), persisted === false ? 'warn' : 'ok');
-      this.renderEstimate();
+      await this.applied(answer, 'Saved');
     } catch (e) {
-      let placed = 0;
-      if (e instanceof ApiError && Array.isArray(e.details)) {
-        for (const d of e.details) {
-          if (d && typeof d === 'object' && this.showFieldError(fieldKey(d.key ?? d.field), d.error ?? d.message ?? '')) placed++;
+      this.refused(e);
+    }
+  }
+
+  /** "Reset to file": forgets every value changed here (DELETE). */
+  async resetToFile() {
+    this.serverErrors.clear();
+    this.setSaveStatus('Resetting…');
+    try {
+      const answer = await api.del('/api/metrics-store/config');
+      await this.applied(answer, 'Reset to the configuration file');
+    } catch (e) {
+      this.refused(e);
+    }
+  }
+
+  async applied(answer, what) {
+    const { restartRequired, persisted, ...config } = answer || {};
+    this.config = config;
+    this.sources = await api.get('/api/metrics-store/config/sources').catch(() => null);
+    this.fillForm(config);
+    this.ctx.banner.clear('settings');
+    const where = this.sources?.settingsFile;
+    const parts = [
+      persisted === false
+        ? `${what} and applied until the service restarts (it keeps no settings file).`
+        : `${what} and applied${where ? ` (kept in ${where}; the configuration file is left as it is)` : ''}.`,
+    ];
+    if (Array.isArray(restartRequired) && restartRequired.length) {
+      parts.push(`Takes effect after a restart: ${restartRequired.map((k) => LABELS[fieldKey(k)] ?? k).join(', ')}.`);
+    }
+    this.setSaveStatus(parts.join(' '), persisted === false ? 'warn' : 'ok');
+    this.renderEstimate();
+  }
+
+  refused(e) {
+    let placed = 0;
+    if (e instanceof ApiError && Array.isArray(e.details)) {
+      for (const d of e.details) {
+        if (!d || typeof d !== 'object') continue;
+        const key = fieldKey(d.key ?? d.field);
+        if (FIELDS.some(([k]) => k === key)) {
+          this.serverErrors.set(key, settingError(key, d.error ?? d.message ?? ''));
+          placed++;
         }
       }
-      this.ctx.banner.show(e, 'settings');
-      this.setSaveStatus(placed ? 'Not saved: fix the highlighted field.' : 'Not saved.', 'bad');
-      this.updateDirty();
-      this.el.querySelector('.field.invalid input')?.focus();
     }
+    this.updateDirty();
+    if (placed) {
+      this.ctx.banner.show(new Error(`Not saved: ${[...this.serverErrors.values()].join(' ')}`), 'settings');
+    } else {
+      this.ctx.banner.show(e, 'settings');
+    }
+    this.setSaveStatus(placed ? 'Not saved: fix the highlighted field.' : 'Not saved.', 'bad');
+    this.el.querySelector('.field.invalid input')?.focus();
   }
 
   async maintain() {

@@ -1,6 +1,7 @@
-// Sparklines drawn straight onto a <canvas> (120x16 CSS px, devicePixelRatio
-// aware): one canvas per series, no chart library, so hundreds of rows stay
-// cheap. Gaps in the data are drawn as breaks.
+// Sparklines drawn straight onto a <canvas> (120x16 CSS px on wide screens,
+// narrower on phones; devicePixelRatio aware): one canvas per series, no
+// chart library, so hundreds of rows stay cheap. Gaps in the data are drawn
+// as breaks, judged by each point's own bucket width (see `runsOf`).
 
 import { level, metricKind } from './format.js';
 
@@ -38,9 +39,59 @@ export function typicalStep(points) {
   return diffs[(diffs.length - 1) >> 1];
 }
 
-/** Largest spacing that still counts as continuous data (2.5x the usual step). */
-export function gapThreshold(points, minStep = 0) {
-  return Math.max(typicalStep(points), minStep) * 2.5;
+/**
+ * Gives each point the bucket it stands for, from the answer's segments
+ * (`[{start, tier, width}]`, see docs/api.md): `w`, its width in ms, `tier`,
+ * and `seg`, the index of its run. Without segments (an older service)
+ * every point is one run of width 0, and gaps fall back to the spacing.
+ */
+export function applySegments(points, segments) {
+  const segs = Array.isArray(segments) ? segments : [];
+  let j = -1;
+  for (const p of points) {
+    while (j + 1 < segs.length && segs[j + 1].start <= p.timestamp) j++;
+    const s = segs[j];
+    p.w = s ? s.width : 0;
+    p.tier = s ? s.tier : undefined;
+    p.seg = Math.max(0, j);
+  }
+  return points;
+}
+
+/**
+ * Splits points into runs of continuous data. Two neighbours belong to one
+ * run unless the second comes more than 2.5x later than the first point's
+ * span: the wider of its own bucket width (`w`: a daily bucket stands for a
+ * day, a raw point for a second) and the usual spacing within its segment
+ * (a collector polling every 10 s leaves 10 s between raw points). So daily
+ * buckets followed by hourly ones and minutes at the trailing edge of a 30
+ * day chart are one line, and a VM stopped for 20 minutes is a break.
+ * `minStep` is a floor for the spacing (the answer's bucket when known only
+ * as a whole).
+ */
+export function runsOf(points, minStep = 0) {
+  if (!points.length) return [];
+  const steps = new Map();
+  let from = 0;
+  for (let i = 1; i <= points.length; i++) {
+    if (i === points.length || points[i].seg !== points[from].seg) {
+      steps.set(points[from].seg, typicalStep(points.slice(from, i)));
+      from = i;
+    }
+  }
+  const runs = [];
+  let run = [points[0]];
+  for (let i = 1; i < points.length; i++) {
+    const prev = points[i - 1];
+    const span = Math.max(prev.w || 0, steps.get(prev.seg) || 0, minStep);
+    if (span > 0 && points[i].timestamp - prev.timestamp > span * 2.5) {
+      runs.push(run);
+      run = [];
+    }
+    run.push(points[i]);
+  }
+  runs.push(run);
+  return runs;
 }
 
 /** Colour of a series: by threshold for cpu/memory/disk, neutral otherwise. */
@@ -61,13 +112,15 @@ export function withAlpha(colour, alpha) {
 }
 
 /**
- * Draws `points` ([{timestamp, value}], oldest first) between `start` and
- * `end` (Unix ms). Percent metrics use a fixed 0-100 scale, like Pulse; the
- * others scale to their own maximum.
+ * Draws `points` ([{timestamp, value, w, seg}], oldest first, see
+ * `applySegments`) between `start` and `end` (Unix ms) on a canvas `width`
+ * CSS px wide (the stylesheet's width: phones draw narrower). Percent
+ * metrics use a fixed 0-100 scale, like Pulse; the others scale to their
+ * own maximum.
  */
-export function drawSparkline(canvas, points, { start, end, metric, step = 0 }) {
+export function drawSparkline(canvas, points, { start, end, metric, step = 0, width = SPARK_WIDTH }) {
   const dpr = window.devicePixelRatio || 1;
-  const w = SPARK_WIDTH;
+  const w = width;
   const h = SPARK_HEIGHT;
   const pw = Math.round(w * dpr);
   const ph = Math.round(h * dpr);
@@ -83,10 +136,13 @@ export function drawSparkline(canvas, points, { start, end, metric, step = 0 }) 
   ctx.fillStyle = c.baseline;
   ctx.fillRect(0, h - 1, w, 1);
 
-  canvas._spark = { points, start, end, metric };
+  canvas._spark = { points, start, end, metric, width: w };
   canvas.dataset.points = String(points.length);
   canvas.dataset.drawn = String((Number(canvas.dataset.drawn) || 0) + 1);
-  if (!points.length || !(end > start)) return;
+  if (!points.length || !(end > start)) {
+    canvas.dataset.runs = '0';
+    return;
+  }
 
   const kind = metricKind(metric);
   let max = 0;
@@ -95,21 +151,10 @@ export function drawSparkline(canvas, points, { start, end, metric, step = 0 }) 
   const pad = 1.5;
   const x = (t) => ((t - start) / (end - start)) * w;
   const y = (v) => h - pad - (Math.max(0, v) / top) * (h - 2 * pad);
-  const gap = gapThreshold(points, step);
   const last = points[points.length - 1].value;
   const colour = seriesColour(metric, last);
 
-  // Runs of continuous points; a gap ends a run.
-  const runs = [];
-  let run = [points[0]];
-  for (let i = 1; i < points.length; i++) {
-    if (gap > 0 && points[i].timestamp - points[i - 1].timestamp > gap) {
-      runs.push(run);
-      run = [];
-    }
-    run.push(points[i]);
-  }
-  runs.push(run);
+  const runs = runsOf(points, step);
   canvas.dataset.runs = String(runs.length);
 
   ctx.lineJoin = 'round';
@@ -142,7 +187,7 @@ export function drawSparkline(canvas, points, { start, end, metric, step = 0 }) 
 export function pointAt(canvas, offsetX) {
   const s = canvas._spark;
   if (!s || !s.points.length) return null;
-  const t = s.start + (offsetX / SPARK_WIDTH) * (s.end - s.start);
+  const t = s.start + (offsetX / s.width) * (s.end - s.start);
   let best = null;
   let bestDist = Infinity;
   for (const p of s.points) {
@@ -152,6 +197,6 @@ export function pointAt(canvas, offsetX) {
       bestDist = d;
     }
   }
-  const step = typicalStep(s.points) || (s.end - s.start) / SPARK_WIDTH;
-  return bestDist <= step * 1.5 ? best : null;
+  const reach = Math.max(best?.w || 0, typicalStep(s.points), (s.end - s.start) / s.width);
+  return bestDist <= reach * 1.5 ? best : null;
 }

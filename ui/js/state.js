@@ -33,6 +33,10 @@ export function readState() {
     start: null,
     end: null,
     view: 'trends',
+    // No range in the URL or saved: the dashboard picks one that fits the
+    // history (15m while it is younger than an hour), and keeps it out of
+    // the URL and localStorage so the next visit picks again.
+    autoRange: false,
   };
   const start = Number(q.get('start') ?? (q.has('range') ? NaN : saved.start));
   const end = Number(q.get('end') ?? (q.has('range') ? NaN : saved.end));
@@ -43,6 +47,8 @@ export function readState() {
     state.end = end;
   } else if (ALL_RANGES.includes(range)) {
     state.range = range;
+  } else {
+    state.autoRange = true;
   }
   const view = q.get('view') ?? saved.view;
   if (VIEWS.includes(view)) state.view = view;
@@ -53,7 +59,8 @@ export function readState() {
 export function writeState(state) {
   const url = new URL(location.href);
   const q = url.searchParams;
-  q.set('range', state.range);
+  if (state.autoRange) q.delete('range');
+  else q.set('range', state.range);
   if (state.range === 'custom') {
     q.set('start', String(state.start));
     q.set('end', String(state.end));
@@ -66,10 +73,8 @@ export function writeState(state) {
   const next = url.pathname + url.search + url.hash;
   if (next !== location.pathname + location.search + location.hash) history.replaceState(null, '', next);
   try {
-    localStorage.setItem(
-      STORE_KEY,
-      JSON.stringify({ range: state.range, start: state.start, end: state.end, view: state.view }),
-    );
+    const range = state.autoRange ? undefined : state.range;
+    localStorage.setItem(STORE_KEY, JSON.stringify({ range, start: state.start, end: state.end, view: state.view }));
   } catch {
     // Private mode: the URL still carries the state.
   }

@@ -1,21 +1,24 @@
 //! Verifying a database without writing to it: SQLite's own integrity
-//! check, then ours, which SQLite cannot do: every raw log slot and every
-//! tier chunk must decode, checksum (chunks), and name series that exist,
-//! with sane times and finite values. Each damaged part is named by table,
-//! slot or chunk, and the series it holds.
+//! check, then ours, which SQLite cannot do: every record of the raw
+//! journal (and of a version 1 raw log) and every tier chunk must decode,
+//! match its checksum, and name series that exist, with sane times and
+//! finite values. Each damaged part is named by where it is (journal
+//! segment and byte, table and chunk or slot) and the series it holds.
 //!
-//! `salvage` copies what these checks pass; both read the file exactly as
+//! `salvage` copies what these checks pass; both read the files exactly as
 //! the read-only commands do (see `schema::ReadMode`).
 
-use crate::codec::{self, Slot};
+use crate::codec;
 use crate::error::{Error, Result};
+use crate::journal::{self, LogPoint};
+use crate::legacy;
 use crate::model::{MAX_TIMESTAMP_MS, SeriesKey, format_timestamp};
 use crate::schema::{self, ReadMode};
 use crate::state::ChunkTier;
 use rusqlite::Connection;
 use serde::Serialize;
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Integrity messages listed at most (SQLite stops there too).
 const INTEGRITY_MAX: usize = 100;
@@ -23,13 +26,14 @@ const INTEGRITY_MAX: usize = 100;
 /// One damaged part of a database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Damage {
-    /// `raw_log`, `minute`, `hourly`, `daily`, `series`, or `sqlite` for
-    /// what SQLite's own check reports.
+    /// `raw journal`, `raw_log` (version 1 files), `minute`, `hourly`,
+    /// `daily`, `series`, or `sqlite` for what SQLite's own check reports.
     pub table: String,
-    /// Which row: `slot 17`, `chunk 2024-05-01T12:00:00Z (key ...)`.
+    /// Which part: `segment 00000000000000000001.seg from byte 4096`,
+    /// `slot 17`, `chunk 2024-05-01T12:00:00Z (key ...)`.
     pub part: String,
-    /// The series whose data it holds. For a log slot, those read before
-    /// the damage: what lies after it cannot be known.
+    /// The series whose data it holds, where that can be known: for a
+    /// journal segment or log slot, those read before the damage.
     pub series: Vec<String>,
     pub problem: String,
 }
@@ -44,13 +48,18 @@ pub struct CheckReport {
     /// SQLite's `integrity_check` messages (empty when it says "ok").
     pub integrity: Vec<String>,
     pub series: u64,
-    pub log_slots: u64,
+    pub journal_segments: u64,
+    pub raw_points: u64,
     pub chunks: u64,
     pub damage: Vec<Damage>,
+    /// What is not damage but worth knowing (a record cut short at the end
+    /// of the newest segment by a crash: the next start drops it).
+    pub notes: Vec<String>,
 }
 
 /// The source database, open for reading, and its series directory.
 pub(crate) struct Source {
+    pub path: PathBuf,
     pub conn: Connection,
     pub keys: Vec<Option<SeriesKey>>,
 }
@@ -66,9 +75,10 @@ impl Source {
         }
         let mode = ReadMode::of(path);
         schema::identify(path, mode, false)?;
-        let conn = schema::open_read_only(path, mode)
+        let conn = schema::open_ro(path, mode)
             .map_err(|e| Error::sqlite(format!("open {}", path.display()), e))?;
         Ok(Source {
+            path: path.to_path_buf(),
             conn,
             keys: Vec::new(),
         })
@@ -81,48 +91,152 @@ impl Source {
             _ => format!("(unknown series id {sid})"),
         }
     }
+
+    fn names(&self, sids: &BTreeSet<u32>) -> Vec<String> {
+        sids.iter().map(|&s| self.name(s)).collect()
+    }
 }
 
-/// What one readable log slot holds.
-pub(crate) struct SlotContent {
-    pub points: usize,
-    pub sids: BTreeSet<u32>,
+/// Why a point cannot be right, if it cannot.
+fn bad_point(p: &LogPoint, series: usize) -> Option<String> {
+    if p.sid as usize >= series {
+        Some(format!("a point of series id {}, which does not exist", p.sid))
+    } else if !(0..=MAX_TIMESTAMP_MS).contains(&p.ts) {
+        Some(format!("a point stamped {} ms, outside 1970..9999", p.ts))
+    } else if !p.value.is_finite() {
+        Some(format!("a point with the value {}", p.value))
+    } else {
+        None
+    }
 }
 
-/// Decodes and checks one log slot. The error carries the reason and the
-/// series read before the damage.
+/// One journal segment as far as it can be trusted.
+pub(crate) struct SegmentCheck {
+    pub name: String,
+    /// Bytes from the start that hold good records.
+    pub good: u64,
+    pub points: u64,
+    /// Damage past `good`, if any (a torn tail of the newest segment is a
+    /// note, not damage).
+    pub damage: Option<Damage>,
+    pub note: Option<String>,
+}
+
+/// Reads and checks one segment (`last`: the newest).
+pub(crate) fn check_segment(src: &Source, path: &Path, last: bool) -> SegmentCheck {
+    let series = src.keys.len();
+    let name = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            return SegmentCheck {
+                damage: Some(Damage {
+                    table: "raw journal".into(),
+                    part: format!("segment {name}"),
+                    series: Vec::new(),
+                    problem: format!("cannot be read: {e}"),
+                }),
+                name,
+                good: 0,
+                points: 0,
+                note: None,
+            };
+        }
+    };
+    let (mut records, damage) = journal::decode_segment(&bytes);
+    // A record that decodes but names no series of ours, or an impossible
+    // time, is damage too: it and what follows it are not trusted.
+    let mut problem: Option<(usize, String)> = None;
+    'records: for (i, r) in records.iter().enumerate() {
+        for p in &r.points {
+            if let Some(why) = bad_point(p, series) {
+                problem = Some((i, why));
+                break 'records;
+            }
+        }
+    }
+    let mut seen = BTreeSet::new();
+    let mut damage_at: Option<(u64, String)> = match &damage {
+        Some(journal::Damage::Torn { offset }) => Some((*offset, "a record cut short".into())),
+        Some(journal::Damage::Corrupt { offset, reason }) => Some((*offset, reason.clone())),
+        None => None,
+    };
+    let bad_record = problem.is_some();
+    if let Some((i, why)) = problem {
+        // The offset of record i is where the records before it end.
+        let offset = record_offsets(&bytes)[i];
+        records.truncate(i);
+        damage_at = Some((offset, why));
+    }
+    for r in &records {
+        for p in &r.points {
+            seen.insert(p.sid);
+        }
+    }
+    let points = records.iter().map(|r| r.points.len() as u64).sum();
+    let good = damage_at.as_ref().map_or(bytes.len() as u64, |(o, _)| *o);
+    let torn_tail = last && !bad_record && matches!(damage, Some(journal::Damage::Torn { .. }));
+    let (damage, note) = match damage_at {
+        None => (None, None),
+        Some((offset, _)) if torn_tail => (
+            None,
+            Some(format!(
+                "raw journal segment {name} ends in a record cut short at byte {offset} (a crash or a full disk during a write); the next start drops it"
+            )),
+        ),
+        Some((offset, why)) => (
+            Some(Damage {
+                table: "raw journal".into(),
+                part: format!("segment {name} from byte {offset}"),
+                series: src.names(&seen),
+                problem: format!(
+                    "{why}; the {} bytes from there to the end of the segment cannot be read",
+                    bytes.len() as u64 - offset
+                ),
+            }),
+            None,
+        ),
+    };
+    SegmentCheck {
+        name,
+        good,
+        points,
+        damage,
+        note,
+    }
+}
+
+/// Where each whole record of a segment starts.
+fn record_offsets(bytes: &[u8]) -> Vec<u64> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos + 4 <= bytes.len() {
+        out.push(pos as u64);
+        let len = u32::from_le_bytes(bytes[pos..pos + 4].try_into().expect("4")) as usize;
+        pos = pos.saturating_add(journal::HEADER).saturating_add(len);
+    }
+    out
+}
+
+/// Decodes and checks one version 1 log slot. The error carries the
+/// reason and the series read before the damage.
 pub(crate) fn check_slot(
     blob: &[u8],
     series: usize,
-) -> std::result::Result<SlotContent, (String, BTreeSet<u32>)> {
-    let slot = Slot::from_bytes(blob).map_err(|e| (e.0.to_string(), BTreeSet::new()))?;
-    let mut content = SlotContent {
-        points: 0,
-        sids: BTreeSet::new(),
-    };
-    let mut bad: Option<String> = None;
-    let decoded = slot.for_each(|_, p| {
-        if bad.is_some() {
-            return;
+) -> std::result::Result<Vec<(u64, LogPoint)>, (String, BTreeSet<u32>)> {
+    let (points, stopped) = legacy::slot_points(blob);
+    let mut sids = BTreeSet::new();
+    for (_, p) in &points {
+        if let Some(why) = bad_point(p, series) {
+            return Err((why, sids));
         }
-        if p.sid as usize >= series {
-            bad = Some(format!(
-                "a point of series id {}, which does not exist",
-                p.sid
-            ));
-        } else if !(0..=MAX_TIMESTAMP_MS).contains(&p.ts) {
-            bad = Some(format!("a point stamped {} ms, outside 1970..9999", p.ts));
-        } else if !p.value.is_finite() {
-            bad = Some(format!("a point with the value {}", p.value));
-        } else {
-            content.points += 1;
-            content.sids.insert(p.sid);
-        }
-    });
-    match (decoded, bad) {
-        (Ok(()), None) => Ok(content),
-        (Err(e), _) => Err((e.0.to_string(), content.sids)),
-        (Ok(()), Some(reason)) => Err((reason, content.sids)),
+        sids.insert(p.sid);
+    }
+    match stopped {
+        Some(e) => Err((e.0.to_string(), sids)),
+        None => Ok(points),
     }
 }
 
@@ -171,6 +285,7 @@ pub(crate) const TIERS: [ChunkTier; 3] = [ChunkTier::MINUTE, ChunkTier::HOURLY, 
 /// Reads the series directory into `src.keys` (a hole for each id that
 /// is missing or invalid), reporting what is wrong with it.
 pub(crate) fn read_series(src: &mut Source, damage: &mut Vec<Damage>) {
+    let mut bad = Vec::new();
     let read = (|| -> rusqlite::Result<()> {
         let mut stmt = src
             .conn
@@ -184,7 +299,7 @@ pub(crate) fn read_series(src: &mut Source, damage: &mut Vec<Damage>) {
                 row.get::<_, String>(3).unwrap_or_default(),
             );
             let Ok(idx) = usize::try_from(id) else {
-                damage.push(series_damage(id, "negative series id".into()));
+                bad.push((id, "negative series id".to_string()));
                 continue;
             };
             if idx >= src.keys.len() {
@@ -192,7 +307,7 @@ pub(crate) fn read_series(src: &mut Source, damage: &mut Vec<Damage>) {
             }
             match key.validate() {
                 Ok(()) => src.keys[idx] = Some(key),
-                Err(reason) => damage.push(series_damage(id, reason)),
+                Err(reason) => bad.push((id, reason)),
             }
         }
         Ok(())
@@ -206,21 +321,18 @@ pub(crate) fn read_series(src: &mut Source, damage: &mut Vec<Damage>) {
         });
     }
     for (id, key) in src.keys.iter().enumerate() {
-        if key.is_none() && !damage.iter().any(|d| d.part == format!("id {id}")) {
-            damage.push(series_damage(
-                id as i64,
-                "missing (ids must be dense)".into(),
-            ));
+        if key.is_none() && !bad.iter().any(|(b, _)| *b == id as i64) {
+            bad.push((id as i64, "missing (ids must be dense)".into()));
         }
     }
-}
-
-fn series_damage(id: i64, problem: String) -> Damage {
-    Damage {
-        table: "series".into(),
-        part: format!("id {id}"),
-        series: Vec::new(),
-        problem,
+    bad.sort();
+    for (id, problem) in bad {
+        damage.push(Damage {
+            table: "series".into(),
+            part: format!("id {id}"),
+            series: Vec::new(),
+            problem,
+        });
     }
 }
 
@@ -251,11 +363,26 @@ pub(crate) fn scan_rows(
     }
 }
 
-/// Checks the database at `path`. Refuses (as an error) only what is not
-/// one of our databases at all; damage is what the report lists.
+/// The rest of a table that SQLite could not read.
+pub(crate) fn unreadable(table: &str, last: Option<i64>, e: &rusqlite::Error) -> Damage {
+    Damage {
+        table: table.into(),
+        part: match last {
+            Some(k) => format!("rows after key {k}"),
+            None => "every row".into(),
+        },
+        series: Vec::new(),
+        problem: format!("SQLite cannot read them: {e}"),
+    }
+}
+
+/// Checks the database at `path` and its raw journal. Refuses (as an
+/// error) only what is not one of our databases at all; damage is what the
+/// report lists.
 pub fn check(path: &Path) -> Result<CheckReport> {
     let mut src = Source::open(path)?;
     let mut damage = Vec::new();
+    let mut notes = Vec::new();
     let mut integrity = Vec::new();
     let verdict = (|| -> rusqlite::Result<Vec<String>> {
         let mut stmt = src
@@ -272,24 +399,29 @@ pub fn check(path: &Path) -> Result<CheckReport> {
     read_series(&mut src, &mut damage);
     let series = src.keys.len();
 
-    let mut log_slots = 0u64;
-    let scanned = scan_rows(
-        &src.conn,
-        "SELECT slot, data FROM raw_log ORDER BY slot",
-        |id, blob| {
-            log_slots += 1;
-            if let Err((reason, sids)) = check_slot(blob, series) {
-                damage.push(Damage {
+    let segments = journal::list(&journal::dir_of(path))?;
+    let mut raw_points = 0u64;
+    for (i, (_, seg)) in segments.iter().enumerate() {
+        let c = check_segment(&src, seg, i + 1 == segments.len());
+        raw_points += c.points;
+        damage.extend(c.damage);
+        notes.extend(c.note);
+    }
+    if legacy::has_raw_log(&src.conn)? {
+        let scanned = scan_rows(&src.conn, "SELECT slot, data FROM raw_log ORDER BY slot", |id, blob| {
+            match check_slot(blob, series) {
+                Ok(points) => raw_points += points.len() as u64,
+                Err((reason, sids)) => damage.push(Damage {
                     table: "raw_log".into(),
                     part: format!("slot {id}"),
-                    series: sids.iter().map(|&s| src.name(s)).collect(),
+                    series: src.names(&sids),
                     problem: reason,
-                });
+                }),
             }
-        },
-    );
-    if let Err((last, e)) = scanned {
-        damage.push(unreadable("raw_log", last, &e));
+        });
+        if let Err((last, e)) = scanned {
+            damage.push(unreadable("raw_log", last, &e));
+        }
     }
 
     let mut chunks = 0u64;
@@ -313,25 +445,14 @@ pub fn check(path: &Path) -> Result<CheckReport> {
     }
 
     Ok(CheckReport {
-        path: path.display().to_string(),
+        path: src.path.display().to_string(),
         ok: integrity.is_empty() && damage.is_empty(),
         integrity,
         series: series as u64,
-        log_slots,
+        journal_segments: segments.len() as u64,
+        raw_points,
         chunks,
         damage,
+        notes,
     })
-}
-
-/// The rest of a table that SQLite could not read.
-pub(crate) fn unreadable(table: &str, last: Option<i64>, e: &rusqlite::Error) -> Damage {
-    Damage {
-        table: table.into(),
-        part: match last {
-            Some(k) => format!("rows after key {k}"),
-            None => "every row".into(),
-        },
-        series: Vec::new(),
-        problem: format!("SQLite cannot read them: {e}"),
-    }
 }

@@ -153,12 +153,6 @@ impl MetricsConfig {
             HOUR,
         )?;
         check_range(
-            &key("max_future_skew"),
-            self.max_future_skew,
-            Duration::from_secs(1),
-            DAY,
-        )?;
-        check_range(
             &key("rollup_interval"),
             self.rollup_interval,
             Duration::from_secs(1),
@@ -169,6 +163,12 @@ impl MetricsConfig {
             self.retention_interval,
             MINUTE,
             DAY * 7,
+        )?;
+        check_range(
+            &key("max_future_skew"),
+            self.max_future_skew,
+            Duration::from_secs(1),
+            DAY,
         )?;
         check_range(
             &key("vacuum_interval"),
@@ -299,6 +299,10 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
         return Err("empty duration (write e.g. 5s, 5m, 2h, 90d)".into());
     }
     if t.chars().all(|c| c.is_ascii_digit()) {
+        // "0" would get the hint "0s", which no setting accepts.
+        if t.bytes().all(|b| b == b'0') {
+            return Err(format!("{t:?} has no unit (write e.g. 90s, 5m, 2h or 7d)"));
+        }
         return Err(format!(
             "{t:?} has no unit (write e.g. {t}s, {t}m, {t}h or {t}d)"
         ));
@@ -516,6 +520,7 @@ mod tests {
         assert_eq!(parse_duration("90d").unwrap().as_secs(), 90 * 86_400);
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
         assert!(parse_duration("5").unwrap_err().contains("no unit"));
+        assert!(!parse_duration("0").unwrap_err().contains(" 0s"));
         assert!(parse_duration("soon").is_err());
     }
 

@@ -50,6 +50,12 @@ enum Inner {
     },
     /// The file is an SQLite database that belongs to another program.
     Foreign { path: PathBuf, tables: Vec<String> },
+    /// Stored content that cannot be read back (a damaged journal segment
+    /// or chunk), naming where.
+    Damaged {
+        path: Option<PathBuf>,
+        detail: String,
+    },
     /// Invalid configuration: the key at fault and the rule it breaks.
     Config { key: String, message: String },
     /// Another process holds the database's writer lock.
@@ -66,14 +72,6 @@ enum Inner {
         free: Option<u64>,
         detail: String,
     },
-    /// Stored content that cannot be read back (`check` lists it all).
-    Damaged {
-        path: Option<PathBuf>,
-        detail: String,
-    },
-    /// Accepted points that could not be made durable before the store
-    /// closed: they are gone.
-    Lost { points: usize, cause: String },
     Io {
         context: String,
         source: std::io::Error,
@@ -116,11 +114,11 @@ impl Error {
     pub fn foreign(path: PathBuf, tables: Vec<String>) -> Error {
         Error::new(Inner::Foreign { path, tables })
     }
-    /// A configuration error naming `key` and the rule it breaks.
-    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Error {
-        Error::new(Inner::Config {
-            key: key.into(),
-            message: message.into(),
+    /// Stored content that cannot be read back; `detail` names where.
+    pub fn damaged(detail: impl Into<String>) -> Error {
+        Error::new(Inner::Damaged {
+            path: None,
+            detail: detail.into(),
         })
     }
     pub fn locked(path: PathBuf, lock: PathBuf, pid: Option<u32>) -> Error {
@@ -136,17 +134,37 @@ impl Error {
             detail: detail.into(),
         })
     }
-    /// Damaged content, named by `detail` (table, slot or chunk, series).
-    pub fn damaged(path: Option<PathBuf>, detail: impl Into<String>) -> Error {
-        Error::new(Inner::Damaged {
-            path,
-            detail: detail.into(),
-        })
+
+    /// Names the database in a damage report that lacks it.
+    pub fn at_path(mut self, db: &std::path::Path) -> Error {
+        if let Inner::Damaged { path, .. } = &mut *self.inner
+            && path.is_none()
+        {
+            *path = Some(db.to_path_buf());
+        }
+        self
     }
-    pub fn lost(points: usize, cause: impl Into<String>) -> Error {
-        Error::new(Inner::Lost {
-            points,
-            cause: cause.into(),
+
+    /// SQLite's primary result code, if SQLite is what failed.
+    pub(crate) fn sqlite_code(&self) -> Option<rusqlite::ErrorCode> {
+        match &*self.inner {
+            Inner::Sqlite { source, .. } => source.sqlite_error_code(),
+            _ => None,
+        }
+    }
+
+    /// The OS error number, if a file operation is what failed.
+    pub(crate) fn os_error(&self) -> Option<i32> {
+        match &*self.inner {
+            Inner::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+    /// A configuration error naming `key` and the rule it breaks.
+    pub fn config(key: impl Into<String>, message: impl Into<String>) -> Error {
+        Error::new(Inner::Config {
+            key: key.into(),
+            message: message.into(),
         })
     }
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
@@ -210,35 +228,15 @@ impl Error {
         )
     }
 
+    /// Stored data is damaged (see the message for where); the file was
+    /// left as it was.
+    pub fn is_damaged(&self) -> bool {
+        matches!(*self.inner, Inner::Damaged { .. })
+    }
+
     /// The store was closed before the call could complete.
     pub fn is_closed(&self) -> bool {
         matches!(*self.inner, Inner::Closed)
-    }
-
-    /// Names the database in a damage report that lacks it.
-    pub(crate) fn at_path(mut self, db: &std::path::Path) -> Error {
-        if let Inner::Damaged { path, .. } = &mut *self.inner
-            && path.is_none()
-        {
-            *path = Some(db.to_path_buf());
-        }
-        self
-    }
-
-    /// SQLite's primary result code, if SQLite is what failed.
-    pub(crate) fn sqlite_code(&self) -> Option<rusqlite::ErrorCode> {
-        match &*self.inner {
-            Inner::Sqlite { source, .. } => source.sqlite_error_code(),
-            _ => None,
-        }
-    }
-
-    /// The OS error number, if a file operation is what failed.
-    pub(crate) fn os_error(&self) -> Option<i32> {
-        match &*self.inner {
-            Inner::Io { source, .. } => source.raw_os_error(),
-            _ => None,
-        }
     }
 
     /// Another process writes this database (exit 1, naming it).
@@ -254,11 +252,6 @@ impl Error {
     /// The disk is full; the database itself is fine.
     pub fn is_disk_full(&self) -> bool {
         matches!(*self.inner, Inner::DiskFull { .. })
-    }
-
-    /// Stored content is damaged: `check` and `salvage` are the way out.
-    pub fn is_damaged(&self) -> bool {
-        matches!(*self.inner, Inner::Damaged { .. })
     }
 }
 
@@ -306,13 +299,18 @@ impl fmt::Display for Error {
                 path.display(),
                 tables.join(", ")
             ),
+            Inner::Damaged { path, detail } => {
+                match path {
+                    Some(p) => write!(f, "{} has damaged content: {detail}", p.display())?,
+                    None => write!(f, "damaged data: {detail}")?,
+                }
+                f.write_str(
+                    ". Run `pulse-metrics check` to list every damaged part, then `pulse-metrics salvage NEW.db` to copy everything readable into a new file",
+                )
+            }
             Inner::Config { key, message } => write!(f, "config `{key}`: {message}"),
             Inner::Locked { path, lock, pid } => {
-                write!(
-                    f,
-                    "{} is in use by another pulse-metrics process",
-                    path.display()
-                )?;
+                write!(f, "{} is in use by another pulse-metrics process", path.display())?;
                 if let Some(pid) = pid {
                     write!(f, " (PID {pid})")?;
                 }
@@ -329,29 +327,15 @@ impl fmt::Display for Error {
             ),
             Inner::DiskFull { dir, free, detail } => {
                 write!(f, "disk full: the file system holding {}", dir.display())?;
-                if let Some(free) = free {
-                    write!(f, " has {free} bytes free")?;
-                } else {
-                    f.write_str(" has no room")?;
+                match free {
+                    Some(free) => write!(f, " has {free} bytes free")?,
+                    None => f.write_str(" has no room")?,
                 }
                 write!(
                     f,
                     " ({detail}). This is not damage to the database, which was left as it was: free some space there and start again"
                 )
             }
-            Inner::Damaged { path, detail } => {
-                match path {
-                    Some(p) => write!(f, "{} has damaged content: {detail}", p.display())?,
-                    None => write!(f, "damaged content: {detail}")?,
-                }
-                f.write_str(
-                    ". Run `pulse-metrics check` to list every damaged part, then `pulse-metrics salvage NEW.db` to copy everything readable into a new file",
-                )
-            }
-            Inner::Lost { points, cause } => write!(
-                f,
-                "{points} accepted point(s) could not be written before the store closed and are lost ({cause})"
-            ),
             Inner::Io { context, source } => write!(f, "{context}: {source}"),
             Inner::Sqlite { context, source } => write!(f, "{context}: {source}"),
         }

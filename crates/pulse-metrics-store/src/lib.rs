@@ -41,8 +41,10 @@
 //! | `tiers`     | reading/writing tier chunks                                  |
 //! | `query`     | tier selection, stitching, `max_points`                      |
 //! | `import`    | storing buckets migrated from another store                  |
+//! | `resources` | resource metadata (names, nodes, tags), written on change    |
+//! | `merge`     | merging one series into another (an id that changed)         |
+//! | `guest_ids` | the one-time merge of `{instance}:{node}:{vmid}` guest ids   |
 //! | `lock`      | one writer per database: the OS lock beside the file         |
-//! | `readonly`  | opening a database for reading only, creating nothing        |
 //! | `check`     | verifying a database: SQLite's check and ours, part by part  |
 //! | `salvage`   | copying everything readable into a new file                  |
 //! | `space`     | telling a full disk from a damaged file                      |
@@ -56,14 +58,22 @@ pub mod error;
 pub mod model;
 pub mod salvage;
 
+mod bits;
 mod codec;
+mod counters;
+mod disk;
+mod guest_ids;
 mod import;
+mod journal;
+mod legacy;
 mod load;
 mod lock;
+mod merge;
 mod query;
-mod readonly;
+mod queue;
+mod raw;
+mod resources;
 mod retention;
-mod ring;
 mod rollup;
 mod schema;
 mod space;
@@ -75,20 +85,22 @@ pub use crate::config::{MetricsConfig, Retention};
 use crate::error::SqlContext;
 pub use crate::error::{Error, PointError, Result};
 pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
+pub use crate::resources::{Resource, ResourceMap, ResourceMeta, point_from_json};
+use counters::Counters;
 use parking_lot::{Mutex, RwLock};
+use queue::{Pending, Queue, SeriesRef};
 use rusqlite::Connection;
 use schema::Location;
 use serde::Serialize;
 use state::{ChunkTier, State};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
-use writer::{Counters, Pending, Queue, SeriesRef, Writer};
 
 pub use query::select_tier;
-pub use writer::{QUEUE_CAPACITY, SHUTDOWN_DRAIN};
+pub use queue::QUEUE_CAPACITY;
 
 /// A time range for a query, with the `now` that tier selection uses
 /// (a tier "covers" `start` if `start >= now - retention`). All Unix ms.
@@ -201,7 +213,9 @@ pub struct PruneReport {
     pub minute_buckets: u64,
     pub hourly_buckets: u64,
     pub daily_buckets: u64,
-    pub log_slots_deleted: u64,
+    /// Raw journal segments deleted: every point in them rolled up and
+    /// past raw retention.
+    pub journal_segments_deleted: u64,
     /// Free space returned to the file system (beyond a small reuse reserve).
     pub bytes_freed: u64,
     /// Oldest timestamp each tier keeps (raw, minute, hourly, daily), Unix ms.
@@ -262,8 +276,11 @@ pub struct Stats {
     pub flush_count: u64,
     pub flush_failures: u64,
     pub job_failures: u64,
-    pub log_slots: u64,
-    pub log_slots_free: u64,
+    /// Files of the raw journal and their bytes.
+    pub journal_segments: u64,
+    pub journal_bytes: u64,
+    /// Memory the raw tier takes (compressed points and chunk headers).
+    pub raw_memory_bytes: u64,
     pub queue_capacity: u64,
 }
 
@@ -292,10 +309,16 @@ pub struct Store {
 
 struct Inner {
     location: Location,
+    /// Opened with `open_read_only`: answers queries, refuses writes.
+    read_only: bool,
     config: Arc<RwLock<MetricsConfig>>,
     shared: Arc<RwLock<State>>,
     queue: Arc<Queue>,
     counters: Arc<Counters>,
+    /// Resource metadata; only the writer thread changes it.
+    resources: Arc<RwLock<ResourceMap>>,
+    /// Accepted points the writer could not flush before it stopped.
+    lost: Arc<AtomicU64>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Held while the store may write the file (none in memory or read-only).
@@ -335,46 +358,117 @@ impl Store {
             (Location::memory(), None)
         };
         let path = config.database_path.clone();
-        let conn = schema::open_writer(&location).map_err(|e| space::explain(&path, e))?;
-        let counters = Arc::new(Counters::default());
-        let loaded = load::load(&conn, &counters, &path)
-            .map_err(|e| space::explain(&path, e.at_path(&path)))?;
-        let shared = Arc::new(RwLock::new(loaded.state));
-        let queue = Arc::new(Queue::new(&config));
+        // Damage names the file; a full disk says so rather than "corrupt".
+        let explain = |e: Error| space::explain(&path, e.at_path(&path));
+        let conn = schema::open_writer(&location).map_err(explain)?;
+        guest_ids::migrate(&conn)?;
+        let counters = Arc::new(Counters::restore(&conn)?);
+        let resources = Arc::new(RwLock::new(resources::load(&conn)?));
+        let journal_dir = location.path().map(journal::dir_of);
+        let source = match &journal_dir {
+            Some(dir) => load::RawSource::Journal { dir, repair: true },
+            None => load::RawSource::None,
+        };
+        let mut loaded = load::load(&conn, source).map_err(explain)?;
+        let journal = journal_dir.as_deref().map(|d| loaded.journal(d));
+        let load::Loaded {
+            state,
+            fold,
+            next_seq,
+            ..
+        } = loaded;
+        let shared = Arc::new(RwLock::new(state));
+        let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
         let config = Arc::new(RwLock::new(config));
-        let mut writer = Writer::new(
-            conn,
-            matches!(location, Location::Memory(_)),
-            shared.clone(),
-            queue.clone(),
-            counters.clone(),
-            config.clone(),
-            loaded.ring,
-            loaded.next_seq,
-            loaded.rolled_to,
+        let lost = Arc::new(AtomicU64::new(0));
+        let writer = writer::Writer::new(
+            writer::WriterParts {
+                disk: disk::Disk {
+                    conn,
+                    shared: shared.clone(),
+                    memory: matches!(location, Location::Memory(_)),
+                    frames: 0,
+                },
+                journal,
+                fold,
+                next_seq,
+                queue: queue.clone(),
+                counters: counters.clone(),
+                config: config.clone(),
+            },
+            lost.clone(),
         );
-        writer.work = loaded.work;
-        writer.daily_pending = loaded.daily_pending;
-        let guard_queue = queue.clone();
+        let gone = queue::GoneOnDrop(queue.clone(), lost.clone());
         let handle = std::thread::Builder::new()
             .name("pulse-metrics-writer".into())
             .spawn(move || {
-                let _gone = writer::GoneOnDrop(guard_queue);
+                let _gone = gone;
                 writer.run();
             })
             .map_err(|e| Error::io("start writer thread", e))?;
         Ok(Store {
             inner: Arc::new(Inner {
                 location,
+                read_only: false,
                 config,
                 shared,
                 queue,
                 counters,
+                resources,
+                lost,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
                 lock: Mutex::new(lock),
             }),
         })
+    }
+
+    /// Opens an existing store for reading only: nothing is created or
+    /// written and no lock is taken (the SQLite file is opened read-only,
+    /// see `schema::ReadMode`; the raw journal is read into memory as it
+    /// is), so it works beside a running service. Writes and jobs are
+    /// refused with `Closed`. A missing file is `Error::missing`.
+    #[tracing::instrument(skip_all, fields(path = %config.database_path.display()))]
+    pub fn open_read_only(config: MetricsConfig) -> Result<Store> {
+        config.validate()?;
+        let path = config.database_path.clone();
+        let explain = |e: Error| space::explain(&path, e.at_path(&path));
+        let (conn, mode) = schema::open_read_only(&path).map_err(explain)?;
+        let location = Location::ReadOnly(path.clone(), mode);
+        let counters = Arc::new(Counters::restore(&conn)?);
+        let dir = journal::dir_of(&path);
+        let source = if legacy::has_raw_log(&conn)? {
+            load::RawSource::Legacy
+        } else {
+            load::RawSource::Journal {
+                dir: &dir,
+                repair: false,
+            }
+        };
+        let loaded = load::load(&conn, source).map_err(explain)?;
+        let resources = Arc::new(RwLock::new(resources::load(&conn)?));
+        let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
+        queue.writer_gone();
+        Ok(Store {
+            inner: Arc::new(Inner {
+                location,
+                read_only: true,
+                config: Arc::new(RwLock::new(config)),
+                shared: Arc::new(RwLock::new(loaded.state)),
+                queue,
+                counters,
+                resources,
+                lost: Arc::new(AtomicU64::new(0)),
+                readers: Mutex::new(vec![conn]),
+                writer: Mutex::new(None),
+                lock: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// Whether this store was opened with `open_read_only`.
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
     }
 
     /// The configuration in effect.
@@ -397,11 +491,9 @@ impl Store {
                 restart.push("metrics.database_path".to_string());
             }
         }
-        {
-            let mut q = self.inner.queue.state.lock();
-            q.write_buffer = config.write_buffer;
-            q.flush_interval = config.flush_interval;
-        }
+        self.inner
+            .queue
+            .set_limits(config.write_buffer, config.flush_interval);
         let mut c = self.inner.config.write();
         let (enabled, path) = (c.enabled, c.database_path.clone());
         *c = config;
@@ -468,8 +560,132 @@ impl Store {
                 })
                 .collect()
         };
-        self.inner.queue.push(pending, &self.inner.counters)?;
-        Ok(points.len())
+        match self.inner.queue.push(pending) {
+            Ok(()) => {
+                self.inner
+                    .counters
+                    .total_writes
+                    .fetch_add(points.len() as u64, Ordering::Relaxed);
+                Ok(points.len())
+            }
+            Err(e) => {
+                if e.is_overloaded() {
+                    self.inner
+                        .counters
+                        .dropped_writes
+                        .fetch_add(points.len() as u64, Ordering::Relaxed);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Records what is known about resources (names, nodes, tags...): each
+    /// update's present fields replace the stored ones, empty ones clear
+    /// them. Validated whole like a batch of points (nothing is stored if
+    /// one is bad). Only real changes are written, in one transaction that
+    /// is durable when this returns; an update that changes nothing costs
+    /// no write. Returns how many resources changed.
+    pub fn write_resources(&self, updates: &[Resource]) -> Result<usize> {
+        let errors: Vec<String> = updates
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.validate().err().map(|e| format!("resource {i}: {e}")))
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::invalid_input(format!(
+                "{} invalid resource(s), nothing stored; {}",
+                errors.len(),
+                errors.join("; ")
+            )));
+        }
+        if resources::changes(&self.inner.resources.read(), updates).is_empty() {
+            return Ok(0);
+        }
+        let map = self.inner.resources.clone();
+        let updates = updates.to_vec();
+        self.inner.queue.run(move |reply| {
+            queue::Job::Run(Box::new(move |w: &mut writer::Writer| {
+                let _ = reply.send(w.write_resources(&map, &updates));
+            }))
+        })
+    }
+
+    /// Every resource with metadata, in (type, id) order.
+    pub fn resources(&self) -> Vec<Resource> {
+        self.inner
+            .resources
+            .read()
+            .iter()
+            .flat_map(|(t, ids)| {
+                ids.iter()
+                    .map(|(id, meta)| Resource::new(t.clone(), id.clone(), meta.clone()))
+            })
+            .collect()
+    }
+
+    /// The metadata of one resource, if any is known.
+    pub fn resource(&self, resource_type: &str, resource_id: &str) -> Option<ResourceMeta> {
+        self.inner
+            .resources
+            .read()
+            .get(resource_type)
+            .and_then(|ids| ids.get(resource_id))
+            .cloned()
+    }
+
+    /// Merges every series of resource `(resource_type, from_id)` into the
+    /// series of the same metric of `(resource_type, into_id)`, so that a
+    /// resource whose id changed keeps one history: rolled-up buckets add up,
+    /// raw points move (of two in the same second, the later write stays),
+    /// and later reads and writes under the old id reach the new one. The
+    /// old id's metadata is dropped. Points written before the call are
+    /// flushed first, so they are merged too. Durable when this returns;
+    /// returns the series merged (0 when `from_id` has none).
+    pub fn merge_resource(
+        &self,
+        resource_type: &str,
+        from_id: &str,
+        into_id: &str,
+    ) -> Result<usize> {
+        for id in [from_id, into_id] {
+            SeriesKey::new(resource_type, id, "m")
+                .validate()
+                .map_err(Error::invalid_input)?;
+        }
+        if from_id == into_id {
+            return Ok(0);
+        }
+        self.flush()?;
+        let pairs: Vec<(SeriesKey, SeriesKey)> = {
+            let st = self.inner.shared.read();
+            st.series
+                .iter()
+                .enumerate()
+                .filter(|(i, s)| {
+                    s.key.resource_type == resource_type
+                        && s.key.resource_id == from_id
+                        && !merge::is_merged(&st, *i as u32)
+                })
+                .map(|(_, s)| {
+                    let into = SeriesKey::new(resource_type, into_id, &s.key.metric);
+                    (s.key.clone(), into)
+                })
+                .collect()
+        };
+        if pairs.is_empty() && self.resource(resource_type, from_id).is_none() {
+            return Ok(0);
+        }
+        let map = self.inner.resources.clone();
+        let (t, id) = (resource_type.to_string(), from_id.to_string());
+        self.inner.queue.run(move |reply| {
+            queue::Job::Run(Box::new(move |w: &mut writer::Writer| {
+                let merged = w
+                    .merge_series(&pairs)
+                    .and_then(|n| w.forget_resource(&map, &t, &id).map(|()| n));
+                let _ = reply.send(merged);
+            }))
+        })
     }
 
     /// `write_batch` for points arriving live as of `now_ms` (the write
@@ -505,6 +721,11 @@ impl Store {
         point.check_live(now_ms, skew, longest)
     }
 
+    /// How many series are stored (cheap: no file access).
+    pub fn series_count(&self) -> usize {
+        self.inner.shared.read().series.len()
+    }
+
     /// Returns once every point written before the call is durable (survives
     /// a killed process).
     pub fn flush(&self) -> Result<()> {
@@ -512,20 +733,33 @@ impl Store {
     }
 
     /// Flushes everything, stops the writer and truncates the WAL. Other
-    /// clones of this store get `Closed` errors afterwards. A flush that
-    /// keeps failing (a full disk) is retried for up to `SHUTDOWN_DRAIN`;
-    /// then the points still pending are given up and `Error::lost` says
-    /// exactly how many.
+    /// clones of this store get `Closed` errors afterwards. A final flush
+    /// that keeps failing is retried for a few seconds; then the error says
+    /// exactly how many accepted points are lost.
     pub fn close(self) -> Result<()> {
+        if self.inner.read_only {
+            return Ok(());
+        }
+        let flushed = self.flush();
         self.inner.queue.shutdown();
         if let Some(handle) = self.inner.writer.lock().take() {
             let _ = handle.join();
         }
         self.inner.lock.lock().take();
-        match self.inner.queue.state.lock().lost.take() {
-            Some((points, cause)) => Err(Error::lost(points, cause)),
-            None => Ok(()),
+        let lost = self.inner.lost.load(Ordering::Relaxed);
+        if lost > 0 {
+            return Err(Error::io(
+                "close",
+                std::io::Error::other(format!(
+                    "{lost} accepted points could not be flushed and are lost ({})",
+                    self.inner.counters.last_error_message()
+                )),
+            ));
         }
+        // A flush that failed at first but succeeded while draining lost
+        // nothing.
+        drop(flushed);
+        Ok(())
     }
 
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -624,7 +858,7 @@ impl Store {
                 .series
                 .iter()
                 .enumerate()
-                .filter(|(_, s)| filter.matches(&s.key))
+                .filter(|(i, s)| filter.matches(&s.key) && !merge::is_merged(&st, *i as u32))
                 .map(|(i, _)| i as u32)
                 .collect(),
         };
@@ -672,9 +906,19 @@ impl Store {
         Ok(ManyHistory { tier, series })
     }
 
-    /// How many series are stored (cheap: no file access).
-    pub fn series_count(&self) -> usize {
-        self.inner.shared.read().series.len()
+    /// The series matching `filter` (merged ones not included), in key
+    /// order, from memory: no disk read.
+    pub fn keys(&self, filter: &SeriesFilter) -> Vec<SeriesKey> {
+        let st = self.inner.shared.read();
+        let mut keys: Vec<SeriesKey> = st
+            .series
+            .iter()
+            .enumerate()
+            .filter(|(i, s)| filter.matches(&s.key) && !merge::is_merged(&st, *i as u32))
+            .map(|(_, s)| s.key.clone())
+            .collect();
+        keys.sort();
+        keys
     }
 
     /// Where the stored data begins (Unix ms, 0 when nothing is stored):
@@ -724,7 +968,7 @@ impl Store {
             }
             Ok(())
         })?;
-        for (&(hour, sid), buckets) in &st.open {
+        for (&(sid, hour), buckets) in &st.open {
             for (m, b) in buckets.iter().enumerate() {
                 if let Some(a) = b {
                     see(sid, (hour + 60 * m as i64) * 1000, a.mean());
@@ -741,6 +985,7 @@ impl Store {
             .series
             .iter()
             .enumerate()
+            .filter(|(i, _)| !merge::is_merged(&st, *i as u32))
             .map(|(i, s)| SeriesInfo {
                 key: s.key.clone(),
                 first_timestamp: first[i],
@@ -765,7 +1010,7 @@ impl Store {
         if tier == Tier::Raw {
             for sid in order {
                 let s = &st.series[sid as usize];
-                for p in &s.raw {
+                for p in s.raw.range(i64::MIN, i64::MAX) {
                     let h = HistoryPoint {
                         timestamp: p.ms(),
                         value: p.value,
@@ -778,10 +1023,8 @@ impl Store {
             }
             return Ok(());
         }
-        let t = match tier {
-            Tier::Minute => ChunkTier::MINUTE,
-            Tier::Hourly => ChunkTier::HOURLY,
-            _ => ChunkTier::DAILY,
+        let Some(t) = ChunkTier::of(tier) else {
+            unreachable!("raw is answered above")
         };
         self.with_reader(|conn| {
             let mut per: Vec<Vec<(i64, codec::Agg)>> = vec![Vec::new(); st.series.len()];
@@ -801,7 +1044,7 @@ impl Store {
                 },
             )?;
             if tier == Tier::Minute {
-                for (&(hour, sid), buckets) in &st.open {
+                for (&(sid, hour), buckets) in &st.open {
                     let list = &mut per[sid as usize];
                     list.retain(|(ts, _)| *ts < hour || *ts >= hour + 3600);
                     for (m, b) in buckets.iter().enumerate() {
@@ -870,21 +1113,21 @@ impl Store {
         }
         self.inner
             .queue
-            .run(|r| writer::Job::Import(tier, buckets.to_vec(), r))
+            .run(|r| queue::Job::Import(tier, buckets.to_vec(), r))
     }
 
     /// Rolls up every closed bucket as of `now_ms`.
     pub fn rollup(&self, now_ms: i64) -> Result<RollupReport> {
         self.inner
             .queue
-            .run(|r| writer::Job::Rollup(to_secs(now_ms), r))
+            .run(|r| queue::Job::Rollup(to_secs(now_ms), r))
     }
 
     /// Applies retention as of `now_ms`.
     pub fn prune(&self, now_ms: i64) -> Result<PruneReport> {
         self.inner
             .queue
-            .run(|r| writer::Job::Prune(to_secs(now_ms), r))
+            .run(|r| queue::Job::Prune(to_secs(now_ms), r))
     }
 
     /// Rollup, prune, then gives free space beyond a small reserve back and
@@ -892,12 +1135,12 @@ impl Store {
     pub fn maintain(&self, now_ms: i64) -> Result<MaintainReport> {
         self.inner
             .queue
-            .run(|r| writer::Job::Maintain(to_secs(now_ms), r))
+            .run(|r| queue::Job::Maintain(to_secs(now_ms), r))
     }
 
     /// Gives every free page back and truncates the WAL.
     pub fn vacuum(&self) -> Result<VacuumReport> {
-        self.inner.queue.run(writer::Job::Vacuum)
+        self.inner.queue.run(queue::Job::Vacuum)
     }
 
     /// Storage health.
@@ -929,7 +1172,9 @@ impl Store {
             db_size,
             wal_size,
             free_pages,
-            series_count: st.series.len() as u64,
+            series_count: (0..st.series.len() as u32)
+                .filter(|sid| !merge::is_merged(&st, *sid))
+                .count() as u64,
             raw_count: st.raw_count(),
             late_count: st.late_points,
             minute_count: st.disk_buckets[0] + st.open_buckets(),
@@ -947,8 +1192,9 @@ impl Store {
             flush_count: c.flushes.load(Ordering::Relaxed),
             flush_failures: c.flush_failures.load(Ordering::Relaxed),
             job_failures: c.job_failures.load(Ordering::Relaxed),
-            log_slots: c.log_slots.load(Ordering::Relaxed),
-            log_slots_free: c.log_slots_free.load(Ordering::Relaxed),
+            journal_segments: c.journal_segments.load(Ordering::Relaxed),
+            journal_bytes: c.journal_bytes.load(Ordering::Relaxed),
+            raw_memory_bytes: st.raw_bytes(),
             queue_capacity: QUEUE_CAPACITY as u64,
         })
     }

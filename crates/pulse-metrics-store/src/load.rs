@@ -1,270 +1,271 @@
 //! Opening an existing store: the series directory, the retention floors,
-//! and the replay of the raw log into memory.
+//! and the replay of the raw journal into memory, in named steps.
 //!
-//! A point in the log is needed if it is inside raw retention, or if it has
+//! A journalled point is needed if it is inside raw retention, or if it has
 //! not been folded into the tier that would hold it (its batch `seq` is
 //! newer than that chunk's `seq`). Everything else is skipped, which is how
-//! slots that were released but not yet overwritten are ignored.
+//! a segment kept for its newer points does not fold its older ones twice.
 
-use super::codec::Slot;
-use super::ring::Ring;
-use super::schema::meta_get;
-use super::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, RawPoint, SeriesEntry, State, floor_to};
-use super::tiers;
-use super::writer::{Counters, HourWork};
 use crate::error::{Error, Result, SqlContext};
+use crate::journal::{self, Journal, Record, Segment};
 use crate::model::SeriesKey;
+use crate::raw::RawPoint;
+use crate::rollup::{self, Fold};
+use crate::schema::meta_get;
+use crate::state::{ChunkTier, DAY, Floors, HOUR, SeriesEntry, State, floor_to};
+use crate::{legacy, retention, tiers};
 use rusqlite::Connection;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
-use std::sync::atomic::Ordering;
+
+/// Where the raw points come from.
+pub enum RawSource<'a> {
+    /// An in-memory store: nothing to replay.
+    None,
+    /// The journal in this directory; `repair` cuts a torn tail off (writers
+    /// only).
+    Journal { dir: &'a Path, repair: bool },
+    /// A schema version 1 file read without converting it (read-only).
+    Legacy,
+}
 
 pub struct Loaded {
     pub state: State,
-    pub ring: Ring,
-    pub work: BTreeMap<(i64, u32), HourWork>,
-    pub daily_pending: BTreeSet<(i64, u32)>,
+    pub fold: Fold,
     pub next_seq: u64,
-    pub rolled_to: i64,
+    /// The journal's segments as replayed (empty for other sources).
+    pub segments: Vec<Segment>,
+}
+
+impl Loaded {
+    /// The journal a writer continues.
+    pub fn journal(&mut self, dir: &Path) -> Journal {
+        Journal::new(dir.to_path_buf(), std::mem::take(&mut self.segments))
+    }
+}
+
+fn corrupt(what: impl Into<String>) -> Error {
+    Error::damaged(what)
 }
 
 #[tracing::instrument(skip_all, level = "debug")]
-pub fn load(conn: &Connection, counters: &Counters, path: &Path) -> Result<Loaded> {
-    let corrupt = |what: &str| Error::damaged(Some(path.to_path_buf()), what.to_string());
-    let floors = Floors {
-        raw: meta_get(conn, "floor_raw", 0)?,
-        minute: meta_get(conn, "floor_minute", 0)?,
-        hourly: meta_get(conn, "floor_hourly", 0)?,
-        daily: meta_get(conn, "floor_daily", 0)?,
+pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
+    let floors = retention::restore_floors(conn)?;
+    let mut fold = Fold {
+        rolled_to: meta_get(conn, rollup::key::ROLLED_TO, 0)?,
+        folded_seq: meta_get(conn, rollup::key::FOLDED_SEQ, 0)?.max(0) as u64,
+        ..Fold::default()
     };
-    let rolled_to = meta_get(conn, "rolled_to", 0)?;
-    let folded_seq = meta_get(conn, "folded_seq", 0)? as u64;
-    let mut next_seq = meta_get(conn, "next_seq", 1)?.max(1) as u64;
-    counters.total_writes.store(
-        meta_get(conn, "total_writes", 0)?.max(0) as u64,
-        Ordering::Relaxed,
-    );
-    counters.dropped_writes.store(
-        meta_get(conn, "dropped_writes", 0)?.max(0) as u64,
-        Ordering::Relaxed,
-    );
-    counters
-        .last_flush
-        .store(meta_get(conn, "last_flush", 0)?, Ordering::Relaxed);
-    counters
-        .last_rollup
-        .store(meta_get(conn, "last_rollup", 0)?, Ordering::Relaxed);
-    counters
-        .last_retention
-        .store(meta_get(conn, "last_retention", 0)?, Ordering::Relaxed);
-    counters
-        .last_vacuum
-        .store(meta_get(conn, "last_vacuum", 0)?, Ordering::Relaxed);
-
+    // What was committed before this open is as durable as it gets.
+    fold.durable_seq = fold.folded_seq;
+    fold.durable_raw_floor = floors.raw;
     let mut state = State {
         floors,
         ..State::default()
     };
-    {
-        let mut stmt = conn
-            .prepare("SELECT id, resource_type, resource_id, metric FROM series ORDER BY id")
-            .ctx("read series")?;
-        let mut rows = stmt.query([]).ctx("read series")?;
-        while let Some(row) = rows.next().ctx("read series")? {
-            let id: i64 = row.get(0).ctx("read series")?;
-            if id != state.series.len() as i64 {
-                return Err(corrupt("series ids are not dense"));
-            }
-            let key = SeriesKey::new(
-                row.get::<_, String>(1).ctx("read series")?,
-                row.get::<_, String>(2).ctx("read series")?,
-                row.get::<_, String>(3).ctx("read series")?,
-            );
-            state.ids.insert(key.clone(), id as u32);
-            state.series.push(SeriesEntry {
-                key,
-                raw: Vec::new(),
-            });
+    let route = read_series(conn, &mut state)?;
+    count_buckets(conn, &mut state)?;
+    let mut replay = Replay {
+        conn,
+        floors,
+        folded_seq: fold.folded_seq,
+        next_seq: meta_get(conn, rollup::key::NEXT_SEQ, 1)?.max(1) as u64,
+        chunk_seqs: HashMap::new(),
+        route,
+        counts: Vec::new(),
+        sorted: Vec::new(),
+        state: &mut state,
+        fold: &mut fold,
+    };
+    let segments = match source {
+        RawSource::None => Vec::new(),
+        RawSource::Journal { dir, repair } => {
+            journal::replay(dir, repair, |rs| replay.records(rs))?
         }
-    }
-    for (i, tier) in [ChunkTier::MINUTE, ChunkTier::HOURLY, ChunkTier::DAILY]
-        .into_iter()
-        .enumerate()
-    {
-        state.disk_buckets[i] = tiers::population_between(conn, tier, i64::MIN, i64::MAX)?;
-    }
-
-    // Log slots, oldest batch first.
-    let mut slots: Vec<(u32, Slot, Option<u64>)> = Vec::new();
-    {
-        let mut stmt = conn
-            .prepare("SELECT slot, data FROM raw_log")
-            .ctx("read log")?;
-        let mut rows = stmt.query([]).ctx("read log")?;
-        while let Some(row) = rows.next().ctx("read log")? {
-            let id: i64 = row.get(0).ctx("read log")?;
-            let blob = row.get_ref(1).ctx("read log")?.as_blob().ctx("read log")?;
-            let named =
-                |e: super::codec::DecodeError| corrupt(&format!("raw_log slot {id}: {}", e.0));
-            let slot = Slot::from_bytes(blob).map_err(named)?;
-            let first = slot.first_seq().map_err(named)?;
-            let id = u32::try_from(id).map_err(|_| corrupt("log slot id out of range"))?;
-            slots.push((id, slot, first));
+        RawSource::Legacy => {
+            replay.records(legacy::records(conn)?)?;
+            Vec::new()
         }
-    }
-    slots.sort_by_key(|(id, _, first)| (first.is_none(), *first, *id));
-
-    let mut live: HashMap<u32, u32> = slots.iter().map(|(id, _, _)| (*id, 0)).collect();
-    let mut work: BTreeMap<(i64, u32), HourWork> = BTreeMap::new();
-    let mut seqs: HashMap<(&'static str, i64), Option<u64>> = HashMap::new();
-    let mut late = 0u64;
-    let mut failure: Option<Error> = None;
-    for (id, slot, _) in &slots {
-        let decoded = slot.for_each(|seq, p| {
-            if failure.is_some() {
-                return;
-            }
-            next_seq = next_seq.max(seq + 1);
-            if p.sid as usize >= state.series.len() {
-                failure = Some(corrupt(&format!(
-                    "raw_log slot {id}: a point of series id {}, which does not exist",
-                    p.sid
-                )));
-                return;
-            }
-            let point = RawPoint::at(p.ts, p.value, *id);
-            let ts = point.ts;
-            let hour = floor_to(ts, HOUR);
-            let day = floor_to(ts, DAY);
-            // The chunk this point would be folded into, per the floors.
-            let target = if ts >= floors.raw || hour >= floors.minute {
-                Some((ChunkTier::MINUTE, ChunkTier::MINUTE.chunk_of(ts)))
-            } else if day >= floors.hourly {
-                Some((ChunkTier::HOURLY, ChunkTier::HOURLY.chunk_of(day)))
-            } else if day >= floors.daily {
-                Some((ChunkTier::DAILY, ChunkTier::DAILY.chunk_of(day)))
-            } else {
-                None
-            };
-            let sealed = seq <= folded_seq
-                || match target {
-                    None => true,
-                    Some((tier, chunk)) => {
-                        let key = (tier.table, tier.key(chunk, p.sid));
-                        let stored = match seqs.get(&key) {
-                            Some(s) => *s,
-                            None => match tiers::seq(conn, tier, chunk, p.sid) {
-                                Ok(s) => {
-                                    seqs.insert(key, s);
-                                    s
-                                }
-                                Err(e) => {
-                                    failure = Some(e);
-                                    return;
-                                }
-                            },
-                        };
-                        stored.is_some_and(|s| s >= seq)
-                    }
-                };
-            if ts >= floors.raw {
-                *live.get_mut(id).expect("slot") += 1;
-                if let Some(old) = state.series[p.sid as usize].upsert(point)
-                    && let Some(n) = live.get_mut(&old.slot)
-                {
-                    *n = n.saturating_sub(1);
-                }
-                if !sealed {
-                    let w = work.entry((hour, p.sid)).or_insert_with(|| HourWork {
-                        min_seq: seq,
-                        ..HourWork::default()
-                    });
-                    w.min_seq = w.min_seq.min(seq);
-                    w.dirty |= 1u64 << ((ts - hour) / MINUTE);
-                }
-            } else if !sealed {
-                *live.get_mut(id).expect("slot") += 1;
-                let w = work.entry((hour, p.sid)).or_insert_with(|| HourWork {
-                    min_seq: seq,
-                    ..HourWork::default()
-                });
-                w.min_seq = w.min_seq.min(seq);
-                w.late.push((seq, point));
-                late += 1;
-            }
-        });
-        decoded.map_err(|e| corrupt(&format!("raw_log slot {id}: {}", e.0)))?;
-        if let Some(e) = failure.take() {
-            return Err(e);
-        }
-    }
-    state.late_points = late;
-
-    // Minute buckets that were rolled up before the restart but not sealed
-    // (hours still open at the last rollup) come back from the raw points.
-    let mut rebuilt = Vec::new();
-    for (&(hour, sid), w) in work.iter_mut() {
-        if hour + HOUR <= rolled_to || hour < floors.minute {
-            continue;
-        }
-        let closed = ((rolled_to - hour) / MINUTE).clamp(0, 60) as usize;
-        if closed == 0 {
-            continue;
-        }
-        let series = &state.series[sid as usize];
-        let mut buckets: [Option<super::codec::Agg>; 60] = [None; 60];
-        for (m, b) in buckets.iter_mut().enumerate().take(closed) {
-            *b = series.raw_agg(hour + MINUTE * m as i64, MINUTE);
-        }
-        for p in &super::writer::latest_per_second(&w.late) {
-            let m = ((p.ts - hour) / MINUTE) as usize;
-            if m < closed {
-                let a = super::codec::Agg::of(p.value);
-                match &mut buckets[m] {
-                    Some(b) => b.merge(&a),
-                    None => buckets[m] = Some(a),
-                }
-            }
-        }
-        w.late
-            .retain(|(_, p)| ((p.ts - hour) / MINUTE) as usize >= closed);
-        w.dirty &= !((1u64 << closed) - 1);
-        rebuilt.push(((hour, sid), Box::new(buckets)));
-    }
-    state.open.extend(rebuilt);
-
-    let mut daily_pending = BTreeSet::new();
-    {
-        let first = ChunkTier::HOURLY.chunk_of(floor_to(rolled_to, DAY));
-        let mut stmt = conn
-            .prepare("SELECT key FROM hourly WHERE key >= ?1")
-            .ctx("read hourly keys")?;
-        let mut rows = stmt.query([first << 24]).ctx("read hourly keys")?;
-        while let Some(row) = rows.next().ctx("read hourly keys")? {
-            let (chunk, sid) = ChunkTier::split_key(row.get(0).ctx("read hourly keys")?);
-            daily_pending.insert((ChunkTier::HOURLY.chunk_start(chunk), sid));
-        }
-    }
-
-    // The newest slot keeps being filled; the others are free if unneeded.
-    let current = slots
-        .iter()
-        .rev()
-        .find(|(_, _, first)| first.is_some())
-        .map(|(id, slot, _)| (*id, slot.clone()));
-    let slot_live: Vec<(u32, u32)> = live.into_iter().collect();
-    let ring = Ring::restore(&slot_live, current);
-    let (rows, free) = ring.usage();
-    counters.log_slots.store(rows as u64, Ordering::Relaxed);
-    counters
-        .log_slots_free
-        .store(free as u64, Ordering::Relaxed);
+    };
+    let next_seq = replay.next_seq;
+    fold.reopen_hours(&mut state);
+    fold.daily_pending = pending_days(conn, fold.rolled_to)?;
     Ok(Loaded {
         state,
-        ring,
-        work,
-        daily_pending,
+        fold,
         next_seq,
-        rolled_to,
+        segments,
     })
+}
+
+/// The series directory; ids are dense from 0. Returns, per series, the
+/// series its points belong to (itself, or the one it was merged into).
+fn read_series(conn: &Connection, state: &mut State) -> Result<Vec<u32>> {
+    let mut merged_into: Vec<Option<u32>> = Vec::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT id, resource_type, resource_id, metric, merged_into FROM series ORDER BY id",
+        )
+        .ctx("read series")?;
+    let mut rows = stmt.query([]).ctx("read series")?;
+    while let Some(row) = rows.next().ctx("read series")? {
+        let id: i64 = row.get(0).ctx("read series")?;
+        if id != state.series.len() as i64 {
+            return Err(corrupt(format!(
+                "table series: ids are not dense (id {id} where {} was expected)",
+                state.series.len()
+            )));
+        }
+        let key = SeriesKey::new(
+            row.get::<_, String>(1).ctx("read series")?,
+            row.get::<_, String>(2).ctx("read series")?,
+            row.get::<_, String>(3).ctx("read series")?,
+        );
+        let merged: Option<i64> = row.get(4).ctx("read series")?;
+        merged_into.push(merged.map(|m| m as u32));
+        state.series.push(SeriesEntry {
+            key,
+            raw: Default::default(),
+        });
+    }
+    // Points of a merged series are the target's (see merge.rs).
+    let route = crate::merge::routes(&merged_into)?;
+    for (sid, s) in state.series.iter().enumerate() {
+        state.ids.insert(s.key.clone(), route[sid]);
+    }
+    Ok(route)
+}
+
+fn count_buckets(conn: &Connection, state: &mut State) -> Result<()> {
+    state.disk_buckets = tiers::restore_counts(conn)?;
+    Ok(())
+}
+
+/// Days whose hourly buckets may still have to be rolled into a daily one:
+/// every hourly chunk from the day of the last rollup on.
+fn pending_days(conn: &Connection, rolled_to: i64) -> Result<BTreeSet<(i64, u32)>> {
+    let mut out = BTreeSet::new();
+    let first = ChunkTier::HOURLY.chunk_of(floor_to(rolled_to, DAY));
+    let mut stmt = conn
+        .prepare("SELECT key FROM hourly WHERE key >= ?1")
+        .ctx("read hourly keys")?;
+    let mut rows = stmt.query([first << 24]).ctx("read hourly keys")?;
+    while let Some(row) = rows.next().ctx("read hourly keys")? {
+        let (chunk, sid) = ChunkTier::split_key(row.get(0).ctx("read hourly keys")?);
+        out.insert((ChunkTier::HOURLY.chunk_start(chunk), sid));
+    }
+    Ok(out)
+}
+
+/// Routes replayed batches into the raw tier and the fold.
+struct Replay<'a> {
+    conn: &'a Connection,
+    floors: Floors,
+    folded_seq: u64,
+    next_seq: u64,
+    /// `seq` of the chunks looked up so far, by (table, key).
+    chunk_seqs: HashMap<(&'static str, i64), Option<u64>>,
+    /// Per series id, the series its points belong to (merges).
+    route: Vec<u32>,
+    /// Buffers of the per-segment sort, kept from one segment to the next
+    /// (fresh memory of that size costs page faults each time).
+    counts: Vec<u32>,
+    sorted: Vec<(u64, i64, f64, u32)>,
+    state: &'a mut State,
+    fold: &'a mut Fold,
+}
+
+impl Replay<'_> {
+    /// Applies the batches of one segment, series by series. A batch
+    /// holds a point of every series, so applying them in write order
+    /// touches a different series' chunk at every point: at 40,000 series
+    /// that is a cache miss or four per point. Grouped by series first (a
+    /// stable counting sort, so each series still sees its writes in order
+    /// and the last write of a second wins), each chunk is appended to
+    /// while it is hot.
+    fn records(&mut self, records: Vec<Record>) -> Result<()> {
+        let series = self.state.series.len();
+        let mut counts = std::mem::take(&mut self.counts);
+        counts.clear();
+        counts.resize(series + 1, 0);
+        for r in &records {
+            if let Some(now) = r.rolled_to {
+                self.fold.rolled_to = self.fold.rolled_to.max(now);
+                continue;
+            }
+            self.next_seq = self.next_seq.max(r.seq + 1);
+            for p in &r.points {
+                if p.sid as usize >= series {
+                    return Err(corrupt(format!(
+                        "raw journal batch {}: a point of series {}, which the series table does not have",
+                        r.seq, p.sid
+                    )));
+                }
+                counts[self.route[p.sid as usize] as usize + 1] += 1;
+            }
+        }
+        for i in 1..counts.len() {
+            counts[i] += counts[i - 1];
+        }
+        let total = counts[series] as usize;
+        let mut sorted = std::mem::take(&mut self.sorted);
+        sorted.clear();
+        sorted.resize(total, (0, 0, 0.0, 0));
+        for r in &records {
+            for p in &r.points {
+                let sid = self.route[p.sid as usize];
+                let at = &mut counts[sid as usize];
+                sorted[*at as usize] = (r.seq, p.ts, p.value, sid);
+                *at += 1;
+            }
+        }
+        drop(records);
+        let result = sorted
+            .iter()
+            .try_for_each(|&(seq, ts, value, sid)| self.point(seq, sid, RawPoint::at(ts, value)));
+        self.counts = counts;
+        self.sorted = sorted;
+        result
+    }
+
+    fn point(&mut self, seq: u64, sid: u32, point: RawPoint) -> Result<()> {
+        let sealed = seq <= self.folded_seq || self.sealed(seq, sid, point.ts)?;
+        if point.ts >= self.floors.raw {
+            self.state.series[sid as usize].raw.upsert(point);
+            if !sealed {
+                self.fold.note(seq, sid, point, self.floors.raw);
+            }
+        } else if !sealed && self.fold.note(seq, sid, point, self.floors.raw) {
+            self.state.late_points += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether the chunk this point would be folded into (per the floors)
+    /// already holds batch `seq`.
+    fn sealed(&mut self, seq: u64, sid: u32, ts: i64) -> Result<bool> {
+        let f = self.floors;
+        let hour = floor_to(ts, HOUR);
+        let day = floor_to(ts, DAY);
+        let (tier, chunk) = if ts >= f.raw || hour >= f.minute {
+            (ChunkTier::MINUTE, ChunkTier::MINUTE.chunk_of(ts))
+        } else if day >= f.hourly {
+            (ChunkTier::HOURLY, ChunkTier::HOURLY.chunk_of(day))
+        } else if day >= f.daily {
+            (ChunkTier::DAILY, ChunkTier::DAILY.chunk_of(day))
+        } else {
+            // Older than every tier: nothing would keep it.
+            return Ok(true);
+        };
+        let key = (tier.table, tier.key(chunk, sid));
+        let stored = match self.chunk_seqs.get(&key) {
+            Some(s) => *s,
+            None => {
+                let s = tiers::seq(self.conn, tier, chunk, sid)?;
+                self.chunk_seqs.insert(key, s);
+                s
+            }
+        };
+        Ok(stored.is_some_and(|s| s >= seq))
+    }
 }

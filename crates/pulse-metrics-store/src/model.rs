@@ -136,7 +136,7 @@ impl Point {
                 "resourceType" | "resourceId" | "metric" | "value" | "timestamp"
             ) {
                 return Err(format!(
-                    "unknown field `{key}` (expected resourceType, resourceId, metric, value, timestamp)"
+                    "unknown field `{key}` (expected resourceType, resourceId, metric, value, timestamp, and optionally name, node)"
                 ));
             }
         }
@@ -219,7 +219,7 @@ pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
 /// almost surely Unix seconds sent where milliseconds belong.
 pub const MIN_POINT_MS: i64 = 100_000_000_000;
 
-fn check_name(field: &str, s: &str) -> Result<(), String> {
+pub(crate) fn check_name(field: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err(format!("{field}: must not be empty"));
     }
@@ -237,7 +237,7 @@ fn check_name(field: &str, s: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn check_resource_id(s: &str) -> Result<(), String> {
+pub(crate) fn check_resource_id(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("resourceId: must not be empty".into());
     }

@@ -26,14 +26,6 @@ pub fn select_tier(start: i64, now: i64, retention: &Retention) -> Tier {
     Tier::Daily
 }
 
-fn chunk_tier(tier: Tier) -> ChunkTier {
-    match tier {
-        Tier::Minute => ChunkTier::MINUTE,
-        Tier::Hourly => ChunkTier::HOURLY,
-        Tier::Daily | Tier::Raw => ChunkTier::DAILY,
-    }
-}
-
 /// Reads buckets of the rolled-up tiers for a set of series. With many
 /// series it scans each tier's time range once (rows of one span are
 /// neighbours on disk) into per-series lists; with few it looks chunks up
@@ -137,7 +129,10 @@ impl<'a> Source<'a> {
         let Some((c0, c1)) = self.stored_spans(tier, from, to)? else {
             return Ok((0, 0));
         };
-        self.ensure_scanned(tier, chunk_tier(tier), c0, c1)?;
+        let Some(t) = ChunkTier::of(tier) else {
+            return Ok((0, 0));
+        };
+        self.ensure_scanned(tier, t, c0, c1)?;
         Ok(within(&self.lists[tier.index()][slot], from, to))
     }
 
@@ -154,9 +149,8 @@ impl<'a> Source<'a> {
         let first_hour = from - from.rem_euclid(HOUR);
         self.st
             .open
-            .range((first_hour, 0)..=(to, u32::MAX))
-            .filter(move |((_, s), _)| *s == sid)
-            .map(|((h, _), o)| (*h, o))
+            .range((sid, first_hour)..=(sid, to))
+            .map(|((_, h), o)| (*h, o))
     }
 
     /// Span numbers of `tier` whose buckets may start in `[from, to]`,
@@ -165,7 +159,9 @@ impl<'a> Source<'a> {
     /// in it.
     fn stored_spans(&mut self, tier: Tier, from: i64, to: i64) -> Result<Option<(i64, i64)>> {
         let (s0, s1) = secs_range(from, to);
-        let t = chunk_tier(tier);
+        let Some(t) = ChunkTier::of(tier) else {
+            return Ok(None);
+        };
         let idx = tier.index();
         if self.extent[idx].is_none() {
             self.extent[idx] = Some(tiers::extent(self.conn, t)?);
@@ -191,15 +187,19 @@ impl<'a> Source<'a> {
         }
         if tier == Tier::Raw {
             let series = &self.st.series[sid as usize];
-            let pts = series.raw_range(from.div_euclid(1000), to.div_euclid(1000));
-            out.extend(
-                pts.iter()
-                    .map(|p| (p.ms(), Agg::of(p.value)))
-                    .filter(|p| p.0 >= from && p.0 <= to),
-            );
+            series
+                .raw
+                .for_each_in(from.div_euclid(1000), to.div_euclid(1000), |p| {
+                    let ms = p.ms();
+                    if ms >= from && ms <= to {
+                        out.push((ms, Agg::of(p.value)));
+                    }
+                });
             return Ok(());
         }
-        let t = chunk_tier(tier);
+        let Some(t) = ChunkTier::of(tier) else {
+            return Ok(());
+        };
         let Some((c0, c1)) = self.stored_spans(tier, from, to)? else {
             if tier == Tier::Minute {
                 self.overlay_open_hours(sid, from, to, out, before);

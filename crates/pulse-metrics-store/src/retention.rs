@@ -5,214 +5,205 @@
 //! hourly: day, daily: day), so a pruned bucket is always whole; and they
 //! never pass data that is not yet folded into the next tier.
 
-use super::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, State, floor_to};
-use super::tiers;
-use super::writer::Writer;
-use super::{PruneReport, ReclaimReport, VacuumReport, schema};
+use crate::counters::Counters;
+use crate::disk::Disk;
 use crate::error::{Result, SqlContext};
+use crate::rollup::Fold;
+use crate::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, floor_to};
+use crate::tiers;
+use crate::{MetricsConfig, PruneReport, ReclaimReport, schema};
+use rusqlite::Connection;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// `meta` keys of the retention floors.
+pub mod key {
+    pub const FLOOR_RAW: &str = "floor_raw";
+    pub const FLOOR_MINUTE: &str = "floor_minute";
+    pub const FLOOR_HOURLY: &str = "floor_hourly";
+    pub const FLOOR_DAILY: &str = "floor_daily";
+}
 
 /// Free pages kept for reuse rather than returned to the file system: about
 /// what an hour of rollups allocates, so steady state neither shrinks nor
 /// grows the file (each shrink would cost page moves, i.e. writes).
 pub const RESERVE_PAGES: i64 = 256;
 
-impl Writer {
-    /// Applies retention as of `now` (Unix seconds).
-    #[tracing::instrument(skip(self), level = "debug")]
-    pub fn prune(&mut self, now: i64) -> Result<PruneReport> {
-        let started = Instant::now();
-        let retention = self.config.read().retention;
-        let secs = |d: std::time::Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4);
-        // Oldest hour holding raw points not sealed yet, and oldest day whose
-        // hourly buckets are not rolled into a daily one yet.
-        let unsealed = self.work.keys().map(|&(h, _)| h).min().unwrap_or(i64::MAX);
-        let unrolled_day = self
-            .daily_pending
-            .iter()
-            .map(|&(d, _)| d)
-            .min()
-            .unwrap_or(i64::MAX);
-        let old = self.shared.read().floors;
-        let candidate = Floors {
-            raw: self.raw_floor_candidate(now).min(unsealed),
-            minute: floor_to(now - secs(retention.minute), HOUR).min(unsealed),
-            hourly: floor_to(now - secs(retention.hourly), DAY)
-                .min(floor_to(unsealed, DAY))
-                .min(unrolled_day),
-            daily: floor_to(now - secs(retention.daily), DAY),
-        };
-        let floors = Floors {
-            raw: old.raw.max(candidate.raw),
-            minute: old.minute.max(candidate.minute),
-            hourly: old.hourly.max(candidate.hourly),
-            daily: old.daily.max(candidate.daily),
-        };
-        let mut report = PruneReport {
-            now: now * 1000,
-            ..PruneReport::default()
-        };
+fn secs(d: Duration) -> i64 {
+    i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
+}
 
-        let stage = || -> Result<([u64; 3], Vec<u32>)> {
-            let mut removed = [0u64; 3];
-            for (i, (tier, floor)) in [
-                (ChunkTier::MINUTE, floors.minute),
-                (ChunkTier::HOURLY, floors.hourly),
-                (ChunkTier::DAILY, floors.daily),
-            ]
-            .into_iter()
-            .enumerate()
-            {
-                let first_kept = tier.chunk_of(floor);
-                let below = tier.key(first_kept, 0);
-                removed[i] = tiers::population_between(&self.conn, tier, i64::MIN, below)?;
-                let sql = format!("DELETE FROM {} WHERE key < ?1", tier.table);
-                self.conn
-                    .execute(&sql, [below])
-                    .ctx("delete expired chunks")?;
-                // A chunk straddling the floor keeps only its newer buckets.
-                if tier.chunk_start(first_kept) < floor {
-                    let cut = tier.index_of(floor);
-                    let mut edits = Vec::new();
-                    tiers::scan(
-                        &self.conn,
-                        tier,
-                        first_kept,
-                        first_kept,
-                        |_| true,
-                        |chunk, sid, b| edits.push((chunk, sid, b)),
-                    )?;
-                    for (chunk, sid, mut buckets) in edits {
-                        let seq = tiers::seq(&self.conn, tier, chunk, sid)?.unwrap_or(0);
-                        for b in buckets.iter_mut().take(cut) {
-                            if b.take().is_some() {
-                                removed[i] += 1;
-                            }
-                        }
-                        tiers::write(&self.conn, tier, chunk, sid, seq, &buckets)?;
-                    }
-                }
-            }
-            let surplus = self.ring.surplus();
-            if !surplus.is_empty() {
-                let mut del = self
-                    .conn
-                    .prepare_cached("DELETE FROM raw_log WHERE slot = ?1")
-                    .ctx("prepare log shrink")?;
-                for id in &surplus {
-                    del.execute([i64::from(*id)]).ctx("shrink log")?;
-                }
-            }
-            schema::meta_set(&self.conn, "floor_raw", floors.raw)?;
-            schema::meta_set(&self.conn, "floor_minute", floors.minute)?;
-            schema::meta_set(&self.conn, "floor_hourly", floors.hourly)?;
-            schema::meta_set(&self.conn, "floor_daily", floors.daily)?;
-            schema::meta_set(&self.conn, "next_seq", self.next_seq as i64)?;
-            schema::meta_set(&self.conn, "last_retention", crate::model::now_ms())?;
-            self.counters.persist(&self.conn)?;
-            Ok((removed, surplus))
-        };
-        let (removed, surplus, released) =
-            self.commit_staged("prune", stage, |st, (removed, surplus)| {
-                st.floors = floors;
-                for (i, r) in removed.iter().enumerate() {
-                    st.disk_buckets[i] = st.disk_buckets[i].saturating_sub(*r);
-                }
-                (removed, surplus, drop_raw_below(st, floors.raw))
-            })?;
-        report.raw_points = released.len() as u64;
-        report.minute_buckets = removed[0];
-        report.hourly_buckets = removed[1];
-        report.daily_buckets = removed[2];
-        for slot in released {
-            self.ring.release(slot);
-        }
-        self.ring.deleted(&surplus);
-        report.log_slots_deleted = surplus.len() as u64;
-        let (rows, free) = self.ring.usage();
-        self.counters
-            .log_slots
-            .store(rows as u64, Ordering::Relaxed);
-        self.counters
-            .log_slots_free
-            .store(free as u64, Ordering::Relaxed);
-        self.counters
-            .last_retention
-            .store(crate::model::now_ms(), Ordering::Relaxed);
-        report.floors =
-            [floors.raw, floors.minute, floors.hourly, floors.daily].map(|f| f.max(0) * 1000);
-        // Space beyond the reuse reserve goes back to the file system, and
-        // big deletes leave the WAL large: give that back too.
-        report.bytes_freed = self.free_pages(RESERVE_PAGES)?.0;
-        self.checkpoint("TRUNCATE");
-        report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-        Ok(report)
-    }
+/// Where raw retention puts the raw floor as of `now` (minute-aligned).
+pub fn raw_floor_for(now: i64, config: &MetricsConfig) -> i64 {
+    floor_to(now.saturating_sub(secs(config.retention.raw)), MINUTE)
+}
 
-    /// Where raw retention puts the raw floor as of `now` (minute-aligned).
-    pub fn raw_floor_candidate(&self, now: i64) -> i64 {
-        let keep =
-            i64::try_from(self.config.read().retention.raw.as_secs()).unwrap_or(i64::MAX / 4);
-        floor_to(now.saturating_sub(keep), MINUTE)
-    }
+/// The floors restored at open.
+pub fn restore_floors(conn: &Connection) -> Result<Floors> {
+    Ok(Floors {
+        raw: schema::meta_get(conn, key::FLOOR_RAW, 0)?,
+        minute: schema::meta_get(conn, key::FLOOR_MINUTE, 0)?,
+        hourly: schema::meta_get(conn, key::FLOOR_HOURLY, 0)?,
+        daily: schema::meta_get(conn, key::FLOOR_DAILY, 0)?,
+    })
+}
 
-    /// Gives free pages beyond `keep` back to the file system; returns the
-    /// bytes freed and the free pages left.
-    fn free_pages(&mut self, keep: i64) -> Result<(u64, u64)> {
-        let pragma = |conn: &rusqlite::Connection, name: &str| -> Result<i64> {
-            conn.pragma_query_value(None, name, |r| r.get(0)).ctx(name)
-        };
-        let page_size = pragma(&self.conn, "page_size")?;
-        let free_before = pragma(&self.conn, "freelist_count")?;
-        let excess = free_before - keep;
-        if excess > 0 {
-            // incremental_vacuum frees pages only as its rows are stepped.
-            let mut stmt = self
-                .conn
-                .prepare(&format!("PRAGMA incremental_vacuum({excess})"))
-                .ctx("incremental_vacuum")?;
-            let mut rows = stmt.query([]).ctx("incremental_vacuum")?;
-            while rows.next().ctx("incremental_vacuum")?.is_some() {}
-        }
-        let free_after = pragma(&self.conn, "freelist_count")?;
-        Ok((
-            ((free_before - free_after).max(0) * page_size) as u64,
-            free_after.max(0) as u64,
-        ))
-    }
-
-    /// Frees pages beyond `keep`, refreshes the query planner's statistics
-    /// and truncates the WAL.
-    pub fn reclaim(&mut self, keep: i64) -> Result<ReclaimReport> {
-        let started = Instant::now();
-        let (bytes_freed, free_pages) = self.free_pages(keep)?;
-        self.conn.execute_batch("PRAGMA optimize").ctx("optimize")?;
-        self.checkpoint("TRUNCATE");
-        let now = crate::model::now_ms();
-        schema::meta_set(&self.conn, "last_vacuum", now)?;
-        self.counters.last_vacuum.store(now, Ordering::Relaxed);
-        Ok(ReclaimReport {
-            bytes_freed,
-            free_pages,
-            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
-        })
-    }
-
-    /// Reclaims every free page, truncates the WAL and refreshes the planner.
-    pub fn vacuum(&mut self) -> Result<VacuumReport> {
-        let reclaim = self.reclaim(0)?;
-        Ok(VacuumReport { reclaim })
+/// The floors retention asks for as of `now`, held back where data is not
+/// folded into the next tier yet, and never lower than `old`.
+fn floors_for(now: i64, config: &MetricsConfig, fold: &Fold, old: Floors) -> Floors {
+    let r = &config.retention;
+    let unsealed = fold.oldest_unsealed_hour().unwrap_or(i64::MAX);
+    let unrolled_day = fold.oldest_unrolled_day().unwrap_or(i64::MAX);
+    let candidate = Floors {
+        raw: raw_floor_for(now, config).min(unsealed),
+        minute: floor_to(now - secs(r.minute), HOUR).min(unsealed),
+        hourly: floor_to(now - secs(r.hourly), DAY)
+            .min(floor_to(unsealed, DAY))
+            .min(unrolled_day),
+        daily: floor_to(now - secs(r.daily), DAY),
+    };
+    Floors {
+        raw: old.raw.max(candidate.raw),
+        minute: old.minute.max(candidate.minute),
+        hourly: old.hourly.max(candidate.hourly),
+        daily: old.daily.max(candidate.daily),
     }
 }
 
-/// Removes raw points older than `floor` from memory; returns their log
-/// slots so the caller can release them.
-pub fn drop_raw_below(st: &mut State, floor: i64) -> Vec<u32> {
-    let mut released = Vec::new();
-    for series in &mut st.series {
-        let cut = series.raw.partition_point(|p| p.ts < floor);
-        released.extend(series.raw.drain(..cut).map(|p| p.slot));
+/// Deletes the chunks of `tier` below `floor`; a chunk straddling the floor
+/// keeps only its newer buckets. Returns the buckets removed.
+fn prune_tier(conn: &Connection, tier: ChunkTier, floor: i64) -> Result<u64> {
+    let first_kept = tier.chunk_of(floor);
+    let below = tier.key(first_kept, 0);
+    let mut removed = tiers::population_between(conn, tier, i64::MIN, below)?;
+    conn.execute(
+        &format!("DELETE FROM {} WHERE key < ?1", tier.table),
+        [below],
+    )
+    .ctx("delete expired chunks")?;
+    if tier.chunk_start(first_kept) < floor {
+        let cut = tier.index_of(floor);
+        let mut edits = Vec::new();
+        tiers::scan(
+            conn,
+            tier,
+            first_kept,
+            first_kept,
+            |_| true,
+            |chunk, sid, b| edits.push((chunk, sid, b)),
+        )?;
+        for (chunk, sid, mut buckets) in edits {
+            let mut cut_here = 0;
+            for b in buckets.iter_mut().take(cut) {
+                if b.take().is_some() {
+                    cut_here += 1;
+                }
+            }
+            // Rewrite only what changed: the floor moves once a day, the
+            // prune runs every hour.
+            if cut_here > 0 {
+                let seq = tiers::seq(conn, tier, chunk, sid)?.unwrap_or(0);
+                tiers::write(conn, tier, chunk, sid, seq, &buckets)?;
+                removed += cut_here;
+            }
+        }
     }
-    released
+    Ok(removed)
+}
+
+/// Applies retention as of `now` (Unix seconds).
+#[tracing::instrument(skip(disk, fold, config, counters), level = "debug")]
+pub fn prune(
+    disk: &mut Disk,
+    fold: &Fold,
+    now: i64,
+    config: &MetricsConfig,
+    counters: &Counters,
+) -> Result<PruneReport> {
+    let started = Instant::now();
+    let (old, counts) = {
+        let st = disk.shared.read();
+        (st.floors, st.disk_buckets)
+    };
+    let floors = floors_for(now, config, fold, old);
+    let stage = |conn: &Connection| -> Result<[u64; 3]> {
+        let removed = [
+            prune_tier(conn, ChunkTier::MINUTE, floors.minute)?,
+            prune_tier(conn, ChunkTier::HOURLY, floors.hourly)?,
+            prune_tier(conn, ChunkTier::DAILY, floors.daily)?,
+        ];
+        let deltas = removed.map(|r| -(r as i64));
+        tiers::save_counts(conn, tiers::add_counts(counts, deltas))?;
+        schema::meta_set(conn, key::FLOOR_RAW, floors.raw)?;
+        schema::meta_set(conn, key::FLOOR_MINUTE, floors.minute)?;
+        schema::meta_set(conn, key::FLOOR_HOURLY, floors.hourly)?;
+        schema::meta_set(conn, key::FLOOR_DAILY, floors.daily)?;
+        counters
+            .last_retention
+            .store(crate::model::now_ms(), Ordering::Relaxed);
+        counters.persist(conn)?;
+        Ok(removed)
+    };
+    let (removed, raw_points) = disk.commit_staged("prune", stage, |st, removed| {
+        st.floors = floors;
+        for (i, r) in removed.iter().enumerate() {
+            st.disk_buckets[i] = st.disk_buckets[i].saturating_sub(*r);
+        }
+        (removed, st.drop_raw_below(floors.raw))
+    })?;
+    // Space beyond the reuse reserve goes back to the file system, and
+    // big deletes leave the WAL large: give that back too.
+    let (bytes_freed, _) = free_pages(&disk.conn, RESERVE_PAGES)?;
+    disk.checkpoint("TRUNCATE");
+    Ok(PruneReport {
+        now: now * 1000,
+        raw_points,
+        minute_buckets: removed[0],
+        hourly_buckets: removed[1],
+        daily_buckets: removed[2],
+        journal_segments_deleted: 0,
+        bytes_freed,
+        floors: [floors.raw, floors.minute, floors.hourly, floors.daily].map(|f| f.max(0) * 1000),
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
+}
+
+/// Gives free pages beyond `keep` back to the file system; returns the
+/// bytes freed and the free pages left.
+fn free_pages(conn: &Connection, keep: i64) -> Result<(u64, u64)> {
+    let pragma =
+        |name: &str| -> Result<i64> { conn.pragma_query_value(None, name, |r| r.get(0)).ctx(name) };
+    let page_size = pragma("page_size")?;
+    let free_before = pragma("freelist_count")?;
+    let excess = free_before - keep;
+    if excess > 0 {
+        // incremental_vacuum frees pages only as its rows are stepped.
+        let mut stmt = conn
+            .prepare(&format!("PRAGMA incremental_vacuum({excess})"))
+            .ctx("incremental_vacuum")?;
+        let mut rows = stmt.query([]).ctx("incremental_vacuum")?;
+        while rows.next().ctx("incremental_vacuum")?.is_some() {}
+    }
+    let free_after = pragma("freelist_count")?;
+    Ok((
+        ((free_before - free_after).max(0) * page_size) as u64,
+        free_after.max(0) as u64,
+    ))
+}
+
+/// Frees pages beyond `keep`, refreshes the query planner's statistics
+/// and truncates the WAL.
+pub fn reclaim(disk: &mut Disk, keep: i64, counters: &Counters) -> Result<ReclaimReport> {
+    let started = Instant::now();
+    let (bytes_freed, free_pages) = free_pages(&disk.conn, keep)?;
+    disk.conn.execute_batch("PRAGMA optimize").ctx("optimize")?;
+    disk.checkpoint("TRUNCATE");
+    let now = crate::model::now_ms();
+    counters.last_vacuum.store(now, Ordering::Relaxed);
+    counters.persist_now(&disk.conn)?;
+    Ok(ReclaimReport {
+        bytes_freed,
+        free_pages,
+        duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
 }

@@ -9,7 +9,14 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Migrations in order; migration `i` brings the schema to version `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_resources.sql"),
+    include_str!("../migrations/0003_journal.sql"),
+];
+/// The migration that drops the raw log of versions 1 and 2: its batches
+/// are copied into the journal first.
+const JOURNAL_MIGRATION: usize = 2;
 /// The newest schema this build understands.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// `PRAGMA application_id` of our files ("PMET"), so a file of another
@@ -58,43 +65,25 @@ impl ReadMode {
 }
 
 /// Opens `path` for reading in `mode`; creates nothing.
-pub fn open_read_only(path: &Path, mode: ReadMode) -> rusqlite::Result<Connection> {
-    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-    match mode {
-        ReadMode::Shared => Connection::open_with_flags(path, flags),
-        ReadMode::Immutable => {
-            // A URI, so '%', '?' and '#' in the path are escaped.
-            let mut uri = String::from("file:");
-            for c in path.to_string_lossy().chars() {
-                match c {
-                    '%' => uri.push_str("%25"),
-                    '?' => uri.push_str("%3f"),
-                    '#' => uri.push_str("%23"),
-                    c => uri.push(c),
-                }
-            }
-            uri.push_str("?immutable=1");
-            Connection::open_with_flags(uri, flags | OpenFlags::SQLITE_OPEN_URI)
+pub fn open_ro(path: &Path, mode: ReadMode) -> rusqlite::Result<Connection> {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut uri = String::from("file:");
+    for b in abs.to_string_lossy().bytes() {
+        match b {
+            b'%' | b'?' | b'#' => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(b as char),
         }
     }
-}
-
-impl Location {
-    pub fn memory() -> Location {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Location::Memory(format!(
-            "file:/pulse-metrics-{}-{n}?vfs=memdb",
-            std::process::id()
-        ))
-    }
-
-    pub fn path(&self) -> Option<&Path> {
-        match self {
-            Location::File(p) | Location::ReadOnly(p, _) => Some(p),
-            Location::Memory(_) => None,
-        }
-    }
+    uri.push_str(match mode {
+        ReadMode::Shared => "?mode=ro",
+        ReadMode::Immutable => "?mode=ro&immutable=1",
+    });
+    Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
 }
 
 /// Refuses a database path that exists but is not a regular file (a
@@ -148,6 +137,24 @@ fn file_kind(_: &std::fs::Metadata) -> &'static str {
     "not a regular file"
 }
 
+impl Location {
+    pub fn memory() -> Location {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Location::Memory(format!(
+            "file:/pulse-metrics-{}-{n}?vfs=memdb",
+            std::process::id()
+        ))
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Location::File(p) | Location::ReadOnly(p, _) => Some(p),
+            Location::Memory(_) => None,
+        }
+    }
+}
+
 /// Opens the connection that performs every write, creating and migrating
 /// the file if needed. Refuses (and does not touch) a file that is not an
 /// SQLite database, is corrupt, belongs to another program or was written by
@@ -158,7 +165,7 @@ pub fn open_writer(loc: &Location) -> Result<Connection> {
             return Err(Error::invalid_input("a read-only store has no writer"));
         }
         Location::File(path) => {
-            inspect_existing(path, ReadMode::Shared)?;
+            inspect_existing(path)?;
             create_file(path)?;
             let conn = Connection::open_with_flags(
                 path,
@@ -210,9 +217,7 @@ pub fn open_reader(loc: &Location) -> Result<Connection> {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .ctx("open database for reading")?,
-        Location::ReadOnly(path, mode) => {
-            open_read_only(path, *mode).ctx("open database for reading")?
-        }
+        Location::ReadOnly(path, mode) => open_ro(path, *mode).ctx("open database for reading")?,
         Location::Memory(uri) => {
             Connection::open_with_flags(uri, memory_flags()).ctx("open memory database")?
         }
@@ -229,6 +234,41 @@ pub fn open_reader(loc: &Location) -> Result<Connection> {
             .ctx("set mmap_size")?;
     }
     Ok(conn)
+}
+
+/// Opens an existing database without writing anything: no file, WAL or
+/// shared-memory index is created (see `ReadMode`). A missing or empty
+/// file, or one without our tables, is `Error::missing`.
+pub fn open_read_only(path: &Path) -> Result<(Connection, ReadMode)> {
+    check_database_path(path)?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => {}
+        Ok(_) => return Err(Error::missing(path.to_path_buf())),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(Error::missing(path.to_path_buf()));
+        }
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    }
+    let mode = ReadMode::of(path);
+    identify(path, mode, true)?;
+    let conn = open_ro(path, mode).map_err(|e| Error::sqlite(format!("open {}", path.display()), e))?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .ctx("set busy timeout")?;
+    conn.pragma_update(None, "query_only", true)
+        .ctx("set query_only")?;
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .ctx("read user_version")?;
+    if version == 0 {
+        // An SQLite file without our tables: nothing was ever stored.
+        return Err(Error::missing(path.to_path_buf()));
+    }
+    Ok((conn, mode))
 }
 
 fn memory_flags() -> OpenFlags {
@@ -257,15 +297,14 @@ fn create_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Looks at an existing file without writing to it (`mode` as for
-/// `open_read_only`; a writer about to open the file may use `Shared`).
-pub fn inspect_existing(path: &Path, mode: ReadMode) -> Result<()> {
-    identify(path, mode, true)
+/// Looks at an existing file before a writer opens it.
+fn inspect_existing(path: &Path) -> Result<()> {
+    identify(path, ReadMode::Shared, true)
 }
 
 /// Refuses what is not one of our databases (not SQLite, another
-/// program's, a newer version) and, with `quick_check`, one SQLite
-/// itself finds corrupt.
+/// program's, a newer version) and, with `quick_check`, one SQLite itself
+/// finds corrupt; reads in `mode`, writing nothing.
 pub fn identify(path: &Path, mode: ReadMode, quick_check: bool) -> Result<()> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
@@ -295,7 +334,7 @@ pub fn identify(path: &Path, mode: ReadMode, quick_check: bool) -> Result<()> {
         }
         _ => Error::sqlite(format!("cannot read {}", path.display()), e),
     };
-    let conn = open_read_only(path, mode).map_err(corrupt)?;
+    let conn = open_ro(path, mode).map_err(corrupt)?;
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(corrupt)?;
@@ -344,6 +383,11 @@ fn migrate(conn: &Connection, loc: &Location) -> Result<()> {
             return Err(Error::newer_version(path, version, SCHEMA_VERSION));
         }
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            if i == JOURNAL_MIGRATION
+                && let Some(path) = loc.path()
+            {
+                crate::legacy::convert(conn, &crate::journal::dir_of(path))?;
+            }
             conn.execute_batch(sql)
                 .ctx(&format!("apply migration {}", i + 1))?;
         }

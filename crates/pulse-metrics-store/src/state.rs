@@ -2,12 +2,13 @@
 //! the series directory, the raw tier, and the minute buckets of hours not
 //! sealed to disk yet.
 //!
-//! The raw tier lives in memory because its durable form (the log) is in
-//! write order, which is cheap to write and useless to read; a reader wants
-//! one series at a time. The log is replayed into this at open.
+//! The raw tier lives in memory because its durable form (the journal) is
+//! in write order, which is cheap to write and useless to read; a reader
+//! wants one series at a time. The journal is replayed into this at open.
 
-use super::codec::Agg;
-use crate::model::SeriesKey;
+use crate::codec::Agg;
+use crate::model::{SeriesKey, Tier};
+pub use crate::raw::RawSeries;
 use std::collections::{BTreeMap, HashMap};
 
 pub const MINUTE: i64 = 60;
@@ -43,6 +44,17 @@ impl ChunkTier {
         span: 32,
     };
 
+    /// The chunk geometry of a rolled-up tier; `None` for raw, which is
+    /// not kept in chunks of buckets.
+    pub fn of(tier: Tier) -> Option<ChunkTier> {
+        match tier {
+            Tier::Raw => None,
+            Tier::Minute => Some(ChunkTier::MINUTE),
+            Tier::Hourly => Some(ChunkTier::HOURLY),
+            Tier::Daily => Some(ChunkTier::DAILY),
+        }
+    }
+
     pub fn chunk_secs(self) -> i64 {
         self.bucket * self.span as i64
     }
@@ -68,81 +80,11 @@ impl ChunkTier {
 /// Highest series id a chunk key can hold.
 pub const MAX_SERIES: usize = 1 << 24;
 
-/// A raw point in memory; `slot` is the log slot holding it, so the slot can
-/// be reused once none of its points is needed.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RawPoint {
-    /// Unix seconds: a series keeps one point per second.
-    pub ts: i64,
-    /// The millisecond within that second it was written with.
-    pub milli: u16,
-    pub value: f64,
-    pub slot: u32,
-}
-
-impl RawPoint {
-    /// A point written at Unix ms `at`.
-    pub fn at(at: i64, value: f64, slot: u32) -> RawPoint {
-        RawPoint {
-            ts: at.div_euclid(1000),
-            milli: at.rem_euclid(1000) as u16,
-            value,
-            slot,
-        }
-    }
-
-    /// Its timestamp in Unix ms, as written.
-    pub fn ms(&self) -> i64 {
-        self.ts * 1000 + i64::from(self.milli)
-    }
-}
-
 #[derive(Debug)]
 pub struct SeriesEntry {
     pub key: SeriesKey,
-    /// Sorted by `ts`, one point per second.
-    pub raw: Vec<RawPoint>,
-}
-
-impl SeriesEntry {
-    /// Inserts or replaces the point of its second; returns the replaced one.
-    pub fn upsert(&mut self, p: RawPoint) -> Option<RawPoint> {
-        match self.raw.last() {
-            Some(last) if last.ts < p.ts => {
-                self.raw.push(p);
-                None
-            }
-            None => {
-                self.raw.push(p);
-                None
-            }
-            _ => match self.raw.binary_search_by_key(&p.ts, |r| r.ts) {
-                Ok(i) => Some(std::mem::replace(&mut self.raw[i], p)),
-                Err(i) => {
-                    self.raw.insert(i, p);
-                    None
-                }
-            },
-        }
-    }
-
-    /// Raw points with `from <= ts <= to`.
-    pub fn raw_range(&self, from: i64, to: i64) -> &[RawPoint] {
-        let a = self.raw.partition_point(|p| p.ts < from);
-        let b = self.raw.partition_point(|p| p.ts <= to);
-        if a >= b { &[] } else { &self.raw[a..b] }
-    }
-
-    /// Aggregate of the raw points in `[from, from + len)`.
-    pub fn raw_agg(&self, from: i64, len: i64) -> Option<Agg> {
-        let pts = self.raw_range(from, from + len - 1);
-        let mut it = pts.iter();
-        let mut acc = Agg::of(it.next()?.value);
-        for p in it {
-            acc.merge(&Agg::of(p.value));
-        }
-        Some(acc)
-    }
+    /// The raw tier, compressed.
+    pub raw: RawSeries,
 }
 
 /// Retention floors: data older than these has been pruned from each tier.
@@ -164,8 +106,9 @@ pub type OpenHour = Box<[Option<Agg>; 60]>;
 pub struct State {
     pub series: Vec<SeriesEntry>,
     pub ids: HashMap<SeriesKey, u32>,
-    /// `(hour start, series)` -> rolled minute buckets of that unsealed hour.
-    pub open: BTreeMap<(i64, u32), OpenHour>,
+    /// `(series, hour start)` -> rolled minute buckets of that unsealed
+    /// hour (series first: a query wants one series' open hours).
+    pub open: BTreeMap<(u32, i64), OpenHour>,
     pub floors: Floors,
     /// Buckets on disk per rolled-up tier (minute, hourly, daily).
     pub disk_buckets: [u64; 3],
@@ -175,7 +118,23 @@ pub struct State {
 
 impl State {
     pub fn raw_count(&self) -> u64 {
-        self.series.iter().map(|s| s.raw.len() as u64).sum()
+        self.series.iter().map(|s| s.raw.len()).sum()
+    }
+
+    /// Bytes of memory the raw tier holds.
+    pub fn raw_bytes(&self) -> u64 {
+        self.series
+            .iter()
+            .map(|s| s.raw.memory_bytes() as u64)
+            .sum()
+    }
+
+    /// Drops raw points older than `floor` (seconds); returns how many.
+    pub fn drop_raw_below(&mut self, floor: i64) -> u64 {
+        self.series
+            .iter_mut()
+            .map(|s| s.raw.drop_below(floor))
+            .sum()
     }
 
     pub fn open_buckets(&self) -> u64 {
@@ -193,23 +152,6 @@ pub fn floor_to(ts: i64, unit: i64) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn upsert_keeps_one_point_per_second_in_order() {
-        let mut s = SeriesEntry {
-            key: SeriesKey::new("a", "b", "c"),
-            raw: Vec::new(),
-        };
-        for ts in [10, 5, 20, 5, 15] {
-            s.upsert(RawPoint::at(ts * 1000, ts as f64, 0));
-        }
-        let replaced = s.upsert(RawPoint::at(15_250, -1.0, 1));
-        assert_eq!(replaced.map(|p| p.value), Some(15.0));
-        let ts: Vec<i64> = s.raw.iter().map(|p| p.ts).collect();
-        assert_eq!(ts, [5, 10, 15, 20]);
-        assert_eq!(s.raw_range(6, 15).len(), 2);
-        assert_eq!(s.raw_agg(0, 60).unwrap().count, 4);
-    }
 
     #[test]
     fn chunk_keys_split_back() {

@@ -1,8 +1,25 @@
-//! Turns one `GET /api2/json/cluster/resources` answer into points.
+//! Turns one `GET /api2/json/cluster/resources` answer into points and
+//! resource metadata.
 //!
 //! Pure: the payload, the previous poll's counters and the poll time go in;
-//! points and the counters to remember come out. No network, no clock, so
-//! every rule (ids, percentages, rates, resets, gaps) is testable directly.
+//! points, metadata and the counters to remember come out. No network, no
+//! clock, so every rule (ids, percentages, rates, resets, gaps) is testable
+//! directly.
+//!
+//! Series ids:
+//! * node `{instance}:{node}` (type `node`);
+//! * guest `{instance}:{vmid}` (`vm` for qemu, `container` for lxc): a VMID
+//!   is unique in a cluster, so a guest keeps its series when it migrates;
+//!   its node is metadata;
+//! * storage `{instance}:{storage}` when Proxmox flags it `shared` (it lists
+//!   such a storage once per node; it is recorded once), else
+//!   `{instance}:{node}:{storage}` (`storage`).
+//!
+//! Gaps: a stopped guest, unavailable storage, and every guest and storage
+//! of a node the same answer lists as not `online` write nothing. pmxcfs
+//! keeps a dead node's entries for minutes and reports its guests `running`
+//! with frozen values; recording them would draw a flat line where the
+//! truth is "unknown".
 //!
 //! The payload comes from another program over the network, so nothing in it
 //! is trusted: any field may be missing, of the wrong type, negative or
@@ -11,8 +28,9 @@
 //! poll.
 
 use crate::model::{Point, SeriesKey};
+use crate::store::{Resource, ResourceMeta};
 use serde_json::Value;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Cumulative byte counters, turned into bytes per second.
 pub const COUNTERS: [&str; 4] = ["netin", "netout", "diskread", "diskwrite"];
@@ -62,6 +80,14 @@ pub struct Parsed {
     pub recorded: usize,
     /// Entries of a known type that could not be given a valid series id.
     pub skipped: usize,
+    /// Guests and storage not recorded because their node is not online.
+    pub on_offline_nodes: usize,
+    /// What is known about every node, guest and storage listed (except
+    /// those of nodes that are not online, whose entries are stale).
+    pub resources: Vec<Resource>,
+    /// `(resourceType, old id, new id)`: a shared storage's per-node ids of
+    /// earlier versions, whose history belongs to its one series now.
+    pub merges: Vec<(String, String, String)>,
 }
 
 /// Parses the raw body; malformed JSON is an error naming the position.
@@ -76,11 +102,8 @@ pub fn parse_body(
     parse_resources(instance, &payload, prev, now_ms)
 }
 
-/// Points for every node, running guest and available storage in `payload`.
-///
-/// Series ids follow Pulse: node `instance:node` (`node`), guest
-/// `instance:node:vmid` (`vm` for qemu, `container` for lxc), storage
-/// `instance:node:storage` (`storage`).
+/// Points for every node, running guest and available storage in `payload`
+/// (ids and gaps as the module says), and what is known about each.
 pub fn parse_resources(
     instance: &str,
     payload: &Value,
@@ -106,16 +129,53 @@ pub fn parse_resources(
         listed: data.len(),
         ..Parsed::default()
     };
+    let offline: HashSet<&str> = data
+        .iter()
+        .filter(|e| type_of(e) == Some("node") && text(e, "status") != Some("online"))
+        .filter_map(|e| text(e, "node").or_else(|| id_part(e, 1)))
+        .collect();
+    // A shared storage: its metadata, whether it was recorded yet.
+    let mut shared: BTreeMap<String, (Resource, bool)> = BTreeMap::new();
     for entry in data {
-        match classify(instance, entry) {
-            Entry::Ignored => {}
-            Entry::Unnamed => out.skipped += 1,
-            Entry::Up(res) => {
-                out.recorded += 1;
-                record(&res, entry, prev, now_ms, &mut out);
+        let found = match classify(instance, entry) {
+            Entry::Ignored => continue,
+            Entry::Unnamed => {
+                out.skipped += 1;
+                continue;
+            }
+            Entry::Found(found) => found,
+        };
+        if found.kind != Kind::Node && found.node.is_some_and(|n| offline.contains(n)) {
+            out.on_offline_nodes += 1;
+            continue;
+        }
+        let meta = Resource::new(found.resource_type, &found.id, found.meta.clone());
+        if found.shared {
+            if let Some(node) = found.node {
+                let old = format!("{instance}:{node}:{}", found.name);
+                out.merges
+                    .push((found.resource_type.to_string(), old, found.id.clone()));
+            }
+            let (seen, recorded) = shared
+                .entry(found.id.clone())
+                .or_insert_with(|| (meta, false));
+            if *recorded || !found.up {
+                continue;
+            }
+            // Recorded from the first node that has it available.
+            *recorded = true;
+            seen.meta.status = found.meta.status.clone();
+        } else {
+            out.resources.push(meta);
+            if !found.up {
+                continue;
             }
         }
+        out.recorded += 1;
+        record(&found, entry, prev, now_ms, &mut out);
     }
+    out.resources
+        .extend(shared.into_values().map(|(meta, _)| meta));
     Ok(out)
 }
 
@@ -127,71 +187,127 @@ enum Kind {
     Storage,
 }
 
-struct Resource {
+/// A node, guest or storage entry that can be named.
+struct Found<'a> {
     kind: Kind,
     resource_type: &'static str,
     id: String,
+    /// Its node (for a node, itself).
+    node: Option<&'a str>,
+    /// The node's, guest's (VMID) or storage's own name in its id.
+    name: String,
+    /// Storage flagged `shared`.
+    shared: bool,
+    /// Its status is the one that is recorded (online, running, available).
+    up: bool,
+    meta: ResourceMeta,
 }
 
-enum Entry {
-    /// Another type, or not up (stopped guests write nothing: a gap).
+enum Entry<'a> {
+    /// Another type.
     Ignored,
     /// A known type that lacks what its series id needs.
     Unnamed,
-    Up(Resource),
+    Found(Box<Found<'a>>),
 }
 
-fn classify(instance: &str, entry: &Value) -> Entry {
+/// `type`, always present in real answers, or the prefix of `id`.
+fn type_of(entry: &Value) -> Option<&str> {
+    text(entry, "type").or_else(|| id_part(entry, 0))
+}
+
+/// Part `n` of `id` (`qemu/101`, `storage/pve1/local`).
+fn id_part(entry: &Value, n: usize) -> Option<&str> {
+    text(entry, "id")?
+        .split('/')
+        .nth(n)
+        .filter(|s| !s.is_empty())
+}
+
+fn classify<'a>(instance: &str, entry: &'a Value) -> Entry<'a> {
     if !entry.is_object() {
         return Entry::Ignored;
     }
-    let raw_id = text(entry, "id");
-    // `type` is always present in real answers; the id prefix is a fallback.
-    let type_name = text(entry, "type").or_else(|| raw_id.and_then(|id| id.split('/').next()));
-    let (kind, resource_type, up_status) = match type_name {
+    let (kind, resource_type, up_status) = match type_of(entry) {
         Some("node") => (Kind::Node, "node", "online"),
         Some("qemu") => (Kind::Qemu, "vm", "running"),
         Some("lxc") => (Kind::Lxc, "container", "running"),
         Some("storage") => (Kind::Storage, "storage", "available"),
         _ => return Entry::Ignored,
     };
-    if text(entry, "status") != Some(up_status) {
-        return Entry::Ignored;
-    }
-    let id_part = |n: usize| raw_id.and_then(|id| id.split('/').nth(n));
-    let id = match kind {
-        Kind::Node => text(entry, "node")
-            .or_else(|| id_part(1))
-            .map(|node| format!("{instance}:{node}")),
+    let status = text(entry, "status");
+    let mut meta = ResourceMeta {
+        instance: Some(instance.to_string()),
+        status: status.map(str::to_string),
+        ..ResourceMeta::default()
+    };
+    let mut shared = false;
+    let (node, name) = match kind {
+        Kind::Node => {
+            let node = text(entry, "node").or_else(|| id_part(entry, 1));
+            (node, node.map(str::to_string))
+        }
         Kind::Qemu | Kind::Lxc => {
-            let vmid = vmid(entry).or_else(|| id_part(1).and_then(|s| s.parse::<u64>().ok()));
-            match (text(entry, "node"), vmid) {
-                (Some(node), Some(vmid)) => Some(format!("{instance}:{node}:{vmid}")),
-                _ => None,
-            }
+            let vmid = vmid(entry).or_else(|| id_part(entry, 1).and_then(|s| s.parse().ok()));
+            meta.name = text(entry, "name").map(str::to_string);
+            meta.template = Some(number(entry, "template").is_some_and(|t| t != 0.0));
+            // Proxmox separates tags with `;` (older versions also `,` or
+            // spaces); none listed means none left, so an empty list clears.
+            meta.tags = Some(
+                text(entry, "tags")
+                    .unwrap_or_default()
+                    .split([';', ',', ' '])
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            );
+            (text(entry, "node"), vmid.map(|v: u64| v.to_string()))
         }
         Kind::Storage => {
-            let node = text(entry, "node").or_else(|| id_part(1));
-            let storage = text(entry, "storage").or_else(|| id_part(2));
-            match (node, storage) {
-                (Some(node), Some(storage)) => Some(format!("{instance}:{node}:{storage}")),
-                _ => None,
-            }
+            shared = number(entry, "shared").is_some_and(|s| s != 0.0);
+            let node = text(entry, "node").or_else(|| id_part(entry, 1));
+            let storage = text(entry, "storage").or_else(|| id_part(entry, 2));
+            meta.name = storage.map(str::to_string);
+            (node, storage.map(str::to_string))
         }
     };
-    match id {
-        Some(id) if SeriesKey::new(resource_type, &id, "cpu").validate().is_ok() => {
-            Entry::Up(Resource {
-                kind,
-                resource_type,
-                id,
-            })
-        }
-        _ => Entry::Unnamed,
+    let id = match (kind, node, &name) {
+        (Kind::Node, Some(node), _) => format!("{instance}:{node}"),
+        (Kind::Qemu | Kind::Lxc, Some(_), Some(vmid)) => format!("{instance}:{vmid}"),
+        (Kind::Storage, _, Some(storage)) if shared => format!("{instance}:{storage}"),
+        (Kind::Storage, Some(node), Some(storage)) => format!("{instance}:{node}:{storage}"),
+        _ => return Entry::Unnamed,
+    };
+    if kind == Kind::Node {
+        meta.name = node.map(str::to_string);
+    } else if !shared {
+        meta.node = node.map(str::to_string);
     }
+    let resource = Resource::new(resource_type, &id, meta.clone());
+    if SeriesKey::new(resource_type, &id, "cpu")
+        .validate()
+        .is_err()
+    {
+        return Entry::Unnamed;
+    }
+    if let Err(e) = resource.validate() {
+        // A name or tag Proxmox would not produce: keep the numbers.
+        tracing::debug!("proxmox {instance}: metadata of {id} not kept: {e}");
+        meta = ResourceMeta::default();
+    }
+    Entry::Found(Box::new(Found {
+        kind,
+        resource_type,
+        id,
+        node,
+        name: name.unwrap_or_default(),
+        shared,
+        up: status == Some(up_status),
+        meta,
+    }))
 }
 
-fn record(res: &Resource, entry: &Value, prev: &RateState, now_ms: i64, out: &mut Parsed) {
+fn record(res: &Found, entry: &Value, prev: &RateState, now_ms: i64, out: &mut Parsed) {
     let mut push = |metric: &str, value: f64| {
         let point = Point {
             resource_type: res.resource_type.to_string(),
@@ -383,22 +499,22 @@ mod tests {
             .map(|pt| (pt.resource_type.as_str(), pt.resource_id.as_str()))
             .collect();
         assert!(kinds.contains(&("node", "pve1:node1")));
-        assert!(kinds.contains(&("vm", "pve1:node1:101")));
-        assert!(kinds.contains(&("container", "pve1:node1:200")));
+        assert!(kinds.contains(&("vm", "pve1:101")));
+        assert!(kinds.contains(&("container", "pve1:200")));
         assert!(kinds.contains(&("storage", "pve1:node1:local-lvm")));
         assert!((value(&p.points, "pve1:node1", "cpu").unwrap() - 5.12).abs() < 1e-9);
         assert_eq!(value(&p.points, "pve1:node1", "memory"), Some(25.0));
         assert_eq!(value(&p.points, "pve1:node1", "disk"), Some(10.0));
-        assert_eq!(value(&p.points, "pve1:node1:101", "cpu"), Some(25.0));
-        assert_eq!(value(&p.points, "pve1:node1:101", "memory"), Some(25.0));
+        assert_eq!(value(&p.points, "pve1:101", "cpu"), Some(25.0));
+        assert_eq!(value(&p.points, "pve1:101", "memory"), Some(25.0));
         // qemu reports disk 0 because it cannot know: not charted.
-        assert_eq!(value(&p.points, "pve1:node1:101", "disk"), None);
-        assert_eq!(value(&p.points, "pve1:node1:200", "memory"), Some(50.0));
-        assert_eq!(value(&p.points, "pve1:node1:200", "disk"), Some(12.5));
+        assert_eq!(value(&p.points, "pve1:101", "disk"), None);
+        assert_eq!(value(&p.points, "pve1:200", "memory"), Some(50.0));
+        assert_eq!(value(&p.points, "pve1:200", "disk"), Some(12.5));
         assert_eq!(value(&p.points, "pve1:node1:local-lvm", "disk"), Some(25.0));
         // The first sample has no rate.
         for c in COUNTERS {
-            assert_eq!(value(&p.points, "pve1:node1:101", c), None);
+            assert_eq!(value(&p.points, "pve1:101", c), None);
         }
         // Nothing else: 3 node + 2 vm + 3 container + 1 storage.
         assert_eq!(p.points.len(), 9, "{:#?}", p.points);
@@ -417,7 +533,7 @@ mod tests {
             &first.state,
             T0 + 10_000,
         );
-        let id = "pve1:node1:101";
+        let id = "pve1:101";
         assert_eq!(value(&second.points, id, "netin"), Some(1000.0));
         assert_eq!(value(&second.points, id, "netout"), Some(0.0));
         assert_eq!(value(&second.points, id, "diskread"), Some(409.6));
@@ -437,7 +553,7 @@ mod tests {
             &first.state,
             T0 + 10_000,
         );
-        let id = "pve1:node1:101";
+        let id = "pve1:101";
         assert_eq!(value(&second.points, id, "netin"), None);
         assert_eq!(value(&second.points, id, "netout"), Some(100.0));
         // The counter restarts from the new value.
@@ -471,16 +587,13 @@ mod tests {
             "{:?}",
             second.points
         );
-        assert_eq!(value(&second.points, "pve1:node1:101", "cpu"), Some(25.0));
+        assert_eq!(value(&second.points, "pve1:101", "cpu"), Some(25.0));
         let third = parse(
             vec![vm(15, 1_010_000, 1_000_000, 1_000_000, 1_000_000)],
             &second.state,
             T0 + 20_000,
         );
-        assert_eq!(
-            value(&third.points, "pve1:node1:101", "netin"),
-            Some(1000.0)
-        );
+        assert_eq!(value(&third.points, "pve1:101", "netin"), Some(1000.0));
 
         // Restarted during a long outage of ours: uptime is higher than
         // before but far less than the time that passed.
@@ -489,22 +602,19 @@ mod tests {
             &first.state,
             T0 + 3_600_000,
         );
-        assert_eq!(value(&late.points, "pve1:node1:101", "netin"), None);
+        assert_eq!(value(&late.points, "pve1:101", "netin"), None);
         // No restart over the same hour: the rate spans the whole hour.
         let steady = parse(
             vec![vm(4600, 3_600_100, 100, 100, 100)],
             &first.state,
             T0 + 3_600_000,
         );
-        assert_eq!(
-            value(&steady.points, "pve1:node1:101", "netin"),
-            Some(1000.0)
-        );
+        assert_eq!(value(&steady.points, "pve1:101", "netin"), Some(1000.0));
     }
 
     #[test]
     fn stopped_guests_leave_a_gap_and_start_over() {
-        let id = "pve1:node1:101";
+        let id = "pve1:101";
         let first = parse(vec![vm(1000, 0, 0, 0, 0)], &RateState::default(), T0);
         let mut stopped = vm(0, 0, 0, 0, 0);
         stopped["status"] = json!("stopped");
@@ -525,7 +635,7 @@ mod tests {
 
     #[test]
     fn a_repeated_sample_is_not_a_zero_rate() {
-        let id = "pve1:node1:101";
+        let id = "pve1:101";
         let first = parse(vec![vm(1000, 0, 0, 0, 0)], &RateState::default(), T0);
         // Proxmox had not refreshed yet: identical uptime and counters.
         let same = parse(vec![vm(1000, 0, 0, 0, 0)], &first.state, T0 + 5_000);
@@ -574,14 +684,14 @@ mod tests {
             json!({"id": "lxc/7", "node": "n1", "vmid": "7", "status": "running", "cpu": 1}),
         ];
         let p = parse(items, &RateState::default(), T0);
-        assert_eq!(value(&p.points, "pve1:n1:105", "cpu"), Some(50.0));
+        assert_eq!(value(&p.points, "pve1:105", "cpu"), Some(50.0));
         assert_eq!(value(&p.points, "pve1:n9", "cpu"), Some(10.0));
         assert_eq!(value(&p.points, "pve1:n1:local", "disk"), Some(25.0));
-        assert_eq!(value(&p.points, "pve1:n1:7", "cpu"), Some(100.0));
+        assert_eq!(value(&p.points, "pve1:7", "cpu"), Some(100.0));
         assert_eq!(
             p.points
                 .iter()
-                .find(|pt| pt.resource_id == "pve1:n1:7")
+                .find(|pt| pt.resource_id == "pve1:7")
                 .unwrap()
                 .resource_type,
             "container"
@@ -617,13 +727,15 @@ mod tests {
         for p in first.points.iter().chain(&second.points) {
             assert!(p.validate().is_ok(), "{p:?}");
         }
-        assert!(first.skipped >= 4, "{}", first.skipped);
+        // Guests without a vmid; one with an unusable node name is still
+        // recorded (its node is not in its id), without metadata.
+        assert!(first.skipped >= 3, "{}", first.skipped);
         // The hostile container with unusable fields still records what it can.
         assert!(
             first
                 .points
                 .iter()
-                .any(|p| p.resource_id == "pve1:n1:3" && p.metric == "cpu")
+                .any(|p| p.resource_id == "pve1:3" && p.metric == "cpu")
         );
 
         for bad in [
@@ -654,9 +766,9 @@ mod tests {
     fn a_clock_going_back_gives_no_rate() {
         let first = parse(vec![vm(1000, 0, 0, 0, 0)], &RateState::default(), T0);
         let back = parse(vec![vm(1010, 1000, 0, 0, 0)], &first.state, T0 - 5_000);
-        assert_eq!(value(&back.points, "pve1:node1:101", "netin"), None);
+        assert_eq!(value(&back.points, "pve1:101", "netin"), None);
         let next = parse(vec![vm(1020, 2000, 0, 0, 0)], &back.state, T0 + 5_000);
-        assert_eq!(value(&next.points, "pve1:node1:101", "netin"), Some(100.0));
+        assert_eq!(value(&next.points, "pve1:101", "netin"), Some(100.0));
     }
 
     #[test]
@@ -668,5 +780,165 @@ mod tests {
         let first = parse(vec![node(100, 0)], &RateState::default(), T0);
         let second = parse(vec![node(110, 5000)], &first.state, T0 + 10_000);
         assert_eq!(value(&second.points, "pve1:n1", "netin"), Some(500.0));
+    }
+
+    fn meta<'a>(p: &'a Parsed, t: &str, id: &str) -> Option<&'a ResourceMeta> {
+        let found: Vec<&Resource> = p
+            .resources
+            .iter()
+            .filter(|r| r.resource_type == t && r.resource_id == id)
+            .collect();
+        assert!(found.len() <= 1, "{t}/{id} listed twice: {found:?}");
+        found.first().map(|r| &r.meta)
+    }
+
+    fn node(name: &str, status: &str) -> Value {
+        json!({"id": format!("node/{name}"), "type": "node", "node": name, "status": status,
+               "cpu": 0.1, "mem": 1, "maxmem": 4})
+    }
+
+    fn store_on(node: &str, storage: &str, shared: u8, status: &str, used: u64) -> Value {
+        json!({"id": format!("storage/{node}/{storage}"), "type": "storage", "node": node,
+               "storage": storage, "status": status, "shared": shared,
+               "disk": used, "maxdisk": 100})
+    }
+
+    #[test]
+    fn shared_storage_is_one_series_and_local_storage_one_per_node() {
+        let items = vec![
+            node("n1", "online"),
+            node("n2", "online"),
+            node("n3", "online"),
+            store_on("n1", "ceph", 1, "unavailable", 0),
+            store_on("n2", "ceph", 1, "available", 40),
+            store_on("n3", "ceph", 1, "available", 41),
+            store_on("n1", "local", 0, "available", 10),
+            store_on("n2", "local", 0, "available", 20),
+            store_on("n3", "local", 0, "available", 30),
+        ];
+        let p = parse(items, &RateState::default(), T0);
+        let storage: Vec<(&str, f64)> = p
+            .points
+            .iter()
+            .filter(|pt| pt.resource_type == "storage")
+            .map(|pt| (pt.resource_id.as_str(), pt.value))
+            .collect();
+        // The shared one once, from the first node that has it available.
+        assert_eq!(
+            storage,
+            [
+                ("pve1:ceph", 40.0),
+                ("pve1:n1:local", 10.0),
+                ("pve1:n2:local", 20.0),
+                ("pve1:n3:local", 30.0)
+            ]
+        );
+        let ceph = meta(&p, "storage", "pve1:ceph").unwrap();
+        assert_eq!(ceph.node, None);
+        assert_eq!(ceph.name.as_deref(), Some("ceph"));
+        assert_eq!(ceph.status.as_deref(), Some("available"));
+        assert_eq!(
+            meta(&p, "storage", "pve1:n2:local")
+                .unwrap()
+                .node
+                .as_deref(),
+            Some("n2")
+        );
+        // Earlier versions kept one series per node: those are merged.
+        let merges: Vec<&str> = p.merges.iter().map(|(_, old, _)| old.as_str()).collect();
+        assert_eq!(merges, ["pve1:n1:ceph", "pve1:n2:ceph", "pve1:n3:ceph"]);
+        assert!(
+            p.merges
+                .iter()
+                .all(|(t, _, new)| t == "storage" && new == "pve1:ceph")
+        );
+    }
+
+    #[test]
+    fn a_node_that_is_not_online_leaves_a_gap_for_its_guests_and_storage() {
+        let mut frozen = vm(5000, 1, 1, 1, 1);
+        frozen["node"] = json!("n2");
+        let items = vec![
+            node("n1", "online"),
+            node("n2", "offline"),
+            frozen,
+            store_on("n2", "local", 0, "available", 10),
+            store_on("n2", "nfs", 1, "available", 10),
+            store_on("n1", "nfs", 1, "available", 12),
+        ];
+        let p = parse(items, &RateState::default(), T0);
+        let ids: Vec<&str> = p.points.iter().map(|pt| pt.resource_id.as_str()).collect();
+        assert!(
+            !ids.iter()
+                .any(|id| *id == "pve1:101" || *id == "pve1:n2:local"),
+            "{ids:?}"
+        );
+        assert_eq!(p.on_offline_nodes, 3);
+        // The shared storage is still seen through the node that is up.
+        assert_eq!(value(&p.points, "pve1:nfs", "disk"), Some(12.0));
+        // The dead node's entries are stale: no metadata from them either,
+        // but the node itself is known to be offline.
+        assert!(meta(&p, "vm", "pve1:101").is_none());
+        assert!(meta(&p, "storage", "pve1:n2:local").is_none());
+        assert_eq!(
+            meta(&p, "node", "pve1:n2").unwrap().status.as_deref(),
+            Some("offline")
+        );
+        assert!(value(&p.points, "pve1:n2", "cpu").is_none());
+        assert!(p.state.is_empty() || !p.state.samples.contains_key("pve1:101"));
+    }
+
+    #[test]
+    fn a_migrated_guest_keeps_its_series_and_its_rates() {
+        let first = parse(vec![vm(1000, 1000, 0, 0, 0)], &RateState::default(), T0);
+        assert_eq!(
+            meta(&first, "vm", "pve1:101").unwrap().node.as_deref(),
+            Some("node1")
+        );
+        let mut moved = vm(1010, 11_000, 0, 0, 0);
+        moved["node"] = json!("node2");
+        let second = parse(vec![moved], &first.state, T0 + 10_000);
+        assert_eq!(value(&second.points, "pve1:101", "cpu"), Some(25.0));
+        assert_eq!(value(&second.points, "pve1:101", "netin"), Some(1000.0));
+        assert_eq!(
+            meta(&second, "vm", "pve1:101").unwrap().node.as_deref(),
+            Some("node2")
+        );
+    }
+
+    #[test]
+    fn names_tags_and_templates_are_metadata() {
+        let mut web = vm(1000, 0, 0, 0, 0);
+        web["tags"] = json!("prod;web");
+        let template = json!({"id": "qemu/9000", "type": "qemu", "node": "node1", "vmid": 9000,
+            "name": "debian-tpl", "status": "stopped", "template": 1, "cpu": 0});
+        let p = parse(
+            vec![node("node1", "online"), web, template],
+            &RateState::default(),
+            T0,
+        );
+        let web = meta(&p, "vm", "pve1:101").unwrap();
+        assert_eq!(
+            web,
+            &ResourceMeta {
+                name: Some("web".into()),
+                node: Some("node1".into()),
+                instance: Some("pve1".into()),
+                status: Some("running".into()),
+                template: Some(false),
+                tags: Some(vec!["prod".into(), "web".into()]),
+            }
+        );
+        let tpl = meta(&p, "vm", "pve1:9000").unwrap();
+        assert_eq!(tpl.template, Some(true));
+        assert_eq!(tpl.tags, Some(vec![]), "no tags listed clears them");
+        assert_eq!(tpl.status.as_deref(), Some("stopped"));
+        // A template never runs: metadata, no points.
+        assert!(p.points.iter().all(|pt| pt.resource_id != "pve1:9000"));
+        let n = meta(&p, "node", "pve1:node1").unwrap();
+        assert_eq!(n.name.as_deref(), Some("node1"));
+        for r in &p.resources {
+            assert_eq!(r.validate(), Ok(()), "{r:?}");
+        }
     }
 }

@@ -1,0 +1,693 @@
+//! The raw tier's durable form: an append-only journal of flushed batches
+//! in segment files beside the database (`<database>-raw/`).
+//!
+//! A flush appends one record with a single `write` call and no fsync: the
+//! bytes are in the page cache when the call returns, which is what
+//! survives a killed process. The page cache coalesces consecutive small
+//! appends into whole pages, so a day of 5-second polls costs about what
+//! its points weigh, written once (a page rewritten in place per flush, then
+//! again at checkpoint, is what the SQLite log cost). Segments are fsynced
+//! at each rollup, at roll-over and at close: that is the power-cut bound
+//! (docs/storage.md).
+//!
+//! A record holds one batch: its sequence number, its points sorted by
+//! time and series, each value encoded against the previous value of the
+//! same series in the same segment (one bit when it repeats, else the
+//! difference of the bit patterns in as few bits as it needs). The first
+//! value of a series in a segment is stored whole, so every segment decodes
+//! on its own, and the state a writer needs is one value per series.
+//!
+//! A segment is deleted once every point in it is older than the raw floor
+//! and folded into a tier that is durable on disk (see `Writer::prune`).
+
+use crate::bits::{BitCursor, BitReader, DecodeError, delta, undelta, unzigzag, zigzag};
+use crate::error::{Error, Result};
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// One point as it travels through the journal: series id, Unix ms, value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LogPoint {
+    pub sid: u32,
+    pub ts: i64,
+    pub value: f64,
+}
+
+/// Bytes of a record header: body length, CRC-32 of everything after it,
+/// sequence number, point count, first timestamp.
+pub(crate) const HEADER: usize = 4 + 4 + 8 + 4 + 8;
+/// The point count of a rollup mark: a record that holds no points but the
+/// `now` of a rollup pass (in the timestamp field), so a pass that wrote
+/// nothing to the database still tells the next open how far minutes were
+/// rolled up.
+const MARK: u32 = u32::MAX;
+/// Smallest segment before a roll-over; larger fleets get larger segments
+/// (`SEGMENT_BYTES_PER_SERIES` each) so that re-stating each series' first
+/// value whole stays a small share.
+const SEGMENT_MIN_BYTES: u64 = 512 * 1024;
+const SEGMENT_BYTES_PER_SERIES: u64 = 256;
+const SEGMENT_SUFFIX: &str = ".seg";
+
+/// The journal's directory for a database file.
+pub fn dir_of(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-raw");
+    PathBuf::from(name)
+}
+
+fn io(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |e| Error::io(context, e)
+}
+
+/// What a segment holds, known without reading it again.
+#[derive(Debug, Clone)]
+pub struct Segment {
+    pub path: PathBuf,
+    /// The batch that starts it (and names it).
+    #[allow(dead_code)]
+    pub first_seq: u64,
+    pub last_seq: u64,
+    /// Newest point (Unix seconds): once it is below the raw floor and the
+    /// segment's batches are folded, nothing needs the segment.
+    pub max_ts: i64,
+    pub bytes: u64,
+}
+
+/// Per-segment encoder/decoder state: the last value of each series.
+#[derive(Debug, Default)]
+struct Values {
+    last: Vec<u64>,
+    seen: Vec<u64>,
+}
+
+impl Values {
+    fn reset(&mut self) {
+        self.seen.iter_mut().for_each(|w| *w = 0);
+    }
+    fn get(&self, sid: u32) -> Option<u64> {
+        let i = sid as usize;
+        let seen = self
+            .seen
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0);
+        seen.then(|| self.last[i])
+    }
+    fn set(&mut self, sid: u32, bits: u64) {
+        let i = sid as usize;
+        if self.last.len() <= i {
+            self.last.resize(i + 1, 0);
+            self.seen.resize((i + 1).div_ceil(64), 0);
+        }
+        self.last[i] = bits;
+        self.seen[i / 64] |= 1 << (i % 64);
+    }
+}
+
+/// Encodes a batch (sorted by time, then series) as a record.
+fn encode(seq: u64, points: &[LogPoint], values: &mut Values) -> Vec<u8> {
+    let base = points.first().map_or(0, |p| p.ts);
+    let mut body = Vec::with_capacity(points.len() * 8);
+    let mut c = BitCursor::default();
+    let (mut prev_ts, mut prev_sid) = (base, -1i64);
+    for p in points {
+        if p.ts == prev_ts {
+            c.put(&mut body, 0, 1);
+        } else {
+            c.put(&mut body, 1, 1);
+            c.put_sized(&mut body, zigzag(p.ts - prev_ts));
+        }
+        let sid = i64::from(p.sid);
+        if sid == prev_sid + 1 {
+            c.put(&mut body, 1, 1);
+        } else {
+            c.put(&mut body, 0, 1);
+            c.put_sized(&mut body, zigzag(sid - prev_sid - 1));
+        }
+        let bits = p.value.to_bits();
+        match values.get(p.sid) {
+            None => c.put(&mut body, bits, 64),
+            Some(last) if last == bits => c.put(&mut body, 0, 1),
+            Some(last) => {
+                c.put(&mut body, 1, 1);
+                c.put_sized(&mut body, delta(p.value, f64::from_bits(last)));
+            }
+        }
+        values.set(p.sid, bits);
+        prev_ts = p.ts;
+        prev_sid = sid;
+    }
+    header(seq, points.len() as u32, base, &body)
+}
+
+/// One decoded record.
+pub struct Record {
+    pub seq: u64,
+    pub points: Vec<LogPoint>,
+    /// A rollup mark: the pass's `now` (Unix seconds).
+    pub rolled_to: Option<i64>,
+}
+
+fn header(seq: u64, count: u32, base: i64, body: &[u8]) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(HEADER + body.len());
+    rec.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&[0; 4]);
+    rec.extend_from_slice(&seq.to_le_bytes());
+    rec.extend_from_slice(&count.to_le_bytes());
+    rec.extend_from_slice(&base.to_le_bytes());
+    rec.extend_from_slice(body);
+    let crc = crc32fast::hash(&rec[8..]);
+    rec[4..8].copy_from_slice(&crc.to_le_bytes());
+    rec
+}
+
+/// Why a segment stopped decoding where it did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// The file ends inside a record (a write cut short by a crash or a
+    /// full disk).
+    Torn { offset: u64 },
+    /// A record whose checksum or content is wrong.
+    Corrupt { offset: u64, reason: String },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Torn { offset } => write!(f, "a record cut short at byte {offset}"),
+            Damage::Corrupt { offset, reason } => {
+                write!(f, "a damaged record at byte {offset} ({reason})")
+            }
+        }
+    }
+}
+
+/// Decodes the records of one segment's bytes, stopping at the first
+/// damage (returned with the offset where the good part ends).
+pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
+    let mut values = Values::default();
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    while pos < bytes.len() {
+        let offset = pos as u64;
+        let Some(header) = bytes.get(pos..pos + HEADER) else {
+            return (out, Some(Damage::Torn { offset }));
+        };
+        let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
+        let Some(end) = (pos + HEADER)
+            .checked_add(len)
+            .filter(|e| *e <= bytes.len())
+        else {
+            return (out, Some(Damage::Torn { offset }));
+        };
+        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4"));
+        if crc32fast::hash(&bytes[pos + 8..end]) != crc {
+            return (
+                out,
+                Some(Damage::Corrupt {
+                    offset,
+                    reason: "checksum mismatch".into(),
+                }),
+            );
+        }
+        let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
+        let count = u32::from_le_bytes(header[16..20].try_into().expect("4"));
+        let base = i64::from_le_bytes(header[20..28].try_into().expect("8"));
+        if count == MARK {
+            out.push(Record {
+                seq,
+                points: Vec::new(),
+                rolled_to: Some(base),
+            });
+            pos = end;
+            continue;
+        }
+        match decode_body(&bytes[pos + HEADER..end], count, base, &mut values) {
+            Ok(points) => out.push(Record {
+                seq,
+                points,
+                rolled_to: None,
+            }),
+            Err(e) => {
+                return (
+                    out,
+                    Some(Damage::Corrupt {
+                        offset,
+                        reason: e.0.to_string(),
+                    }),
+                );
+            }
+        }
+        pos = end;
+    }
+    (out, None)
+}
+
+fn decode_body(
+    body: &[u8],
+    count: u32,
+    base: i64,
+    values: &mut Values,
+) -> std::result::Result<Vec<LogPoint>, DecodeError> {
+    let mut r = BitReader::new(body, 0);
+    let mut out = Vec::with_capacity(count as usize);
+    let (mut ts, mut sid) = (base, -1i64);
+    for _ in 0..count {
+        if r.bit()? {
+            ts += unzigzag(r.get_sized()?);
+        }
+        if r.bit()? {
+            sid += 1;
+        } else {
+            sid += unzigzag(r.get_sized()?) + 1;
+        }
+        let id = u32::try_from(sid).map_err(|_| DecodeError("series id out of range"))?;
+        let bits = match values.get(id) {
+            None => r.get(64)?,
+            Some(last) => {
+                if r.bit()? {
+                    undelta(r.get_sized()?, f64::from_bits(last)).to_bits()
+                } else {
+                    last
+                }
+            }
+        };
+        let value = f64::from_bits(bits);
+        if !value.is_finite() {
+            return Err(DecodeError("a value that is not finite"));
+        }
+        values.set(id, bits);
+        out.push(LogPoint { sid: id, ts, value });
+    }
+    Ok(out)
+}
+
+/// Segment files of a journal directory, oldest first (by their first
+/// sequence number, which names them).
+pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("read {}", dir.display()), e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io(format!("read {}", dir.display())))?;
+        let name = entry.file_name();
+        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
+            continue;
+        };
+        if let Ok(seq) = stem.parse::<u64>() {
+            out.push((seq, entry.path()));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn segment_name(first_seq: u64) -> String {
+    format!("{first_seq:020}{SEGMENT_SUFFIX}")
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(format!("sync {}", dir.display())))
+}
+
+/// The journal a writer appends to.
+#[derive(Debug)]
+pub struct Journal {
+    dir: PathBuf,
+    /// Every segment, oldest first; the last one is being appended to when
+    /// `file` is open.
+    segments: Vec<Segment>,
+    file: Option<File>,
+    values: Values,
+    /// Appended since the last fsync.
+    unsynced: bool,
+}
+
+impl Journal {
+    /// A journal over `dir` whose existing segments are `segments` (as
+    /// replayed); the next append starts a new segment, so a torn or
+    /// foreign tail is never appended to.
+    pub fn new(dir: PathBuf, segments: Vec<Segment>) -> Journal {
+        Journal {
+            dir,
+            segments,
+            file: None,
+            values: Values::default(),
+            unsynced: false,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends batch `seq` (points sorted by time, then series) with one
+    /// write; on failure the segment is cut back to where it was, so a
+    /// retried flush does not leave a torn record behind it.
+    pub fn append(&mut self, seq: u64, points: &[LogPoint], series_count: usize) -> Result<u64> {
+        self.start(seq, series_count)?;
+        let record = encode(seq, points, &mut self.values);
+        let max_ts = points.iter().map(|p| p.ts.div_euclid(1000)).max();
+        self.write(seq, &record, max_ts)
+    }
+
+    /// Notes that a rollup pass ran as of `now` (seconds); `seq` is the
+    /// last batch written.
+    pub fn mark(&mut self, seq: u64, now: i64, series_count: usize) -> Result<u64> {
+        self.start(seq, series_count)?;
+        self.write(seq, &header(seq, MARK, now, &[]), None)
+    }
+
+    /// Rolls over to a new segment when there is none open or it is full.
+    fn start(&mut self, seq: u64, series_count: usize) -> Result<()> {
+        let limit = SEGMENT_MIN_BYTES.max(SEGMENT_BYTES_PER_SERIES * series_count as u64);
+        if self.file.is_none() || self.segments.last().is_none_or(|s| s.bytes >= limit) {
+            self.roll(seq)?;
+        }
+        Ok(())
+    }
+
+    fn write(&mut self, seq: u64, record: &[u8], max_ts: Option<i64>) -> Result<u64> {
+        let seg = self.segments.last_mut().expect("rolled");
+        let before = seg.bytes;
+        let file = self.file.as_mut().expect("open segment");
+        if let Err(e) = file.write_all(record) {
+            let _ = file.set_len(before);
+            let _ = file.seek(SeekFrom::Start(before));
+            // Encoding moved the per-series values on: they now disagree
+            // with the file, so the next append starts a new segment.
+            self.file = None;
+            return Err(Error::io(format!("append to {}", seg.path.display()), e));
+        }
+        seg.bytes += record.len() as u64;
+        seg.last_seq = seg.last_seq.max(seq);
+        if let Some(max) = max_ts {
+            seg.max_ts = seg.max_ts.max(max);
+        }
+        self.unsynced = true;
+        Ok(record.len() as u64)
+    }
+
+    /// Closes the current segment (fsynced) and starts the next one. Its
+    /// name is the first batch it holds, or one past the newest segment's
+    /// name when that is higher (a rollup mark after a restart carries the
+    /// last batch written): names sort in write order and never repeat, and
+    /// an existing file is never opened for writing again.
+    fn roll(&mut self, first_seq: u64) -> Result<()> {
+        self.sync()?;
+        std::fs::create_dir_all(&self.dir).map_err(io(format!("create {}", self.dir.display())))?;
+        let first_seq = self
+            .segments
+            .last()
+            .map_or(first_seq, |s| first_seq.max(s.first_seq + 1));
+        let path = self.dir.join(segment_name(first_seq));
+        let mut opts = OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::OpenOptionsExt;
+            opts.mode(0o600);
+        }
+        let file = opts
+            .open(&path)
+            .map_err(io(format!("create {}", path.display())))?;
+        sync_dir(&self.dir)?;
+        self.segments.push(Segment {
+            path,
+            first_seq,
+            last_seq: first_seq,
+            max_ts: i64::MIN,
+            bytes: 0,
+        });
+        self.file = Some(file);
+        self.values.reset();
+        Ok(())
+    }
+
+    /// Makes every append so far survive a power cut.
+    pub fn sync(&mut self) -> Result<()> {
+        if let (Some(f), true) = (&self.file, self.unsynced) {
+            f.sync_data().map_err(io(format!(
+                "sync {}",
+                self.segments
+                    .last()
+                    .map_or(Path::new(""), |s| &s.path)
+                    .display()
+            )))?;
+        }
+        self.unsynced = false;
+        Ok(())
+    }
+
+    /// Deletes the closed segments `unneeded` accepts; returns how many.
+    pub fn delete(&mut self, unneeded: impl Fn(&Segment) -> bool) -> Result<usize> {
+        let open = self.file.is_some();
+        let last = self.segments.len().saturating_sub(1);
+        let mut gone = Vec::new();
+        for (i, s) in self.segments.iter().enumerate() {
+            if (open && i == last) || !unneeded(s) {
+                continue;
+            }
+            match std::fs::remove_file(&s.path) {
+                Ok(()) => gone.push(i),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => gone.push(i),
+                Err(e) => return Err(Error::io(format!("delete {}", s.path.display()), e)),
+            }
+        }
+        for i in gone.iter().rev() {
+            self.segments.remove(*i);
+        }
+        Ok(gone.len())
+    }
+
+    /// (segments, bytes) on disk.
+    pub fn usage(&self) -> (usize, u64) {
+        (
+            self.segments.len(),
+            self.segments.iter().map(|s| s.bytes).sum(),
+        )
+    }
+}
+
+/// Reads every segment of `dir`, oldest first, handing each segment's
+/// records (in order) to `f`; returns what the segments hold. The newest segment may end in a
+/// torn record (a crash or full disk mid-append): with `repair`, it is cut
+/// off there; without (read-only), it is ignored. Damage anywhere else is
+/// an error naming the segment and the offset.
+pub fn replay(
+    dir: &Path,
+    repair: bool,
+    mut f: impl FnMut(Vec<Record>) -> Result<()>,
+) -> Result<Vec<Segment>> {
+    let files = list(dir)?;
+    let n = files.len();
+    // One thread reads and decodes the next segment while the caller
+    // applies this one: at open, a big fleet's journal is hundreds of MB.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        scope.spawn(move || {
+            for (i, (first_seq, path)) in files.into_iter().enumerate() {
+                let segment = read_segment(first_seq, path, i + 1 == n, repair);
+                let failed = segment.is_err();
+                if tx.send(segment).is_err() || failed {
+                    break;
+                }
+            }
+        });
+        let mut segments = Vec::with_capacity(n);
+        for segment in rx {
+            if let Some((seg, records)) = segment? {
+                f(records)?;
+                segments.push(seg);
+            }
+        }
+        Ok(segments)
+    })
+}
+
+/// Reads and decodes one segment; `None` when it vanished since it was
+/// listed (a writer beside a read-only replay deleted it).
+fn read_segment(
+    first_seq: u64,
+    path: PathBuf,
+    last: bool,
+    repair: bool,
+) -> Result<Option<(Segment, Vec<Record>)>> {
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !repair => return Ok(None),
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
+    };
+    let (recs, damage) = decode_segment(&bytes);
+    let good = match &damage {
+        None => bytes.len() as u64,
+        Some(Damage::Torn { offset }) if last => *offset,
+        Some(d) => {
+            return Err(Error::damaged(format!(
+                "raw journal segment {}: {d}",
+                path.display()
+            )));
+        }
+    };
+    drop(bytes);
+    if let Some(d) = &damage {
+        tracing::warn!(
+            "raw journal segment {} ends in {d} (a crash or full disk during a write); the rest of it is ignored",
+            path.display(),
+        );
+        if repair {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(good))
+                .map_err(io(format!("repair {}", path.display())))?;
+        }
+    }
+    let mut seg = Segment {
+        path,
+        first_seq,
+        last_seq: first_seq,
+        max_ts: i64::MIN,
+        bytes: good,
+    };
+    for r in &recs {
+        seg.last_seq = seg.last_seq.max(r.seq);
+        if let Some(max) = r.points.iter().map(|p| p.ts.div_euclid(1000)).max() {
+            seg.max_ts = seg.max_ts.max(max);
+        }
+    }
+    Ok(Some((seg, recs)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn batch(seq: u64, n: u32, ts: i64) -> Vec<LogPoint> {
+        (0..n)
+            .map(|sid| LogPoint {
+                sid,
+                ts,
+                value: (seq * 1000 + u64::from(sid)) as f64 / 7.0,
+            })
+            .collect()
+    }
+
+    proptest! {
+        #[test]
+        fn records_round_trip_bit_exact(
+            batches in proptest::collection::vec(
+                proptest::collection::vec(
+                    (0u32..3000, 0i64..4_000_000_000_000, prop_oneof![
+                        any::<f64>().prop_filter("finite", |v| v.is_finite()),
+                        (0i32..3).prop_map(f64::from),
+                    ]), 0..200), 1..8)
+        ) {
+            let mut values = Values::default();
+            let mut bytes = Vec::new();
+            let mut expected = Vec::new();
+            for (seq, b) in batches.iter().enumerate() {
+                let mut pts: Vec<LogPoint> =
+                    b.iter().map(|&(sid, ts, value)| LogPoint { sid, ts, value }).collect();
+                pts.sort_by_key(|p| (p.ts, p.sid));
+                bytes.extend(encode(seq as u64, &pts, &mut values));
+                expected.push((seq as u64, pts));
+            }
+            let (records, damage) = decode_segment(&bytes);
+            prop_assert!(damage.is_none());
+            prop_assert_eq!(records.len(), expected.len());
+            for (r, (seq, pts)) in records.iter().zip(&expected) {
+                prop_assert_eq!(r.seq, *seq);
+                prop_assert_eq!(r.points.len(), pts.len());
+                for (a, b) in r.points.iter().zip(pts) {
+                    prop_assert_eq!((a.sid, a.ts, a.value.to_bits()), (b.sid, b.ts, b.value.to_bits()));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_poll_costs_about_its_values() {
+        let mut values = Values::default();
+        let first = encode(1, &batch(1, 255, 1_000), &mut values);
+        let second = encode(2, &batch(2, 255, 6_000), &mut values);
+        assert!(first.len() > 255 * 8, "first values are whole");
+        // Series ids and the shared timestamp cost ~2 bits a point.
+        assert!(
+            second.len() < first.len(),
+            "{} {}",
+            second.len(),
+            first.len()
+        );
+    }
+
+    #[test]
+    fn torn_and_corrupt_records_are_told_apart() {
+        let mut values = Values::default();
+        let mut bytes = encode(1, &batch(1, 10, 1_000), &mut values);
+        let good = bytes.len() as u64;
+        bytes.extend(encode(2, &batch(2, 10, 2_000), &mut values));
+        let (recs, damage) = decode_segment(&bytes[..bytes.len() - 3]);
+        assert_eq!(recs.len(), 1);
+        assert_eq!(damage, Some(Damage::Torn { offset: good }));
+        let mut flipped = bytes.clone();
+        flipped[good as usize + HEADER + 2] ^= 0x40;
+        let (recs, damage) = decode_segment(&flipped);
+        assert_eq!(recs.len(), 1);
+        assert!(matches!(damage, Some(Damage::Corrupt { offset, .. }) if offset == good));
+    }
+
+    #[test]
+    fn append_replay_and_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("j");
+        let mut j = Journal::new(jdir.clone(), Vec::new());
+        for seq in 1..=50u64 {
+            j.append(seq, &batch(seq, 300, seq as i64 * 5_000), 10_000)
+                .unwrap();
+        }
+        j.sync().unwrap();
+        let (segs, bytes) = j.usage();
+        assert!(segs >= 1 && bytes > 0);
+        drop(j);
+        // A torn tail is cut off on replay with repair.
+        let last = list(&jdir).unwrap().pop().unwrap().1;
+        let len = std::fs::metadata(&last).unwrap().len();
+        OpenOptions::new()
+            .append(true)
+            .open(&last)
+            .unwrap()
+            .write_all(&[1, 2, 3])
+            .unwrap();
+        let mut seqs = Vec::new();
+        let segments = replay(&jdir, true, |rs| {
+            seqs.extend(rs.iter().map(|r| r.seq));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
+        assert_eq!(std::fs::metadata(&last).unwrap().len(), len);
+        let mut j = Journal::new(jdir.clone(), segments);
+        j.append(51, &batch(51, 3, 300_000), 10_000).unwrap();
+        // After a restart, a mark naming the last batch starts a segment of
+        // its own: it must not replace the one that batch is in.
+        let mut j2 = Journal::new(jdir.clone(), j.segments.clone());
+        j2.mark(51, 300, 10_000).unwrap();
+        drop(j2);
+        let deleted = j.delete(|s| s.last_seq <= 50).unwrap();
+        assert!(deleted >= 1);
+        let mut got = Vec::new();
+        replay(&jdir, true, |rs| {
+            got.extend(rs.iter().map(|r| (r.seq, r.points.len(), r.rolled_to)));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(got, [(51, 3, None), (51, 0, Some(300))]);
+    }
+}
