@@ -416,7 +416,11 @@ fn run(cli: Cli) -> CliResult {
     // Readers create nothing and take no lock: they work beside the service.
     let read_only = matches!(
         command,
-        Command::Query(_) | Command::Stats | Command::Export(_) | Command::Check | Command::Salvage(_)
+        Command::Query(_)
+            | Command::Stats
+            | Command::Export(_)
+            | Command::Check
+            | Command::Salvage(_)
     );
     let built = if read_only {
         settings.reading_config(&saved)
@@ -617,7 +621,9 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     for kept in &report.ids_kept {
         say!(
             "kept {} id {:?} as it is: {}",
-            kept.resource_type, kept.resource_id, kept.reason
+            kept.resource_type,
+            kept.resource_id,
+            kept.reason
         );
     }
     say!(

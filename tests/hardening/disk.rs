@@ -234,9 +234,8 @@ fn a_full_disk_bounds_the_queue_names_the_cause_and_counts_what_shutdown_loses()
     let text = log.lock().unwrap().join("\n");
     assert_ne!(code, 0, "{text}");
     assert!(
-        text.contains(&format!(
-            "{accepted} accepted point(s) could not be written"
-        )),
+        text.contains(&format!("{accepted} accepted points could not be flushed"))
+            && text.contains("lost"),
         "{text}"
     );
     assert!(!text.contains("stay queued and are retried"), "{text}");

@@ -1,7 +1,7 @@
 //! Case 10: the smaller edges.
 
 use super::{JSON, Sandbox, ago, points, request, service, values};
-use crate::cli_support::{BIN, RawResponse, T0, point};
+use crate::cli_support::{BIN, RawResponse, point};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -110,7 +110,7 @@ fn compressed_bodies_are_decoded_or_refused_never_misread() {
 fn ingest_with_a_closed_stderr_exits_with_an_error_not_a_panic() {
     let sb = Sandbox::new();
     let db = sb.path("m.db");
-    let good = sb.write("good.jsonl", point("vm", "a", "cpu", 1.0, T0));
+    let good = sb.write("good.jsonl", point("vm", "a", "cpu", 1.0, ago(60)));
     let bad = sb.write("bad.jsonl", "{\"resourceType\": 5}\n");
     let run = |file: &std::path::Path| {
         let (reader, writer) = std::io::pipe().unwrap();
@@ -140,5 +140,8 @@ fn ingest_with_a_closed_stderr_exits_with_an_error_not_a_panic() {
     // Stored, but the report on stderr was lost: an error, not a panic (101).
     let (code, stdout) = run(&good);
     assert_eq!(code, Some(1), "{stdout}");
-    assert_eq!(stdout.trim(), "{\"accepted\":1,\"invalid\":0}");
+    assert_eq!(
+        stdout.trim(),
+        "{\"accepted\":1,\"invalid\":0,\"discarded\":0}"
+    );
 }

@@ -100,7 +100,10 @@ impl Source {
 /// Why a point cannot be right, if it cannot.
 fn bad_point(p: &LogPoint, series: usize) -> Option<String> {
     if p.sid as usize >= series {
-        Some(format!("a point of series id {}, which does not exist", p.sid))
+        Some(format!(
+            "a point of series id {}, which does not exist",
+            p.sid
+        ))
     } else if !(0..=MAX_TIMESTAMP_MS).contains(&p.ts) {
         Some(format!("a point stamped {} ms, outside 1970..9999", p.ts))
     } else if !p.value.is_finite() {
@@ -408,8 +411,10 @@ pub fn check(path: &Path) -> Result<CheckReport> {
         notes.extend(c.note);
     }
     if legacy::has_raw_log(&src.conn)? {
-        let scanned = scan_rows(&src.conn, "SELECT slot, data FROM raw_log ORDER BY slot", |id, blob| {
-            match check_slot(blob, series) {
+        let scanned = scan_rows(
+            &src.conn,
+            "SELECT slot, data FROM raw_log ORDER BY slot",
+            |id, blob| match check_slot(blob, series) {
                 Ok(points) => raw_points += points.len() as u64,
                 Err((reason, sids)) => damage.push(Damage {
                     table: "raw_log".into(),
@@ -417,8 +422,8 @@ pub fn check(path: &Path) -> Result<CheckReport> {
                     series: src.names(&sids),
                     problem: reason,
                 }),
-            }
-        });
+            },
+        );
         if let Err((last, e)) = scanned {
             damage.push(unreadable("raw_log", last, &e));
         }

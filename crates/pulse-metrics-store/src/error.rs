@@ -310,7 +310,11 @@ impl fmt::Display for Error {
             }
             Inner::Config { key, message } => write!(f, "config `{key}`: {message}"),
             Inner::Locked { path, lock, pid } => {
-                write!(f, "{} is in use by another pulse-metrics process", path.display())?;
+                write!(
+                    f,
+                    "{} is in use by another pulse-metrics process",
+                    path.display()
+                )?;
                 if let Some(pid) = pid {
                     write!(f, " (PID {pid})")?;
                 }

@@ -201,7 +201,8 @@ fn merged_into(conn: &Connection) -> BTreeMap<i64, i64> {
 
 /// Resource metadata rows (version 2 on), as they are.
 fn copy_resources(src: &Connection, dst: &Connection, lost: &mut Vec<Damage>) -> Result<()> {
-    const COLUMNS: &str = "resource_type, resource_id, name, node, instance, status, template, tags";
+    const COLUMNS: &str =
+        "resource_type, resource_id, name, node, instance, status, template, tags";
     let Ok(mut stmt) = src.prepare(&format!("SELECT {COLUMNS} FROM resources")) else {
         return Ok(()); // a version 1 file keeps none
     };

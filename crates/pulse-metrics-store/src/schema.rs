@@ -256,7 +256,8 @@ pub fn open_read_only(path: &Path) -> Result<(Connection, ReadMode)> {
     }
     let mode = ReadMode::of(path);
     identify(path, mode, true)?;
-    let conn = open_ro(path, mode).map_err(|e| Error::sqlite(format!("open {}", path.display()), e))?;
+    let conn =
+        open_ro(path, mode).map_err(|e| Error::sqlite(format!("open {}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .ctx("set busy timeout")?;
     conn.pragma_update(None, "query_only", true)
