@@ -1,20 +1,25 @@
-//! Case 7: 512 random bytes inside one raw log slot (SQLite's integrity
-//! check still "ok") made `serve`, `stats` and `export` fail with "database
-//! content: series id out of range", naming nothing and offering no way out.
+//! Case 7: 512 random bytes inside the raw log (SQLite's integrity check
+//! still "ok") made `serve`, `stats` and `export` fail, naming nothing and
+//! offering no way out. Now the raw tier is a journal beside the database
+//! and the rolled-up tiers are chunks in it: damage in either is named, and
+//! `check` and `salvage` are the way out.
 //!
 //! The damage is injected by the helpers at the end of this file, the only
-//! code here that knows how the store lays out its tables.
+//! code here that knows where the store keeps what.
 
 use super::Sandbox;
 use crate::cli_support::{T0, point};
 use std::collections::{BTreeSet, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 const MIN: i64 = 60_000;
 
+/// `ingest --now NOW`: each run appends to a journal segment of its own.
 fn ingest(sb: &Sandbox, db: &Path, name: &str, lines: Vec<String>) {
     let file = sb.write(name, lines.join("\n"));
-    sb.on(db, &["ingest", file.to_str().unwrap()]).ok();
+    let now = T0.to_string();
+    sb.on(db, &["ingest", "--now", &now, file.to_str().unwrap()])
+        .ok();
 }
 
 /// Every exported line of `tier`, for each series.
@@ -37,44 +42,52 @@ fn timestamp(line: &str) -> i64 {
         .unwrap()
 }
 
+/// `v`'s points every 5 s over `[from, to)` minutes before now.
+fn v_points(from: i64, to: i64) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut t = T0 - from * MIN;
+    while t < T0 - to * MIN {
+        out.push(point("vm", "v", "cpu", (t / 5_000 % 89) as f64 * 0.5, t));
+        t += 5_000;
+    }
+    out
+}
+
 #[test]
-fn a_damaged_log_slot_and_minute_chunk_are_named_and_salvage_keeps_everything_else() {
+fn a_damaged_journal_segment_and_minute_chunk_are_named_and_salvage_keeps_everything_else() {
     let sb = Sandbox::new();
     let db = sb.path("data/metrics.db");
-    let now = T0;
-    // a, b, c: hours old, rolled up into the tiers (their raw log slots are
-    // freed); v: the last 90 minutes, still raw.
+    // a, b, c: hours old, rolled up into the tiers; v: the last 90 minutes,
+    // still raw, written in three runs (three journal segments).
     let mut old = Vec::new();
     for id in ["a", "b", "c"] {
-        let mut t = now - 360 * MIN;
-        while t < now - 130 * MIN {
+        let mut t = T0 - 360 * MIN;
+        while t < T0 - 130 * MIN {
             old.push(point("vm", id, "cpu", (t / 10_000 % 97) as f64, t));
             t += 10_000;
         }
     }
     ingest(&sb, &db, "old.jsonl", old);
-    let now_arg = now.to_string();
-    sb.on(&db, &["maintain", "--now", &now_arg]).ok();
-    let slots_before = slots(&db);
-    let recent: Vec<String> = (0..1068)
-        .map(|i| point("vm", "v", "cpu", i as f64 * 0.5, now - 90 * MIN + i * 5_000))
-        .collect();
-    ingest(&sb, &db, "recent.jsonl", recent);
+    ingest(&sb, &db, "v1.jsonl", v_points(90, 60));
+    let before_v2 = segments(&db);
+    ingest(&sb, &db, "v2.jsonl", v_points(60, 30));
+    let v2_segment = segments(&db)
+        .into_iter()
+        .find(|s| !before_v2.contains(s))
+        .expect("the second run's segment");
+    ingest(&sb, &db, "v3.jsonl", v_points(30, 1));
     let tiers = ["raw", "minute", "hourly", "daily"];
     let before: Vec<_> = tiers.iter().map(|t| export(&sb, &db, t)).collect();
-    assert!(before[1]["a"].len() > 100 && before[0]["v"].len() == 1068);
+    assert!(before[1]["a"].len() > 100, "{:?}", before[1].keys());
+    assert_eq!(before[0]["v"].len(), 3 * 360 - 12);
     sb.on(&db, &["check"]).ok();
 
-    // Everything that opens the store refuses, naming the damaged part and
-    // the way out: first a damaged log slot, then a damaged chunk too.
-    let refuses = |part: &str| {
-        for args in [
-            vec!["stats"],
-            vec!["export"],
-            vec!["maintain"],
-            vec!["serve", "--listen", "127.0.0.1:0"],
-        ] {
-            let out = sb.on_within(&db, &args, 30).fails(1);
+    // What meets the damage refuses, naming the damaged part and the way
+    // out: a damaged chunk when it is read, then a damaged journal segment
+    // at every open.
+    let refuses = |part: &str, commands: &[Vec<&str>]| {
+        for args in commands {
+            let out = sb.on_within(&db, args, 30).fails(1);
             for needle in [part, "pulse-metrics check", "pulse-metrics salvage"] {
                 assert!(
                     out.stderr.contains(needle),
@@ -84,10 +97,27 @@ fn a_damaged_log_slot_and_minute_chunk_are_named_and_salvage_keeps_everything_el
             }
         }
     };
-    let slot = damage_a_slot_written_since(&db, &slots_before);
-    refuses(&format!("raw_log slot {slot}"));
     let (chunk_key, from, to) = damage_a_minute_chunk(&db, "a");
-    refuses(&format!("key {chunk_key}"));
+    let now = T0.to_string();
+    refuses(
+        &format!("key {chunk_key}"),
+        &[
+            vec!["export", "--tier", "minute"],
+            vec![
+                "query", "--type", "vm", "--id", "a", "--range", "12h", "--now", &now,
+            ],
+        ],
+    );
+    let segment_name = damage_a_segment(&v2_segment);
+    refuses(
+        &segment_name,
+        &[
+            vec!["stats"],
+            vec!["export"],
+            vec!["maintain"],
+            vec!["serve", "--listen", "127.0.0.1:0"],
+        ],
+    );
 
     // check: SQLite sees nothing wrong; ours names both parts and series.
     let out = sb.on(&db, &["check"]).fails(1);
@@ -95,11 +125,10 @@ fn a_damaged_log_slot_and_minute_chunk_are_named_and_salvage_keeps_everything_el
     assert_eq!(report["integrity"], serde_json::json!([]), "{report}");
     let damage = report["damage"].as_array().unwrap();
     assert_eq!(damage.len(), 2, "{report}");
-    assert_eq!(damage[0]["table"], "raw_log");
-    assert_eq!(damage[0]["part"], format!("slot {slot}"));
+    assert_eq!(damage[0]["table"], "raw journal");
     assert_eq!(
-        damage[0]["series"],
-        serde_json::json!(["vm/v/cpu"]),
+        damage[0]["part"],
+        format!("segment {segment_name} from byte 0"),
         "{report}"
     );
     assert_eq!(damage[1]["table"], "minute");
@@ -110,11 +139,7 @@ fn a_damaged_log_slot_and_minute_chunk_are_named_and_salvage_keeps_everything_el
             .contains(&format!("key {chunk_key}"))
     );
     assert_eq!(damage[1]["series"], serde_json::json!(["vm/a/cpu"]));
-    assert!(
-        out.stderr.contains(&format!("raw_log slot {slot}")),
-        "{}",
-        out.stderr
-    );
+    assert!(out.stderr.contains(&segment_name), "{}", out.stderr);
 
     // salvage: everything else, bit for bit; the two parts reported lost.
     let saved = sb.path("saved.db");
@@ -122,15 +147,9 @@ fn a_damaged_log_slot_and_minute_chunk_are_named_and_salvage_keeps_everything_el
     let report = out.json();
     let lost = report["lost"].as_array().unwrap();
     assert_eq!(lost.len(), 2, "{report}");
-    assert_eq!(lost[0]["part"], format!("slot {slot}"));
-    assert!(lost[0]["problem"].as_str().unwrap().contains("lost"));
-    assert!(
-        lost[1]["part"]
-            .as_str()
-            .unwrap()
-            .contains(&format!("key {chunk_key}"))
-    );
-    assert!(out.stderr.contains("lost: raw_log"), "{}", out.stderr);
+    assert_eq!(lost[0]["table"], "raw journal");
+    assert_eq!(lost[1]["table"], "minute");
+    assert!(out.stderr.contains("lost: raw journal"), "{}", out.stderr);
     sb.on(&saved, &["check"]).ok();
 
     let after: Vec<_> = tiers.iter().map(|t| export(&sb, &saved, t)).collect();
@@ -150,14 +169,14 @@ fn a_damaged_log_slot_and_minute_chunk_are_named_and_salvage_keeps_everything_el
     for i in [2, 3] {
         assert_eq!(after[i].get("a"), before[i].get("a"), "{} of a", tiers[i]);
     }
-    // v: the raw points of the damaged slot are gone; the rest unchanged.
-    let v_after = &after[0]["v"];
-    assert!(v_after.is_subset(&before[0]["v"]));
-    let missing = before[0]["v"].len() - v_after.len();
-    assert!(
-        (1..=450).contains(&missing),
-        "{missing} raw points of v lost"
-    );
+    // v: exactly the second run's raw points are gone.
+    let v2: BTreeSet<i64> = v_points(60, 30).iter().map(|l| timestamp(l)).collect();
+    let v_kept: BTreeSet<String> = before[0]["v"]
+        .iter()
+        .filter(|l| !v2.contains(&timestamp(l)))
+        .cloned()
+        .collect();
+    assert_eq!(after[0]["v"], v_kept);
     // The salvaged file serves.
     let svc = crate::cli_support::Service::start(sb.command(&[
         "--db",
@@ -170,18 +189,18 @@ fn a_damaged_log_slot_and_minute_chunk_are_named_and_salvage_keeps_everything_el
 }
 
 // ------------------------------------------------------ damage injection
-// The store's layout as of this writing: `raw_log(slot, data)` rows of
-// page-sized slots, and `minute(key, seq, data)` chunks keyed
-// `(span << 24) | series id`, 20 one-minute buckets each.
+// Where the store keeps what, as of this writing: raw points in journal
+// segments `<database>-raw/*.seg`; rolled-up buckets in `minute(key, seq,
+// data)` rows keyed `(span << 24) | series id`, 20 one-minute buckets each.
 
-/// Every raw log slot's bytes.
-fn slots(db: &Path) -> HashMap<i64, Vec<u8>> {
-    let conn = rusqlite::Connection::open(db).unwrap();
-    let mut stmt = conn.prepare("SELECT slot, data FROM raw_log").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+fn segments(db: &Path) -> Vec<PathBuf> {
+    let mut dir = db.as_os_str().to_owned();
+    dir.push("-raw");
+    let mut out: Vec<PathBuf> = std::fs::read_dir(PathBuf::from(dir))
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    out.sort();
+    out
 }
 
 /// 512 pseudo-random bytes over `blob[at..]`.
@@ -195,27 +214,22 @@ fn scribble(blob: &mut [u8], at: usize) {
     }
 }
 
-/// Damages a slot rewritten from its start since `before` was taken (so
-/// it holds only what was written since), 200 bytes in; returns its id.
-fn damage_a_slot_written_since(db: &Path, before: &HashMap<i64, Vec<u8>>) -> i64 {
-    let now = slots(db);
-    let (&id, blob) = now
-        .iter()
-        .filter(|(id, blob)| before.get(id).is_none_or(|old| old[3..64] != blob[3..64]))
-        .max_by_key(|(_, blob)| u16::from_le_bytes([blob[1], blob[2]]))
-        .expect("a slot written since");
-    let mut blob = blob.clone();
-    scribble(&mut blob, 200);
-    let conn = rusqlite::Connection::open(db).unwrap();
-    conn.execute(
-        "UPDATE raw_log SET data = ?1 WHERE slot = ?2",
-        rusqlite::params![blob, id],
-    )
-    .unwrap();
-    id
+/// Scribbles over a segment 200 bytes in (inside its first record's
+/// points); returns its file name.
+fn damage_a_segment(path: &Path) -> String {
+    let mut bytes = std::fs::read(path).unwrap();
+    assert!(
+        bytes.len() > 800,
+        "{} is {} bytes",
+        path.display(),
+        bytes.len()
+    );
+    scribble(&mut bytes, 200);
+    std::fs::write(path, bytes).unwrap();
+    path.file_name().unwrap().to_string_lossy().into_owned()
 }
 
-/// Damages the first minute chunk of series `vm/<id>/cpu`; returns its key
+/// Damages the third minute chunk of series `vm/<id>/cpu`; returns its key
 /// and the span of its buckets (Unix ms, end exclusive).
 fn damage_a_minute_chunk(db: &Path, id: &str) -> (i64, i64, i64) {
     let conn = rusqlite::Connection::open(db).unwrap();

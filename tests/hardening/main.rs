@@ -8,7 +8,7 @@
 //! | `web`     | Host allow-list, foreign Origin, content types, frame headers |
 //! | `answers` | the cap on points per chart answer                           |
 //! | `disk`    | a full disk: at start, in the queue, at shutdown             |
-//! | `damage`  | a damaged log slot and minute chunk: check and salvage       |
+//! | `damage`  | a damaged journal segment and chunk: check and salvage       |
 //! | `edges`   | `Expect: 100-continue`, compressed bodies, a closed stderr   |
 //! | `writers` | one writer per database; readers beside it, creating nothing |
 //! | `points`  | timestamps in seconds, from the future, older than retention |

@@ -223,12 +223,15 @@ fn record_offsets(bytes: &[u8]) -> Vec<u64> {
     out
 }
 
-/// Decodes and checks one version 1 log slot. The error carries the
-/// reason and the series read before the damage.
+/// Why a slot is damaged, and the series read before the damage.
+pub(crate) type SlotDamage = (String, BTreeSet<u32>);
+
+/// Decodes and checks one version 1 log slot: its points with their batch
+/// numbers.
 pub(crate) fn check_slot(
     blob: &[u8],
     series: usize,
-) -> std::result::Result<Vec<(u64, LogPoint)>, (String, BTreeSet<u32>)> {
+) -> std::result::Result<Vec<(u64, LogPoint)>, SlotDamage> {
     let (points, stopped) = legacy::slot_points(blob);
     let mut sids = BTreeSet::new();
     for (_, p) in &points {

@@ -74,8 +74,10 @@ pub fn salvage(source: &Path, output: &Path) -> Result<SalvageReport> {
         buckets: 0,
         lost: Vec::new(),
     };
+    // Listed as `check` lists them: series, raw, then chunks.
+    let mut chunks_lost = Vec::new();
     dst.execute_batch("BEGIN IMMEDIATE").ctx("begin salvage")?;
-    match copy_rows(&src, &dst, &mut report, &mut lost) {
+    match copy_rows(&src, &dst, &mut report, &mut chunks_lost) {
         Ok(()) => dst.execute_batch("COMMIT").ctx("commit salvage")?,
         Err(e) => {
             let _ = dst.execute_batch("ROLLBACK");
@@ -84,6 +86,7 @@ pub fn salvage(source: &Path, output: &Path) -> Result<SalvageReport> {
     }
     drop(dst);
     copy_raw(&src, &out_journal, &mut report, &mut lost)?;
+    lost.append(&mut chunks_lost);
     drop(held);
     Store::open(config)?.close()?;
     report.lost = lost;
