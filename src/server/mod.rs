@@ -7,8 +7,10 @@
 //! | `charts` | the `/api/charts` body (megabytes), written fast by hand     |
 //! | `conn`   | accepting connections: timeouts and the connection cap      |
 //! | `guard`  | `Host`, `Origin`, content type and size checks before handlers |
+//! | `influx` | InfluxDB's `/write`, `/api/v2/write`, `/health`, `/ping`     |
 //! | `jobs`   | rollup, retention and vacuum on their (live) intervals       |
 //! | `prom`   | `/metrics` in the Prometheus text format                     |
+//! | `udp`    | line protocol over UDP (`ingest.influx.udp`)                 |
 //!
 //! [`serve`] is what `pulse-metrics serve` calls: it opens the store, binds,
 //! and runs until SIGINT/SIGTERM. [`run`] is the same service over a listener
@@ -18,8 +20,10 @@ pub mod api;
 pub mod charts;
 pub mod conn;
 pub mod guard;
+pub mod influx;
 pub mod jobs;
 pub mod prom;
+pub mod udp;
 
 use crate::collectors::{self, Sink, StatusBoard};
 use crate::config::{Config, SettingsFile};
@@ -76,6 +80,10 @@ pub(crate) struct AppState {
     pub heavy_reads: Arc<tokio::sync::Semaphore>,
     /// Every other store read: each holds a SQLite reader (descriptors).
     pub light_reads: Arc<tokio::sync::Semaphore>,
+    /// Line protocol pushes (HTTP and UDP), with their counters.
+    pub influx: Arc<crate::influx::Receiver>,
+    /// Where the UDP line protocol listener is bound, once it is.
+    pub udp_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 /// Store reads other than the heavy ones that may run at once.
@@ -90,12 +98,15 @@ impl App {
         let hosts = guard::HostPolicy::new(&config.server);
         let max_answer_points = config.server.max_answer_points;
         let heavy_reads = Arc::new(tokio::sync::Semaphore::new(config.server.max_heavy_reads));
+        let board = StatusBoard::default();
+        let sink: Arc<dyn Sink> = Arc::new(store.clone());
+        let influx = Arc::new(crate::influx::Receiver::new(sink, board.clone()));
         App {
             state: Arc::new(AppState {
                 store,
                 config: tokio::sync::Mutex::new(config),
                 settings,
-                board: StatusBoard::default(),
+                board,
                 prom: prom::HttpMetrics::default(),
                 jobs: jobs::JobCounters::default(),
                 token,
@@ -104,6 +115,8 @@ impl App {
                 max_answer_points,
                 heavy_reads,
                 light_reads: Arc::new(tokio::sync::Semaphore::new(LIGHT_READS)),
+                influx,
+                udp_addr: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -114,6 +127,12 @@ impl App {
 
     pub fn board(&self) -> &StatusBoard {
         &self.state.board
+    }
+
+    /// The bound address of the UDP line protocol listener, once `run` has
+    /// started it (`ingest.influx.udp`).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.state.udp_addr.get().copied()
     }
 
     /// The router of the whole service (API, `/metrics`, `/healthz`, UI).
@@ -232,7 +251,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener has no address")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = start_background(&app, stop_rx).await;
+    let tasks = start_background(&app, stop_rx).await?;
 
     // One plain line that scripts and tests parse; the log says it too,
     // worded differently so a grep finds exactly one line. The next says
@@ -306,13 +325,16 @@ fn where_data_is(app: &App) -> String {
     format!("{history}; {settings}")
 }
 
-/// Starts the maintenance jobs and the enabled collectors.
+/// Starts the maintenance jobs, the UDP listener and the enabled
+/// collectors; fails when the UDP address cannot be bound.
 async fn start_background(
     app: &App,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let config = app.state.config.lock().await.clone();
+    let udp = udp::start(app, &config.ingest.influx, stop.clone()).await?;
     let mut tasks = jobs::spawn(app.clone(), stop.clone());
+    tasks.extend(udp);
     let sink: Arc<dyn Sink> = Arc::new(app.state.store.clone());
     if config.collectors.host.enabled {
         tasks.push(collectors::host::spawn(
@@ -334,7 +356,7 @@ async fn start_background(
             stop,
         ));
     }
-    tasks
+    Ok(tasks)
 }
 
 #[cfg(test)]

@@ -98,3 +98,40 @@ fn ingest_refuses_seconds_but_keeps_backfills() {
     let out = sb.on(&db, &["ingest", old.to_str().unwrap()]).ok();
     assert_eq!(out.json()["accepted"], 1, "{}", out.stderr);
 }
+
+/// Pushes from Proxmox's External Metric Server (InfluxDB line protocol)
+/// follow the same rules: a node whose clock is far ahead cannot fix a
+/// series' last value in the future.
+#[test]
+fn line_protocol_pushes_follow_the_same_time_rules() {
+    let sb = Sandbox::new();
+    let svc = service(&sb, "", None);
+    let now_s = ago(0) / 1000;
+    let year_3000_s = 32_503_680_000i64;
+    let body = format!(
+        "cpustat,object=nodes,host=pve-a cpu=0.5 {now_s}\ncpustat,object=nodes,host=pve-a cpu=0.7 {year_3000_s}\n"
+    );
+    let r = request(
+        &svc,
+        "POST",
+        "/write?db=pve1&precision=s",
+        &[],
+        body.as_bytes(),
+    );
+    assert_eq!(r.status, 400, "{r:?}");
+    let answer = r.json();
+    assert!(answer.to_string().contains("max_future_skew"), "{answer}");
+    assert_eq!(
+        get(&svc, "/api/metrics-store/series").json()["series"],
+        serde_json::json!([])
+    );
+    let r = request(
+        &svc,
+        "POST",
+        "/write?db=pve1&precision=s",
+        &[],
+        format!("cpustat,object=nodes,host=pve-a cpu=0.5 {now_s}\n").as_bytes(),
+    );
+    assert_eq!(r.status, 204, "{r:?}");
+    assert_eq!(svc.stop(), 0);
+}
