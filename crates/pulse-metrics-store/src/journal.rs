@@ -36,7 +36,7 @@ pub struct LogPoint {
 
 /// Bytes of a record header: body length, CRC-32 of everything after it,
 /// sequence number, point count, first timestamp.
-const HEADER: usize = 4 + 4 + 8 + 4 + 8;
+pub(crate) const HEADER: usize = 4 + 4 + 8 + 4 + 8;
 /// The point count of a rollup mark: a record that holds no points but the
 /// `now` of a rollup pass (in the timestamp field), so a pass that wrote
 /// nothing to the database still tells the next open how far minutes were
