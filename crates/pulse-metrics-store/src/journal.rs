@@ -690,6 +690,10 @@ pub fn replay_by_series(
     )
 }
 
+/// Decodes a segment's bytes, into a buffer a previous segment filled if
+/// one is handed back; says where the good part ends if it is damaged.
+type Decode<T> = fn(&[u8], Option<T>) -> (T, Option<Damage>);
+
 /// Reads the segments of `dir` in order, decoding each with `decode` on a
 /// thread of its own (the next segment is read and decoded while the
 /// caller applies this one: at open, a big fleet's journal is hundreds of
@@ -697,7 +701,7 @@ pub fn replay_by_series(
 fn pipeline<T: Send>(
     dir: &Path,
     repair: bool,
-    decode: fn(&[u8], Option<T>) -> (T, Option<Damage>),
+    decode: Decode<T>,
     mut apply: impl FnMut((&mut T, ())) -> Result<()>,
     describe: fn(&T, &mut Segment),
 ) -> Result<Vec<Segment>> {
@@ -738,7 +742,7 @@ fn read_segment<T>(
     path: PathBuf,
     last: bool,
     repair: bool,
-    decode: fn(&[u8], Option<T>) -> (T, Option<Damage>),
+    decode: Decode<T>,
     reuse: Option<T>,
     describe: fn(&T, &mut Segment),
 ) -> Result<Option<(Segment, T)>> {
