@@ -9,10 +9,16 @@ use rusqlite::{Connection, OptionalExtension};
 pub type Buckets = Vec<Option<Agg>>;
 
 fn corrupt(tier: ChunkTier, key: i64, e: codec::DecodeError) -> Error {
+    Error::damaged(describe(tier, key, e.0))
+}
+
+/// "minute chunk 2026-12-01T15:00:00Z of series id 7 (key 123): reason".
+pub fn describe(tier: ChunkTier, key: i64, reason: &str) -> String {
     let (chunk, sid) = ChunkTier::split_key(key);
-    Error::io(
-        format!("corrupt {} chunk (series {sid}, span {chunk})", tier.table),
-        std::io::Error::new(std::io::ErrorKind::InvalidData, e.0),
+    format!(
+        "{} chunk {} of series id {sid} (key {key}): {reason}",
+        tier.table,
+        crate::model::format_timestamp(tier.chunk_start(chunk) * 1000)
     )
 }
 
