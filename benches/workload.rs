@@ -903,6 +903,17 @@ fn reopen(path: &Path, key: &str, now: i64) {
     assert!(!h.points.is_empty());
     let open_ms = ms(t.elapsed());
     println!("reopen {open_ms} {}", peak_rss_kib() * 1024);
+    let rss_now = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("")
+        .to_string();
+    let stats = store.stats().unwrap();
+    println!(
+        "(after the open: {rss_now}; raw tier {:.0} MB)",
+        stats.raw_memory_bytes as f64 / 1e6
+    );
     store.close().unwrap();
 }
 

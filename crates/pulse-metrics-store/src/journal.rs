@@ -323,14 +323,17 @@ fn decode_body(
     Ok(out)
 }
 
-/// A segment's content in series order, as a replay applies it.
+/// One point as a replay applies it: (batch, Unix ms, value, series).
+pub type Replayed = (u64, i64, f64, u32);
+
+/// Points per piece a series-by-series decode hands over: small enough that
+/// a few pieces in flight between threads cost little memory (8 MB each).
+const PIECE: usize = 256 * 1024;
+
+/// What a segment holds besides its points.
 #[derive(Debug, Default)]
 pub struct BySeries {
-    /// (batch, Unix ms, value, series), grouped by series and, within one
-    /// series, in write order.
-    pub points: Vec<(u64, i64, f64, u32)>,
-    /// Every batch sequence number seen (a replay continues after the
-    /// largest).
+    /// The largest batch sequence number seen (a replay continues after it).
     pub last_seq: Option<u64>,
     /// The newest rollup mark.
     pub rolled_to: Option<i64>,
@@ -365,14 +368,15 @@ impl Run<'_> {
 /// write order within a series) yields each series' points together
 /// without sorting, and each value's history is complete when it is read.
 /// Stops at the first damage, like `decode_segment`.
-pub fn decode_by_series(bytes: &[u8], reuse: Option<BySeries>) -> (BySeries, Option<Damage>) {
-    let mut points = reuse.map(|r| r.points).unwrap_or_default();
-    points.clear();
+pub fn decode_by_series(
+    bytes: &[u8],
+    emit: &mut dyn FnMut(Vec<Replayed>) -> Vec<Replayed>,
+) -> (BySeries, Option<Damage>) {
     let mut out = BySeries {
-        points,
         max_ts: i64::MIN,
         ..BySeries::default()
     };
+    let mut points: Vec<Replayed> = emit(Vec::new());
     let mut runs: Vec<(u64, Run<'_>)> = Vec::new();
     let mut pos = 0usize;
     let mut damage = None;
@@ -421,7 +425,7 @@ pub fn decode_by_series(bytes: &[u8], reuse: Option<BySeries>) -> (BySeries, Opt
         }
         pos = end;
     }
-    out.points.reserve(total);
+    let _ = total;
     let mut values = Values::default();
     let fail = |offset: u64, e: DecodeError| Damage::Corrupt {
         offset,
@@ -440,13 +444,19 @@ pub fn decode_by_series(bytes: &[u8], reuse: Option<BySeries>) -> (BySeries, Opt
                     Err(e) => return (out, Some(fail(*offset, e))),
                 };
                 values.set(sid, value.to_bits());
-                out.points.push((run.seq, run.ts, value, sid));
+                points.push((run.seq, run.ts, value, sid));
+                if points.len() >= PIECE {
+                    points = emit(points);
+                }
                 out.max_ts = out.max_ts.max(run.ts.div_euclid(1000));
                 if let Err(e) = run.advance() {
                     return (out, Some(fail(*offset, e)));
                 }
             }
         }
+    }
+    if !points.is_empty() {
+        emit(points);
     }
     (out, damage)
 }
@@ -669,25 +679,132 @@ pub fn replay(
     )
 }
 
+/// What a series-by-series replay hands over, in order: pieces of a
+/// segment's points (series ascending, each series' points in write
+/// order), then what the segment held besides.
+pub enum Piece<'a> {
+    Points(&'a [Replayed]),
+    Segment(&'a BySeries),
+}
+
+enum Msg {
+    Points(Vec<Replayed>),
+    Done(Segment, BySeries),
+}
+
 /// `replay`, with each segment's points handed over series by series
-/// (see `decode_by_series`): what an open applies.
+/// (see `decode_by_series`), in pieces: what an open applies. One thread
+/// reads and decodes while the caller applies; a few 8 MB pieces are in
+/// flight, so a big fleet's journal of hundreds of MB is replayed in little
+/// memory.
 pub fn replay_by_series(
     dir: &Path,
     repair: bool,
-    mut f: impl FnMut(&mut BySeries) -> Result<()>,
+    mut f: impl FnMut(Piece<'_>) -> Result<()>,
 ) -> Result<Vec<Segment>> {
-    pipeline(
-        dir,
-        repair,
-        decode_by_series,
-        |(s, _)| f(s),
-        |s, seg| {
-            if let Some(l) = s.last_seq {
-                seg.last_seq = seg.last_seq.max(l);
+    let files = list(dir)?;
+    let n = files.len();
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Msg>>(2);
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<Replayed>>(2);
+        scope.spawn(move || {
+            for (i, (first_seq, path)) in files.into_iter().enumerate() {
+                let bytes = match std::fs::read(&path) {
+                    Ok(b) => b,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && !repair => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(Error::io(format!("read {}", path.display()), e)));
+                        return;
+                    }
+                };
+                let mut gone = false;
+                let mut emit = |piece: Vec<Replayed>| {
+                    if !piece.is_empty() && tx.send(Ok(Msg::Points(piece))).is_err() {
+                        gone = true;
+                    }
+                    let mut next = back_rx.try_recv().unwrap_or_default();
+                    next.clear();
+                    next.reserve(PIECE);
+                    next
+                };
+                let (meta, damage) = decode_by_series(&bytes, &mut emit);
+                if gone {
+                    return;
+                }
+                let len = bytes.len() as u64;
+                drop(bytes);
+                let done = settle(first_seq, path, len, damage, i + 1 == n, repair).map(|seg| {
+                    let mut seg = seg;
+                    if let Some(l) = meta.last_seq {
+                        seg.last_seq = seg.last_seq.max(l);
+                    }
+                    seg.max_ts = seg.max_ts.max(meta.max_ts);
+                    Msg::Done(seg, meta)
+                });
+                let failed = done.is_err();
+                if tx.send(done).is_err() || failed {
+                    return;
+                }
             }
-            seg.max_ts = seg.max_ts.max(s.max_ts);
-        },
-    )
+        });
+        let mut segments = Vec::with_capacity(n);
+        for msg in rx {
+            match msg? {
+                Msg::Points(piece) => {
+                    f(Piece::Points(&piece))?;
+                    let _ = back_tx.try_send(piece);
+                }
+                Msg::Done(seg, meta) => {
+                    f(Piece::Segment(&meta))?;
+                    segments.push(seg);
+                }
+            }
+        }
+        Ok(segments)
+    })
+}
+
+/// A decoded segment's metadata, or the error its damage is: a torn end of
+/// the newest segment is cut off (with `repair`) or ignored; damage
+/// anywhere else names the segment.
+fn settle(
+    first_seq: u64,
+    path: PathBuf,
+    len: u64,
+    damage: Option<Damage>,
+    last: bool,
+    repair: bool,
+) -> Result<Segment> {
+    let good = match &damage {
+        None => len,
+        Some(Damage::Torn { offset }) if last => *offset,
+        Some(d) => {
+            return Err(Error::damaged(format!(
+                "raw journal segment {}: {d}",
+                path.display()
+            )));
+        }
+    };
+    if let Some(d) = &damage {
+        tracing::warn!(
+            "raw journal segment {} ends in {d} (a crash or full disk during a write); the rest of it is ignored",
+            path.display(),
+        );
+        if repair {
+            OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .and_then(|f| f.set_len(good))
+                .map_err(io(format!("repair {}", path.display())))?;
+        }
+    }
+    Ok(Segment {
+        path,
+        first_seq,
+        last_seq: first_seq,
+        max_ts: i64::MIN,
+        bytes: good,
+    })
 }
 
 /// Decodes a segment's bytes, into a buffer a previous segment filled if
@@ -752,37 +869,9 @@ fn read_segment<T>(
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     };
     let (content, damage) = decode(&bytes, reuse);
-    let good = match &damage {
-        None => bytes.len() as u64,
-        Some(Damage::Torn { offset }) if last => *offset,
-        Some(d) => {
-            return Err(Error::damaged(format!(
-                "raw journal segment {}: {d}",
-                path.display()
-            )));
-        }
-    };
+    let len = bytes.len() as u64;
     drop(bytes);
-    if let Some(d) = &damage {
-        tracing::warn!(
-            "raw journal segment {} ends in {d} (a crash or full disk during a write); the rest of it is ignored",
-            path.display(),
-        );
-        if repair {
-            OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(good))
-                .map_err(io(format!("repair {}", path.display())))?;
-        }
-    }
-    let mut seg = Segment {
-        path,
-        first_seq,
-        last_seq: first_seq,
-        max_ts: i64::MIN,
-        bytes: good,
-    };
+    let mut seg = settle(first_seq, path, len, damage, last, repair)?;
     describe(&content, &mut seg);
     Ok(Some((seg, content)))
 }
@@ -826,7 +915,11 @@ mod tests {
             prop_assert!(damage.is_none());
             // Series by series: the same points, grouped by series, each
             // series' points in write order.
-            let (by, damage) = decode_by_series(&bytes, None);
+            let mut got_points: Vec<Replayed> = Vec::new();
+            let (_, damage) = decode_by_series(&bytes, &mut |piece| {
+                got_points.extend(piece);
+                Vec::new()
+            });
             prop_assert!(damage.is_none());
             let mut want: Vec<(u64, i64, u64, u32)> = records
                 .iter()
@@ -834,7 +927,7 @@ mod tests {
                 .collect();
             want.sort_by_key(|p| p.3);
             let got: Vec<(u64, i64, u64, u32)> =
-                by.points.iter().map(|p| (p.0, p.1, p.2.to_bits(), p.3)).collect();
+                got_points.iter().map(|p| (p.0, p.1, p.2.to_bits(), p.3)).collect();
             prop_assert_eq!(got, want);
             prop_assert_eq!(records.len(), expected.len());
             for (r, (seq, pts)) in records.iter().zip(&expected) {

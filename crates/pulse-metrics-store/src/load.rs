@@ -71,6 +71,13 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
         folded_seq: fold.folded_seq,
         next_seq: meta_get(conn, rollup::key::NEXT_SEQ, 1)?.max(1) as u64,
         chunk_seqs: HashMap::new(),
+        merge_targets: route
+            .iter()
+            .enumerate()
+            .filter(|(sid, t)| *sid as u32 != **t)
+            .map(|(_, t)| *t)
+            .collect(),
+        applied: HashMap::new(),
         route,
         state: &mut state,
         fold: &mut fold,
@@ -78,7 +85,7 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
     let segments = match source {
         RawSource::None => Vec::new(),
         RawSource::Journal { dir, repair } => {
-            journal::replay_by_series(dir, repair, |s| replay.by_series(s))?
+            journal::replay_by_series(dir, repair, |p| replay.piece(p))?
         }
         RawSource::Legacy => {
             replay.records(legacy::records(conn)?)?;
@@ -165,37 +172,41 @@ struct Replay<'a> {
     chunk_seqs: HashMap<(&'static str, i64), Option<u64>>,
     /// Per series id, the series its points belong to (merges).
     route: Vec<u32>,
+    /// Series other series were merged into, and for their seconds the
+    /// batch of the point applied (see `point`).
+    merge_targets: std::collections::HashSet<u32>,
+    applied: HashMap<(u32, i64), u64>,
     state: &'a mut State,
     fold: &'a mut Fold,
 }
 
 impl Replay<'_> {
-    /// Applies one segment's points, which come series by series (see
-    /// `journal::decode_by_series`): each series' raw chunk is appended to
+    /// Applies what a series-by-series replay hands over (see
+    /// `journal::replay_by_series`): each series' raw chunk is appended to
     /// while it is hot, where applying batch after batch would touch a
     /// different series at every point (at 40,000 series, a cache miss or
     /// four per point).
-    fn by_series(&mut self, s: &mut journal::BySeries) -> Result<()> {
-        if let Some(now) = s.rolled_to {
-            self.fold.rolled_to = self.fold.rolled_to.max(now);
-        }
-        if let Some(last) = s.last_seq {
-            self.next_seq = self.next_seq.max(last + 1);
-        }
-        let series = self.state.series.len();
-        if let Some(&(seq, _, _, sid)) = s.points.iter().find(|p| p.3 as usize >= series) {
-            return Err(corrupt(format!(
-                "raw journal batch {seq}: a point of series {sid}, which the series table does not have"
-            )));
-        }
-        // Points of a series merged into another (written before the merge)
-        // must meet the target's in write order, so that of two in the same
-        // second the later wins: back to batch order for such a segment.
-        if s.points.iter().any(|p| self.route[p.3 as usize] != p.3) {
-            s.points.sort_by_key(|p| p.0);
-        }
-        for &(seq, ts, value, sid) in s.points.iter() {
-            self.point(seq, self.route[sid as usize], RawPoint::at(ts, value))?;
+    fn piece(&mut self, piece: journal::Piece<'_>) -> Result<()> {
+        match piece {
+            journal::Piece::Segment(meta) => {
+                if let Some(now) = meta.rolled_to {
+                    self.fold.rolled_to = self.fold.rolled_to.max(now);
+                }
+                if let Some(last) = meta.last_seq {
+                    self.next_seq = self.next_seq.max(last + 1);
+                }
+            }
+            journal::Piece::Points(points) => {
+                let series = self.state.series.len();
+                for &(seq, ts, value, sid) in points {
+                    if sid as usize >= series {
+                        return Err(corrupt(format!(
+                            "raw journal batch {seq}: a point of series {sid}, which the series table does not have"
+                        )));
+                    }
+                    self.point(seq, self.route[sid as usize], RawPoint::at(ts, value))?;
+                }
+            }
         }
         Ok(())
     }
@@ -229,6 +240,16 @@ impl Replay<'_> {
     fn point(&mut self, seq: u64, sid: u32, point: RawPoint) -> Result<()> {
         let sealed = seq <= self.folded_seq || self.sealed(seq, sid, point.ts)?;
         if point.ts >= self.floors.raw {
+            // A merge target gets the points of the series merged into it
+            // from another run of the replay: of two in one second the
+            // later write wins, whatever order they come in.
+            if self.merge_targets.contains(&sid) {
+                let newest = self.applied.entry((sid, point.ts)).or_insert(0);
+                if *newest > seq {
+                    return Ok(());
+                }
+                *newest = seq;
+            }
             self.state.series[sid as usize].raw.upsert(point);
             if !sealed {
                 self.fold.note(seq, sid, point, self.floors.raw);

@@ -154,6 +154,12 @@ pub fn add_counts(counts: [u64; 3], deltas: [i64; 3]) -> [u64; 3] {
     std::array::from_fn(|i| counts[i].saturating_add_signed(deltas[i]))
 }
 
+/// Buckets stored in one chunk (0 when there is none).
+pub fn population(conn: &Connection, tier: ChunkTier, chunk: i64, sid: u32) -> Result<u64> {
+    let key = tier.key(chunk, sid);
+    population_between(conn, tier, key, key + 1)
+}
+
 /// Total buckets stored in rows with key in `[from_key, to_key)`.
 pub fn population_between(
     conn: &Connection,
