@@ -443,7 +443,9 @@ fn fill(open: &mut Open) -> Result<usize> {
     if len <= off {
         return Ok(0);
     }
-    let want = usize::try_from(len - off).unwrap_or(READ_CHUNK).min(READ_CHUNK);
+    let want = usize::try_from(len - off)
+        .unwrap_or(READ_CHUNK)
+        .min(READ_CHUNK);
     open.buf.resize(at + want, 0);
     let n = read_at(&mut open.file, off, &mut open.buf[at..])?;
     open.buf.truncate(at + n);
