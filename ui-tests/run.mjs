@@ -210,6 +210,11 @@ collectors:
     enabled: false
   proxmox:
     enabled: false
+export:
+  remote_write:
+    - name: nowhere
+      url: http://127.0.0.1:9/api/v1/write
+      timeout: 1s
 `,
   );
   dataDirs.push(server.dir);
@@ -652,6 +657,52 @@ test('invalid settings are explained in words with their range, Save waits, and 
   await page.reload();
   await page.waitForFunction(() => document.querySelector('input[name="retention.raw"]')?.value === '2h');
   assert.equal(await page.isVisible('.field[data-key="retention.raw"] .error'), false);
+});
+
+test('the storage-health panel shows each remote-write target, its backlog and its last error', async () => {
+  await page.goto(`${server.url}/#/settings`);
+  const row = '#health table.remote-write tr[data-target="nowhere"]';
+  await page.waitForSelector(row);
+  // Nothing listens on port 9: the target retries and says why.
+  // The panel refreshes every 10 s; the backlog is measured every 5 s.
+  await page.waitForFunction(
+    (sel) => {
+      const cells = document.querySelector(sel)?.children;
+      return cells?.[1].textContent === 'retrying' && /points/.test(cells[2].textContent);
+    },
+    row,
+    { timeout: 30000 },
+  );
+  const stats = (await call(server, 'GET', '/api/metrics-store/stats')).json;
+  assert.equal(stats.remoteWrite[0].name, 'nowhere');
+  assert.ok(stats.remoteWrite[0].backlogPoints > 0, JSON.stringify(stats.remoteWrite[0]));
+  assert.match(await page.textContent(`${row} td:nth-child(3)`), /points, .* behind/);
+  assert.match(await page.textContent('#health table.remote-write .remote-error'), /connect/);
+  assert.equal(await page.getAttribute(row, 'class'), 'bad');
+});
+
+test('with a remote backend the settings page says retention is the engine\'s instead of offering tier retention', async () => {
+  await page.route('**/api/metrics-store/config', async (route) => {
+    if (route.request().method() !== 'GET') return route.continue();
+    const r = await route.fetch();
+    const body = await r.json();
+    await route.fulfill({ response: r, json: { ...body, backend: 'remote' } });
+  });
+  try {
+    await page.goto(`${server.url}/#/settings`);
+    await page.waitForSelector('#remote-retention:not([hidden])');
+    assert.match(await page.textContent('#remote-retention'), /Retention and downsampling are the remote engine/);
+    for (const key of ['retention.minute', 'retention.hourly', 'retention.daily']) {
+      assert.equal(await page.isHidden(`.field[data-key="${key}"]`), true, key);
+    }
+    assert.equal(await page.isVisible('.field[data-key="retention.raw"]'), true);
+    assert.match(await page.textContent('#config-readonly'), /the remote engine/);
+  } finally {
+    await page.unroute('**/api/metrics-store/config');
+  }
+  await page.goto(`${server.url}/#/settings`);
+  await page.waitForSelector('.field[data-key="retention.daily"]:not([hidden])');
+  assert.equal(await page.isHidden('#remote-retention'), true);
 });
 
 test('run maintenance now reports what it did', async () => {

@@ -455,10 +455,13 @@ fn run(cli: Cli) -> CliResult {
         Command::Query(args) => Some(query_request(args)?),
         _ => None,
     };
+    // In remote mode the local tiers are kept to the minimum (the engine
+    // answers reads); the file is the same store either way.
+    let local = pulse_metrics::remote::backend::local_store_config(&config.metrics);
     let store = if read_only {
-        Store::open_read_only(config.metrics.clone())?
+        Store::open_read_only(local)?
     } else {
-        Store::open(config.metrics.clone())?
+        Store::open(local)?
     };
     let result = match command {
         Command::Serve(_) | Command::Check | Command::Salvage(_) => {
@@ -469,7 +472,11 @@ fn run(cli: Cli) -> CliResult {
             let report = store.maintain(args.now.unwrap_or_else(now_ms))?;
             print_json(&report)
         }
-        Command::Query(args) => query(&store, request.as_ref().expect("built above"), &args),
+        Command::Query(args) => {
+            let reads =
+                pulse_metrics::reads::Reads::for_config(&store, &config).map_err(Failure::Input)?;
+            query(&reads, request.as_ref().expect("built above"), &args)
+        }
         Command::Stats => print_json(&store.stats()?),
         Command::ImportPulse(args) => import_pulse(&store, &args),
         Command::Export(args) => export(&store, &args),
@@ -522,7 +529,11 @@ fn query_request(args: &QueryArgs) -> CliResult<HistoryRequest> {
     )?)
 }
 
-fn query(store: &Store, request: &HistoryRequest, args: &QueryArgs) -> CliResult {
+fn query(
+    store: &pulse_metrics::reads::Reads,
+    request: &HistoryRequest,
+    args: &QueryArgs,
+) -> CliResult {
     let answer = history(store, request)?;
     if args.format == "json" {
         return print_json(&answer);

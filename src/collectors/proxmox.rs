@@ -12,7 +12,8 @@
 
 mod resources;
 pub mod sample;
-mod tls;
+/// Shared with the remote-write client (`crate::remote`).
+pub(crate) mod tls;
 
 pub use resources::{Parsed, parse_body, parse_resources};
 pub use sample::{COUNTERS, RateState};

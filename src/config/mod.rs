@@ -6,6 +6,7 @@
 //! | `file`     | finding, reading (YAML/JSON, `${VAR}`) and merging the file  |
 //! | `settings` | `settings.json`: UI changes applied over the file            |
 //! | `validate` | the service's rules, each error naming its key              |
+//! | `export`   | the `export` section: remote-write targets and their rules   |
 //!
 //! The `metrics` section is the store's own [`MetricsConfig`], with its rules,
 //! from `pulse_metrics_store::config`. Durations are written as strings (`5s`,
@@ -34,6 +35,7 @@ pub struct Config {
     #[serde(deserialize_with = "text::or_default")]
     pub collectors: CollectorsConfig,
     #[serde(deserialize_with = "text::or_default")]
+    pub export: ExportConfig,
     pub ingest: IngestConfig,
 }
 
@@ -206,10 +208,12 @@ impl Default for ProxmoxConfig {
     }
 }
 
+mod export;
 mod file;
 pub mod settings;
 mod validate;
 
+pub use export::{BasicAuth, ExportConfig, RemoteWriteTarget, TlsConfig};
 pub use file::{CONFIG_ENV, ConfigFormat, expand_env, metrics_from_json};
 pub use settings::{SettingsFile, UiSettings};
 pub use validate::check_listen;

@@ -13,7 +13,8 @@ impl Config {
         self.metrics.validate()?;
         self.server.validate()?;
         self.collectors.validate()?;
-        self.ingest.influx.validate()
+        self.ingest.influx.validate()?;
+        self.export.validate(&self.metrics)
     }
 
     /// Every check a start makes before it opens the store: [`validate`],

@@ -631,9 +631,9 @@ async fn history(
     .map_err(ApiError::from_store)?;
     request.segments = p.bool("segments")?;
     let _turn = read_turn(&app.state.light_reads).await?;
-    let store = app.state.store.clone();
+    let reads = app.state.reads.clone();
     let bytes = blocking(move || {
-        let answer = answer::history(&store, &request).map_err(ApiError::from_store)?;
+        let answer = answer::history(&reads, &request).map_err(ApiError::from_store)?;
         to_json(&answer)
     })
     .await?;
@@ -651,7 +651,8 @@ async fn charts(
     let now = now_ms();
     let w = window(&p, now, true)?;
     let turn = read_turn(&app.state.heavy_reads).await?;
-    let store = app.state.store.clone();
+    let local = app.state.store.clone();
+    let store = app.state.reads.clone();
     let limit = app.state.max_answer_points;
     let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
@@ -661,7 +662,9 @@ async fn charts(
         let (start, end) = (w.range.start, w.range.end);
         // An answer that could be over the limit is counted before any of
         // it is turned into JSON: a refused request costs no memory.
-        if !surely_fits(&store, w.range, max_points, limit) {
+        // The estimate knows the local tiers only: a remote engine's
+        // answer is always counted.
+        if store.is_remote() || !surely_fits(&local, w.range, max_points, limit) {
             let counted = store
                 .query_many_map(&filter, w.range, None, &|_, points| {
                     let tiers = crate::segments::label(&points);
@@ -694,7 +697,7 @@ async fn charts(
             .map(|(k, _)| (k.resource_type.as_str(), k.resource_id.as_str()))
             .collect();
         let mut meta = crate::store::ResourceMap::new();
-        for r in store.resources() {
+        for r in store.resources().map_err(ApiError::from_store)? {
             if listed.contains(&(r.resource_type.as_str(), r.resource_id.as_str())) {
                 meta.entry(crate::pulse_ids::canonical_type(&r.resource_type).to_string())
                     .or_default()
@@ -781,11 +784,11 @@ fn too_many_points(
 
 async fn series(State(app): State<App>) -> ApiResult {
     let _turn = read_turn(&app.state.heavy_reads).await?;
-    let store = app.state.store.clone();
+    let store = app.state.reads.clone();
     let bytes = blocking(move || {
         let series = store.series().map_err(ApiError::from_store)?;
         let mut meta = crate::store::ResourceMap::new();
-        for r in store.resources() {
+        for r in store.resources().map_err(ApiError::from_store)? {
             meta.entry(r.resource_type)
                 .or_default()
                 .insert(r.resource_id, r.meta);
@@ -808,6 +811,7 @@ async fn stats(State(app): State<App>) -> ApiResult {
     })?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("collectors".into(), json!(app.state.board.snapshot()));
+        obj.insert("remoteWrite".into(), json!(app.state.remote.snapshot()));
     }
     Ok(axum::Json(v).into_response())
 }
@@ -883,7 +887,7 @@ async fn change_settings(
     })
     .await?;
     let store = app.state.store.clone();
-    let applied = next.metrics.clone();
+    let applied = crate::remote::backend::local_store_config(&next.metrics);
     let restart = blocking(move || store.reconfigure(applied).map_err(config_error)).await?;
     let new_metrics = next.metrics.clone();
     *current = next;
@@ -937,8 +941,14 @@ async fn maintenance(State(app): State<App>) -> ApiResult {
 async fn metrics(State(app): State<App>) -> ApiResult {
     let a = app.clone();
     let text = blocking(move || {
-        prom::render(&a.state.store, &a.state.board, &a.state.jobs, &a.state.prom)
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"))
+        prom::render(
+            &a.state.store,
+            &a.state.board,
+            &a.state.remote,
+            &a.state.jobs,
+            &a.state.prom,
+        )
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"))
     })
     .await?;
     Ok((

@@ -60,12 +60,17 @@ pub struct App {
 
 pub(crate) struct AppState {
     pub store: Store,
+    /// Where reads are answered from: the store, or the remote engine
+    /// (`metrics.backend: remote`).
+    pub reads: crate::reads::Reads,
     /// The whole configuration as last saved; the lock serializes config
     /// PUTs so two of them cannot interleave their read-modify-write.
     pub config: tokio::sync::Mutex<Config>,
     /// Where settings changes go (`settings.json`) and what they apply over.
     pub settings: SettingsFile,
     pub board: StatusBoard,
+    /// Health of each `export.remote_write` target.
+    pub remote: crate::remote::RemoteHealth,
     pub prom: prom::HttpMetrics,
     pub jobs: jobs::JobCounters,
     /// `server.api_token`, if non-empty. Fixed for the life of the process.
@@ -95,6 +100,12 @@ impl App {
     /// saved (`SettingsFile::in_memory`: they apply until restart only).
     pub fn new(store: Store, config: Config, settings: SettingsFile) -> App {
         let token = Some(config.server.api_token.clone()).filter(|t| !t.is_empty());
+        let reads = crate::reads::Reads::for_config(&store, &config).unwrap_or_else(|e| {
+            tracing::error!(
+                "cannot read from the remote engine ({e}); reads come from the local store"
+            );
+            crate::reads::Reads::Local(store.clone())
+        });
         let hosts = guard::HostPolicy::new(&config.server);
         let max_answer_points = config.server.max_answer_points;
         let heavy_reads = Arc::new(tokio::sync::Semaphore::new(config.server.max_heavy_reads));
@@ -103,10 +114,12 @@ impl App {
         let influx = Arc::new(crate::influx::Receiver::new(sink, board.clone()));
         App {
             state: Arc::new(AppState {
+                reads,
                 store,
                 config: tokio::sync::Mutex::new(config),
                 settings,
                 board,
+                remote: crate::remote::RemoteHealth::default(),
                 prom: prom::HttpMetrics::default(),
                 jobs: jobs::JobCounters::default(),
                 token,
@@ -182,7 +195,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
-    let metrics = config.metrics.clone();
+    let metrics = crate::remote::backend::local_store_config(&config.metrics);
     let store = tokio::task::spawn_blocking(move || Store::open(metrics))
         .await
         .context("store open task failed")?
@@ -334,6 +347,14 @@ async fn start_background(
     let config = app.state.config.lock().await.clone();
     let udp = udp::start(app, &config.ingest.influx, stop.clone()).await?;
     let mut tasks = jobs::spawn(app.clone(), stop.clone());
+    if !config.export.remote_write.is_empty() {
+        tasks.extend(crate::remote::sender::spawn(
+            app.state.store.clone(),
+            &config.export.remote_write,
+            app.state.remote.clone(),
+            stop.clone(),
+        ));
+    }
     tasks.extend(udp);
     let sink: Arc<dyn Sink> = Arc::new(app.state.store.clone());
     if config.collectors.host.enabled {

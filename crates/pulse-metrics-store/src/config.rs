@@ -47,11 +47,27 @@ pub struct MetricsConfig {
     /// How often free space is reclaimed and `PRAGMA optimize` runs.
     #[serde(with = "duration_text")]
     pub vacuum_interval: Duration,
+    /// Where reads are answered from. The store itself is the same either
+    /// way (with `remote`, the service keeps its tiers to the minimum and
+    /// the raw journal is the send buffer); the service reads it.
+    #[serde(deserialize_with = "de::or_default")]
+    pub backend: Backend,
     /// Live writes (the write API) stamped further ahead of this machine's
     /// clock are refused: such a point never expires and would stand as
     /// its series' last value for ever.
     #[serde(with = "duration_text")]
     pub max_future_skew: Duration,
+}
+
+/// `metrics.backend`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backend {
+    /// This store answers every read.
+    #[default]
+    Sqlite,
+    /// A Prometheus-compatible engine answers every read (its query API).
+    Remote,
 }
 
 /// How long each tier is kept.
@@ -91,6 +107,7 @@ impl Default for MetricsConfig {
             rollup_interval: Duration::from_secs(5 * 60),
             retention_interval: Duration::from_secs(3600),
             vacuum_interval: Duration::from_secs(168 * 3600),
+            backend: Backend::Sqlite,
             max_future_skew: Duration::from_secs(10 * 60),
         }
     }

@@ -41,7 +41,12 @@ pub(crate) const HEADER: usize = 4 + 4 + 8 + 4 + 8;
 /// `now` of a rollup pass (in the timestamp field), so a pass that wrote
 /// nothing to the database still tells the next open how far minutes were
 /// rolled up.
-const MARK: u32 = u32::MAX;
+pub(crate) const MARK: u32 = u32::MAX;
+/// The point count of a note: a record that holds no points but bytes
+/// another module keeps in the journal (the remote-write cursors, see
+/// `cursors.rs`), so they cost no write of their own: the journal's last
+/// page is written anyway. Replay skips notes.
+pub(crate) const NOTE: u32 = u32::MAX - 1;
 /// Smallest segment before a roll-over; larger fleets get larger segments
 /// (`SEGMENT_BYTES_PER_SERIES` each) so that re-stating each series' first
 /// value whole stays a small share.
@@ -72,11 +77,13 @@ pub struct Segment {
     /// segment's batches are folded, nothing needs the segment.
     pub max_ts: i64,
     pub bytes: u64,
+    /// Points in its batches (what a reader loses if it is deleted unread).
+    pub points: u64,
 }
 
 /// Per-segment encoder/decoder state: the last value of each series.
 #[derive(Debug, Default)]
-struct Values {
+pub(crate) struct Values {
     last: Vec<u64>,
     seen: Vec<u64>,
 }
@@ -275,6 +282,10 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
         let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
         let count = u32::from_le_bytes(header[16..20].try_into().expect("4"));
         let base = i64::from_le_bytes(header[20..28].try_into().expect("8"));
+        if count == NOTE {
+            pos = end;
+            continue;
+        }
         if count == MARK {
             out.push(Record {
                 seq,
@@ -305,7 +316,7 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
     (out, None)
 }
 
-fn decode_body(
+pub(crate) fn decode_body(
     body: &[u8],
     count: u32,
     base: i64,
@@ -338,6 +349,8 @@ pub struct BySeries {
     /// The newest rollup mark.
     pub rolled_to: Option<i64>,
     pub max_ts: i64,
+    /// Points in its batches.
+    pub points: u64,
 }
 
 /// One record being read in step with the others.
@@ -406,6 +419,10 @@ pub fn decode_by_series(
         let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
         let count = u32::from_le_bytes(header[16..20].try_into().expect("4"));
         let base = i64::from_le_bytes(header[20..28].try_into().expect("8"));
+        if count == NOTE {
+            pos = end;
+            continue;
+        }
         out.last_seq = Some(out.last_seq.map_or(seq, |s| s.max(seq)));
         if count == MARK {
             out.rolled_to = Some(out.rolled_to.map_or(base, |r| r.max(base)));
@@ -425,7 +442,7 @@ pub fn decode_by_series(
         }
         pos = end;
     }
-    let _ = total;
+    out.points = total as u64;
     let mut values = Values::default();
     let fail = |offset: u64, e: DecodeError| Damage::Corrupt {
         offset,
@@ -505,6 +522,9 @@ pub struct Journal {
     values: Values,
     /// Appended since the last fsync.
     unsynced: bool,
+    /// The latest note, written again at the start of every segment, so the
+    /// newest segment (never deleted) always holds it.
+    preamble: Option<Vec<u8>>,
 }
 
 impl Journal {
@@ -518,6 +538,7 @@ impl Journal {
             file: None,
             values: Values::default(),
             unsynced: false,
+            preamble: None,
         }
     }
 
@@ -532,7 +553,23 @@ impl Journal {
         self.start(seq, series_count)?;
         let record = encode(seq, points, &mut self.values);
         let max_ts = points.iter().map(|p| p.ts.div_euclid(1000)).max();
-        self.write(seq, &record, max_ts)
+        let n = self.write(seq, &record, max_ts)?;
+        if let Some(seg) = self.segments.last_mut() {
+            seg.points += points.len() as u64;
+        }
+        Ok(n)
+    }
+
+    /// Appends a note (opaque bytes that replay skips) and keeps it as the
+    /// preamble of every later segment; `seq` is the last batch written.
+    pub fn note(&mut self, seq: u64, body: &[u8], series_count: usize) -> Result<u64> {
+        let record = header(seq, NOTE, 0, body);
+        self.preamble = Some(record.clone());
+        if self.start(seq, series_count)? {
+            // A new segment starts with the preamble: written already.
+            return Ok(record.len() as u64);
+        }
+        self.write(seq, &record, None)
     }
 
     /// Notes that a rollup pass ran as of `now` (seconds); `seq` is the
@@ -542,13 +579,15 @@ impl Journal {
         self.write(seq, &header(seq, MARK, now, &[]), None)
     }
 
-    /// Rolls over to a new segment when there is none open or it is full.
-    fn start(&mut self, seq: u64, series_count: usize) -> Result<()> {
+    /// Rolls over to a new segment when there is none open or it is full;
+    /// says whether it did.
+    fn start(&mut self, seq: u64, series_count: usize) -> Result<bool> {
         let limit = SEGMENT_MIN_BYTES.max(SEGMENT_BYTES_PER_SERIES * series_count as u64);
         if self.file.is_none() || self.segments.last().is_none_or(|s| s.bytes >= limit) {
             self.roll(seq)?;
+            return Ok(true);
         }
-        Ok(())
+        Ok(false)
     }
 
     fn write(&mut self, seq: u64, record: &[u8], max_ts: Option<i64>) -> Result<u64> {
@@ -602,9 +641,13 @@ impl Journal {
             last_seq: first_seq,
             max_ts: i64::MIN,
             bytes: 0,
+            points: 0,
         });
         self.file = Some(file);
         self.values.reset();
+        if let Some(preamble) = self.preamble.clone() {
+            self.write(first_seq, &preamble, None)?;
+        }
         Ok(())
     }
 
@@ -670,6 +713,7 @@ pub fn replay(
         |(records, _)| f(std::mem::take(records)),
         |records, seg| {
             for r in records {
+                seg.points += r.points.len() as u64;
                 seg.last_seq = seg.last_seq.max(r.seq);
                 if let Some(max) = r.points.iter().map(|p| p.ts.div_euclid(1000)).max() {
                     seg.max_ts = seg.max_ts.max(max);
@@ -739,6 +783,7 @@ pub fn replay_by_series(
                         seg.last_seq = seg.last_seq.max(l);
                     }
                     seg.max_ts = seg.max_ts.max(meta.max_ts);
+                    seg.points = meta.points;
                     Msg::Done(seg, meta)
                 });
                 let failed = done.is_err();
@@ -804,6 +849,7 @@ fn settle(
         last_seq: first_seq,
         max_ts: i64::MIN,
         bytes: good,
+        points: 0,
     })
 }
 

@@ -44,6 +44,8 @@
 //! | `resources` | resource metadata (names, nodes, tags), written on change    |
 //! | `merge`     | merging one series into another (an id that changed)         |
 //! | `guest_ids` | the one-time merge of `{instance}:{node}:{vmid}` guest ids   |
+//! | `tail`      | reading the raw journal from a position (remote write)        |
+//! | `cursors`   | remote-write targets' positions, kept as journal notes        |
 //! | `lock`      | one writer per database: the OS lock beside the file         |
 //! | `check`     | verifying a database: SQLite's check and ours, part by part  |
 //! | `salvage`   | copying everything readable into a new file                  |
@@ -61,6 +63,7 @@ pub mod salvage;
 mod bits;
 mod codec;
 mod counters;
+mod cursors;
 mod disk;
 mod guest_ids;
 mod import;
@@ -78,10 +81,11 @@ mod rollup;
 mod schema;
 mod space;
 mod state;
+mod tail;
 mod tiers;
 mod writer;
 
-pub use crate::config::{MetricsConfig, Retention};
+pub use crate::config::{Backend, MetricsConfig, Retention};
 use crate::error::SqlContext;
 pub use crate::error::{Error, PointError, Result};
 pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
@@ -99,8 +103,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use query::select_tier;
+pub use cursors::Cursors;
+pub use query::{Bucket, cap_buckets, select_tier};
 pub use queue::QUEUE_CAPACITY;
+pub use tail::{Gap, JournalTail, TailBatch, TailPoint, TailRead, Unread};
 
 /// A time range for a query, with the `now` that tier selection uses
 /// (a tier "covers" `start` if `start >= now - retention`). All Unix ms.
@@ -319,6 +325,8 @@ struct Inner {
     resources: Arc<RwLock<ResourceMap>>,
     /// Accepted points the writer could not flush before it stopped.
     lost: Arc<AtomicU64>,
+    /// Journal positions remote-write readers still need.
+    holds: Arc<tail::Holds>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     /// Held while the store may write the file (none in memory or read-only).
@@ -381,6 +389,7 @@ impl Store {
         let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
         let config = Arc::new(RwLock::new(config));
         let lost = Arc::new(AtomicU64::new(0));
+        let holds = Arc::new(tail::Holds::default());
         let writer = writer::Writer::new(
             writer::WriterParts {
                 disk: disk::Disk {
@@ -395,6 +404,7 @@ impl Store {
                 queue: queue.clone(),
                 counters: counters.clone(),
                 config: config.clone(),
+                holds: holds.clone(),
             },
             lost.clone(),
         );
@@ -416,6 +426,7 @@ impl Store {
                 counters,
                 resources,
                 lost,
+                holds,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
                 lock: Mutex::new(lock),
@@ -459,6 +470,7 @@ impl Store {
                 counters,
                 resources,
                 lost: Arc::new(AtomicU64::new(0)),
+                holds: Arc::default(),
                 readers: Mutex::new(vec![conn]),
                 writer: Mutex::new(None),
                 lock: Mutex::new(None),
@@ -490,16 +502,20 @@ impl Store {
             if config.database_path != current.database_path {
                 restart.push("metrics.database_path".to_string());
             }
+            if config.backend != current.backend {
+                restart.push("metrics.backend".to_string());
+            }
         }
         self.inner
             .queue
             .set_limits(config.write_buffer, config.flush_interval);
         let mut c = self.inner.config.write();
-        let (enabled, path) = (c.enabled, c.database_path.clone());
+        let (enabled, path, backend) = (c.enabled, c.database_path.clone(), c.backend);
         *c = config;
         // What the running store uses cannot change under it.
         c.enabled = enabled;
         c.database_path = path;
+        c.backend = backend;
         Ok(restart)
     }
 

@@ -438,6 +438,44 @@ pub fn to_history(
     out.iter().map(|(ts, a)| point(*ts, a)).collect()
 }
 
+/// A bucket (or a raw point: count 1) from elsewhere, e.g. a remote engine,
+/// as `cap_buckets` takes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Unix ms of its start (a raw point's own time).
+    pub timestamp: i64,
+    pub count: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// The store's answer for points in time order: as they are, or merged
+/// into `max` evenly spaced buckets exactly as a query with `max_points`
+/// merges its own (`to_history`).
+pub fn cap_buckets(
+    buckets: &[Bucket],
+    start_ms: i64,
+    end_ms: i64,
+    max: Option<usize>,
+) -> Vec<HistoryPoint> {
+    let aggs: Vec<(i64, Agg)> = buckets
+        .iter()
+        .map(|b| {
+            (
+                b.timestamp,
+                Agg {
+                    count: b.count,
+                    sum: b.sum,
+                    min: b.min,
+                    max: b.max,
+                },
+            )
+        })
+        .collect();
+    to_history(&[&aggs], start_ms, end_ms, max)
+}
+
 /// Seconds covering `[start_ms, end_ms]`: whole seconds inside the range.
 pub fn secs_range(start_ms: i64, end_ms: i64) -> (i64, i64) {
     (-((-start_ms).div_euclid(1000)), end_ms.div_euclid(1000))
