@@ -2,6 +2,7 @@
 //! freshly generated self-signed certificate whose answers each test scripts.
 
 use parking_lot::Mutex;
+use pulse_metrics::collectors::CollectorState;
 use pulse_metrics::collectors::{CollectorStatus, Sink, StatusBoard, proxmox};
 use pulse_metrics::config::{ProxmoxConfig, ProxmoxInstance};
 use pulse_metrics::{MetricsConfig, Point, Resource, SeriesKey, Store, TimeRange};
@@ -393,7 +394,7 @@ async fn ids_and_values_land_as_pulse_expects() {
     let status = running.wait("pve1", |s| s.last_success > 0).await;
     let board = running.board.clone();
     running.stop().await;
-    assert_eq!(status.state, "ok");
+    assert_eq!(status.state, CollectorState::Ok);
     assert_eq!(status.last_error, "");
     assert_eq!(status.consecutive_failures, 0);
 
@@ -593,7 +594,7 @@ async fn a_wrong_token_is_an_error_and_stores_nothing() {
     let running = run(vec![instance], sink.clone(), STEP);
     let s = running.wait("pve1", |s| s.consecutive_failures >= 1).await;
     running.stop().await;
-    assert_eq!(s.state, "error");
+    assert_eq!(s.state, CollectorState::Error);
     assert!(s.last_error.contains("HTTP 401"), "{}", s.last_error);
     assert!(s.last_error.contains("token"), "{}", s.last_error);
     assert_eq!(s.last_success, 0);
@@ -614,7 +615,7 @@ async fn forbidden_is_reported_with_the_privilege_to_grant() {
     let running = run(vec![fake.instance("pve1")], sink.clone(), STEP);
     let s = running.wait("pve1", |s| s.consecutive_failures >= 1).await;
     running.stop().await;
-    assert_eq!(s.state, "error");
+    assert_eq!(s.state, CollectorState::Error);
     assert!(
         s.last_error.contains("403") && s.last_error.contains("PVEAuditor"),
         "{}",
@@ -633,7 +634,7 @@ async fn a_wrong_fingerprint_is_an_error_and_sends_nothing() {
     let running = run(vec![instance], sink.clone(), STEP);
     let s = running.wait("pve1", |s| s.consecutive_failures >= 1).await;
     running.stop().await;
-    assert_eq!(s.state, "error");
+    assert_eq!(s.state, CollectorState::Error);
     assert_eq!(
         s.last_error,
         format!(
@@ -657,7 +658,7 @@ async fn a_self_signed_cluster_without_a_fingerprint_is_not_trusted() {
     let running = run(vec![instance], sink.clone(), STEP);
     let s = running.wait("pve1", |s| s.consecutive_failures >= 1).await;
     running.stop().await;
-    assert_eq!(s.state, "error");
+    assert_eq!(s.state, CollectorState::Error);
     assert!(s.last_error.contains("not trusted"), "{}", s.last_error);
     assert!(s.last_error.contains("fingerprint"), "{}", s.last_error);
     assert!(sink.points().is_empty());
@@ -674,7 +675,7 @@ async fn insecure_skip_verify_accepts_the_certificate_and_says_so() {
     let running = run(vec![instance], sink.clone(), STEP);
     let s = running.wait("pve1", |s| s.last_success > 0).await;
     running.stop().await;
-    assert_eq!(s.state, "insecure");
+    assert_eq!(s.state, CollectorState::Insecure);
     assert_eq!(s.last_error, "");
     assert!(find(&sink.points(), "pve1:101", "cpu").is_some());
 }
@@ -689,7 +690,7 @@ async fn a_timeout_is_an_error_and_stores_nothing() {
     // The timeout is bounded (1 s at short intervals), not the server's 30 s.
     assert!(started.elapsed() < Duration::from_secs(5));
     running.stop().await;
-    assert_eq!(s.state, "error");
+    assert_eq!(s.state, CollectorState::Error);
     assert!(s.last_error.contains("no answer"), "{}", s.last_error);
     assert!(s.last_error.contains("within 1s"), "{}", s.last_error);
     assert!(sink.points().is_empty());
@@ -714,7 +715,7 @@ async fn garbage_json_is_an_error_and_stores_nothing() {
         let running = run(vec![fake.instance("pve1")], sink.clone(), STEP);
         let s = running.wait("pve1", |s| s.consecutive_failures >= 1).await;
         running.stop().await;
-        assert_eq!(s.state, "error");
+        assert_eq!(s.state, CollectorState::Error);
         assert!(s.last_error.contains(needle), "{needle}: {}", s.last_error);
         assert!(sink.points().is_empty());
     }
@@ -734,13 +735,15 @@ async fn failures_back_off_and_recovery_clears_the_error() {
     let started = Instant::now();
     let running = run(vec![fake.instance("pve1")], sink.clone(), interval);
     let failing = running.wait("pve1", |s| s.consecutive_failures == 3).await;
-    assert_eq!(failing.state, "error");
+    assert_eq!(failing.state, CollectorState::Error);
     assert!(
         failing.last_error.contains("HTTP 500"),
         "{}",
         failing.last_error
     );
-    let ok = running.wait("pve1", |s| s.state == "ok").await;
+    let ok = running
+        .wait("pve1", |s| s.state == CollectorState::Ok)
+        .await;
     // Retries waited 2, 4 and 8 intervals rather than one each.
     assert!(
         started.elapsed() >= interval * 14,
@@ -776,13 +779,13 @@ async fn one_broken_cluster_does_not_stop_the_others() {
     let down = running.wait("down", |s| s.consecutive_failures >= 1).await;
     let plain = running.status("plain");
     running.stop().await;
-    assert_eq!(down.state, "error");
+    assert_eq!(down.state, CollectorState::Error);
     assert!(
         down.last_error.contains("cannot connect"),
         "{}",
         down.last_error
     );
-    assert_eq!(plain.state, "error");
+    assert_eq!(plain.state, CollectorState::Error);
     assert!(plain.last_error.contains("https"), "{}", plain.last_error);
     assert!(
         sink.points()
@@ -799,11 +802,13 @@ async fn a_refusing_store_is_a_poll_failure_not_a_crash() {
     sink.refuse.store(true, Ordering::SeqCst);
     let running = run(vec![fake.instance("pve1")], sink.clone(), STEP);
     let s = running.wait("pve1", |s| s.consecutive_failures >= 1).await;
-    assert_eq!(s.state, "error");
+    assert_eq!(s.state, CollectorState::Error);
     assert!(s.last_error.contains("store refused"), "{}", s.last_error);
     assert_eq!(s.points_written, 0);
     sink.refuse.store(false, Ordering::SeqCst);
-    running.wait("pve1", |s| s.state == "ok").await;
+    running
+        .wait("pve1", |s| s.state == CollectorState::Ok)
+        .await;
     let board = running.board.clone();
     running.stop().await;
     let s = board.snapshot().pop().unwrap();
@@ -845,7 +850,7 @@ async fn points_land_in_a_real_store() {
     );
     let s = running.wait("pve1", |s| s.points_written > 0).await;
     running.stop().await;
-    assert_eq!(s.state, "ok");
+    assert_eq!(s.state, CollectorState::Ok);
     store.flush().unwrap();
     let now = pulse_metrics::model::now_ms();
     let range = TimeRange::last(Duration::from_secs(3600), now + 1000);
@@ -908,7 +913,9 @@ async fn failures_are_logged_once_per_change_of_state() {
         sink.clone(),
         Duration::from_millis(10),
     );
-    running.wait("pve1", |s| s.state == "ok").await;
+    running
+        .wait("pve1", |s| s.state == CollectorState::Ok)
+        .await;
     let deadline = Instant::now() + Duration::from_secs(10);
     while sink.polls().len() < 3 {
         assert!(Instant::now() < deadline);

@@ -33,14 +33,16 @@ pub fn spawn(
     board: StatusBoard,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> tokio::task::JoinHandle<()> {
-    board.update(NAME, |s| s.state = "starting".into());
+    board.update(NAME, |s| {
+        s.state = crate::collectors::CollectorState::Starting
+    });
     tokio::spawn(async move {
         let interval = config.interval.max(Duration::from_secs(1));
         let mut sampler = match tokio::task::spawn_blocking(Sampler::new).await {
             Ok(s) => s,
             Err(e) => {
                 board.update(NAME, |s| {
-                    s.state = "error".into();
+                    s.state = crate::collectors::CollectorState::Error;
                     s.last_error = format!("cannot start: {e}");
                 });
                 return;
@@ -68,7 +70,7 @@ pub fn spawn(
                 Ok(r) => r,
                 Err(e) => {
                     board.update(NAME, |s| {
-                        s.state = "error".into();
+                        s.state = crate::collectors::CollectorState::Error;
                         s.last_error = format!("sampling failed: {e}");
                     });
                     break;
@@ -101,14 +103,14 @@ pub fn spawn(
                 s.last_attempt = attempt;
                 match &written {
                     Ok(n) => {
-                        s.state = "ok".into();
+                        s.state = crate::collectors::CollectorState::Ok;
                         s.last_success = attempt;
                         s.last_error.clear();
                         s.consecutive_failures = 0;
                         s.points_written += *n as u64;
                     }
                     Err(e) => {
-                        s.state = "error".into();
+                        s.state = crate::collectors::CollectorState::Error;
                         s.last_error = e.clone();
                         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                         s.errors = s.errors.saturating_add(1);

@@ -67,6 +67,25 @@ impl Sink for crate::Store {
     }
 }
 
+/// Where a collector stands, as the stats and the UI show it (lowercase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CollectorState {
+    /// Started, no poll or push finished yet.
+    Starting,
+    /// The last poll or push succeeded.
+    Ok,
+    /// The last poll succeeded over TLS without verification
+    /// (`insecure_skip_verify`): working, and flagged.
+    Insecure,
+    /// The last poll or push failed (see `last_error`).
+    Error,
+    /// Turned off in the configuration.
+    Disabled,
+    /// A UDP receiver waiting for its first datagram.
+    Listening,
+}
+
 /// Health of one collector (for Proxmox: of one cluster).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -74,8 +93,7 @@ pub struct CollectorStatus {
     /// `host`, `proxmox:<instance name>` (polled), or `influx:<instance>`
     /// (pushed in line protocol).
     pub name: String,
-    /// `starting`, `ok`, `error` or `disabled`.
-    pub state: String,
+    pub state: CollectorState,
     /// Unix ms of the last successful poll (0 = never).
     pub last_success: i64,
     /// Unix ms of the last poll attempt (0 = never).
@@ -94,7 +112,7 @@ impl CollectorStatus {
     pub fn new(name: impl Into<String>) -> CollectorStatus {
         CollectorStatus {
             name: name.into(),
-            state: "starting".into(),
+            state: CollectorState::Starting,
             last_success: 0,
             last_attempt: 0,
             last_error: String::new(),

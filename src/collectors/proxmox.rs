@@ -67,7 +67,7 @@ pub fn spawn(
         board.update(&key, |s| {
             *s = CollectorStatus::new(key.clone());
             if !config.enabled {
-                s.state = "disabled".into();
+                s.state = crate::collectors::CollectorState::Disabled;
             }
         });
         if !config.enabled {
@@ -78,7 +78,7 @@ pub fn spawn(
             Err(message) => {
                 tracing::error!("proxmox: {key} is not polled: {message}");
                 board.update(&key, |s| {
-                    s.state = "error".into();
+                    s.state = crate::collectors::CollectorState::Error;
                     s.last_error = message;
                 });
             }
@@ -284,14 +284,18 @@ impl Poller {
                 s.last_attempt = attempt_ms;
                 match &outcome {
                     Ok((written, _)) => {
-                        s.state = if insecure { "insecure" } else { "ok" }.into();
+                        s.state = if insecure {
+                            crate::collectors::CollectorState::Insecure
+                        } else {
+                            crate::collectors::CollectorState::Ok
+                        };
                         s.last_success = sample_ms;
                         s.last_error.clear();
                         s.consecutive_failures = 0;
                         s.points_written = s.points_written.saturating_add(*written as u64);
                     }
                     Err(message) => {
-                        s.state = "error".into();
+                        s.state = crate::collectors::CollectorState::Error;
                         s.last_error = message.clone();
                         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                         s.errors = s.errors.saturating_add(1);

@@ -398,28 +398,31 @@ mod load_tests {
         assert_eq!(c, Config::default());
     }
 
+    /// The test's own environment: two variables set, everything else unset.
+    fn test_env(name: &str) -> std::result::Result<String, std::env::VarError> {
+        match name {
+            "PM_TEST_SECRET" => Ok("s3cr3t".into()),
+            "PM_TEST_EMPTY" => Ok(String::new()),
+            _ => Err(std::env::VarError::NotPresent),
+        }
+    }
+
     #[test]
     fn expansion() {
-        // SAFETY: these names are used by this test only.
-        unsafe {
-            std::env::set_var("PM_TEST_SECRET", "s3cr3t");
-            std::env::set_var("PM_TEST_EMPTY", "");
-        }
-        assert_eq!(expand_env("a${PM_TEST_SECRET}b").unwrap(), "as3cr3tb");
-        assert_eq!(
-            expand_env("$${PM_TEST_SECRET}").unwrap(),
-            "${PM_TEST_SECRET}"
-        );
-        assert_eq!(expand_env("${PM_TEST_EMPTY:-x}").unwrap(), "x");
-        assert_eq!(expand_env("${PM_TEST_UNSET_Y:-d/e}").unwrap(), "d/e");
-        assert_eq!(expand_env("cost $5").unwrap(), "cost $5");
+        let expand = |s: &str| expand_env_with(s, &test_env);
+        assert_eq!(expand("a${PM_TEST_SECRET}b").unwrap(), "as3cr3tb");
+        assert_eq!(expand("$${PM_TEST_SECRET}").unwrap(), "${PM_TEST_SECRET}");
+        assert_eq!(expand("${PM_TEST_EMPTY:-x}").unwrap(), "x");
+        assert_eq!(expand("${PM_TEST_UNSET_Y:-d/e}").unwrap(), "d/e");
+        assert_eq!(expand("cost $5").unwrap(), "cost $5");
         assert!(
-            expand_env("${PM_TEST_UNSET_Y}")
+            expand("${PM_TEST_UNSET_Y}")
                 .unwrap_err()
                 .contains("PM_TEST_UNSET_Y")
         );
-        assert!(expand_env("${oops").is_err());
-        assert!(expand_env("${a b}").is_err());
+        assert!(expand("${oops").is_err());
+        assert!(expand("${a b}").is_err());
+        let yaml = |text: &str| Config::parse_with_env(text, ConfigFormat::Yaml, test_env);
         let c = yaml("collectors:\n  proxmox:\n    instances:\n      - {name: a, url: \"https://h:8006\", token_id: \"r@pam!t\", token_secret: \"${PM_TEST_SECRET}\"}\n")
             .unwrap();
         assert_eq!(c.collectors.proxmox.instances[0].token_secret, "s3cr3t");

@@ -292,7 +292,7 @@ impl Receiver {
                     s.points_written = s.points_written.saturating_add(r.points as u64);
                     s.errors = s.errors.saturating_add(r.bad_lines.len() as u64);
                     if r.lines > r.bad_lines.len() || r.lines == 0 {
-                        s.state = "ok".into();
+                        s.state = crate::collectors::CollectorState::Ok;
                         s.last_success = now;
                         s.consecutive_failures = 0;
                     }
@@ -305,7 +305,7 @@ impl Receiver {
                     }
                 }
                 Err(e) => {
-                    s.state = "error".into();
+                    s.state = crate::collectors::CollectorState::Error;
                     s.last_error = e.to_string();
                     s.consecutive_failures = s.consecutive_failures.saturating_add(1);
                     s.errors = s.errors.saturating_add(1);
@@ -415,7 +415,10 @@ mod tests {
             matches!(&e, PushError::Store { error, .. } if error.is_overloaded()),
             "{e}"
         );
-        assert_eq!(board.snapshot()[0].state, "error");
+        assert_eq!(
+            board.snapshot()[0].state,
+            crate::collectors::CollectorState::Error
+        );
         sink.refuse.store(false, Ordering::SeqCst);
         // The rate spans from the last stored sample, not the refused one.
         let report = push(guest(t + 20, 120, 40_000)).unwrap();
@@ -429,7 +432,10 @@ mod tests {
             .collect();
         assert_eq!(netin, [2000.0]);
         let s = &board.snapshot()[0];
-        assert_eq!((s.name.as_str(), s.state.as_str()), ("influx:pve1", "ok"));
+        assert_eq!(
+            (s.name.as_str(), s.state),
+            ("influx:pve1", crate::collectors::CollectorState::Ok)
+        );
         assert_eq!(
             (s.errors, s.consecutive_failures, s.points_written),
             (1, 0, 3)

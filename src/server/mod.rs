@@ -365,9 +365,9 @@ async fn start_background(
             stop.clone(),
         ));
     } else {
-        app.state
-            .board
-            .update("host", |s| s.state = "disabled".into());
+        app.state.board.update("host", |s| {
+            s.state = crate::collectors::CollectorState::Disabled
+        });
     }
     if config.collectors.proxmox.enabled {
         tasks.push(collectors::proxmox::spawn(

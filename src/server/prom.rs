@@ -206,7 +206,7 @@ impl Collector for StoreCollector {
                 &mut e,
                 &format!("pulse_metrics_collector_{name}_up"),
                 &format!("1 when the {} collector's last poll succeeded", c.name),
-                i64::from(c.state == "ok"),
+                i64::from(c.state == crate::collectors::CollectorState::Ok),
             )?;
             counter(
                 &mut e,

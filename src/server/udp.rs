@@ -39,9 +39,9 @@ pub async fn start(
         );
     }
     let key = crate::influx::board_key(&config.udp_instance);
-    app.state
-        .board
-        .update(&key, |s| s.state = "listening".into());
+    app.state.board.update(&key, |s| {
+        s.state = crate::collectors::CollectorState::Listening
+    });
     eprintln!("listening for line protocol on udp://{addr}");
     Ok(Some(spawn(
         socket,

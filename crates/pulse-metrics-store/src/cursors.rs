@@ -55,22 +55,13 @@ pub fn latest(dir: &Path) -> Result<Cursors> {
         let mut found = None;
         let mut pos = 0usize;
         // Whole records only: the newest may end in one being written.
-        while let Some(head) = bytes.get(pos..pos + HEADER) {
-            let len = u32::from_le_bytes(head[0..4].try_into().expect("4")) as usize;
-            let Some(rec) = bytes.get(pos..pos + HEADER + len) else {
-                break;
-            };
-            let crc = u32::from_le_bytes(head[4..8].try_into().expect("4"));
-            if crc32fast::hash(&rec[8..]) != crc {
-                break;
-            }
-            let count = u32::from_le_bytes(head[16..20].try_into().expect("4"));
-            if count == NOTE
-                && let Some(c) = decode(&rec[HEADER..])
+        while let journal::Next::Record(head, body) = journal::next_record(&bytes[pos..]) {
+            if head.count == NOTE
+                && let Some(c) = decode(body)
             {
                 found = Some(c);
             }
-            pos += HEADER + len;
+            pos += HEADER + head.body;
         }
         if let Some(c) = found {
             return Ok(c);

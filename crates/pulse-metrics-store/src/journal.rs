@@ -251,6 +251,64 @@ impl std::fmt::Display for Damage {
     }
 }
 
+/// A record's header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head {
+    /// Bytes of the body after the header.
+    pub body: usize,
+    pub crc: u32,
+    pub seq: u64,
+    /// Points in the body, or `MARK` or `NOTE`.
+    pub count: u32,
+    /// The first point's time (a mark: how far minutes were rolled up).
+    pub base: i64,
+}
+
+impl Head {
+    /// The header at the start of `bytes`, if it holds one.
+    pub(crate) fn read(bytes: &[u8]) -> Option<Head> {
+        let h: &[u8; HEADER] = bytes.first_chunk()?;
+        fn field<const N: usize>(h: &[u8; HEADER], at: usize) -> [u8; N] {
+            std::array::from_fn(|i| h[at + i])
+        }
+        Some(Head {
+            body: u32::from_le_bytes(field(h, 0)) as usize,
+            crc: u32::from_le_bytes(field(h, 4)),
+            seq: u64::from_le_bytes(field(h, 8)),
+            count: u32::from_le_bytes(field(h, 16)),
+            base: i64::from_le_bytes(field(h, 20)),
+        })
+    }
+}
+
+/// What starts at the beginning of a buffer of journal bytes.
+pub(crate) enum Next<'a> {
+    /// A whole record whose checksum holds, with its body; the record
+    /// takes `HEADER + head.body` bytes.
+    Record(Head, &'a [u8]),
+    /// The buffer ends inside a record (torn, or still being written).
+    Incomplete,
+    /// A whole record whose checksum fails.
+    Corrupt,
+}
+
+/// Reads the record at the start of `bytes`.
+pub(crate) fn next_record(bytes: &[u8]) -> Next<'_> {
+    let Some(head) = Head::read(bytes) else {
+        return Next::Incomplete;
+    };
+    let Some(record) = HEADER
+        .checked_add(head.body)
+        .and_then(|end| bytes.get(..end))
+    else {
+        return Next::Incomplete;
+    };
+    if crc32fast::hash(&record[8..]) != head.crc {
+        return Next::Corrupt;
+    }
+    Next::Record(head, &record[HEADER..])
+}
+
 /// Decodes the records of one segment's bytes, stopping at the first
 /// damage (returned with the offset where the good part ends).
 pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
@@ -259,29 +317,23 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
     let mut pos = 0usize;
     while pos < bytes.len() {
         let offset = pos as u64;
-        let Some(header) = bytes.get(pos..pos + HEADER) else {
-            return (out, Some(Damage::Torn { offset }));
+        let (head, body) = match next_record(&bytes[pos..]) {
+            Next::Record(head, body) => (head, body),
+            Next::Incomplete => return (out, Some(Damage::Torn { offset })),
+            Next::Corrupt => {
+                return (
+                    out,
+                    Some(Damage::Corrupt {
+                        offset,
+                        reason: "checksum mismatch".into(),
+                    }),
+                );
+            }
         };
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
-        let Some(end) = (pos + HEADER)
-            .checked_add(len)
-            .filter(|e| *e <= bytes.len())
-        else {
-            return (out, Some(Damage::Torn { offset }));
-        };
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4"));
-        if crc32fast::hash(&bytes[pos + 8..end]) != crc {
-            return (
-                out,
-                Some(Damage::Corrupt {
-                    offset,
-                    reason: "checksum mismatch".into(),
-                }),
-            );
-        }
-        let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
-        let count = u32::from_le_bytes(header[16..20].try_into().expect("4"));
-        let base = i64::from_le_bytes(header[20..28].try_into().expect("8"));
+        let end = pos + HEADER + head.body;
+        let Head {
+            seq, count, base, ..
+        } = head;
         if count == NOTE {
             pos = end;
             continue;
@@ -295,7 +347,7 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
             pos = end;
             continue;
         }
-        match decode_body(&bytes[pos + HEADER..end], count, base, &mut values) {
+        match decode_body(body, count, base, &mut values) {
             Ok(points) => out.push(Record {
                 seq,
                 points,
@@ -396,29 +448,24 @@ pub fn decode_by_series(
     let mut total = 0usize;
     while pos < bytes.len() {
         let offset = pos as u64;
-        let Some(header) = bytes.get(pos..pos + HEADER) else {
-            damage = Some(Damage::Torn { offset });
-            break;
+        let head = match next_record(&bytes[pos..]) {
+            Next::Record(head, _) => head,
+            Next::Incomplete => {
+                damage = Some(Damage::Torn { offset });
+                break;
+            }
+            Next::Corrupt => {
+                damage = Some(Damage::Corrupt {
+                    offset,
+                    reason: "checksum mismatch".into(),
+                });
+                break;
+            }
         };
-        let len = u32::from_le_bytes(header[0..4].try_into().expect("4")) as usize;
-        let Some(end) = (pos + HEADER)
-            .checked_add(len)
-            .filter(|e| *e <= bytes.len())
-        else {
-            damage = Some(Damage::Torn { offset });
-            break;
-        };
-        let crc = u32::from_le_bytes(header[4..8].try_into().expect("4"));
-        if crc32fast::hash(&bytes[pos + 8..end]) != crc {
-            damage = Some(Damage::Corrupt {
-                offset,
-                reason: "checksum mismatch".into(),
-            });
-            break;
-        }
-        let seq = u64::from_le_bytes(header[8..16].try_into().expect("8"));
-        let count = u32::from_le_bytes(header[16..20].try_into().expect("4"));
-        let base = i64::from_le_bytes(header[20..28].try_into().expect("8"));
+        let end = pos + HEADER + head.body;
+        let Head {
+            seq, count, base, ..
+        } = head;
         if count == NOTE {
             pos = end;
             continue;
@@ -591,9 +638,13 @@ impl Journal {
     }
 
     fn write(&mut self, seq: u64, record: &[u8], max_ts: Option<i64>) -> Result<u64> {
-        let seg = self.segments.last_mut().expect("rolled");
+        let (Some(seg), Some(file)) = (self.segments.last_mut(), self.file.as_mut()) else {
+            // `start` rolls before every write: this is a bug, not a disk.
+            return Err(Error::damaged(
+                "the raw journal has no open segment to append to",
+            ));
+        };
         let before = seg.bytes;
-        let file = self.file.as_mut().expect("open segment");
         if let Err(e) = file.write_all(record) {
             let _ = file.set_len(before);
             let _ = file.seek(SeekFrom::Start(before));

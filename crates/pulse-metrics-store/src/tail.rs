@@ -327,11 +327,17 @@ impl JournalTail {
                 if read_at(&mut file, off, &mut head)? < HEADER {
                     break;
                 }
-                let len = u32::from_le_bytes(head[0..4].try_into().expect("4")) as u64;
-                let seq = u64::from_le_bytes(head[8..16].try_into().expect("8"));
-                let count = u32::from_le_bytes(head[16..20].try_into().expect("4"));
-                let base = i64::from_le_bytes(head[20..28].try_into().expect("8"));
-                off += HEADER as u64 + len;
+                let Some(journal::Head {
+                    body,
+                    seq,
+                    count,
+                    base,
+                    ..
+                }) = journal::Head::read(&head)
+                else {
+                    break;
+                };
+                off += (HEADER + body) as u64;
                 if count == MARK || count == NOTE || self.want.is_some_and(|w| seq < w) {
                     continue;
                 }
@@ -405,23 +411,16 @@ enum Parsed {
 }
 
 fn parse(bytes: &[u8]) -> Parsed {
-    let Some(head) = bytes.get(..HEADER) else {
-        return Parsed::Incomplete;
-    };
-    let len = u32::from_le_bytes(head[0..4].try_into().expect("4")) as usize;
-    let Some(rec) = bytes.get(..HEADER + len) else {
-        return Parsed::Incomplete;
-    };
-    let crc = u32::from_le_bytes(head[4..8].try_into().expect("4"));
-    if crc32fast::hash(&rec[8..]) != crc {
-        return Parsed::Corrupt("checksum mismatch");
+    match journal::next_record(bytes) {
+        journal::Next::Record(h, _) => Parsed::Record(Head {
+            len: HEADER + h.body,
+            seq: h.seq,
+            count: h.count,
+            base: h.base,
+        }),
+        journal::Next::Incomplete => Parsed::Incomplete,
+        journal::Next::Corrupt => Parsed::Corrupt("checksum mismatch"),
     }
-    Parsed::Record(Head {
-        len: HEADER + len,
-        seq: u64::from_le_bytes(head[8..16].try_into().expect("8")),
-        count: u32::from_le_bytes(head[16..20].try_into().expect("4")),
-        base: i64::from_le_bytes(head[20..28].try_into().expect("8")),
-    })
 }
 
 /// Reads what was appended since the last read; returns the bytes read.

@@ -156,13 +156,25 @@ impl Writer {
         );
         let first_new = self.disk.shared.read().series.len();
         if !new_series.is_empty() {
-            let tx = self
-                .disk
-                .conn
-                .transaction_with_behavior(TransactionBehavior::Immediate)
-                .ctx("begin new series")?;
-            insert_series(&tx, first_new, &new_series)?;
-            tx.commit().ctx("commit new series")?;
+            // New series rows are made durable (the WAL fsynced) before the
+            // journal can hold points of them: the journal is fsynced at the
+            // next rollup, while a commit under `synchronous=NORMAL` reaches
+            // the disk only at a checkpoint, and after a power cut in
+            // between, points of a series the file does not know would stop
+            // the open. New series are rare (a new guest): one fsync each.
+            let conn = &mut self.disk.conn;
+            conn.pragma_update(None, "synchronous", "FULL")
+                .ctx("set synchronous")?;
+            let committed = (|| {
+                let tx = conn
+                    .transaction_with_behavior(TransactionBehavior::Immediate)
+                    .ctx("begin new series")?;
+                insert_series(&tx, first_new, &new_series)?;
+                tx.commit().ctx("commit new series")
+            })();
+            conn.pragma_update(None, "synchronous", "NORMAL")
+                .ctx("set synchronous")?;
+            committed?;
             self.disk.frames += new_series.len().div_ceil(16) + 1;
         }
         let seq = self.next_seq;
