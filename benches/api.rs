@@ -208,6 +208,13 @@ async fn run() {
                         range_seconds: 86_400,
                         late_count: 0,
                     },
+                    &server::listing::PageJson {
+                        total: 0,
+                        offset: 0,
+                        limit: None,
+                        items: Vec::new(),
+                        groups: &[],
+                    },
                 );
                 std::hint::black_box(body);
                 enc.push(t.elapsed().as_secs_f64() * 1000.0);

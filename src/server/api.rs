@@ -5,11 +5,12 @@
 //! writer thread). Request data is never unwrapped: anything a client sends
 //! ends in a 2xx or a 4xx naming the problem.
 
-use super::{App, charts, prom};
+use super::{App, charts, listing, prom};
 use crate::answer;
 use crate::config::{self, Config, MetricsConfig};
 use crate::model::{Point, now_ms, parse_timestamp};
-use crate::store::{Resource, SeriesFilter, TimeRange, point_from_json};
+use crate::pulse_ids::stored_metrics;
+use crate::store::{Resource, ResourceMap, SeriesFilter, Store, TimeRange, point_from_json};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -20,6 +21,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -333,6 +335,19 @@ impl Params {
         }
     }
 
+    /// `type`, `search`, `sort`, `limit` and `offset`: which resources a
+    /// page of `/api/charts` or `/series` holds ([`listing`]).
+    fn listing(&self) -> Result<listing::Request, ApiError> {
+        listing::Request::from_params(
+            self.get("type"),
+            self.get("search"),
+            self.get("sort"),
+            self.get("limit"),
+            self.get("offset"),
+        )
+        .map_err(ApiError::bad_request)
+    }
+
     fn max_points(&self) -> Result<Option<usize>, ApiError> {
         match self.get("maxPoints") {
             None => Ok(None),
@@ -609,16 +624,31 @@ async fn charts(
 ) -> ApiResult {
     let p = Params::from(query)?;
     let max_points = p.max_points()?;
+    let wanted = p.listing()?;
     let now = now_ms();
     let w = window(&p, now, true)?;
     let store = app.state.store.clone();
     let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
+        let (start, end) = (w.range.start, w.range.end);
+        let page = listing::page(
+            listing::rows(&store.keys(&SeriesFilter::default()), store.resources()),
+            &wanted,
+            |t, metric, rows| chart_values(&store, t, metric, rows, w.range, max_points),
+        )?;
+        // Only the page's series are read: a page of 50 rows costs what
+        // those rows cost, whatever the number of resources.
+        let filter = match wanted.is_everything() {
+            true => SeriesFilter::default(),
+            false => SeriesFilter {
+                resources: Some(listing::resource_set(&page.rows)),
+                ..SeriesFilter::default()
+            },
+        };
         // Uncapped from the store: each series is capped on the reader
         // thread by `charts::series`, which needs every point's tier first.
-        let (start, end) = (w.range.start, w.range.end);
         let many = store
-            .query_many_map(&SeriesFilter::default(), w.range, None, &|_, points| {
+            .query_many_map(&filter, w.range, None, &|_, points| {
                 charts::series(&points, start, end, max_points)
             })
             .map_err(ApiError::from_store)?;
@@ -627,17 +657,12 @@ async fn charts(
             .map_err(ApiError::from_store)?;
         // What is known about the resources in the answer, by the type
         // they are answered under.
-        let listed: std::collections::HashSet<(&str, &str)> = many
-            .series
-            .iter()
-            .map(|(k, _)| (k.resource_type.as_str(), k.resource_id.as_str()))
-            .collect();
-        let mut meta = crate::store::ResourceMap::new();
-        for r in store.resources() {
-            if listed.contains(&(r.resource_type.as_str(), r.resource_id.as_str())) {
-                meta.entry(crate::pulse_ids::canonical_type(&r.resource_type).to_string())
+        let mut meta = ResourceMap::new();
+        for row in &page.rows {
+            if let Some(m) = &row.meta {
+                meta.entry(row.resource_type.clone())
                     .or_default()
-                    .insert(r.resource_id, r.meta);
+                    .insert(row.resource_id.clone(), m.clone());
             }
         }
         Ok(charts::encode(
@@ -651,6 +676,7 @@ async fn charts(
                 range_seconds: (w.range.end - w.range.start) / 1000,
                 late_count,
             },
+            &page.json(),
         ))
     })
     .await?;
@@ -669,19 +695,106 @@ async fn charts(
         .into_response())
 }
 
+/// The value each of `rows` (of canonical type `t`) shows last for `metric`
+/// on the dashboard: the last point of its series over `range` capped at
+/// `max_points`, rounded as the answer rounds it; `None` without points.
+/// Of a series stored under a Pulse name and one under ours, ours wins, as
+/// in the answer.
+fn chart_values(
+    store: &Store,
+    t: &str,
+    metric: &str,
+    rows: &[listing::Row],
+    range: TimeRange,
+    max_points: Option<usize>,
+) -> Result<HashMap<String, Option<f64>>, ApiError> {
+    let mut out = HashMap::new();
+    for stored in stored_metrics(t, metric) {
+        let filter = SeriesFilter {
+            metric: Some(stored.to_string()),
+            resources: Some(listing::resource_set(rows)),
+            ..SeriesFilter::default()
+        };
+        let many = store
+            .query_many_map(&filter, range, max_points, &|_, points| {
+                points.last().map(|p| charts::chart_value(p.value))
+            })
+            .map_err(ApiError::from_store)?;
+        for (key, v) in many.series {
+            keep_value(&mut out, stored != metric, key.resource_id, v);
+        }
+    }
+    Ok(out)
+}
+
+/// A series under our metric name replaces what was there; one under
+/// Pulse's name only fills a gap.
+fn keep_value(out: &mut HashMap<String, Option<f64>>, renamed: bool, id: String, v: Option<f64>) {
+    if renamed {
+        out.entry(id).or_insert(v);
+    } else {
+        out.insert(id, v);
+    }
+}
+
 // ------------------------------------------------------ small endpoints
 
-async fn series(State(app): State<App>) -> ApiResult {
+async fn series(
+    State(app): State<App>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let wanted = Params::from(query)?.listing()?;
     let store = app.state.store.clone();
     let bytes = blocking(move || {
-        let series = store.series().map_err(ApiError::from_store)?;
-        let mut meta = crate::store::ResourceMap::new();
-        for r in store.resources() {
-            meta.entry(r.resource_type)
-                .or_default()
-                .insert(r.resource_id, r.meta);
-        }
-        to_json(&json!({ "series": series, "meta": meta }))
+        let page = listing::page(
+            listing::rows(&store.keys(&SeriesFilter::default()), store.resources()),
+            &wanted,
+            |t, metric, rows| {
+                // Sorted by the newest value of each series.
+                let mut out = HashMap::new();
+                for stored in stored_metrics(t, metric) {
+                    let filter = SeriesFilter {
+                        metric: Some(stored.to_string()),
+                        resources: Some(listing::resource_set(rows)),
+                        ..SeriesFilter::default()
+                    };
+                    let series = store
+                        .series_matching(&filter)
+                        .map_err(ApiError::from_store)?;
+                    for s in series {
+                        keep_value(&mut out, stored != metric, s.key.resource_id, s.last_value);
+                    }
+                }
+                Ok(out)
+            },
+        )?;
+        let mut meta = ResourceMap::new();
+        let series = if wanted.is_everything() {
+            for r in store.resources() {
+                meta.entry(r.resource_type)
+                    .or_default()
+                    .insert(r.resource_id, r.meta);
+            }
+            store.series().map_err(ApiError::from_store)?
+        } else {
+            for row in &page.rows {
+                for t in &row.stored_types {
+                    if let Some(m) = store.resource(t, &row.resource_id) {
+                        meta.entry(t.clone())
+                            .or_default()
+                            .insert(row.resource_id.clone(), m);
+                    }
+                }
+            }
+            let filter = SeriesFilter {
+                resources: Some(listing::resource_set(&page.rows)),
+                ..SeriesFilter::default()
+            };
+            store
+                .series_matching(&filter)
+                .map_err(ApiError::from_store)?
+        };
+        to_json(&json!({ "series": series, "meta": meta, "page": page.json() }))
     })
     .await?;
     Ok(json_bytes(bytes))

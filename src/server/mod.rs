@@ -6,6 +6,7 @@
 //! | `api`    | the router, auth, every `/api` handler and their JSON shapes |
 //! | `charts` | the `/api/charts` body (megabytes), written fast by hand     |
 //! | `jobs`   | rollup, retention and vacuum on their (live) intervals       |
+//! | `listing`| which resources a page holds: type filter, search, sort, paging |
 //! | `prom`   | `/metrics` in the Prometheus text format                     |
 //!
 //! [`serve`] is what `pulse-metrics serve` calls: it opens the store, binds,
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod charts;
 pub mod jobs;
+pub mod listing;
 pub mod prom;
 
 use crate::collectors::{self, Sink, StatusBoard};
