@@ -387,3 +387,50 @@ async fn bad_paging_parameters_are_refused_naming_them() {
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pages_follow_new_series_renames_and_merges_at_once() {
+    let (_dir, s) = fleet().await;
+    let (_, v) = s.get("/api/charts?range=1h&type=vm&limit=10").await;
+    assert_eq!(v["page"]["total"], 5);
+    // A new VM and a new metric of a known one.
+    s.write_sync(json!([
+        point("vm", "pve1:105", "cpu", 1.0, ago(10)),
+        point("vm", "pve1:101", "netin", 1.0, ago(10))
+    ]))
+    .await;
+    let (_, v) = s.get("/api/charts?range=1h&type=vm&limit=10").await;
+    assert_eq!(
+        items(&v),
+        [
+            "pve1:104", "pve1:105", "pve1:110", "pve1:103", "pve1:101", "pve1:102"
+        ]
+    );
+    assert_eq!(
+        v["page"]["groups"][0]["metrics"],
+        json!(["cpu", "memory", "netin"])
+    );
+    // A rename moves a resource in the order and to what a search finds.
+    let (st, body) = s
+        .post_json(
+            "/api/metrics-store/write?sync=true",
+            &json!({"resources": [{"resourceType": "vm", "resourceId": "pve1:105", "name": "zz-last"}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{body}");
+    let (_, v) = s.get("/api/charts?range=1h&type=vm&limit=10").await;
+    assert_eq!(items(&v).last().unwrap(), "pve1:105");
+    let (_, v) = s.get("/api/charts?range=1h&search=zz-la").await;
+    assert_eq!(items(&v), ["pve1:105"]);
+    // A merge into a resource that exists leaves one row.
+    let store = s.store.clone();
+    tokio::task::spawn_blocking(move || store.merge_resource("vm", "pve1:104", "pve1:103"))
+        .await
+        .unwrap()
+        .unwrap();
+    let (_, v) = s.get("/api/charts?range=1h&type=vm&limit=10").await;
+    assert_eq!(
+        items(&v),
+        ["pve1:110", "pve1:103", "pve1:101", "pve1:102", "pve1:105"]
+    );
+}

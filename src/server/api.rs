@@ -628,11 +628,13 @@ async fn charts(
     let now = now_ms();
     let w = window(&p, now, true)?;
     let store = app.state.store.clone();
+    let listed = app.state.listed.clone();
     let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
         let (start, end) = (w.range.start, w.range.end);
         let page = listing::page(
-            listing::rows(&store.keys(&SeriesFilter::default()), store.resources()),
+            &listed.listed(&store),
+            &listing::meta_index(store.resources()),
             &wanted,
             |t, metric, rows| chart_values(&store, t, metric, rows, w.range, max_points),
         )?;
@@ -641,7 +643,7 @@ async fn charts(
         let filter = match wanted.is_everything() {
             true => SeriesFilter::default(),
             false => SeriesFilter {
-                resources: Some(listing::resource_set(&page.rows)),
+                resources: Some(listing::resource_set(page.rows.iter().map(|r| &r.listed))),
                 ..SeriesFilter::default()
             },
         };
@@ -660,9 +662,9 @@ async fn charts(
         let mut meta = ResourceMap::new();
         for row in &page.rows {
             if let Some(m) = &row.meta {
-                meta.entry(row.resource_type.clone())
+                meta.entry(row.listed.resource_type.clone())
                     .or_default()
-                    .insert(row.resource_id.clone(), m.clone());
+                    .insert(row.listed.resource_id.clone(), m.clone());
             }
         }
         Ok(charts::encode(
@@ -704,7 +706,7 @@ fn chart_values(
     store: &Store,
     t: &str,
     metric: &str,
-    rows: &[listing::Row],
+    rows: &[&listing::Listed],
     range: TimeRange,
     max_points: Option<usize>,
 ) -> Result<HashMap<String, Option<f64>>, ApiError> {
@@ -712,7 +714,7 @@ fn chart_values(
     for stored in stored_metrics(t, metric) {
         let filter = SeriesFilter {
             metric: Some(stored.to_string()),
-            resources: Some(listing::resource_set(rows)),
+            resources: Some(listing::resource_set(rows.iter().copied())),
             ..SeriesFilter::default()
         };
         let many = store
@@ -745,9 +747,11 @@ async fn series(
 ) -> ApiResult {
     let wanted = Params::from(query)?.listing()?;
     let store = app.state.store.clone();
+    let listed = app.state.listed.clone();
     let bytes = blocking(move || {
         let page = listing::page(
-            listing::rows(&store.keys(&SeriesFilter::default()), store.resources()),
+            &listed.listed(&store),
+            &listing::meta_index(store.resources()),
             &wanted,
             |t, metric, rows| {
                 // Sorted by the newest value of each series.
@@ -755,7 +759,7 @@ async fn series(
                 for stored in stored_metrics(t, metric) {
                     let filter = SeriesFilter {
                         metric: Some(stored.to_string()),
-                        resources: Some(listing::resource_set(rows)),
+                        resources: Some(listing::resource_set(rows.iter().copied())),
                         ..SeriesFilter::default()
                     };
                     let series = store
@@ -778,16 +782,15 @@ async fn series(
             store.series().map_err(ApiError::from_store)?
         } else {
             for row in &page.rows {
-                for t in &row.stored_types {
-                    if let Some(m) = store.resource(t, &row.resource_id) {
-                        meta.entry(t.clone())
-                            .or_default()
-                            .insert(row.resource_id.clone(), m);
+                let id = &row.listed.resource_id;
+                for t in &row.listed.stored_types {
+                    if let Some(m) = store.resource(t, id) {
+                        meta.entry(t.clone()).or_default().insert(id.clone(), m);
                     }
                 }
             }
             let filter = SeriesFilter {
-                resources: Some(listing::resource_set(&page.rows)),
+                resources: Some(listing::resource_set(page.rows.iter().map(|r| &r.listed))),
                 ..SeriesFilter::default()
             };
             store

@@ -16,11 +16,13 @@
 //! (Pulse's aliases folded, [`canonical_type`]), with every type their
 //! series are stored under.
 
-use crate::pulse_ids::{canonical_metric, canonical_type};
-use crate::store::{Resource, ResourceMeta, SeriesKey};
+use crate::pulse_ids::{canonical_metric, canonical_type, stored_types};
+use crate::store::{Resource, ResourceMeta, SeriesFilter, SeriesKey, Store};
+use parking_lot::Mutex;
 use serde::Serialize;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 /// The order of the dashboard's groups; other types follow, by name.
 pub const TYPE_ORDER: [&str; 6] = [
@@ -205,37 +207,74 @@ impl Sorts {
     }
 }
 
-/// One resource, under the type it is answered as.
+/// One resource as its series make it, under the type it is answered as:
+/// what [`listed`] derives from the store's keys, kept in a [`Cache`] while
+/// they stay the same.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Row {
+pub struct Listed {
     /// The canonical type.
     pub resource_type: String,
     pub resource_id: String,
-    /// The types its series are stored under: the canonical one and/or
-    /// Pulse's aliases of it.
+    /// The types its series are stored under: the canonical one first,
+    /// and/or Pulse's aliases of it.
     pub stored_types: Vec<String>,
     /// Its (canonical) metrics.
-    pub metrics: BTreeSet<String>,
-    /// What is known about it (from the first stored type that has any).
+    pub metrics: Vec<String>,
+}
+
+/// Resource metadata by stored type, then id.
+pub type MetaIndex = HashMap<String, HashMap<String, ResourceMeta>>;
+
+/// `resources` (as `Store::resources` lists them) by type and id.
+pub fn meta_index(resources: Vec<Resource>) -> MetaIndex {
+    let mut meta = MetaIndex::new();
+    for r in resources {
+        meta.entry(r.resource_type)
+            .or_default()
+            .insert(r.resource_id, r.meta);
+    }
+    meta
+}
+
+/// A row of a page: a resource and what is known about it (from the first
+/// of its stored types that has any).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub listed: Listed,
     pub meta: Option<ResourceMeta>,
 }
 
-impl Row {
+/// A resource with its metadata, while a list is filtered and ordered.
+#[derive(Clone, Copy)]
+struct Entry<'a> {
+    listed: &'a Listed,
+    meta: Option<&'a ResourceMeta>,
+}
+
+impl<'a> Entry<'a> {
+    fn new(listed: &'a Listed, index: &'a MetaIndex) -> Entry<'a> {
+        let meta = listed
+            .stored_types
+            .iter()
+            .find_map(|t| index.get(t).and_then(|ids| ids.get(&listed.resource_id)));
+        Entry { listed, meta }
+    }
+
     /// The name the dashboard shows first: the metadata's name, else the
     /// id's last part after a colon.
-    pub fn name(&self) -> &str {
-        match self.meta.as_ref().and_then(|m| m.name.as_deref()) {
+    fn name(&self) -> &'a str {
+        match self.meta.and_then(|m| m.name.as_deref()) {
             Some(n) if !n.is_empty() => n,
-            _ => last_part(&self.resource_id),
+            _ => last_part(&self.listed.resource_id),
         }
     }
 
     fn matches(&self, search: &str) -> bool {
         let has = |s: &str| s.to_lowercase().contains(search);
-        if has(&self.resource_id) {
+        if has(&self.listed.resource_id) {
             return true;
         }
-        let Some(m) = &self.meta else { return false };
+        let Some(m) = self.meta else { return false };
         [&m.name, &m.node, &m.instance]
             .into_iter()
             .flatten()
@@ -253,43 +292,79 @@ fn last_part(id: &str) -> &str {
     }
 }
 
-/// Every resource that has a series (`keys`, merged series left out), with
-/// its metadata from `resources` (as `Store::resources` lists them), in
-/// (canonical type, id) order.
-pub fn rows(keys: &[SeriesKey], resources: Vec<Resource>) -> Vec<Row> {
-    let mut meta: HashMap<(String, String), ResourceMeta> = resources
-        .into_iter()
-        .map(|r| ((r.resource_type, r.resource_id), r.meta))
-        .collect();
-    let mut by_id: BTreeMap<(&str, &str), Row> = BTreeMap::new();
+/// Every resource that has a series (`keys` in key order, merged series
+/// left out). One pass: a resource's series are adjacent in key order, but
+/// for those stored under one of Pulse's aliases of their type.
+pub fn listed(keys: &[SeriesKey]) -> Vec<Listed> {
+    let mut rows: Vec<Listed> = Vec::new();
+    // Rows of the types Pulse has other names for, to find a resource's
+    // row again under the next name.
+    let mut aliased: HashMap<(&str, &str), usize> = HashMap::new();
     for k in keys {
         let t = canonical_type(&k.resource_type);
-        let row = by_id.entry((t, &k.resource_id)).or_insert_with(|| Row {
-            resource_type: t.to_string(),
-            resource_id: k.resource_id.clone(),
-            stored_types: Vec::new(),
-            metrics: BTreeSet::new(),
-            meta: None,
-        });
-        if !row.stored_types.contains(&k.resource_type) {
-            row.stored_types.push(k.resource_type.clone());
+        let i = match rows.last() {
+            Some(r)
+                if r.resource_id == k.resource_id
+                    && r.stored_types.last() == Some(&k.resource_type) =>
+            {
+                rows.len() - 1
+            }
+            _ => {
+                let named_twice = t != k.resource_type || stored_types(t).len() > 1;
+                match aliased.get(&(t, k.resource_id.as_str())) {
+                    Some(&i) if named_twice => {
+                        rows[i].stored_types.push(k.resource_type.clone());
+                        i
+                    }
+                    _ => {
+                        rows.push(Listed {
+                            resource_type: t.to_string(),
+                            resource_id: k.resource_id.clone(),
+                            stored_types: vec![k.resource_type.clone()],
+                            metrics: Vec::new(),
+                        });
+                        if named_twice {
+                            aliased.insert((t, &k.resource_id), rows.len() - 1);
+                        }
+                        rows.len() - 1
+                    }
+                }
+            }
+        };
+        let metric = canonical_metric(t, &k.metric);
+        if !rows[i].metrics.iter().any(|m| m == metric) {
+            rows[i].metrics.push(metric.to_string());
         }
-        row.metrics
-            .insert(canonical_metric(t, &k.metric).to_string());
     }
-    by_id
-        .into_values()
-        .map(|mut row| {
-            // The canonical type's metadata first, then an alias's.
-            row.stored_types
-                .sort_by_key(|t| (*t != row.resource_type, t.clone()));
-            row.meta = row
-                .stored_types
-                .iter()
-                .find_map(|t| meta.remove(&(t.clone(), row.resource_id.clone())));
-            row
-        })
-        .collect()
+    for row in rows.iter_mut().filter(|r| r.stored_types.len() > 1) {
+        // The canonical type first: its metadata wins over an alias's.
+        let t = row.resource_type.clone();
+        row.stored_types
+            .sort_by(|a, b| (*a != t, a).cmp(&(*b != t, b)));
+    }
+    rows
+}
+
+/// [`listed`] of the store's keys, made again only when they change
+/// (`Store::keys_version`): listing 40,000 series is most of a page's
+/// cost otherwise.
+#[derive(Default)]
+pub struct Cache(Mutex<Option<(u64, Arc<Vec<Listed>>)>>);
+
+impl Cache {
+    pub fn listed(&self, store: &Store) -> Arc<Vec<Listed>> {
+        let version = store.keys_version();
+        if let Some((v, list)) = &*self.0.lock()
+            && *v == version
+        {
+            return list.clone();
+        }
+        // Read after the version: a change in between is kept under the
+        // older version, and made again at the next call.
+        let list = Arc::new(listed(&store.keys(&SeriesFilter::default())));
+        *self.0.lock() = Some((version, list.clone()));
+        list
+    }
 }
 
 /// One type's rows in the whole (filtered) list.
@@ -332,12 +407,31 @@ fn compare_types(a: &str, b: &str) -> Ordering {
     ra.cmp(&rb).then_with(|| compare_names(ta, tb))
 }
 
-/// By name shown, then id: a total order (ids are unique within a type).
-fn by_name(a: &Row, b: &Row) -> Ordering {
-    compare_names(a.name(), b.name())
-        .then_with(|| compare_names(&a.resource_id, &b.resource_id))
-        .then_with(|| a.name().cmp(b.name()))
-        .then_with(|| a.resource_id.cmp(&b.resource_id))
+/// What rows sort by when by name: the name shown, then the id, in natural
+/// order, then byte by byte: a total order (ids are unique within a type).
+/// Made once per row, so a sort of thousands of rows compares bytes.
+fn name_key(e: &Entry) -> (Vec<u8>, Vec<u8>, String, String) {
+    (
+        natural_key(e.name()),
+        natural_key(&e.listed.resource_id),
+        e.name().to_string(),
+        e.listed.resource_id.clone(),
+    )
+}
+
+/// A value's place: missing values lowest, so first ascending and last
+/// descending; numbers in `f64::total_cmp`'s order.
+fn value_key(v: Option<f64>, descending: bool) -> (u8, u64) {
+    let ordered = |x: f64| {
+        let b = x.to_bits();
+        if b >> 63 == 1 { !b } else { b | 1 << 63 }
+    };
+    match (v, descending) {
+        (None, false) => (0, 0),
+        (Some(x), false) => (1, ordered(x)),
+        (Some(x), true) => (0, !ordered(x)),
+        (None, true) => (1, 0),
+    }
 }
 
 /// Filters `all` by `request`'s types and search, orders each type as asked
@@ -345,30 +439,34 @@ fn by_name(a: &Row, b: &Row) -> Ordering {
 /// of `metric` in the range for the rows of a type sorted by that metric
 /// (by id; `None`: no point in the range).
 pub fn page<E>(
-    all: Vec<Row>,
+    all: &[Listed],
+    meta: &MetaIndex,
     request: &Request,
-    mut values: impl FnMut(&str, &str, &[Row]) -> Result<HashMap<String, Option<f64>>, E>,
+    mut values: impl FnMut(&str, &str, &[&Listed]) -> Result<HashMap<String, Option<f64>>, E>,
 ) -> Result<Page, E> {
-    let mut by_type: BTreeMap<String, (Vec<Row>, BTreeSet<String>)> = BTreeMap::new();
-    for row in all {
-        if let Some(types) = &request.types
-            && !types.contains(&row.resource_type)
-        {
-            continue;
-        }
-        let (rows, metrics) = by_type.entry(row.resource_type.clone()).or_default();
-        metrics.extend(row.metrics.iter().cloned());
-        if request.search.as_deref().is_none_or(|s| row.matches(s)) {
-            rows.push(row);
+    let wanted = |row: &Listed| {
+        request
+            .types
+            .as_ref()
+            .is_none_or(|t| t.contains(&row.resource_type))
+    };
+    // A table's columns: every metric of its type, whatever the search.
+    let mut columns: HashMap<&str, BTreeSet<&str>> = HashMap::new();
+    let mut by_type: HashMap<&str, Vec<Entry>> = HashMap::new();
+    for row in all.iter().filter(|r| wanted(r)) {
+        columns
+            .entry(&row.resource_type)
+            .or_default()
+            .extend(row.metrics.iter().map(String::as_str));
+        let entry = Entry::new(row, meta);
+        if request.search.as_deref().is_none_or(|s| entry.matches(s)) {
+            by_type.entry(&row.resource_type).or_default().push(entry);
         }
     }
-    let mut types: Vec<(String, (Vec<Row>, BTreeSet<String>))> = by_type
-        .into_iter()
-        .filter(|(_, (rows, _))| !rows.is_empty())
-        .collect();
-    types.sort_by(|a, b| compare_types(&a.0, &b.0));
+    let mut types: Vec<(&str, Vec<Entry>)> = by_type.into_iter().collect();
+    types.sort_by(|a, b| compare_types(a.0, b.0));
 
-    let total: usize = types.iter().map(|(_, (rows, _))| rows.len()).sum();
+    let total: usize = types.iter().map(|(_, rows)| rows.len()).sum();
     let offset = request.offset.min(total);
     let end = request
         .limit
@@ -376,37 +474,45 @@ pub fn page<E>(
     let mut groups = Vec::with_capacity(types.len());
     let mut out = Vec::with_capacity(end - offset);
     let mut start = 0;
-    for (t, (mut rows, metrics)) in types {
+    for (t, mut rows) in types {
         let n = rows.len();
         // Only a type with rows in the page needs ordering.
         if start < end && start + n > offset {
-            let sort = request.sort.of(&t);
+            let sort = request.sort.of(t);
             match &sort.key {
                 Key::Name => {
-                    rows.sort_unstable_by(by_name);
+                    rows.sort_by_cached_key(name_key);
                     if sort.descending {
                         rows.reverse();
                     }
                 }
                 Key::Metric(m) => {
-                    let v = values(&t, m, &rows)?;
-                    let value = |r: &Row| v.get(&r.resource_id).copied().flatten();
-                    rows.sort_by(|a, b| {
-                        let o = compare_values(value(a), value(b));
-                        let o = if sort.descending { o.reverse() } else { o };
-                        o.then_with(|| by_name(a, b))
+                    let listed: Vec<&Listed> = rows.iter().map(|e| e.listed).collect();
+                    let v = values(t, m, &listed)?;
+                    // Equal values by name, ascending whichever the direction.
+                    rows.sort_by_cached_key(|e| {
+                        let value = v.get(&e.listed.resource_id).copied().flatten();
+                        (value_key(value, sort.descending), name_key(e))
                     });
                 }
             }
             let from = offset.saturating_sub(start);
             let to = (end - start).min(n);
-            out.extend(rows.drain(from..to));
+            out.extend(rows[from..to].iter().map(|e| Row {
+                listed: e.listed.clone(),
+                meta: e.meta.cloned(),
+            }));
         }
         groups.push(Group {
-            resource_type: t,
+            resource_type: t.to_string(),
             start,
             total: n,
-            metrics,
+            metrics: columns
+                .remove(t)
+                .unwrap_or_default()
+                .into_iter()
+                .map(str::to_string)
+                .collect(),
         });
         start += n;
     }
@@ -419,17 +525,9 @@ pub fn page<E>(
     })
 }
 
-/// Missing values lowest.
-fn compare_values(a: Option<f64>, b: Option<f64>) -> Ordering {
-    match (a, b) {
-        (Some(a), Some(b)) => a.total_cmp(&b),
-        (a, b) => a.is_some().cmp(&b.is_some()),
-    }
-}
-
 /// The series filter's resource set for `rows`: stored type -> ids.
 pub fn resource_set<'a>(
-    rows: impl IntoIterator<Item = &'a Row>,
+    rows: impl IntoIterator<Item = &'a Listed>,
 ) -> HashMap<String, HashSet<String>> {
     let mut set: HashMap<String, HashSet<String>> = HashMap::new();
     for row in rows {
@@ -471,8 +569,8 @@ impl Page {
                 .rows
                 .iter()
                 .map(|r| Item {
-                    resource_type: &r.resource_type,
-                    resource_id: &r.resource_id,
+                    resource_type: &r.listed.resource_type,
+                    resource_id: &r.listed.resource_id,
                 })
                 .collect(),
             groups: &self.groups,
@@ -486,35 +584,33 @@ impl Page {
 /// before `vm10`, `01` equal to `1`), letters by their lower case, and
 /// spaces before punctuation before digits before letters.
 pub fn compare_names(a: &str, b: &str) -> Ordering {
-    let (mut i, mut j) = (0, 0);
-    loop {
-        let (c, d) = match (a[i..].chars().next(), b[j..].chars().next()) {
-            (None, None) => return Ordering::Equal,
-            // Whichever runs out first sorts first.
-            (None, Some(_)) => return Ordering::Less,
-            (Some(_), None) => return Ordering::Greater,
-            (Some(c), Some(d)) => (c, d),
-        };
-        if c.is_ascii_digit() && d.is_ascii_digit() {
-            let ea = i + a[i..].bytes().take_while(u8::is_ascii_digit).count();
-            let eb = j + b[j..].bytes().take_while(u8::is_ascii_digit).count();
-            let (na, nb) = (
-                a[i..ea].trim_start_matches('0'),
-                b[j..eb].trim_start_matches('0'),
-            );
-            let o = na.len().cmp(&nb.len()).then_with(|| na.cmp(nb));
-            if o != Ordering::Equal {
-                return o;
-            }
-            (i, j) = (ea, eb);
-            continue;
+    natural_key(a).cmp(&natural_key(b))
+}
+
+/// Bytes that compare as [`compare_names`] compares `s`: each run of
+/// digits as its class, its length without leading zeros and its digits;
+/// each other character as its class and its lower case in UTF-8 (which
+/// keeps the order of code points, and no character's bytes begin
+/// another's).
+fn natural_key(s: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(s.len() * 2);
+    let mut rest = s;
+    while let Some(c) = rest.chars().next() {
+        if c.is_ascii_digit() {
+            let run = rest.bytes().take_while(u8::is_ascii_digit).count();
+            let digits = rest[..run].trim_start_matches('0');
+            key.push(class(c));
+            key.extend_from_slice(&(digits.len() as u32).to_be_bytes());
+            key.extend_from_slice(digits.as_bytes());
+            rest = &rest[run..];
+        } else {
+            key.push(class(c));
+            let mut buf = [0; 4];
+            key.extend_from_slice(fold(c).encode_utf8(&mut buf).as_bytes());
+            rest = &rest[c.len_utf8()..];
         }
-        let o = class(c).cmp(&class(d)).then_with(|| fold(c).cmp(&fold(d)));
-        if o != Ordering::Equal {
-            return o;
-        }
-        (i, j) = (i + c.len_utf8(), j + d.len_utf8());
     }
+    key
 }
 
 fn class(c: char) -> u8 {
@@ -618,12 +714,15 @@ mod tests {
     }
 
     fn ids(page: &Page) -> Vec<&str> {
-        page.rows.iter().map(|r| r.resource_id.as_str()).collect()
+        page.rows
+            .iter()
+            .map(|r| r.listed.resource_id.as_str())
+            .collect()
     }
 
     fn run(req: &Request) -> Page {
         let (keys, res) = fleet();
-        page(rows(&keys, res), req, |_, _, rows| {
+        page(&listed(&keys), &meta_index(res), req, |_, _, rows| {
             // The value of a row: its id's digits, if any.
             Ok::<_, ()>(
                 rows.iter()
@@ -689,7 +788,10 @@ mod tests {
         // Aliases are answered under the canonical type, with their stored one.
         let proxy = &p.rows[7];
         assert_eq!(
-            (proxy.resource_type.as_str(), proxy.stored_types.clone()),
+            (
+                proxy.listed.resource_type.as_str(),
+                proxy.listed.stored_types.clone()
+            ),
             ("container", vec!["oci-container".to_string()])
         );
         assert_eq!(proxy.meta.as_ref().unwrap().name.as_deref(), Some("proxy"));

@@ -61,6 +61,9 @@ pub(crate) struct AppState {
     pub board: StatusBoard,
     pub prom: prom::HttpMetrics,
     pub jobs: jobs::JobCounters,
+    /// The resources the store's series make, for pages of `/api/charts`
+    /// and `/series`, kept while the series stay the same.
+    pub listed: Arc<listing::Cache>,
     /// `server.api_token`, if non-empty. Fixed for the life of the process.
     pub token: Option<String>,
     /// Unix ms the service started (health checks measure from here).
@@ -81,6 +84,7 @@ impl App {
                 board: StatusBoard::default(),
                 prom: prom::HttpMetrics::default(),
                 jobs: jobs::JobCounters::default(),
+                listed: Arc::default(),
                 token,
                 started_ms: crate::model::now_ms(),
             }),

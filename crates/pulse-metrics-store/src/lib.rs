@@ -871,6 +871,22 @@ impl Store {
         keys
     }
 
+    /// A number that changes whenever the series `keys()` lists change (a
+    /// series is created, or merged into another): cheap, for a caller that
+    /// keeps what it derives from `keys()` until they change.
+    pub fn keys_version(&self) -> u64 {
+        let st = self.inner.shared.read();
+        // Series are never removed, and a merged series' key leads to the
+        // series it was merged into: the listed keys change exactly when
+        // one of these two counts grows.
+        let merged = st
+            .ids
+            .iter()
+            .filter(|(key, sid)| st.series[**sid as usize].key != **key)
+            .count() as u64;
+        ((st.series.len() as u64) << 32) | merged
+    }
+
     /// Where the stored data begins (Unix ms, 0 when nothing is stored):
     /// `stats().oldest_data_timestamp` without the rest of the stats.
     pub fn oldest_data_timestamp(&self) -> Result<i64> {
