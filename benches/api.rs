@@ -452,12 +452,16 @@ fn load_scale(store: &Store, resources: &[pulse_metrics::Resource], now: i64) ->
             ));
         }
         if buckets.len() >= 160_000 {
-            written += store.import_buckets(Tier::Minute, &buckets).expect("import");
+            written += store
+                .import_buckets(Tier::Minute, &buckets)
+                .expect("import");
             buckets.clear();
         }
         minute += 60_000;
     }
-    written += store.import_buckets(Tier::Minute, &buckets).expect("import");
+    written += store
+        .import_buckets(Tier::Minute, &buckets)
+        .expect("import");
     let mut batch = Vec::with_capacity(keys.len());
     let mut ts = raw_from;
     let mut next_rollup = raw_from + 300_000;
@@ -520,7 +524,12 @@ async fn at_scale(
         let _ = stop_rx.await;
     }));
     // Warm-up: the resource list is made once, then kept.
-    latency(client, &format!("{base}/api/charts?range=24h&maxPoints=120&limit=50"), 2).await;
+    latency(
+        client,
+        &format!("{base}/api/charts?range=24h&maxPoints=120&limit=50"),
+        2,
+    )
+    .await;
     for (label, query, runs) in [
         ("page", "limit=50", PAGE_REQUESTS),
         ("page_deep", "limit=50&offset=5000", PAGE_REQUESTS),
@@ -534,8 +543,14 @@ async fn at_scale(
             "at scale /api/charts?range=24h&maxPoints=120&{query}: p50 {p50:.1} ms, p99 {p99:.1} ms ({points} points, {:.1} KiB) over {runs} requests",
             bytes as f64 / 1024.0
         );
-        figures.insert(format!("scale_{label}_p50_ms"), serde_json::json!(round(p50)));
-        figures.insert(format!("scale_{label}_p99_ms"), serde_json::json!(round(p99)));
+        figures.insert(
+            format!("scale_{label}_p50_ms"),
+            serde_json::json!(round(p50)),
+        );
+        figures.insert(
+            format!("scale_{label}_p99_ms"),
+            serde_json::json!(round(p99)),
+        );
         figures.insert(format!("scale_{label}_bytes"), serde_json::json!(bytes));
     }
     figures.insert("scale_resources".into(), serde_json::json!(n));

@@ -20,8 +20,9 @@ use crate::config::parse_duration;
 use crate::error::{Error, Result};
 use crate::model::{HistoryPoint, SeriesKey, Tier, parse_timestamp};
 use crate::pulse_ids::{canonical_metric, canonical_type, stored_metrics, stored_types};
+use crate::reads::Reads;
 use crate::segments::Segment;
-use crate::store::{ResourceMeta, SeriesFilter, Store, TimeRange};
+use crate::store::{ResourceMeta, SeriesFilter, TimeRange};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -214,8 +215,8 @@ fn segments_of(points: &[HistoryPoint], range: TimeRange, max: Option<usize>) ->
     crate::segments::segments(&capped)
 }
 
-/// Answers a history request from the store.
-pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer> {
+/// Answers a history request from the store or the remote engine.
+pub fn history(store: &Reads, request: &HistoryRequest) -> Result<HistoryAnswer> {
     let range = request.time_range();
     let max = request.max_points;
     // The type the resource is stored under: the canonical one, else a
@@ -229,7 +230,7 @@ pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer>
     let types = stored_types(&request.resource_type);
     let stored_type = types
         .iter()
-        .find(|t| !store.keys(&of(t)).is_empty())
+        .find(|t| store.keys(&of(t)).is_ok_and(|k| !k.is_empty()))
         .copied()
         .unwrap_or(&request.resource_type);
     let (tier, points, metrics, segments) = match &request.metric {
@@ -241,7 +242,7 @@ pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer>
                         metric: Some(m.to_string()),
                         ..of(stored_type)
                     };
-                    !store.keys(&f).is_empty()
+                    store.keys(&f).is_ok_and(|k| !k.is_empty())
                 })
                 .unwrap_or(metric);
             let key = SeriesKey::new(stored_type, id, metric);
@@ -298,13 +299,14 @@ pub fn history(store: &Store, request: &HistoryRequest) -> Result<HistoryAnswer>
         points,
         metrics,
         segments,
-        meta: store.resource(stored_type, id),
+        meta: store.resource(stored_type, id)?,
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::Store;
 
     const NOW: i64 = 1_700_000_000_000;
 
@@ -386,7 +388,7 @@ mod tests {
         let one =
             HistoryRequest::from_params("vm", "1", Some("cpu"), Some("1h"), None, None, NOW, None)
                 .unwrap();
-        let v = serde_json::to_value(history(&store, &one).unwrap()).unwrap();
+        let v = serde_json::to_value(history(&Reads::Local(store.clone()), &one).unwrap()).unwrap();
         assert_eq!(
             v,
             serde_json::json!({"resourceType":"vm","resourceId":"1","metric":"cpu","range":"1h",
@@ -404,7 +406,7 @@ mod tests {
             None,
         )
         .unwrap();
-        let v = serde_json::to_value(history(&store, &all).unwrap()).unwrap();
+        let v = serde_json::to_value(history(&Reads::Local(store.clone()), &all).unwrap()).unwrap();
         assert_eq!(v["range"], serde_json::Value::Null);
         assert_eq!(v["metric"], serde_json::Value::Null);
         assert!(v.get("points").is_none());
@@ -414,14 +416,14 @@ mod tests {
 
         let mut all = all;
         all.segments = true;
-        let v = serde_json::to_value(history(&store, &all).unwrap()).unwrap();
+        let v = serde_json::to_value(history(&Reads::Local(store.clone()), &all).unwrap()).unwrap();
         assert_eq!(
             v["segments"]["cpu"],
             serde_json::json!([{"start": NOW - 1000, "tier": "raw", "width": 1000}])
         );
         let mut one = one;
         one.segments = true;
-        let v = serde_json::to_value(history(&store, &one).unwrap()).unwrap();
+        let v = serde_json::to_value(history(&Reads::Local(store.clone()), &one).unwrap()).unwrap();
         assert_eq!(v["segments"][0]["tier"], "raw");
         assert!(v.get("meta").is_none(), "nothing known about vm 1");
 
@@ -448,7 +450,8 @@ mod tests {
             None,
         )
         .unwrap();
-        let v = serde_json::to_value(history(&store, &usage).unwrap()).unwrap();
+        let v =
+            serde_json::to_value(history(&Reads::Local(store.clone()), &usage).unwrap()).unwrap();
         assert_eq!(v["metric"], "disk");
         assert_eq!(v["points"][0]["value"], 40.0);
         assert_eq!(v["meta"], serde_json::json!({"name": "local-lvm"}));

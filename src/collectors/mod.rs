@@ -42,8 +42,11 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 impl Sink for crate::Store {
+    /// Samples arrive live: a point stamped too far ahead of this clock or
+    /// older than every retention refuses the batch (`Store::write_live`),
+    /// as on the write API.
     fn write(&self, points: &[Point]) -> crate::Result<usize> {
-        self.write_batch(points)
+        self.write_live(points, crate::model::now_ms())
     }
 
     fn write_resources(&self, resources: &[Resource]) -> crate::Result<usize> {
@@ -68,7 +71,8 @@ impl Sink for crate::Store {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectorStatus {
-    /// `host`, or `proxmox:<instance name>`.
+    /// `host`, `proxmox:<instance name>` (polled), or `influx:<instance>`
+    /// (pushed in line protocol).
     pub name: String,
     /// `starting`, `ok`, `error` or `disabled`.
     pub state: String,
@@ -81,6 +85,9 @@ pub struct CollectorStatus {
     pub consecutive_failures: u32,
     /// Points written since start.
     pub points_written: u64,
+    /// Failures since start: failed polls, refused pushes, bad lines
+    /// skipped from UDP.
+    pub errors: u64,
 }
 
 impl CollectorStatus {
@@ -93,6 +100,7 @@ impl CollectorStatus {
             last_error: String::new(),
             consecutive_failures: 0,
             points_written: 0,
+            errors: 0,
         }
     }
 }

@@ -11,9 +11,12 @@
 //! log.
 
 mod resources;
-mod tls;
+pub mod sample;
+/// Shared with the remote-write client (`crate::remote`).
+pub(crate) mod tls;
 
-pub use resources::{COUNTERS, Parsed, RateState, parse_body, parse_resources};
+pub use resources::{Parsed, parse_body, parse_resources};
+pub use sample::{COUNTERS, RateState};
 
 use super::{CollectorStatus, Sink, StatusBoard};
 use crate::config::{ProxmoxConfig, ProxmoxInstance};
@@ -291,6 +294,7 @@ impl Poller {
                         s.state = "error".into();
                         s.last_error = message.clone();
                         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                        s.errors = s.errors.saturating_add(1);
                     }
                 }
             });

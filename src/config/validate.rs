@@ -12,7 +12,9 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.metrics.validate()?;
         self.server.validate()?;
-        self.collectors.validate()
+        self.collectors.validate()?;
+        self.ingest.influx.validate()?;
+        self.export.validate(&self.metrics)
     }
 
     /// Every check a start makes before it opens the store: [`validate`],
@@ -24,6 +26,17 @@ impl Config {
     pub fn check_startable(&self) -> Result<()> {
         self.validate()?;
         self.metrics.ensure_database_dir()
+    }
+}
+
+impl InfluxConfig {
+    /// `udp` empty or `host:port`; `udp_instance` a valid instance name.
+    pub fn validate(&self) -> Result<()> {
+        if !self.udp.is_empty() {
+            check_listen(&self.udp).map_err(|m| Error::config("ingest.influx.udp", m))?;
+        }
+        crate::influx::check_instance(&self.udp_instance)
+            .map_err(|m| Error::config("ingest.influx.udp_instance", m))
     }
 }
 
@@ -43,8 +56,53 @@ impl ServerConfig {
                 "must not contain control characters",
             ));
         }
-        Ok(())
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            if crate::server::guard::HostName::parse(host).is_none() {
+                return Err(Error::config(
+                    format!("server.allowed_hosts[{i}]"),
+                    format!(
+                        "{host:?} is not a host name or IP address, optionally with :port (e.g. metrics.example.com or metrics.example.com:443); no scheme or path"
+                    ),
+                ));
+            }
+        }
+        check_range(
+            "server.header_read_timeout",
+            self.header_read_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        )?;
+        check_range(
+            "server.idle_timeout",
+            self.idle_timeout,
+            Duration::from_secs(1),
+            HOUR,
+        )?;
+        check_range(
+            "server.request_timeout",
+            self.request_timeout,
+            Duration::from_secs(5),
+            HOUR,
+        )?;
+        check_count("server.max_connections", self.max_connections, 8, 1_000_000)?;
+        check_count(
+            "server.max_answer_points",
+            self.max_answer_points,
+            1_000,
+            1_000_000_000,
+        )?;
+        check_count("server.max_heavy_reads", self.max_heavy_reads, 1, 256)
     }
+}
+
+fn check_count(key: &str, value: usize, min: usize, max: usize) -> Result<()> {
+    if value < min || value > max {
+        return Err(Error::config(
+            key,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Accepts what a socket can bind: `127.0.0.1:7656`, `[::1]:7656`,

@@ -5,16 +5,18 @@
 //! writer thread). Request data is never unwrapped: anything a client sends
 //! ends in a 2xx or a 4xx naming the problem.
 
-use super::{App, charts, listing, prom};
+use super::{App, charts, guard, listing, prom};
 use crate::answer;
 use crate::config::{self, Config, MetricsConfig};
-use crate::model::{Point, now_ms, parse_timestamp};
+use crate::model::{Point, Tier, now_ms, parse_timestamp};
 use crate::pulse_ids::stored_metrics;
-use crate::store::{Resource, ResourceMap, SeriesFilter, Store, TimeRange, point_from_json};
+use crate::reads::Reads;
+use crate::store::{Resource, ResourceMap, SeriesFilter, TimeRange, point_from_json};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -49,14 +51,17 @@ const DEFAULT_CHART_RANGE: &str = "1h";
 
 /// The whole service's router.
 pub fn router(app: App) -> Router {
+    let json = || middleware::from_fn(guard::require_json);
     let api = Router::new()
-        .route("/metrics-store/write", post(write))
+        .route("/metrics-store/write", post(write.layer(json())))
         .route("/metrics-store/history", get(history))
         .route("/metrics-store/series", get(series))
         .route("/metrics-store/stats", get(stats))
         .route(
             "/metrics-store/config",
-            get(get_config).put(put_config).delete(delete_config),
+            get(get_config)
+                .put(put_config.layer(json()))
+                .delete(delete_config),
         )
         .route("/metrics-store/config/sources", get(config_sources))
         .route("/metrics-store/maintenance", post(maintenance))
@@ -68,9 +73,15 @@ pub fn router(app: App) -> Router {
         .nest("/api", api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .merge(super::influx::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone())
         .merge(crate::ui::router())
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            guard::check_request,
+        ))
         .layer(middleware::from_fn_with_state(app, log_requests))
         .layer(compression())
 }
@@ -109,7 +120,7 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn with_details(mut self, details: Vec<Value>) -> ApiError {
+    pub(crate) fn with_details(mut self, details: Vec<Value>) -> ApiError {
         self.details = details;
         self
     }
@@ -117,7 +128,7 @@ impl ApiError {
     /// Maps a store error to its status: bad input 400 (with per-point
     /// details), a full queue 503 + `Retry-After`, a closed store 503,
     /// anything else 500.
-    fn from_store(e: crate::Error) -> ApiError {
+    pub(crate) fn from_store(e: crate::Error) -> ApiError {
         if let Some(points) = e.point_errors() {
             return ApiError::bad_request(e.to_string()).with_details(point_details(
                 points.iter().map(|p| (p.index, p.reason.clone())),
@@ -185,6 +196,28 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// Longest a read waits for its turn before it is answered 503.
+const READ_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for a turn among the reads sharing `limit`: each holds a SQLite
+/// reader, and heavy ones megabytes of answer. The permit is held until the
+/// answer is sent.
+async fn read_turn(
+    limit: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(READ_QUEUE_TIMEOUT, limit.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many reads waiting; retry shortly",
+            );
+            err.retry_after = Some(1);
+            Err(err)
+        }
+    }
+}
+
 /// A JSON answer from bytes serialized off the async threads.
 fn json_bytes(bytes: Vec<u8>) -> Response {
     (
@@ -240,7 +273,7 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     }
 }
 
-fn token_matches(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn token_matches(headers: &HeaderMap, token: &str) -> bool {
     use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
     let want = Sha256::digest(token.as_bytes());
@@ -298,10 +331,12 @@ const SLOW_REQUEST: Duration = Duration::from_secs(1);
 // ------------------------------------------------------------- params
 
 /// Query parameters in order; the first of a repeated name wins.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn from(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Params, ApiError> {
+    pub(crate) fn from(
+        q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ) -> Result<Params, ApiError> {
         match q {
             Ok(Query(v)) => Ok(Params(v)),
             Err(e) => Err(ApiError::bad_request(format!(
@@ -310,7 +345,7 @@ impl Params {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -456,8 +491,8 @@ async fn write(
 ) -> ApiResult {
     let params = Params::from(query)?;
     let sync = params.bool("sync")?;
-    let (points, resources) = parse_points(&read_body(body)?)?;
     let store = app.state.store.clone();
+    let (points, resources) = parse_points(&read_body(body)?, |p| store.check_live(p, now_ms()))?;
     let described = resources.len();
     let outcome = tokio::task::spawn_blocking(move || {
         // Everything was validated: metadata first (durable when it
@@ -468,7 +503,7 @@ async fn write(
                 .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
         }
         let n = store
-            .write_batch(&points)
+            .write_live(&points, now_ms())
             .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
         if sync {
             store.flush().map_err(|e| WriteFailure::NotDurable(n, e))?;
@@ -496,7 +531,7 @@ async fn write(
     }
 }
 
-fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -520,8 +555,12 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 
 /// `{"points": [...], "resources": [...]}` (either may be left out) ->
 /// points and metadata updates (the resource records, then the `name` and
-/// `node` given on points), or a 400 naming every bad entry.
-fn parse_points(bytes: &[u8]) -> Result<(Vec<Point>, Vec<Resource>), ApiError> {
+/// `node` given on points), or a 400 naming every bad entry: bad by the
+/// rules of every point, or by `check` (the rules of live writes).
+fn parse_points(
+    bytes: &[u8],
+    check: impl Fn(&Point) -> Result<(), String>,
+) -> Result<(Vec<Point>, Vec<Resource>), ApiError> {
     let body = parse_json(bytes)?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::bad_request(
@@ -550,7 +589,7 @@ fn parse_points(bytes: &[u8]) -> Result<(Vec<Point>, Vec<Resource>), ApiError> {
     let mut named = Vec::new();
     let mut bad = Vec::new();
     for (i, v) in points_in.into_iter().flatten().enumerate() {
-        match point_from_json(v) {
+        match point_from_json(v).and_then(|(p, r)| check(&p).map(|()| (p, r))) {
             Ok((p, r)) => {
                 points.push(p);
                 named.extend(r);
@@ -607,9 +646,10 @@ async fn history(
     )
     .map_err(ApiError::from_store)?;
     request.segments = p.bool("segments")?;
-    let store = app.state.store.clone();
+    let _turn = read_turn(&app.state.light_reads).await?;
+    let reads = app.state.reads.clone();
     let bytes = blocking(move || {
-        let answer = answer::history(&store, &request).map_err(ApiError::from_store)?;
+        let answer = answer::history(&reads, &request).map_err(ApiError::from_store)?;
         to_json(&answer)
     })
     .await?;
@@ -627,14 +667,17 @@ async fn charts(
     let wanted = p.listing()?;
     let now = now_ms();
     let w = window(&p, now, true)?;
-    let store = app.state.store.clone();
+    let turn = read_turn(&app.state.heavy_reads).await?;
+    let local = app.state.store.clone();
+    let store = app.state.reads.clone();
+    let limit = app.state.max_answer_points;
     let listed = app.state.listed.clone();
     let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
         let (start, end) = (w.range.start, w.range.end);
         let page = listing::page(
-            &listed.listed(&store),
-            &listing::meta_index(store.resources()),
+            &listed.listed(&store).map_err(ApiError::from_store)?,
+            &listing::meta_index(store.resources().map_err(ApiError::from_store)?),
             &wanted,
             |t, metric, rows| chart_values(&store, t, metric, rows, w.range, max_points),
         )?;
@@ -649,6 +692,27 @@ async fn charts(
         };
         // Uncapped from the store: each series is capped on the reader
         // thread by `charts::series`, which needs every point's tier first.
+        // An answer that could be over the limit is counted before any of
+        // it is turned into JSON: a refused request costs no memory. The
+        // estimate knows the local tiers only: a remote engine's answer is
+        // always counted.
+        if store.is_remote() || !surely_fits(&local, &filter, w.range, max_points, limit) {
+            let counted = store
+                .query_many_map(&filter, w.range, None, &|_, points| {
+                    let tiers = crate::segments::label(&points);
+                    crate::segments::cap(&points, &tiers, start, end, max_points).len()
+                })
+                .map_err(ApiError::from_store)?;
+            let total: usize = counted.series.iter().map(|(_, n)| n).sum();
+            if total > limit {
+                return Err(too_many_points(
+                    total,
+                    counted.series.len(),
+                    limit,
+                    max_points,
+                ));
+            }
+        }
         let many = store
             .query_many_map(&filter, w.range, None, &|_, points| {
                 charts::series(&points, start, end, max_points)
@@ -683,7 +747,12 @@ async fn charts(
     })
     .await?;
     let length: usize = parts.iter().map(Bytes::len).sum();
-    let chunks = parts.into_iter().map(Ok::<_, Infallible>);
+    // The turn is given back once the last byte is sent, so answers waiting
+    // for slow clients count against the limit too.
+    let chunks = parts.into_iter().map(move |chunk| {
+        let _ = &turn;
+        Ok::<_, Infallible>(chunk)
+    });
     Ok((
         [
             (
@@ -703,7 +772,7 @@ async fn charts(
 /// Of a series stored under a Pulse name and one under ours, ours wins, as
 /// in the answer.
 fn chart_values(
-    store: &Store,
+    store: &Reads,
     t: &str,
     metric: &str,
     rows: &[&listing::Listed],
@@ -739,6 +808,51 @@ fn keep_value(out: &mut HashMap<String, Option<f64>>, renamed: bool, id: String,
     }
 }
 
+/// Whether an answer over the series `filter` keeps cannot hold more than `limit`
+/// points: at most one point a second in raw and one a bucket in a tier
+/// (plus an hour of raw edge not yet rolled up), or `maxPoints` a series.
+fn surely_fits(
+    store: &crate::store::Store,
+    filter: &SeriesFilter,
+    range: TimeRange,
+    max_points: Option<usize>,
+    limit: usize,
+) -> bool {
+    let tier = crate::store::select_tier(range.start, range.now, &store.config().retention);
+    let secs = usize::try_from((range.end - range.start) / 1000).unwrap_or(usize::MAX);
+    let by_time = (secs / tier.bucket_secs() as usize).saturating_add(if tier == Tier::Raw {
+        0
+    } else {
+        3600
+    });
+    let per_series = max_points.map_or(by_time, |n| n.min(by_time));
+    let series = match filter.resources {
+        None => store.series_count(),
+        // A page: its series only.
+        Some(_) => store.keys(filter).len(),
+    };
+    series.saturating_mul(per_series.saturating_add(1)) <= limit
+}
+
+/// The 400 for a chart answer over `server.max_answer_points`.
+fn too_many_points(
+    total: usize,
+    series: usize,
+    limit: usize,
+    max_points: Option<usize>,
+) -> ApiError {
+    let fit = (limit / series.max(1)).max(1);
+    let advice = match max_points {
+        None => format!(
+            "add maxPoints (at most {fit} for these {series} series) or ask for a shorter range"
+        ),
+        Some(n) => format!("lower maxPoints from {n} to at most {fit}, or ask for a shorter range"),
+    };
+    ApiError::bad_request(format!(
+        "the answer would hold {total} points from {series} series, over the limit of {limit} (server.max_answer_points): {advice}"
+    ))
+}
+
 // ------------------------------------------------------ small endpoints
 
 async fn series(
@@ -746,12 +860,14 @@ async fn series(
     query: Result<Query<Vec<(String, String)>>, QueryRejection>,
 ) -> ApiResult {
     let wanted = Params::from(query)?.listing()?;
-    let store = app.state.store.clone();
+    let _turn = read_turn(&app.state.heavy_reads).await?;
+    let store = app.state.reads.clone();
     let listed = app.state.listed.clone();
     let bytes = blocking(move || {
+        let resources = store.resources().map_err(ApiError::from_store)?;
         let page = listing::page(
-            &listed.listed(&store),
-            &listing::meta_index(store.resources()),
+            &listed.listed(&store).map_err(ApiError::from_store)?,
+            &listing::meta_index(resources.clone()),
             &wanted,
             |t, metric, rows| {
                 // Sorted by the newest value of each series.
@@ -774,18 +890,21 @@ async fn series(
         )?;
         let mut meta = ResourceMap::new();
         let series = if wanted.is_everything() {
-            for r in store.resources() {
+            for r in resources {
                 meta.entry(r.resource_type)
                     .or_default()
                     .insert(r.resource_id, r.meta);
             }
             store.series().map_err(ApiError::from_store)?
         } else {
+            let index = listing::meta_index(resources);
             for row in &page.rows {
                 let id = &row.listed.resource_id;
                 for t in &row.listed.stored_types {
-                    if let Some(m) = store.resource(t, id) {
-                        meta.entry(t.clone()).or_default().insert(id.clone(), m);
+                    if let Some(m) = index.get(t).and_then(|ids| ids.get(id)) {
+                        meta.entry(t.clone())
+                            .or_default()
+                            .insert(id.clone(), m.clone());
                     }
                 }
             }
@@ -804,6 +923,7 @@ async fn series(
 }
 
 async fn stats(State(app): State<App>) -> ApiResult {
+    let _turn = read_turn(&app.state.light_reads).await?;
     let store = app.state.store.clone();
     let stats = blocking(move || store.stats().map_err(ApiError::from_store)).await?;
     let mut v = serde_json::to_value(&stats).map_err(|e| {
@@ -814,6 +934,7 @@ async fn stats(State(app): State<App>) -> ApiResult {
     })?;
     if let Some(obj) = v.as_object_mut() {
         obj.insert("collectors".into(), json!(app.state.board.snapshot()));
+        obj.insert("remoteWrite".into(), json!(app.state.remote.snapshot()));
     }
     Ok(axum::Json(v).into_response())
 }
@@ -889,7 +1010,7 @@ async fn change_settings(
     })
     .await?;
     let store = app.state.store.clone();
-    let applied = next.metrics.clone();
+    let applied = crate::remote::backend::local_store_config(&next.metrics);
     let restart = blocking(move || store.reconfigure(applied).map_err(config_error)).await?;
     let new_metrics = next.metrics.clone();
     *current = next;
@@ -943,8 +1064,14 @@ async fn maintenance(State(app): State<App>) -> ApiResult {
 async fn metrics(State(app): State<App>) -> ApiResult {
     let a = app.clone();
     let text = blocking(move || {
-        prom::render(&a.state.store, &a.state.board, &a.state.jobs, &a.state.prom)
-            .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"))
+        prom::render(
+            &a.state.store,
+            &a.state.board,
+            &a.state.remote,
+            &a.state.jobs,
+            &a.state.prom,
+        )
+        .map_err(|_| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics"))
     })
     .await?;
     Ok((
@@ -961,8 +1088,9 @@ async fn metrics(State(app): State<App>) -> ApiResult {
 async fn healthz(State(app): State<App>) -> Response {
     let store = app.state.store.clone();
     let started = app.state.started_ms;
-    let checked = tokio::time::timeout(
-        Duration::from_secs(5),
+    let light = app.state.light_reads.clone();
+    let checked = tokio::time::timeout(Duration::from_secs(5), async move {
+        let _turn = read_turn(&light).await?;
         blocking(move || {
             let s = store.stats().map_err(ApiError::from_store)?;
             let limit = (store.config().flush_interval * 2).max(Duration::from_secs(30));
@@ -979,8 +1107,9 @@ async fn healthz(State(app): State<App>) -> Response {
                 ));
             }
             Ok(())
-        }),
-    )
+        })
+        .await
+    })
     .await;
     match checked {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),

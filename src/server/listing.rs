@@ -17,7 +17,8 @@
 //! series are stored under.
 
 use crate::pulse_ids::{canonical_metric, canonical_type, stored_types};
-use crate::store::{Resource, ResourceMeta, SeriesFilter, SeriesKey, Store};
+use crate::reads::Reads;
+use crate::store::{Resource, ResourceMeta, Result, SeriesFilter, SeriesKey};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::cmp::Ordering;
@@ -352,18 +353,27 @@ pub fn listed(keys: &[SeriesKey]) -> Vec<Listed> {
 pub struct Cache(Mutex<Option<(u64, Arc<Vec<Listed>>)>>);
 
 impl Cache {
-    pub fn listed(&self, store: &Store) -> Arc<Vec<Listed>> {
+    /// The whole list over `reads`: kept until the local store's series
+    /// change; a remote engine's is made at each call (its series change
+    /// without this process knowing).
+    pub fn listed(&self, reads: &Reads) -> Result<Arc<Vec<Listed>>> {
+        let store = match reads {
+            Reads::Local(store) => store,
+            Reads::Remote(_) => {
+                return Ok(Arc::new(listed(&reads.keys(&SeriesFilter::default())?)));
+            }
+        };
         let version = store.keys_version();
         if let Some((v, list)) = &*self.0.lock()
             && *v == version
         {
-            return list.clone();
+            return Ok(list.clone());
         }
         // Read after the version: a change in between is kept under the
         // older version, and made again at the next call.
         let list = Arc::new(listed(&store.keys(&SeriesFilter::default())));
         *self.0.lock() = Some((version, list.clone()));
-        list
+        Ok(list)
     }
 }
 
@@ -896,7 +906,7 @@ mod tests {
         }
         let s = Sorts::parse("storage:usage:desc").unwrap();
         assert_eq!(s.of("storage").key, Key::Metric("disk".into()));
-        assert_eq!(Sorts::parse("cpu").unwrap().of("vm").descending, false);
+        assert!(!Sorts::parse("cpu").unwrap().of("vm").descending);
     }
 
     #[test]

@@ -46,6 +46,7 @@ impl HttpMetrics {
 struct StoreCollector {
     store: StoreHandle,
     board: StatusBoard,
+    remote: crate::remote::RemoteHealth,
     jobs: Arc<JobsView>,
 }
 
@@ -198,6 +199,7 @@ impl Collector for StoreCollector {
                 *failures,
             )?;
         }
+        remote_write(&mut e, &self.remote.snapshot())?;
         for c in self.board.snapshot() {
             let name = sanitize(&c.name);
             gauge(
@@ -212,9 +214,113 @@ impl Collector for StoreCollector {
                 &format!("Points written by the {} collector", c.name),
                 c.points_written,
             )?;
+            counter(
+                &mut e,
+                &format!("pulse_metrics_collector_{name}_errors"),
+                &format!(
+                    "Failed polls, refused pushes and skipped bad lines of {}",
+                    c.name
+                ),
+                c.errors,
+            )?;
+            gauge(
+                &mut e,
+                &format!("pulse_metrics_collector_{name}_last_success_timestamp_seconds"),
+                &format!(
+                    "Unix time of the last successful poll or push of {} (0 = never)",
+                    c.name
+                ),
+                secs(c.last_success),
+            )?;
         }
         Ok(())
     }
+}
+
+/// Each remote-write target's health, labelled `target`.
+fn remote_write(
+    e: &mut DescriptorEncoder,
+    targets: &[crate::remote::TargetHealth],
+) -> std::fmt::Result {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    type Get = fn(&crate::remote::TargetHealth) -> f64;
+    let gauges: [(&str, &str, Get); 4] = [
+        (
+            "up",
+            "1 when the target's last request succeeded or was refused for its content (not retrying)",
+            |t| f64::from(u8::from(t.state == "ok")),
+        ),
+        (
+            "backlog_points",
+            "Points written and not yet acknowledged by the target",
+            |t| t.backlog_points as f64,
+        ),
+        (
+            "backlog_seconds",
+            "How far behind the target is, in the points' own time",
+            |t| t.backlog_seconds,
+        ),
+        (
+            "last_success_timestamp_seconds",
+            "Unix time of the last acknowledged request (0 = never)",
+            |t| t.last_success as f64 / 1000.0,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        let full = format!("pulse_metrics_remote_write_{name}");
+        let mut m = e.encode_descriptor(
+            &full,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for t in targets {
+            let labels = [("target", t.name.as_str())];
+            ConstGauge::new(get(t)).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    type Count = fn(&crate::remote::TargetHealth) -> u64;
+    let counters: [(&str, &str, Count); 5] = [
+        ("sent_points", "Points the target acknowledged", |t| {
+            t.sent_points
+        }),
+        (
+            "failed_points",
+            "Points the target refused with a 4xx (counted and skipped)",
+            |t| t.failed_points,
+        ),
+        (
+            "retries",
+            "Requests sent again after a 5xx, a 429 or a network error",
+            |t| t.retries,
+        ),
+        (
+            "skipped_batches",
+            "Batches deleted from the raw journal before they were sent (more than raw retention behind)",
+            |t| t.skipped_batches,
+        ),
+        (
+            "skipped_points",
+            "Points of those batches, as far as counted",
+            |t| t.skipped_points,
+        ),
+    ];
+    for (name, help, get) in counters {
+        let full = format!("pulse_metrics_remote_write_{name}");
+        let mut m = e.encode_descriptor(
+            &full,
+            help,
+            None,
+            prometheus_client::metrics::MetricType::Counter,
+        )?;
+        for t in targets {
+            let labels = [("target", t.name.as_str())];
+            ConstCounter::new(get(t)).encode(m.encode_family(&labels)?)?;
+        }
+    }
+    Ok(())
 }
 
 /// Metric names allow `[a-zA-Z0-9_]`; collector names may hold `:` or `-`.
@@ -229,6 +335,7 @@ fn sanitize(name: &str) -> String {
 pub fn render(
     store: &Store,
     board: &StatusBoard,
+    remote: &crate::remote::RemoteHealth,
     jobs: &JobCounters,
     http: &HttpMetrics,
 ) -> Result<String, std::fmt::Error> {
@@ -250,6 +357,7 @@ pub fn render(
     registry.register_collector(Box::new(StoreCollector {
         store: StoreHandle(store.clone()),
         board: board.clone(),
+        remote: remote.clone(),
         jobs: Arc::new(view),
     }));
     let mut out = String::new();

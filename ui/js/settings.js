@@ -227,7 +227,7 @@ export class Settings {
             <p class="muted">Durations like <code>90s</code>, <code>5m</code>, <code>2h</code>, <code>168h</code>, <code>90d</code>. Changes are applied without a restart and kept in <code>settings.json</code> in the data directory, over the configuration file, which is never written.</p>
             <p class="muted files" id="config-files"></p>
           </div>
-          <fieldset class="fields" id="retention-fields"><legend>Retention per tier</legend></fieldset>
+          <fieldset class="fields" id="retention-fields"><legend>Retention per tier</legend><p class="callout" id="remote-retention" hidden></p></fieldset>
           <fieldset class="fields" id="other-fields"><legend>Writing and background jobs</legend></fieldset>
           <dl class="readonly" id="config-readonly"></dl>
           <div class="form-actions">
@@ -371,6 +371,9 @@ export class Settings {
     const src = this.sources?.sources || {};
     const from = (k) => (src[k] ? ` (${SOURCE_TEXT[src[k]] ?? src[k]})` : '');
     add('Storage', (config.enabled === false ? 'memory only (metrics.enabled: false)' : 'on disk') + from('enabled'));
+    const remote = config.backend === 'remote';
+    add('History from', remote ? 'the remote engine (metrics.backend: remote)' : 'this database (metrics.backend: sqlite)');
+    this.showBackend(remote);
     add('Database', (config.database_path ?? '—') + from('database_path'));
     for (const [key] of FIELDS) {
       const el = this.el.querySelector(`.field[data-key="${key}"] .source`);
@@ -388,6 +391,24 @@ export class Settings {
     const overridden = Object.values(src).some((v) => v === 'settings');
     this.el.querySelector('#reset-file').disabled = !overridden;
     this.updateDirty();
+  }
+
+  /**
+   * With a remote backend the engine keeps the history: its retention and
+   * downsampling apply, so the tier retentions are not offered; raw
+   * retention stays, as the length of the send buffer.
+   */
+  showBackend(remote) {
+    const note = this.el.querySelector('#remote-retention');
+    note.hidden = !remote;
+    note.textContent = remote
+      ? 'Retention and downsampling are the remote engine’s (metrics.backend: remote): every chart is read from it. This instance keeps only its raw journal, the send buffer for remote write: raw retention is how long an engine outage it rides out.'
+      : '';
+    for (const key of ['retention.minute', 'retention.hourly', 'retention.daily']) {
+      this.el.querySelector(`.field[data-key="${key}"]`).hidden = remote;
+    }
+    this.el.querySelector('#retention-fields legend').textContent = remote ? 'Send buffer' : 'Retention per tier';
+    this.el.querySelector('#estimate').hidden = remote;
   }
 
   updateParsed(key) {
@@ -700,7 +721,8 @@ export class Settings {
         const tr = document.createElement('tr');
         const bad = c.consecutiveFailures > 0 || (c.lastError && c.lastError !== '');
         tr.className = bad ? 'bad' : '';
-        for (const v of [c.name, c.state + (c.consecutiveFailures ? ` (${c.consecutiveFailures} failures)` : ''), when(c.lastSuccess), formatCount(c.pointsWritten)]) {
+        const errors = c.errors ? ` · ${formatCount(c.errors)} errors since start` : '';
+        for (const v of [c.name, c.state + (c.consecutiveFailures ? ` (${c.consecutiveFailures} failures)` : '') + errors, when(c.lastSuccess), formatCount(c.pointsWritten)]) {
           const td = document.createElement('td');
           td.textContent = v ?? '—';
           tr.append(td);
@@ -717,8 +739,47 @@ export class Settings {
       }
       frag.append(t);
     }
+    if (Array.isArray(s.remoteWrite) && s.remoteWrite.length) frag.append(remoteWriteTable(s.remoteWrite, when));
     body.replaceChildren(frag);
   }
+}
+
+/**
+ * The remote-write targets: state, what waits to be sent (points and how
+ * far behind), the last success, what was sent and refused; a target's
+ * last error and any points lost for being more than raw retention behind
+ * go in a row under it.
+ */
+function remoteWriteTable(targets, when) {
+  const t = document.createElement('table');
+  t.className = 'mini remote-write';
+  t.innerHTML =
+    '<caption>Remote write</caption><thead><tr><th scope="col">Target</th><th scope="col">State</th><th scope="col">Backlog</th><th scope="col">Last success</th><th scope="col">Sent</th><th scope="col">Refused</th></tr></thead><tbody></tbody>';
+  for (const r of targets) {
+    const tr = document.createElement('tr');
+    tr.dataset.target = r.name;
+    const lost = (r.skippedBatches || 0) > 0;
+    tr.className = r.state === 'ok' && !lost && !r.failedPoints ? '' : 'bad';
+    const backlog = r.backlogPoints ? `${formatCount(r.backlogPoints)} points, ${formatDuration(r.backlogSeconds || 0)} behind` : 'none';
+    for (const v of [r.name, r.state, backlog, when(r.lastSuccess), formatCount(r.sentPoints || 0), formatCount(r.failedPoints || 0)]) {
+      const td = document.createElement('td');
+      td.textContent = v ?? '—';
+      tr.append(td);
+    }
+    tr.title = r.url || '';
+    t.tBodies[0].append(tr);
+    const notes = [];
+    if (lost) notes.push(`${formatCount(r.skippedBatches)} batches (${formatCount(r.skippedPoints || 0)} points) lost: more than raw retention behind.`);
+    if (r.lastError) notes.push(r.lastError);
+    if (notes.length) {
+      const er = document.createElement('tr');
+      er.className = 'collector-error remote-error';
+      er.innerHTML = '<td colspan="6"></td>';
+      er.firstChild.textContent = notes.join(' ');
+      t.tBodies[0].append(er);
+    }
+  }
+  return t;
 }
 
 function kv(k, v, sub = '', cls = '') {

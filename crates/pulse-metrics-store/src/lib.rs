@@ -44,23 +44,33 @@
 //! | `resources` | resource metadata (names, nodes, tags), written on change    |
 //! | `merge`     | merging one series into another (an id that changed)         |
 //! | `guest_ids` | the one-time merge of `{instance}:{node}:{vmid}` guest ids   |
+//! | `tail`      | reading the raw journal from a position (remote write)        |
+//! | `cursors`   | remote-write targets' positions, kept as journal notes        |
+//! | `lock`      | one writer per database: the OS lock beside the file         |
+//! | `check`     | verifying a database: SQLite's check and ours, part by part  |
+//! | `salvage`   | copying everything readable into a new file                  |
+//! | `space`     | telling a full disk from a damaged file                      |
 //!
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod salvage;
 
 mod bits;
 mod codec;
 mod counters;
+mod cursors;
 mod disk;
 mod guest_ids;
 mod import;
 mod journal;
 mod legacy;
 mod load;
+mod lock;
 mod merge;
 mod query;
 mod queue;
@@ -69,11 +79,13 @@ mod resources;
 mod retention;
 mod rollup;
 mod schema;
+mod space;
 mod state;
+mod tail;
 mod tiers;
 mod writer;
 
-pub use crate::config::{MetricsConfig, Retention};
+pub use crate::config::{Backend, MetricsConfig, Retention};
 use crate::error::SqlContext;
 pub use crate::error::{Error, PointError, Result};
 pub use crate::model::{HistoryPoint, Point, SeriesKey, Tier};
@@ -92,8 +104,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use query::select_tier;
+pub use cursors::Cursors;
+pub use query::{Bucket, cap_buckets, select_tier};
 pub use queue::QUEUE_CAPACITY;
+pub use tail::{Gap, JournalTail, TailBatch, TailPoint, TailRead, Unread};
 
 /// A time range for a query, with the `now` that tier selection uses
 /// (a tier "covers" `start` if `start >= now - retention`). All Unix ms.
@@ -319,8 +333,12 @@ struct Inner {
     resources: Arc<RwLock<ResourceMap>>,
     /// Accepted points the writer could not flush before it stopped.
     lost: Arc<AtomicU64>,
+    /// Journal positions remote-write readers still need.
+    holds: Arc<tail::Holds>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held while the store may write the file (none in memory or read-only).
+    lock: Mutex<Option<lock::WriterLock>>,
 }
 
 impl Drop for Inner {
@@ -348,12 +366,17 @@ impl Store {
     #[tracing::instrument(skip_all, fields(path = %config.database_path.display()))]
     pub fn open(config: MetricsConfig) -> Result<Store> {
         config.validate()?;
-        let location = if config.enabled {
-            Location::File(config.database_path.clone())
+        let (location, lock) = if config.enabled {
+            schema::check_database_path(&config.database_path)?;
+            let lock = lock::acquire(&config.database_path)?;
+            (Location::File(config.database_path.clone()), Some(lock))
         } else {
-            Location::memory()
+            (Location::memory(), None)
         };
-        let conn = schema::open_writer(&location)?;
+        let path = config.database_path.clone();
+        // Damage names the file; a full disk says so rather than "corrupt".
+        let explain = |e: Error| space::explain(&path, e.at_path(&path));
+        let conn = schema::open_writer(&location).map_err(explain)?;
         guest_ids::migrate(&conn)?;
         let counters = Arc::new(Counters::restore(&conn)?);
         let resources = Arc::new(RwLock::new(resources::load(&conn)?));
@@ -362,7 +385,7 @@ impl Store {
             Some(dir) => load::RawSource::Journal { dir, repair: true },
             None => load::RawSource::None,
         };
-        let mut loaded = load::load(&conn, source)?;
+        let mut loaded = load::load(&conn, source).map_err(explain)?;
         let journal = journal_dir.as_deref().map(|d| loaded.journal(d));
         let load::Loaded {
             state,
@@ -374,6 +397,7 @@ impl Store {
         let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
         let config = Arc::new(RwLock::new(config));
         let lost = Arc::new(AtomicU64::new(0));
+        let holds = Arc::new(tail::Holds::default());
         let writer = writer::Writer::new(
             writer::WriterParts {
                 disk: disk::Disk {
@@ -388,6 +412,7 @@ impl Store {
                 queue: queue.clone(),
                 counters: counters.clone(),
                 config: config.clone(),
+                holds: holds.clone(),
             },
             lost.clone(),
         );
@@ -409,22 +434,26 @@ impl Store {
                 counters,
                 resources,
                 lost,
+                holds,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
+                lock: Mutex::new(lock),
             }),
         })
     }
 
     /// Opens an existing store for reading only: nothing is created or
-    /// written (the SQLite file is opened read-only, the raw journal is read
-    /// into memory as it is), so it works beside a running service. Writes
-    /// and jobs are refused with `Closed`. A missing file is an error.
+    /// written and no lock is taken (the SQLite file is opened read-only,
+    /// see `schema::ReadMode`; the raw journal is read into memory as it
+    /// is), so it works beside a running service. Writes and jobs are
+    /// refused with `Closed`. A missing file is `Error::missing`.
     #[tracing::instrument(skip_all, fields(path = %config.database_path.display()))]
     pub fn open_read_only(config: MetricsConfig) -> Result<Store> {
         config.validate()?;
         let path = config.database_path.clone();
-        let location = Location::File(path.clone());
-        let conn = schema::open_read_only(&path)?;
+        let explain = |e: Error| space::explain(&path, e.at_path(&path));
+        let (conn, mode) = schema::open_read_only(&path).map_err(explain)?;
+        let location = Location::ReadOnly(path.clone(), mode);
         let counters = Arc::new(Counters::restore(&conn)?);
         let dir = journal::dir_of(&path);
         let source = if legacy::has_raw_log(&conn)? {
@@ -435,7 +464,7 @@ impl Store {
                 repair: false,
             }
         };
-        let loaded = load::load(&conn, source)?;
+        let loaded = load::load(&conn, source).map_err(explain)?;
         let resources = Arc::new(RwLock::new(resources::load(&conn)?));
         let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
         queue.writer_gone();
@@ -449,8 +478,10 @@ impl Store {
                 counters,
                 resources,
                 lost: Arc::new(AtomicU64::new(0)),
+                holds: Arc::default(),
                 readers: Mutex::new(vec![conn]),
                 writer: Mutex::new(None),
+                lock: Mutex::new(None),
             }),
         })
     }
@@ -479,16 +510,20 @@ impl Store {
             if config.database_path != current.database_path {
                 restart.push("metrics.database_path".to_string());
             }
+            if config.backend != current.backend {
+                restart.push("metrics.backend".to_string());
+            }
         }
         self.inner
             .queue
             .set_limits(config.write_buffer, config.flush_interval);
         let mut c = self.inner.config.write();
-        let (enabled, path) = (c.enabled, c.database_path.clone());
+        let (enabled, path, backend) = (c.enabled, c.database_path.clone(), c.backend);
         *c = config;
         // What the running store uses cannot change under it.
         c.enabled = enabled;
         c.database_path = path;
+        c.backend = backend;
         Ok(restart)
     }
 
@@ -677,6 +712,44 @@ impl Store {
         })
     }
 
+    /// `write_batch` for points arriving live as of `now_ms` (the write
+    /// API): a point more than `max_future_skew` ahead of the clock, or
+    /// older than the longest retention, refuses the batch like any bad
+    /// point. Backfills (`ingest`, imports) use `write_batch`, which keeps
+    /// any timestamp and reports what retention discards.
+    pub fn write_live(&self, points: &[Point], now_ms: i64) -> Result<usize> {
+        let errors: Vec<PointError> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                p.validate()
+                    .and_then(|()| self.check_live(p, now_ms))
+                    .err()
+                    .map(|reason| PointError { index, reason })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::invalid_points(errors));
+        }
+        self.write_batch(points)
+    }
+
+    /// The rules `write_live` adds for one point, as of `now_ms`, under the
+    /// configuration in effect: what a caller checking a batch point by
+    /// point (to name every bad one) asks.
+    pub fn check_live(&self, point: &Point, now_ms: i64) -> std::result::Result<(), String> {
+        let (skew, longest) = {
+            let c = self.inner.config.read();
+            (c.max_future_skew, c.retention.longest())
+        };
+        point.check_live(now_ms, skew, longest)
+    }
+
+    /// How many series are stored (cheap: no file access).
+    pub fn series_count(&self) -> usize {
+        self.inner.shared.read().series.len()
+    }
+
     /// Returns once every point written before the call is durable (survives
     /// a killed process).
     pub fn flush(&self) -> Result<()> {
@@ -696,6 +769,7 @@ impl Store {
         if let Some(handle) = self.inner.writer.lock().take() {
             let _ = handle.join();
         }
+        self.inner.lock.lock().take();
         let lost = self.inner.lost.load(Ordering::Relaxed);
         if lost > 0 {
             return Err(Error::io(
@@ -1021,12 +1095,14 @@ impl Store {
                 },
             )?;
             if tier == Tier::Minute {
-                for (&(sid, hour), buckets) in &st.open {
-                    let list = &mut per[sid as usize];
-                    list.retain(|(ts, _)| *ts < hour || *ts >= hour + 3600);
-                    for (m, b) in buckets.iter().enumerate() {
-                        if let Some(a) = b {
-                            list.push((hour + 60 * m as i64, *a));
+                for sid in 0..st.series.len() as u32 {
+                    for (hour, buckets) in st.open_hours(sid, i64::MIN / 2, i64::MAX / 2) {
+                        let list = &mut per[sid as usize];
+                        list.retain(|(ts, _)| *ts < hour || *ts >= hour + 3600);
+                        for (m, b) in buckets.iter().enumerate() {
+                            if let Some(a) = b {
+                                list.push((hour + 60 * m as i64, *a));
+                            }
                         }
                     }
                 }
@@ -1124,7 +1200,7 @@ impl Store {
     pub fn stats(&self) -> Result<Stats> {
         let c = &self.inner.counters;
         let (db_path, db_size, wal_size) = match &self.inner.location {
-            Location::File(p) => {
+            Location::File(p) | Location::ReadOnly(p, _) => {
                 let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
                 let mut wal = p.clone().into_os_string();
                 wal.push("-wal");
@@ -1144,7 +1220,7 @@ impl Store {
             Ok((free.max(0) as u64, tiers::oldest(conn, &st)?))
         })?;
         Ok(Stats {
-            enabled: matches!(self.inner.location, Location::File(_)),
+            enabled: !matches!(self.inner.location, Location::Memory(_)),
             db_path,
             db_size,
             wal_size,

@@ -41,6 +41,8 @@ pub struct WriterParts {
     pub queue: Arc<Queue>,
     pub counters: Arc<Counters>,
     pub config: Arc<RwLock<MetricsConfig>>,
+    /// Journal positions remote-write readers still need (`tail.rs`).
+    pub holds: Arc<crate::tail::Holds>,
 }
 
 pub struct Writer {
@@ -54,6 +56,7 @@ pub struct Writer {
     config: Arc<RwLock<MetricsConfig>>,
     /// Points the store lost (could not flush before it stopped).
     lost: Arc<std::sync::atomic::AtomicU64>,
+    holds: Arc<crate::tail::Holds>,
 }
 
 impl Writer {
@@ -67,6 +70,7 @@ impl Writer {
             counters: parts.counters,
             config: parts.config,
             lost,
+            holds: parts.holds,
         };
         w.publish_journal_usage();
         w
@@ -329,9 +333,30 @@ impl Writer {
         };
         let raw_floor = self.fold.durable_raw_floor;
         let durable = self.fold.durable_seq;
-        let n = j.delete(|s| s.max_ts < raw_floor && s.last_seq <= durable)?;
+        // Raw retention also bounds how long a remote-write reader that is
+        // behind keeps segments it has not read (`tail.rs`).
+        let keep_for = self.config.read().retention.raw;
+        let holds = &self.holds;
+        let n = j.delete(|s| {
+            let unneeded =
+                s.max_ts < raw_floor && s.last_seq <= durable && !holds.keeps(s, keep_for);
+            if unneeded {
+                holds.deleted(s);
+            }
+            unneeded
+        })?;
         self.publish_journal_usage();
         Ok(n)
+    }
+
+    /// Appends a note to the raw journal (`cursors.rs`); nothing without one.
+    pub(crate) fn append_note(&mut self, body: &[u8]) -> Result<()> {
+        let series = self.disk.shared.read().series.len();
+        let last = self.next_seq.saturating_sub(1);
+        if let Some(j) = &mut self.journal {
+            j.note(last, body, series)?;
+        }
+        Ok(())
     }
 
     fn publish_journal_usage(&self) {
@@ -367,10 +392,10 @@ impl Writer {
 }
 
 /// One point per series and second: the last write wins (the sort is
-/// stable, so "last" is the order of writing). Sorted by time, then series,
+/// stable, so "last" is the order of writing). Sorted by series, then time,
 /// as the journal wants them.
 fn dedup(mut pts: Vec<LogPoint>) -> Vec<LogPoint> {
-    let second = |p: &LogPoint| (p.ts.div_euclid(1000), p.sid);
+    let second = |p: &LogPoint| (p.sid, p.ts.div_euclid(1000));
     pts.sort_by_key(second);
     let mut out: Vec<LogPoint> = Vec::with_capacity(pts.len());
     for p in pts {
@@ -379,7 +404,6 @@ fn dedup(mut pts: Vec<LogPoint>) -> Vec<LogPoint> {
             _ => out.push(p),
         }
     }
-    out.sort_by_key(|p| (p.ts, p.sid));
     out
 }
 

@@ -19,6 +19,9 @@ pub(crate) enum Trust {
     SystemRoots,
     /// Exactly the end-entity certificate with this SHA-256 is accepted.
     Pinned([u8; 32]),
+    /// Chain and host name checked against the CA certificates in this PEM
+    /// file (a private CA; the remote-write client's `tls.ca_file`).
+    CaFile(std::path::PathBuf),
     /// Anything is accepted (`insecure_skip_verify`).
     Insecure,
 }
@@ -150,6 +153,9 @@ pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, Strin
         Trust::SystemRoots => builder
             .with_root_certificates(system_roots())
             .with_no_client_auth(),
+        Trust::CaFile(path) => builder
+            .with_root_certificates(ca_file_roots(path)?)
+            .with_no_client_auth(),
         Trust::Pinned(pin) => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(PinnedVerifier {
@@ -166,6 +172,22 @@ pub(crate) fn client_config(trust: &Trust) -> Result<rustls::ClientConfig, Strin
             .with_no_client_auth(),
     };
     Ok(config)
+}
+
+/// The certificates of a PEM file, as trust roots; an error names the file.
+pub(crate) fn ca_file_roots(path: &std::path::Path) -> Result<rustls::RootCertStore, String> {
+    use rustls::pki_types::pem::PemObject;
+    let shown = path.display();
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| format!("cannot read the CA file {shown}: {e}"))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("the CA file {shown} is not valid PEM: {e}"))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(format!("the CA file {shown} holds no usable certificate"));
+    }
+    Ok(roots)
 }
 
 fn system_roots() -> rustls::RootCertStore {
