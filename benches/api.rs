@@ -1,11 +1,17 @@
 //! The service under the typical install's data: `/api/charts?range=24h`
-//! latency and sustained `/api/metrics-store/write` throughput.
+//! latency and sustained `/api/metrics-store/write` throughput; then a
+//! fleet of 10,000 resources, paged as the dashboard pages it.
 //!
 //! `cargo bench --bench api` (release build). Loads 85 resources (5 nodes,
 //! 50 VMs, 20 containers, 10 storage) x 3 metrics = 255 series: 24 h at one
 //! point a minute plus the last 2 h at one point every 5 s, through the
-//! store API, then runs `maintain`. Prints p50/p99 latencies and points/s;
-//! the last line is one JSON object with the figures.
+//! store API, then runs `maintain`. Prints p50/p99 latencies and points/s.
+//! Then 10,000 resources x 4 metrics with names (22 h of minute buckets
+//! imported, the last 2 h as raw points every 5 s, rolled up): one page of
+//! the 24 h dashboard (50 rows), a page deep in the list, a search, a sort
+//! by a metric, and the whole answer without paging.
+//! `-- --scale N` sets that fleet's size (0 skips it). The last line is one
+//! JSON object with the figures.
 
 use pulse_metrics::config::Config;
 use pulse_metrics::model::now_ms;
@@ -208,6 +214,13 @@ async fn run() {
                         range_seconds: 86_400,
                         late_count: 0,
                     },
+                    &server::listing::PageJson {
+                        total: 0,
+                        offset: 0,
+                        limit: None,
+                        items: Vec::new(),
+                        groups: &[],
+                    },
                 );
                 std::hint::black_box(body);
                 enc.push(t.elapsed().as_secs_f64() * 1000.0);
@@ -365,7 +378,184 @@ async fn run() {
 
     let _ = stop_tx.send(());
     server.await.unwrap().unwrap();
+    let scale = scale_arg();
+    if scale > 0 {
+        at_scale(&client, scale, &mut figures).await;
+    }
     println!("{}", serde_json::Value::Object(figures));
+}
+
+/// `--scale N` after `--`: the resources of the fleet measured paged.
+fn scale_arg() -> usize {
+    let mut args = std::env::args().skip_while(|a| a != "--scale");
+    args.next();
+    args.next()
+        .map(|n| n.parse().expect("--scale N: a number of resources"))
+        .unwrap_or(SCALE_RESOURCES)
+}
+
+const SCALE_RESOURCES: usize = 10_000;
+const SCALE_METRICS: [&str; 4] = ["cpu", "memory", "disk", "netin"];
+const PAGE_REQUESTS: usize = 30;
+
+/// A fleet of `n` resources in a cluster's proportions (1 node in 20, 1
+/// storage in 20, 1 container in 5, VMs the rest), named as a collector
+/// names them.
+fn fleet(n: usize) -> Vec<pulse_metrics::Resource> {
+    (0..n)
+        .map(|i| {
+            let (t, id, name) = match i % 20 {
+                0 => ("node", format!("pve1:node{i}"), format!("node{i}")),
+                1 => ("storage", format!("pve1:store{i}"), format!("store-{i}")),
+                2..=5 => ("container", format!("pve1:{}", 100 + i), format!("ct-{i}")),
+                _ => ("vm", format!("pve1:{}", 100 + i), format!("vm-{i:05}")),
+            };
+            let meta = pulse_metrics::ResourceMeta {
+                name: Some(name),
+                node: Some(format!("node{}", i % 50)),
+                instance: Some("pve1".into()),
+                ..Default::default()
+            };
+            pulse_metrics::Resource::new(t, id, meta)
+        })
+        .collect()
+}
+
+/// 22 h of minute buckets imported, then the last 2 h as raw points every
+/// 5 s, rolled up as the service would; names for every resource.
+fn load_scale(store: &Store, resources: &[pulse_metrics::Resource], now: i64) -> usize {
+    use pulse_metrics::{HistoryPoint, SeriesKey, Tier};
+    let keys: Vec<SeriesKey> = resources
+        .iter()
+        .flat_map(|r| {
+            SCALE_METRICS
+                .iter()
+                .map(|m| SeriesKey::new(&r.resource_type, &r.resource_id, *m))
+        })
+        .collect();
+    let raw_from = (now - 2 * 3_600_000) / 60_000 * 60_000;
+    let mut written = 0;
+    let mut buckets = Vec::with_capacity(200_000);
+    let mut minute = raw_from - 22 * 3_600_000;
+    while minute < raw_from {
+        for (i, k) in keys.iter().enumerate() {
+            let v = value(i, minute);
+            buckets.push((
+                k.clone(),
+                HistoryPoint {
+                    timestamp: minute,
+                    value: v,
+                    min: v - 1.0,
+                    max: v + 1.0,
+                    count: 12,
+                },
+            ));
+        }
+        if buckets.len() >= 160_000 {
+            written += store
+                .import_buckets(Tier::Minute, &buckets)
+                .expect("import");
+            buckets.clear();
+        }
+        minute += 60_000;
+    }
+    written += store
+        .import_buckets(Tier::Minute, &buckets)
+        .expect("import");
+    let mut batch = Vec::with_capacity(keys.len());
+    let mut ts = raw_from;
+    let mut next_rollup = raw_from + 300_000;
+    while ts <= now {
+        for (i, k) in keys.iter().enumerate() {
+            batch.push(Point::new(k, value(i, ts), ts));
+        }
+        written += push(store, &mut batch);
+        if ts >= next_rollup {
+            store.flush().expect("flush");
+            store.rollup(ts).expect("rollup");
+            next_rollup += 300_000;
+        }
+        ts += 5_000;
+    }
+    store.flush().expect("flush");
+    store.maintain(now_ms()).expect("maintain");
+    store.write_resources(resources).expect("names");
+    written
+}
+
+/// The 24 h dashboard over `n` resources x 4 metrics, by page.
+async fn at_scale(
+    client: &reqwest::Client,
+    n: usize,
+    figures: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        metrics: MetricsConfig {
+            database_path: dir.path().join("metrics.db"),
+            ..MetricsConfig::default()
+        },
+        ..Config::default()
+    };
+    config.collectors.host.enabled = false;
+    let metrics = config.metrics.clone();
+    let started = Instant::now();
+    let (store, loaded) = tokio::task::spawn_blocking(move || {
+        let store = Store::open(metrics).expect("open");
+        let n = load_scale(&store, &fleet(n), now_ms());
+        (store, n)
+    })
+    .await
+    .unwrap();
+    let stats = store.stats().unwrap();
+    println!(
+        "at scale: {n} resources, {} series: loaded {loaded} points and buckets in {:.0} s (raw {}, minute {})",
+        stats.series_count,
+        started.elapsed().as_secs_f64(),
+        stats.raw_count,
+        stats.minute_count,
+    );
+    let settings = pulse_metrics::config::SettingsFile::in_memory(config.clone());
+    let app = App::new(store.clone(), config, settings);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::run(listener, app, async move {
+        let _ = stop_rx.await;
+    }));
+    // Warm-up: the resource list is made once, then kept.
+    latency(
+        client,
+        &format!("{base}/api/charts?range=24h&maxPoints=120&limit=50"),
+        2,
+    )
+    .await;
+    for (label, query, runs) in [
+        ("page", "limit=50", PAGE_REQUESTS),
+        ("page_deep", "limit=50&offset=5000", PAGE_REQUESTS),
+        ("page_search", "limit=50&search=vm-01", PAGE_REQUESTS),
+        ("page_sorted_cpu", "limit=50&type=vm&sort=vm:cpu:desc", 10),
+        ("unpaged", "", 5),
+    ] {
+        let url = format!("{base}/api/charts?range=24h&maxPoints=120&{query}");
+        let (p50, p99, bytes, points) = latency(client, &url, runs).await;
+        println!(
+            "at scale /api/charts?range=24h&maxPoints=120&{query}: p50 {p50:.1} ms, p99 {p99:.1} ms ({points} points, {:.1} KiB) over {runs} requests",
+            bytes as f64 / 1024.0
+        );
+        figures.insert(
+            format!("scale_{label}_p50_ms"),
+            serde_json::json!(round(p50)),
+        );
+        figures.insert(
+            format!("scale_{label}_p99_ms"),
+            serde_json::json!(round(p99)),
+        );
+        figures.insert(format!("scale_{label}_bytes"), serde_json::json!(bytes));
+    }
+    figures.insert("scale_resources".into(), serde_json::json!(n));
+    let _ = stop_tx.send(());
+    server.await.unwrap().unwrap();
 }
 
 fn round(ms: f64) -> f64 {

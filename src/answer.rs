@@ -225,7 +225,7 @@ pub fn history(store: &Reads, request: &HistoryRequest) -> Result<HistoryAnswer>
     let of = |t: &str| SeriesFilter {
         resource_type: Some(t.to_string()),
         resource_id: Some(id.clone()),
-        metric: None,
+        ..SeriesFilter::default()
     };
     let types = stored_types(&request.resource_type);
     let stored_type = types

@@ -97,6 +97,18 @@ impl Reads {
         }
     }
 
+    /// What `series` says of the series `filter` keeps.
+    pub fn series_matching(&self, filter: &SeriesFilter) -> Result<Vec<SeriesInfo>> {
+        match self {
+            Reads::Local(s) => s.series_matching(filter),
+            Reads::Remote(r) => Ok(r
+                .series(now_ms())?
+                .into_iter()
+                .filter(|s| filter.matches(&s.key))
+                .collect()),
+        }
+    }
+
     pub fn resources(&self) -> Result<Vec<Resource>> {
         match self {
             Reads::Local(s) => Ok(s.resources()),

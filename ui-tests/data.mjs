@@ -96,3 +96,39 @@ export function generate(now) {
   });
   return out;
 }
+
+/**
+ * A fleet of `n` resources x 4 metrics (cpu, memory, disk, netin) at
+ * scale: nodes, VMs, containers and storage in a cluster's proportions,
+ * each with a name and node, `points` samples 5 minutes apart ending at
+ * `now`. One VM is named `NEEDLE` (and tagged `findme`): a search finds it.
+ */
+export const NEEDLE = 'needle-db';
+export function scaleFleet(n, now, points = 6) {
+  const end = Math.floor(now / 300_000) * 300_000;
+  const nodes = Math.max(1, Math.round(n / 200));
+  const storage = Math.round(n / 200);
+  const containers = Math.round(n / 10);
+  const vms = n - nodes - storage - containers;
+  const resources = [];
+  const pad = (i, w) => String(i).padStart(w, '0');
+  for (let i = 1; i <= nodes; i++) resources.push({ resourceType: 'node', resourceId: `pve1:node${i}`, name: `node${i}`, status: 'online' });
+  for (let i = 0; i < vms; i++) {
+    const node = `node${(i % nodes) + 1}`;
+    const name = i === 4242 ? NEEDLE : `vm-${pad(i, 5)}`;
+    resources.push({ resourceType: 'vm', resourceId: `pve1:${1000 + i}`, name, node, tags: i === 4242 ? ['findme'] : [] });
+  }
+  for (let i = 0; i < containers; i++) resources.push({ resourceType: 'container', resourceId: `pve1:${100000 + i}`, name: `ct-${pad(i, 4)}`, node: `node${(i % nodes) + 1}` });
+  for (let i = 0; i < storage; i++) resources.push({ resourceType: 'storage', resourceId: `pve1:store${i}`, name: `store-${pad(i, 3)}` });
+  const out = [];
+  resources.forEach((r, ri) => {
+    for (const [mi, metric] of ['cpu', 'memory', 'disk', 'netin'].entries()) {
+      if (r.resourceType === 'storage' && metric !== 'disk') continue;
+      for (let k = points - 1; k >= 0; k--) {
+        const value = metric === 'netin' ? 1000 * ((ri + k) % 50) : ((ri * 7 + mi * 13 + k * 3) % 90) + 5;
+        out.push({ resourceType: r.resourceType, resourceId: r.resourceId, metric, value, timestamp: end - k * 300_000 });
+      }
+    }
+  });
+  return { resources: resources.map((r) => ({ instance: 'pve1', ...r })), points: out };
+}

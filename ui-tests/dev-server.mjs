@@ -8,7 +8,7 @@ import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { generate } from './data.mjs';
+import { RESOURCES, generate } from './data.mjs';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'ui');
 const port = Number(process.argv[2] || 7699);
@@ -67,6 +67,47 @@ function window(q) {
 
 const tierFor = (seconds) => (seconds <= 7200 ? 'raw' : seconds <= 86400 ? 'minute' : seconds <= 7 * 86400 ? 'hourly' : 'daily');
 
+/**
+ * The page of resources a request asks for (`type`, `search`, `limit`,
+ * `offset`; `sort` is not imitated: always by name), in the service's
+ * order: by type, then name, then id.
+ */
+const TYPE_ORDER = ['node', 'vm', 'container', 'storage', 'dockerHost', 'dockerContainer'];
+const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
+const META = new Map(RESOURCES.filter((r) => r.meta).map((r) => [`${r.type}\u0000${r.id}`, { instance: 'pve1', ...r.meta }]));
+function listing(q) {
+  const byKey = new Map();
+  for (const k of series.keys()) {
+    const [type, id, metric] = k.split('\u0000');
+    const key = `${type}\u0000${id}`;
+    if (!byKey.has(key)) byKey.set(key, { type, id, meta: META.get(key), metrics: new Set() });
+    byKey.get(key).metrics.add(metric);
+  }
+  const types = q.get('type') ? new Set(q.get('type').split(',')) : null;
+  const search = (q.get('search') || '').trim().toLowerCase();
+  const name = (r) => r.meta?.name || r.id.slice(r.id.lastIndexOf(':') + 1);
+  const rank = (t) => (TYPE_ORDER.includes(t) ? TYPE_ORDER.indexOf(t) : 99);
+  const rows = [...byKey.values()]
+    .filter((r) => !types || types.has(r.type))
+    .sort((a, b) => rank(a.type) - rank(b.type) || a.type.localeCompare(b.type) || collator.compare(name(a), name(b)) || collator.compare(a.id, b.id));
+  const columns = new Map();
+  for (const r of rows) for (const m of r.metrics) (columns.get(r.type) ?? columns.set(r.type, new Set()).get(r.type)).add(m);
+  const found = rows.filter((r) => !search || [r.id, r.meta?.name, r.meta?.node, r.meta?.instance, ...(r.meta?.tags || [])].some((f) => f && f.toLowerCase().includes(search)));
+  const groups = [];
+  for (const r of found) {
+    if (groups.at(-1)?.resourceType !== r.type) groups.push({ resourceType: r.type, start: found.indexOf(r), total: 0, metrics: [...columns.get(r.type)] });
+    groups.at(-1).total++;
+  }
+  const offset = Math.min(found.length, Number(q.get('offset')) || 0);
+  const limit = q.has('limit') ? Number(q.get('limit')) : null;
+  const rowsOfPage = found.slice(offset, limit == null ? undefined : offset + limit);
+  return {
+    ids: new Set(rowsOfPage.map((r) => `${r.type}\u0000${r.id}`)),
+    meta: rowsOfPage,
+    json: { total: found.length, offset, limit, items: rowsOfPage.map((r) => ({ resourceType: r.type, resourceId: r.id })), groups },
+  };
+}
+
 function json(res, status, body) {
   res.writeHead(status, { 'Content-Type': 'application/json' });
   res.end(JSON.stringify(body));
@@ -78,12 +119,15 @@ function api(req, res, url, body) {
   if (url.pathname === '/api/charts') {
     if (q.has('range') && !RANGES.includes(q.get('range'))) return json(res, 400, { error: 'invalid range', details: [`unknown range ${q.get('range')}`] });
     const { start, end, range } = window(q);
-    const out = { data: {}, nodeData: {}, storageData: {}, dockerData: {}, dockerHostData: {}, resources: {}, guestTypes: {} };
+    const out = { data: {}, nodeData: {}, storageData: {}, dockerData: {}, dockerHostData: {}, resources: {}, guestTypes: {}, meta: {} };
+    const page = listing(q);
+    out.page = page.json;
     let pointCount = 0;
     let oldest = Infinity;
     for (const [k, pts] of series) {
       const [type, id, metric] = k.split('\u0000');
       oldest = Math.min(oldest, pts[0].timestamp);
+      if (!page.ids.has(`${type}\u0000${id}`)) continue;
       const r = reduce(pts, start, end, Number(q.get('maxPoints')) || 0).map(({ timestamp, value }) => ({ timestamp, value }));
       if (!r.length) continue;
       pointCount += r.length;
@@ -102,6 +146,7 @@ function api(req, res, url, body) {
       (target[id] ??= {})[metric] = r;
       if (type === 'vm' || type === 'container') out.guestTypes[id] = type;
     }
+    for (const r of page.meta) if (r.meta) (out.meta[r.type] ??= {})[r.id] = r.meta;
     out.timestamp = Date.now();
     out.stats = { oldestDataTimestamp: oldest === Infinity ? 0 : oldest, tier: tierFor((end - start) / 1000), pointCount, range: range || 'custom', rangeSeconds: (end - start) / 1000 };
     return json(res, 200, out);

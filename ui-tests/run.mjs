@@ -17,7 +17,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { createRequire } from 'node:module';
 import { chromium } from 'playwright-core';
-import { GAP, RESOURCES, STOPPED, generate, resourceRecords } from './data.mjs';
+import { GAP, NEEDLE, RESOURCES, STOPPED, generate, resourceRecords, scaleFleet } from './data.mjs';
 
 const require = createRequire(import.meta.url);
 const AXE = require.resolve('axe-core/axe.min.js');
@@ -146,6 +146,23 @@ async function dashboardReady(page) {
   await page.waitForSelector('#groups[aria-busy="false"][data-state]', { timeout: 15_000 });
 }
 
+/** Types `text` into the filter and waits for the server's search to be on screen. */
+async function filterTo(page, text) {
+  const answered = page.waitForResponse((r) => r.url().includes('/api/charts') && (new URL(r.url()).searchParams.get('search') ?? '') === text, {
+    timeout: 10_000,
+  });
+  await page.fill('#filter', text);
+  await answered;
+  await page.waitForFunction(
+    (t) => {
+      const g = document.querySelector('#groups');
+      return g.dataset.search === t && g.getAttribute('aria-busy') === 'false';
+    },
+    text,
+    { timeout: 10_000 },
+  );
+}
+
 /**
  * Runs axe-core on the page as it is and fails on any serious or critical
  * violation (WCAG 2 A/AA rules, contrast included), listing each.
@@ -259,7 +276,7 @@ test('the dashboard draws a sparkline for each series, coloured by thresholds', 
 
   // Groups by type, in order, with every resource once.
   const groups = await page.$$eval('#groups section.group', (els) =>
-    els.map((el) => ({ type: el.dataset.group, title: el.querySelector('h2 .title').textContent, rows: el.querySelectorAll('tbody tr').length })),
+    els.map((el) => ({ type: el.dataset.group, title: el.querySelector('h2 .title').textContent, rows: el.querySelectorAll('tbody tr[data-id]').length })),
   );
   assert.deepEqual(
     groups.map((g) => g.type),
@@ -498,11 +515,12 @@ test('rows lead with the name; the filter finds guests by name, node, tag and id
     // A resource without a name shows its id, as before.
     assert.equal(await p.textContent('tr[data-id="docker1"] .rname'), 'docker1');
     // Rows come in the order of their names.
-    const names = await p.$$eval('section[data-group="vm"] tbody tr .rname', (e) => e.map((x) => x.textContent));
+    const names = await p.$$eval('section[data-group="vm"] tbody tr[data-id] .rname', (e) => e.map((x) => x.textContent));
     assert.deepEqual(names, [...names].sort((a, b) => a.localeCompare(b, 'en', { numeric: true })));
     assert.equal(names.length, 9);
 
-    const shown = () => p.$$eval('tbody tr:not([hidden])', (rows) => rows.map((r) => r.dataset.id).sort());
+    // The server searches; the page shows what it found.
+    const shown = () => p.$$eval('tbody tr[data-id]', (rows) => rows.map((r) => r.dataset.id).sort());
     for (const [filter, ids] of [
       ['web', ['pve1:101', 'pve1:102']],
       ['BUILD01', ['pve1:104']],
@@ -510,12 +528,12 @@ test('rows lead with the name; the filter finds guests by name, node, tag and id
       ['node3', ['pve1:103', 'pve1:106', 'pve1:109', 'pve1:203', 'pve1:node3']],
       ['pve1:105', ['pve1:105']],
     ]) {
-      await p.fill('#filter', filter);
+      await filterTo(p, filter);
       assert.deepEqual(await shown(), ids, `filter ${filter}`);
     }
-    await p.fill('#filter', 'web');
+    await filterTo(p, 'web');
     await shot(p, 'filter-by-name');
-    await p.fill('#filter', '');
+    await filterTo(p, '');
 
     await p.click('tr[data-id="pve1:101"] td[data-metric="cpu"] button.cell');
     await p.waitForSelector('#detail[open] .detail-chart[data-state="ready"]', { timeout: 10_000 });
@@ -777,7 +795,7 @@ test('a phone shows name, CPU, memory and disk without sideways scrolling, and t
   }
 });
 
-test('hundreds of rows: one request, quick render, sparklines drawn as they scroll into view', async () => {
+test('hundreds of rows: one request, quick render, only the rows on screen, drawn as they scroll into view', async () => {
   const many = await startServer(
     'many',
     (dir) => `metrics:
@@ -806,22 +824,133 @@ collectors:
     p.on('request', (r) => r.url().includes('/api/charts') && charts.push(r.url()));
     await p.goto(`${many.url}/?range=1h&view=trends`);
     await dashboardReady(p);
-    assert.equal(await p.$$eval('tbody tr', (rows) => rows.length), VMS);
-    assert.equal(charts.length, 1, 'one /api/charts request draws every row');
+    await p.waitForSelector('canvas.spark[data-drawn]');
+    assert.equal(await p.textContent('section[data-group="vm"] h2 .count'), String(VMS));
+    const inDom = await p.$$eval('tbody tr[data-id]', (rows) => rows.length);
+    assert.ok(inDom > 10 && inDom < VMS / 4, `${inDom} of ${VMS} rows in the DOM: those on screen`);
+    assert.equal(charts.length, 1, 'one /api/charts request draws the first screen');
+    assert.ok(Number(new URL(charts[0]).searchParams.get('limit')) < VMS, `the first request asks for a screen: ${charts[0]}`);
     const renderMs = Number(await p.getAttribute('#groups', 'data-render-ms'));
     const drawMs = Number(await p.getAttribute('#groups', 'data-draw-ms'));
     console.log(`  ${VMS} rows x 4 metrics: render ${renderMs} ms, first sparklines ${drawMs} ms`);
-    assert.ok(renderMs < 1000, `rendering ${VMS} rows took ${renderMs} ms`);
-    assert.ok(drawMs < 500, `drawing the visible sparklines took ${drawMs} ms`);
-    // Only what is on screen is drawn at first; the rest is drawn on scrolling.
+    // Timings are printed, not asserted: a loaded CI machine is no
+    // measure (cargo bench --bench api measures the service's part).
+    assert.ok(
+      (await p.getAttribute('#groups', 'data-render-ms')) !== null && (await p.getAttribute('#groups', 'data-draw-ms')) !== null,
+      'the page marks its render and draw times',
+    );
+    // Only what is on screen is drawn; the rest as it scrolls into view.
     const drawnFirst = await p.$$eval('canvas.spark[data-drawn]', (c) => c.length);
     assert.ok(drawnFirst > 0 && drawnFirst < VMS * 4, `${drawnFirst} sparklines drawn before scrolling`);
-    await p.$eval('tbody tr:last-child', (tr) => tr.scrollIntoView());
-    await p.waitForSelector('tbody tr:last-child canvas.spark[data-metric="netin"][data-drawn]');
+    await p.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+    await p.waitForSelector(`tr[data-index="${VMS - 1}"] canvas.spark[data-metric="netin"][data-drawn]`);
     await shot(p, 'many-rows-bottom');
   } finally {
     await p.close();
     await many.stop();
+  }
+});
+
+test('10,000 resources: the first screen from one small request (its time printed), only rows on screen in the DOM, search by the server, scrolling to the end', async () => {
+  const big = await startServer(
+    'scale',
+    (dir) => `metrics:
+  database_path: "${dir}/metrics.db"
+collectors:
+  host: { enabled: false }
+  proxmox: { enabled: false }
+`,
+  );
+  dataDirs.push(big.dir);
+  const p = await browser.newPage();
+  try {
+    const N = 10_000;
+    const fleet = scaleFleet(N, Date.now());
+    const t0 = Date.now();
+    await ingest(big, fleet.points);
+    const named = await call(big, 'POST', '/api/metrics-store/write?sync=true', { resources: fleet.resources });
+    assert.equal(named.status, 200, named.text);
+    console.log(`  ${N} resources, ${fleet.points.length} points written in ${Date.now() - t0} ms`);
+    const last = (await call(big, 'GET', `/api/charts?range=1h&limit=1&offset=${N - 1}`)).json;
+    assert.equal(last.page.total, N);
+    const lastId = last.page.items[0].resourceId;
+
+    const charts = [];
+    p.on('request', (r) => r.url().includes('/api/charts') && charts.push(new URL(r.url()).searchParams));
+    await p.goto(`${big.url}/?range=1h&view=trends`);
+    await p.waitForSelector('tbody tr[data-id] canvas.spark[data-drawn]', { timeout: 15_000 });
+    // In the page's own clock: from navigation to the first rows in the DOM.
+    const [firstRows, firstAsk] = await p.evaluate(() => [
+      performance.getEntriesByName('dashboard:first-rows')[0]?.startTime,
+      performance.getEntriesByType('resource').find((e) => e.name.includes('/api/charts')),
+    ]);
+    console.log(
+      `  ${N} resources: first rows on screen ${Math.round(firstRows)} ms after navigation (/api/charts asked at ${Math.round(firstAsk.startTime)} ms, answered in ${Math.round(firstAsk.responseEnd - firstAsk.startTime)} ms); ${charts[0]}`,
+    );
+    // Printed, not asserted (see above): the assertion is on what was asked.
+    assert.ok(firstRows > 0, 'the page marks its first rows');
+    assert.equal(charts[0].get('offset'), '0');
+    assert.ok(Number(charts[0].get('limit')) <= 100, 'the first request asks for about a screen of rows');
+
+    // Only the rows on screen (and a few more) are in the DOM; the tables
+    // are as tall as all their rows.
+    const dom = await p.evaluate(() => {
+      const rows = [...document.querySelectorAll('tbody tr[data-index]')];
+      const rowH = rows[0].getBoundingClientRect().height;
+      return {
+        rows: rows.length,
+        canvases: document.querySelectorAll('canvas.spark').length,
+        rowH,
+        far: rows.filter((r) => {
+          const b = r.getBoundingClientRect();
+          return b.bottom < -10 * rowH || b.top > innerHeight + 10 * rowH;
+        }).length,
+        height: document.documentElement.scrollHeight,
+        screen: innerHeight,
+      };
+    });
+    console.log(`  ${dom.rows} rows and ${dom.canvases} sparklines in the DOM, page ${dom.height} px tall`);
+    assert.ok(dom.rows > 10 && dom.rows < 100, `${dom.rows} rows in the DOM`);
+    assert.ok(dom.canvases <= dom.rows * 4, `${dom.canvases} canvases`);
+    assert.equal(dom.far, 0, 'no row far off screen is in the DOM');
+    assert.ok(dom.height > N * dom.rowH * 0.95, `the page is as tall as ${N} rows (${dom.height} px)`);
+    assert.equal(await p.textContent('section[data-group="vm"] h2 .count'), (fleet.resources.filter((r) => r.resourceType === 'vm').length).toLocaleString('en-US'));
+    await shot(p, 'scale-first-screen');
+
+    // The server searches every resource, whether loaded or not.
+    await filterTo(p, 'NEEDLE');
+    assert.equal(charts.at(-1).get('search'), 'NEEDLE');
+    const found = await p.$$eval('tbody tr[data-id]', (rows) => rows.map((r) => r.querySelector('.rname').textContent));
+    assert.deepEqual(found, [NEEDLE]);
+    await filterTo(p, 'findme');
+    assert.deepEqual(await p.$$eval('tbody tr[data-id] .rname', (e) => e.map((x) => x.textContent)), [NEEDLE], 'tags are searched');
+    await filterTo(p, '');
+    await p.waitForSelector('tbody tr[data-id] canvas.spark[data-drawn]');
+
+    // Scrolling to the bottom reaches the last resource, drawn, with a
+    // screenful of rows in the DOM.
+    const before = charts.length;
+    await p.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight));
+    await p.waitForSelector(`tr[data-index="${N - 1}"][data-id="${lastId}"] canvas.spark[data-drawn]`, { timeout: 15_000 });
+    const bottom = await p.$$eval('tbody tr[data-index]', (rows) => rows.length);
+    assert.ok(bottom < 100, `${bottom} rows in the DOM at the bottom`);
+    const asked = charts.slice(before).map((q) => `${q.get('offset')}+${q.get('limit')}`);
+    console.log(`  scrolled to the end: ${asked.length} request(s) (${asked.join(', ')}), ${bottom} rows in the DOM`);
+    await shot(p, 'scale-bottom');
+    // Halfway down: the rows there come (in place of "Loading…" rows).
+    await p.evaluate(() => window.scrollTo(0, document.documentElement.scrollHeight / 2));
+    await p.waitForFunction(
+      (n) => {
+        const rows = [...document.querySelectorAll('tbody tr[data-index]')];
+        const first = Number(rows[0]?.dataset.index);
+        return rows.length && first > n / 4 && first < (n * 3) / 4 && rows.every((r) => r.dataset.id && r.querySelector('canvas.spark'));
+      },
+      N,
+      { timeout: 15_000 },
+    );
+  } finally {
+    await p.close();
+    await big.stop();
   }
 });
 
@@ -994,25 +1123,25 @@ test('empty, filtered, late and switching states say what happens; stopped resou
     assert.equal(await p.getAttribute('#groups', 'data-state'), 'empty');
     assert.match(await p.textContent('#groups .empty h2'), /^No data in this range$/);
     assert.match(await p.textContent('#groups .empty p'), /History goes back to .* but nothing was recorded between/);
-    assert.equal(await p.$$eval('tbody tr', (r) => r.length), 0, 'no rows of dashes');
+    assert.equal(await p.$$eval('tbody tr[data-id]', (r) => r.length), 0, 'no rows of dashes');
     await shot(p, 'custom-window-no-data');
     const before = Date.now() - 2 * 86_400_000;
     await p.goto(`${server.url}/?range=custom&start=${before - 3600_000}&end=${before}`);
     await dashboardReady(p);
     assert.match(await p.textContent('#groups .empty h2'), /^Collecting history since /);
-    assert.equal(await p.$$eval('tbody tr', (r) => r.length), 0);
+    assert.equal(await p.$$eval('tbody tr[data-id]', (r) => r.length), 0);
 
     // A filter that matches nothing.
     await p.goto(`${server.url}/?range=1h&view=trends`);
     await dashboardReady(p);
-    await p.fill('#filter', 'zebra');
+    await filterTo(p, 'zebra');
     await p.waitForSelector('#groups .no-match');
     assert.equal((await p.textContent('#groups .no-match h2')).trim(), 'No resource matches “zebra”');
     await shot(p, 'filter-no-match');
-    await p.fill('#filter', '104');
+    await filterTo(p, '104');
     assert.equal(await p.isVisible('#groups .no-match'), false);
-    assert.equal(await p.$$eval('tbody tr:not([hidden])', (r) => r.length), 1);
-    await p.fill('#filter', '');
+    assert.equal(await p.$$eval('tbody tr[data-id]', (r) => r.length), 1);
+    await filterTo(p, '');
 
     // Late points waiting: the dashboard says so (and asks again soon).
     await p.route('**/api/charts?**', async (route) => {

@@ -174,7 +174,13 @@ impl RemoteReader {
         let found = self
             .api
             .series(&self.selector(filter), now - self.lookback(), now)?;
-        let mut keys: Vec<SeriesKey> = found.iter().filter_map(|l| self.key_of(l)).collect();
+        // The selector narrows by type, id and metric; a page's resources
+        // are kept here.
+        let mut keys: Vec<SeriesKey> = found
+            .iter()
+            .filter_map(|l| self.key_of(l))
+            .filter(|k| filter.matches(k))
+            .collect();
         keys.sort();
         keys.dedup();
         Ok(keys)
@@ -328,6 +334,8 @@ impl RemoteReader {
             .collect();
         let sels = self.selectors(filter, points.keys());
         self.collect(tier, &sels, range.start, range.end, range.now, &mut points)?;
+        // The selectors are by metric: a page keeps its resources only.
+        points.retain(|k, _| filter.matches(k));
         let series = points
             .into_iter()
             .map(|(key, mut list)| {
@@ -351,6 +359,7 @@ impl RemoteReader {
             resource_type: Some(key.resource_type.clone()),
             resource_id: Some(key.resource_id.clone()),
             metric: Some(key.metric.clone()),
+            resources: None,
         };
         let many = self.query_many_map(&filter, range, max_points, &|_, p| p)?;
         let points = many

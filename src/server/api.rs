@@ -5,11 +5,13 @@
 //! writer thread). Request data is never unwrapped: anything a client sends
 //! ends in a 2xx or a 4xx naming the problem.
 
-use super::{App, charts, guard, prom};
+use super::{App, charts, guard, listing, prom};
 use crate::answer;
 use crate::config::{self, Config, MetricsConfig};
 use crate::model::{Point, Tier, now_ms, parse_timestamp};
-use crate::store::{Resource, SeriesFilter, TimeRange, point_from_json};
+use crate::pulse_ids::stored_metrics;
+use crate::reads::Reads;
+use crate::store::{Resource, ResourceMap, SeriesFilter, TimeRange, point_from_json};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
@@ -21,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
 use serde_json::{Value, json};
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
@@ -367,6 +370,19 @@ impl Params {
         }
     }
 
+    /// `type`, `search`, `sort`, `limit` and `offset`: which resources a
+    /// page of `/api/charts` or `/series` holds ([`listing`]).
+    fn listing(&self) -> Result<listing::Request, ApiError> {
+        listing::Request::from_params(
+            self.get("type"),
+            self.get("search"),
+            self.get("sort"),
+            self.get("limit"),
+            self.get("offset"),
+        )
+        .map_err(ApiError::bad_request)
+    }
+
     fn max_points(&self) -> Result<Option<usize>, ApiError> {
         match self.get("maxPoints") {
             None => Ok(None),
@@ -648,23 +664,39 @@ async fn charts(
 ) -> ApiResult {
     let p = Params::from(query)?;
     let max_points = p.max_points()?;
+    let wanted = p.listing()?;
     let now = now_ms();
     let w = window(&p, now, true)?;
     let turn = read_turn(&app.state.heavy_reads).await?;
     let local = app.state.store.clone();
     let store = app.state.reads.clone();
     let limit = app.state.max_answer_points;
+    let listed = app.state.listed.clone();
     let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
-        let filter = SeriesFilter::default();
+        let (start, end) = (w.range.start, w.range.end);
+        let page = listing::page(
+            &listed.listed(&store).map_err(ApiError::from_store)?,
+            &listing::meta_index(store.resources().map_err(ApiError::from_store)?),
+            &wanted,
+            |t, metric, rows| chart_values(&store, t, metric, rows, w.range, max_points),
+        )?;
+        // Only the page's series are read: a page of 50 rows costs what
+        // those rows cost, whatever the number of resources.
+        let filter = match wanted.is_everything() {
+            true => SeriesFilter::default(),
+            false => SeriesFilter {
+                resources: Some(listing::resource_set(page.rows.iter().map(|r| &r.listed))),
+                ..SeriesFilter::default()
+            },
+        };
         // Uncapped from the store: each series is capped on the reader
         // thread by `charts::series`, which needs every point's tier first.
-        let (start, end) = (w.range.start, w.range.end);
         // An answer that could be over the limit is counted before any of
-        // it is turned into JSON: a refused request costs no memory.
-        // The estimate knows the local tiers only: a remote engine's
-        // answer is always counted.
-        if store.is_remote() || !surely_fits(&local, w.range, max_points, limit) {
+        // it is turned into JSON: a refused request costs no memory. The
+        // estimate knows the local tiers only: a remote engine's answer is
+        // always counted.
+        if store.is_remote() || !surely_fits(&local, &filter, w.range, max_points, limit) {
             let counted = store
                 .query_many_map(&filter, w.range, None, &|_, points| {
                     let tiers = crate::segments::label(&points);
@@ -691,17 +723,12 @@ async fn charts(
             .map_err(ApiError::from_store)?;
         // What is known about the resources in the answer, by the type
         // they are answered under.
-        let listed: std::collections::HashSet<(&str, &str)> = many
-            .series
-            .iter()
-            .map(|(k, _)| (k.resource_type.as_str(), k.resource_id.as_str()))
-            .collect();
-        let mut meta = crate::store::ResourceMap::new();
-        for r in store.resources().map_err(ApiError::from_store)? {
-            if listed.contains(&(r.resource_type.as_str(), r.resource_id.as_str())) {
-                meta.entry(crate::pulse_ids::canonical_type(&r.resource_type).to_string())
+        let mut meta = ResourceMap::new();
+        for row in &page.rows {
+            if let Some(m) = &row.meta {
+                meta.entry(row.listed.resource_type.clone())
                     .or_default()
-                    .insert(r.resource_id, r.meta);
+                    .insert(row.listed.resource_id.clone(), m.clone());
             }
         }
         Ok(charts::encode(
@@ -715,6 +742,7 @@ async fn charts(
                 range_seconds: (w.range.end - w.range.start) / 1000,
                 late_count,
             },
+            &page.json(),
         ))
     })
     .await?;
@@ -738,11 +766,54 @@ async fn charts(
         .into_response())
 }
 
-/// Whether an answer over every series cannot hold more than `limit`
+/// The value each of `rows` (of canonical type `t`) shows last for `metric`
+/// on the dashboard: the last point of its series over `range` capped at
+/// `max_points`, rounded as the answer rounds it; `None` without points.
+/// Of a series stored under a Pulse name and one under ours, ours wins, as
+/// in the answer.
+fn chart_values(
+    store: &Reads,
+    t: &str,
+    metric: &str,
+    rows: &[&listing::Listed],
+    range: TimeRange,
+    max_points: Option<usize>,
+) -> Result<HashMap<String, Option<f64>>, ApiError> {
+    let mut out = HashMap::new();
+    for stored in stored_metrics(t, metric) {
+        let filter = SeriesFilter {
+            metric: Some(stored.to_string()),
+            resources: Some(listing::resource_set(rows.iter().copied())),
+            ..SeriesFilter::default()
+        };
+        let many = store
+            .query_many_map(&filter, range, max_points, &|_, points| {
+                points.last().map(|p| charts::chart_value(p.value))
+            })
+            .map_err(ApiError::from_store)?;
+        for (key, v) in many.series {
+            keep_value(&mut out, stored != metric, key.resource_id, v);
+        }
+    }
+    Ok(out)
+}
+
+/// A series under our metric name replaces what was there; one under
+/// Pulse's name only fills a gap.
+fn keep_value(out: &mut HashMap<String, Option<f64>>, renamed: bool, id: String, v: Option<f64>) {
+    if renamed {
+        out.entry(id).or_insert(v);
+    } else {
+        out.insert(id, v);
+    }
+}
+
+/// Whether an answer over the series `filter` keeps cannot hold more than `limit`
 /// points: at most one point a second in raw and one a bucket in a tier
 /// (plus an hour of raw edge not yet rolled up), or `maxPoints` a series.
 fn surely_fits(
     store: &crate::store::Store,
+    filter: &SeriesFilter,
     range: TimeRange,
     max_points: Option<usize>,
     limit: usize,
@@ -755,10 +826,12 @@ fn surely_fits(
         3600
     });
     let per_series = max_points.map_or(by_time, |n| n.min(by_time));
-    store
-        .series_count()
-        .saturating_mul(per_series.saturating_add(1))
-        <= limit
+    let series = match filter.resources {
+        None => store.series_count(),
+        // A page: its series only.
+        Some(_) => store.keys(filter).len(),
+    };
+    series.saturating_mul(per_series.saturating_add(1)) <= limit
 }
 
 /// The 400 for a chart answer over `server.max_answer_points`.
@@ -782,18 +855,68 @@ fn too_many_points(
 
 // ------------------------------------------------------ small endpoints
 
-async fn series(State(app): State<App>) -> ApiResult {
+async fn series(
+    State(app): State<App>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> ApiResult {
+    let wanted = Params::from(query)?.listing()?;
     let _turn = read_turn(&app.state.heavy_reads).await?;
     let store = app.state.reads.clone();
+    let listed = app.state.listed.clone();
     let bytes = blocking(move || {
-        let series = store.series().map_err(ApiError::from_store)?;
-        let mut meta = crate::store::ResourceMap::new();
-        for r in store.resources().map_err(ApiError::from_store)? {
-            meta.entry(r.resource_type)
-                .or_default()
-                .insert(r.resource_id, r.meta);
-        }
-        to_json(&json!({ "series": series, "meta": meta }))
+        let resources = store.resources().map_err(ApiError::from_store)?;
+        let page = listing::page(
+            &listed.listed(&store).map_err(ApiError::from_store)?,
+            &listing::meta_index(resources.clone()),
+            &wanted,
+            |t, metric, rows| {
+                // Sorted by the newest value of each series.
+                let mut out = HashMap::new();
+                for stored in stored_metrics(t, metric) {
+                    let filter = SeriesFilter {
+                        metric: Some(stored.to_string()),
+                        resources: Some(listing::resource_set(rows.iter().copied())),
+                        ..SeriesFilter::default()
+                    };
+                    let series = store
+                        .series_matching(&filter)
+                        .map_err(ApiError::from_store)?;
+                    for s in series {
+                        keep_value(&mut out, stored != metric, s.key.resource_id, s.last_value);
+                    }
+                }
+                Ok(out)
+            },
+        )?;
+        let mut meta = ResourceMap::new();
+        let series = if wanted.is_everything() {
+            for r in resources {
+                meta.entry(r.resource_type)
+                    .or_default()
+                    .insert(r.resource_id, r.meta);
+            }
+            store.series().map_err(ApiError::from_store)?
+        } else {
+            let index = listing::meta_index(resources);
+            for row in &page.rows {
+                let id = &row.listed.resource_id;
+                for t in &row.listed.stored_types {
+                    if let Some(m) = index.get(t).and_then(|ids| ids.get(id)) {
+                        meta.entry(t.clone())
+                            .or_default()
+                            .insert(id.clone(), m.clone());
+                    }
+                }
+            }
+            let filter = SeriesFilter {
+                resources: Some(listing::resource_set(page.rows.iter().map(|r| &r.listed))),
+                ..SeriesFilter::default()
+            };
+            store
+                .series_matching(&filter)
+                .map_err(ApiError::from_store)?
+        };
+        to_json(&json!({ "series": series, "meta": meta, "page": page.json() }))
     })
     .await?;
     Ok(json_bytes(bytes))

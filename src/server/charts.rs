@@ -17,9 +17,10 @@
 //! Beside Pulse's maps the answer has `buckets`: per series, the time of its
 //! newest point and the runs of points of one tier and bucket width
 //! ([`crate::segments`]), so a chart tells a missing bucket from a coarser
-//! one and a stopped resource from a running one at any range; and `meta`:
+//! one and a stopped resource from a running one at any range; `meta`:
 //! what is known about each resource in the answer (name, node, ...), by
-//! type then id.
+//! type then id; and `page`: which resources of how many the answer holds,
+//! in the dashboard's order ([`crate::server::listing`]).
 //!
 //! Series stored under one of Pulse's type aliases (`docker`,
 //! `system-container`, ...) are answered under the canonical type, and a
@@ -28,6 +29,7 @@
 use crate::model::{HistoryPoint, SeriesKey, Tier};
 use crate::pulse_ids::{canonical_metric, canonical_type};
 use crate::segments::{self, Segment};
+use crate::server::listing::PageJson;
 use crate::store::ResourceMap;
 use axum::body::Bytes;
 use serde::Serialize;
@@ -263,6 +265,7 @@ pub fn encode(
     meta: &ResourceMap,
     now: i64,
     stats: &ChartStats,
+    page: &PageJson,
 ) -> Vec<Bytes> {
     let mut a = Answer::default();
     for (key, array) in series {
@@ -336,6 +339,9 @@ pub fn encode(
     p.key("meta");
     p.json(meta);
     p.raw(b",");
+    p.key("page");
+    p.json(page);
+    p.raw(b",");
     p.key("timestamp");
     p.json(&now);
     p.raw(b",");
@@ -376,7 +382,20 @@ mod tests {
             .iter()
             .map(|(k, p)| (k.clone(), super::series(p, 0, now, None)))
             .collect();
-        encode(&arrays, &ResourceMap::new(), now, &stats()).concat()
+        encode(&arrays, &ResourceMap::new(), now, &stats(), &page()).concat()
+    }
+
+    fn page() -> PageJson<'static> {
+        PageJson {
+            total: 7,
+            offset: 2,
+            limit: Some(3),
+            items: vec![crate::server::listing::Item {
+                resource_type: "vm",
+                resource_id: "pve1:101",
+            }],
+            groups: &[],
+        }
     }
 
     fn stats() -> ChartStats {
@@ -395,6 +414,8 @@ mod tests {
             "data": {}, "nodeData": {}, "storageData": {}, "dockerData": {},
             "dockerHostData": {}, "guestTypes": {}, "resources": {}, "buckets": {},
             "meta": {}, "timestamp": now,
+            "page": {"total": 7, "offset": 2, "limit": 3, "groups": [],
+                     "items": [{"resourceType": "vm", "resourceId": "pve1:101"}]},
         });
         let mut count = 0;
         for (k, pts) in series {
@@ -454,7 +475,7 @@ mod tests {
                 ..Default::default()
             },
         );
-        let out = encode(&series, &meta, 2000, &stats()).concat();
+        let out = encode(&series, &meta, 2000, &stats(), &page()).concat();
         let v: Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["dockerData"]["c1"]["cpu"][0]["value"], 1.0);
         assert_eq!(v["data"]["pve1:200"]["cpu"][0]["value"], 2.0);

@@ -9,6 +9,7 @@
 //! | `guard`  | `Host`, `Origin`, content type and size checks before handlers |
 //! | `influx` | InfluxDB's `/write`, `/api/v2/write`, `/health`, `/ping`     |
 //! | `jobs`   | rollup, retention and vacuum on their (live) intervals       |
+//! | `listing`| which resources a page holds: type filter, search, sort, paging |
 //! | `prom`   | `/metrics` in the Prometheus text format                     |
 //! | `udp`    | line protocol over UDP (`ingest.influx.udp`)                 |
 //!
@@ -22,6 +23,7 @@ pub mod conn;
 pub mod guard;
 pub mod influx;
 pub mod jobs;
+pub mod listing;
 pub mod prom;
 pub mod udp;
 
@@ -73,6 +75,9 @@ pub(crate) struct AppState {
     pub remote: crate::remote::RemoteHealth,
     pub prom: prom::HttpMetrics,
     pub jobs: jobs::JobCounters,
+    /// The resources the store's series make, for pages of `/api/charts`
+    /// and `/series`, kept while the series stay the same.
+    pub listed: Arc<listing::Cache>,
     /// `server.api_token`, if non-empty. Fixed for the life of the process.
     pub token: Option<String>,
     /// Unix ms the service started (health checks measure from here).
@@ -122,6 +127,7 @@ impl App {
                 remote: crate::remote::RemoteHealth::default(),
                 prom: prom::HttpMetrics::default(),
                 jobs: jobs::JobCounters::default(),
+                listed: Arc::default(),
                 token,
                 started_ms: crate::model::now_ms(),
                 hosts,

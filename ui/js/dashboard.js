@@ -1,10 +1,13 @@
-// The dashboard: every resource grouped by type, one row each, with current
-// values and one sparkline (Trends) or bar (Bars) per metric. One
-// /api/charts request per refresh, whatever the number of rows.
+// The dashboard: resources grouped by type, one row each, with current
+// values and one sparkline (Trends) or bar (Bars) per metric. The server
+// orders, searches and pages the resources (docs/api.md, `page`): the page
+// asks only for the rows around the screen, one /api/charts request per
+// refresh however many resources there are, and keeps only the rows on
+// screen in the DOM; the rest of each table is empty space of the right
+// height, filled in as it scrolls into view.
 
 import { api, withQuery } from './api.js';
 import {
-  compareIds,
   compareMetrics,
   formatCount,
   formatDateTime,
@@ -15,7 +18,6 @@ import {
   metricKind,
   metricLabel,
   resourceLabel,
-  searchText,
   spansDays,
   toDateTimeLocal,
 } from './format.js';
@@ -55,7 +57,21 @@ const GROUP_TITLES = {
   dockerHost: 'Docker hosts',
   dockerContainer: 'Docker containers',
 };
-const GROUP_ORDER = ['node', 'vm', 'container', 'storage', 'dockerHost', 'dockerContainer'];
+/**
+ * The rows around the screen: the page keeps the visible rows and a few
+ * more (OVERSCAN) in the DOM, and asks the server for about a screen more
+ * on each side, in blocks of rows, so scrolling a little asks for nothing.
+ */
+const OVERSCAN = 6;
+const BLOCK = 25;
+/** How long typing in the filter waits before the server searches. */
+const SEARCH_DEBOUNCE_MS = 250;
+/** How long scrolling waits before asking for the rows it uncovered. */
+const SCROLL_FETCH_MS = 80;
+/** A row's height (CSS px, border included) until one is measured. */
+const rowGuess = () => (phone.matches ? 41 : 31);
+/** Named in the page's performance timeline when the first rows are on screen. */
+export const FIRST_ROWS_MARK = 'dashboard:first-rows';
 
 /** Every series map of a /api/charts answer: [map object, resource type of its entries or null (by guestTypes)]. */
 function seriesMaps(charts) {
@@ -70,10 +86,29 @@ function seriesMaps(charts) {
   return maps.filter(([m]) => m && typeof m === 'object');
 }
 
+/** The series of one resource (by the type it is answered as) in a /api/charts answer. */
+function seriesOf(charts, type, id) {
+  switch (type) {
+    case 'vm':
+    case 'container':
+      return charts.data?.[id];
+    case 'node':
+      return charts.nodeData?.[id];
+    case 'storage':
+      return charts.storageData?.[id];
+    case 'dockerHost':
+      return charts.dockerHostData?.[id];
+    case 'dockerContainer':
+      return charts.dockerData?.[id];
+    default:
+      return charts.resources?.[type]?.[id];
+  }
+}
+
 /**
  * Merges an incremental answer (`inc`, from `cut` on) into `charts`:
  * each series' points from `cut` on are replaced, segments likewise, and
- * points older than `keepFrom` dropped.
+ * points older than `keepFrom` dropped. The page becomes the newer one.
  */
 export function mergeCharts(charts, inc, cut, keepFrom) {
   const mapNames = ['data', 'nodeData', 'storageData', 'dockerHostData', 'dockerData'];
@@ -105,6 +140,7 @@ export function mergeCharts(charts, inc, cut, keepFrom) {
       }
     }
   }
+  if (inc.page) charts.page = inc.page;
   charts.timestamp = inc.timestamp;
   charts.stats = { ...charts.stats, oldestDataTimestamp: inc.stats?.oldestDataTimestamp, lateCount: inc.stats?.lateCount };
   let count = 0;
@@ -114,53 +150,33 @@ export function mergeCharts(charts, inc, cut, keepFrom) {
 }
 
 /**
- * Turns a /api/charts answer into groups of rows:
- * [{type, title, metrics, rows:[{type,id,series,buckets,meta,label}]}], where
- * `label` is what the row shows ({name, context}) and `meta` what is known
- * about the resource (its name, node, tags).
+ * The rows of a /api/charts answer in the order of its page (`page.items`):
+ * [{type, id, index, series, buckets, meta, label}], where `index` is the
+ * row's place in the whole list, `label` what the row shows ({name,
+ * context}) and `meta` what is known about the resource (its name, node, tags).
  */
-export function groupsFromCharts(charts) {
-  const byType = new Map();
+export function pageRows(charts) {
+  const page = charts.page || { offset: 0, items: [] };
   const buckets = charts.buckets || {};
   const metaOf = charts.meta || {};
-  const add = (type, id, series) => {
-    if (!series || typeof series !== 'object') return;
-    if (!byType.has(type)) byType.set(type, []);
+  return page.items.map(({ resourceType: type, resourceId: id }, i) => {
+    const series = seriesOf(charts, type, id) || {};
     const b = buckets[type]?.[id] || {};
     for (const [metric, points] of Object.entries(series)) applySegments(points, b[metric]?.segments);
     const meta = metaOf[type]?.[id];
-    byType.get(type).push({ type, id, series, buckets: b, meta, label: resourceLabel(type, id, meta) });
-  };
-  const guestTypes = charts.guestTypes || {};
-  for (const [id, series] of Object.entries(charts.data || {})) add(guestTypes[id] === 'container' ? 'container' : 'vm', id, series);
-  for (const [id, series] of Object.entries(charts.nodeData || {})) add('node', id, series);
-  for (const [id, series] of Object.entries(charts.storageData || {})) add('storage', id, series);
-  for (const [id, series] of Object.entries(charts.dockerHostData || {})) add('dockerHost', id, series);
-  for (const [id, series] of Object.entries(charts.dockerData || {})) add('dockerContainer', id, series);
-  for (const [type, resources] of Object.entries(charts.resources || {})) {
-    for (const [id, series] of Object.entries(resources || {})) add(type, id, series);
-  }
-  const types = [...byType.keys()].sort((a, b) => {
-    const ia = GROUP_ORDER.indexOf(a);
-    const ib = GROUP_ORDER.indexOf(b);
-    return (ia === -1 ? 99 : ia) - (ib === -1 ? 99 : ib) || a.localeCompare(b);
-  });
-  return types.map((type) => {
-    const rows = byType.get(type);
-    const metrics = new Set();
-    for (const r of rows) for (const m of Object.keys(r.series)) metrics.add(m);
-    return {
-      type,
-      title: GROUP_TITLES[type] ?? `Other: ${type}`,
-      metrics: [...metrics].sort(compareMetrics),
-      rows,
-    };
+    return { type, id, index: page.offset + i, series, buckets: b, meta, label: resourceLabel(type, id, meta) };
   });
 }
 
-/** Rows in the order people look for them: by the name shown, then by id. */
-function byName(a, b) {
-  return compareIds(a.label.name, b.label.name) || compareIds(a.id, b.id);
+/** The groups of the whole list (`page.groups`): [{type, title, start, total, metrics}]. */
+export function pageGroups(charts) {
+  return (charts.page?.groups || []).map((g) => ({
+    type: g.resourceType,
+    title: GROUP_TITLES[g.resourceType] ?? `Other: ${g.resourceType}`,
+    start: g.start,
+    total: g.total,
+    metrics: [...g.metrics].sort(compareMetrics),
+  }));
 }
 
 function lastPoint(points) {
@@ -171,6 +187,8 @@ function lastPoint(points) {
 function hasData(row) {
   return Object.values(row.series).some((p) => p && p.length);
 }
+
+const sameItems = (a = [], b = []) => a.length === b.length && a.every((x, i) => x.resourceId === b[i].resourceId && x.resourceType === b[i].resourceType);
 
 export class Dashboard {
   constructor(ctx) {
@@ -186,8 +204,21 @@ export class Dashboard {
     this.grid = null;
     this.failedSince = 0;
     this.groupEls = new Map();
-    this.filter = '';
     this.sort = new Map(); // group type -> {metric, dir}
+    // What the server is asked to search, and the rows of its last answer
+    // by their place in the whole list.
+    this.search = '';
+    this.rows = new Map();
+    this.layout = [];
+    this.total = 0;
+    this.rowH = rowGuess();
+    /** The rows the screen needs ({offset, limit}), those of `charts` (with `key`), and those being fetched. */
+    this.want = null;
+    this.loaded = null;
+    this.inflight = null;
+    this.searchTimer = null;
+    this.fetchTimer = null;
+    this.scrollFrame = 0;
     this.pending = new Set();
     this.visibleCanvases = new Set();
     this.observer =
@@ -201,11 +232,20 @@ export class Dashboard {
       if (document.hidden) this.stopTimer();
       else this.refresh();
     });
-    // Phones draw narrower sparklines: redraw when the layout switches.
+    // Phones draw narrower sparklines and taller rows: redraw when the layout switches.
     phone.addEventListener?.('change', () => {
+      this.rowH = rowGuess();
       if (this.charts && this.visible) this.render();
     });
-    window.addEventListener('resize', () => this.fitTables(), { passive: true });
+    window.addEventListener(
+      'resize',
+      () => {
+        this.fitTables();
+        this.onScroll();
+      },
+      { passive: true },
+    );
+    window.addEventListener('scroll', () => this.onScroll(), { passive: true });
   }
 
   // --- toolbar ----------------------------------------------------------------
@@ -242,10 +282,24 @@ export class Dashboard {
       this.ctx.setState({ range: 'custom', start, end, autoRange: false });
     });
     $('#refresh').addEventListener('click', () => this.refresh({ full: true }));
-    $('#filter').addEventListener('input', (e) => {
-      this.filter = e.target.value.trim();
-      this.applyFilter();
+    const filter = $('#filter');
+    // The server searches every resource: ask once typing pauses (or at once on Enter).
+    filter.addEventListener('input', () => {
+      clearTimeout(this.searchTimer);
+      this.searchTimer = setTimeout(() => this.setSearch(filter.value.trim()), SEARCH_DEBOUNCE_MS);
     });
+    filter.addEventListener('keydown', (e) => {
+      if (e.key !== 'Enter') return;
+      clearTimeout(this.searchTimer);
+      this.setSearch(filter.value.trim());
+    });
+  }
+
+  setSearch(text) {
+    if (text === this.search) return;
+    this.search = text;
+    this.want = null;
+    if (this.visible) this.refresh({ full: true });
   }
 
   syncToolbar(customOpen = false) {
@@ -312,27 +366,56 @@ export class Dashboard {
     if (period) this.timer = setTimeout(() => this.refresh({ full }), period);
   }
 
-  /** The request for this refresh: the whole range, or only its newest buckets. */
+  /** The server's sort of each group (`type:key:dir`, docs/api.md), from the headers clicked. */
+  sortParam() {
+    const parts = [];
+    for (const [type, s] of this.sort) {
+      if (s.metric) parts.push(`${type}:${s.metric}:${s.dir > 0 ? 'desc' : 'asc'}`);
+      else if (s.dir < 0) parts.push(`${type}:name:desc`);
+    }
+    return parts.join(',');
+  }
+
+  /** What decides which resources are where in the list. */
+  listingKey() {
+    return `${this.search}\n${this.sortParam()}`;
+  }
+
+  /** The rows of a first screen, before anything is measured. */
+  firstWindow() {
+    const rows = Math.ceil(window.innerHeight / this.rowH) + 2 * OVERSCAN;
+    return { offset: 0, limit: Math.ceil(rows / BLOCK) * BLOCK };
+  }
+
+  /** The request for this refresh: the rows the screen needs, over the whole range or only its newest buckets. */
   request(full) {
     const { state } = this.ctx;
     const g = this.grid;
+    const win = this.want || this.firstWindow();
+    const key = this.listingKey();
+    const listing = { offset: win.offset, limit: win.limit, search: this.search, sort: this.sortParam() };
+    const l = this.loaded;
+    const same = l && l.offset === win.offset && l.limit === win.limit && l.key === key;
     const live = state.range !== 'custom' && refreshPeriod(state) > 0;
-    if (!full && live && g && this.charts && Date.now() - g.fullAt < FULL_EVERY_MS) {
+    if (!full && same && live && g && this.charts && Date.now() - g.fullAt < FULL_EVERY_MS) {
       const serverNow = g.serverAt + (Date.now() - g.clientAt);
       const from = Math.max(g.start0, g.serverAt - LOOKBACK_MS);
       const start = g.start0 + Math.floor((from - g.start0) / g.width) * g.width;
       const n = Math.max(1, Math.ceil((serverNow - start) / g.width) + 1);
-      const path = withQuery('/api/charts', { start, end: start + n * g.width, maxPoints: n });
-      return { path, cut: start };
+      const path = withQuery('/api/charts', { start, end: start + n * g.width, maxPoints: n, ...listing });
+      return { path, cut: start, win, key };
     }
-    return { path: withQuery('/api/charts', { ...rangeParams(state), maxPoints: SPARK_POINTS }), cut: null };
+    return { path: withQuery('/api/charts', { ...rangeParams(state), maxPoints: SPARK_POINTS, ...listing }), cut: null, win, key };
   }
 
   async refresh({ full = false } = {}) {
     this.stopTimer();
+    clearTimeout(this.fetchTimer);
+    this.fetchTimer = null;
     const { state } = this.ctx;
     const seq = ++this.seq;
     const req = this.request(full);
+    this.inflight = req.cut == null ? { ...req.win, key: req.key } : null;
     // While failing, the status keeps saying so (red) until an answer comes.
     if (!this.failedSince) this.ctx.status.set('Loading…', { busy: true });
     this.groupsEl.setAttribute('aria-busy', 'true');
@@ -340,8 +423,10 @@ export class Dashboard {
       const answer = await api.get(req.path);
       if (seq !== this.seq) return;
       const waited = this.charts?.stats?.lateCount > 0;
+      let moved = false;
       if (req.cut == null) {
         this.charts = answer;
+        this.loaded = { ...req.win, key: req.key, search: this.search };
         const rangeMs = (rangeSeconds(state.range) || 0) * 1000;
         this.grid = rangeMs
           ? {
@@ -355,7 +440,10 @@ export class Dashboard {
           : null;
       } else {
         const g = this.grid;
+        const before = this.charts.page?.items;
         mergeCharts(this.charts, answer, req.cut, answer.timestamp - g.rangeMs - g.width);
+        // Resources came, went or changed places: the page is asked for again whole.
+        moved = !sameItems(before, this.charts.page?.items);
         g.serverAt = answer.timestamp;
         g.clientAt = Date.now();
       }
@@ -365,7 +453,7 @@ export class Dashboard {
       this.render();
       this.ctx.detail.refreshIfOpen();
       // Late points were folded since the last answer: older buckets changed.
-      if (waited && !(this.charts.stats?.lateCount > 0) && req.cut != null) {
+      if (moved || (waited && !(this.charts.stats?.lateCount > 0) && req.cut != null)) {
         this.refresh({ full: true });
         return;
       }
@@ -379,6 +467,7 @@ export class Dashboard {
       if (!this.charts) this.groupsEl.replaceChildren(emptyState('Could not load the dashboard', 'See the error above. The page retries by itself.'));
     } finally {
       if (seq === this.seq) {
+        this.inflight = null;
         this.groupsEl.setAttribute('aria-busy', 'false');
         this.groupsEl.classList.remove('switching');
         this.schedule();
@@ -420,10 +509,15 @@ export class Dashboard {
     this.bounds = [start, end];
     this.withDate = spansDays(start, end);
     this.sparkWidth = phone.matches ? PHONE_SPARK_WIDTH : SPARK_WIDTH;
-    const groups = groupsFromCharts(charts);
-    this.groups = groups;
+    const rows = pageRows(charts);
+    this.rows = new Map(rows.map((r) => [r.index, r]));
+    this.layout = pageGroups(charts);
+    this.total = charts.page?.total ?? rows.length;
+    const search = this.loaded?.search ?? '';
+    this.groupsEl.dataset.search = search;
+    this.groupsEl.dataset.total = String(this.total);
     const stats = charts.stats || {};
-    const rowsWithData = groups.reduce((n, g) => n + g.rows.filter(hasData).length, 0);
+    const rowsWithData = rows.filter(hasData).length;
     const pointCount = stats.pointCount ?? null;
 
     // Status line.
@@ -451,7 +545,21 @@ export class Dashboard {
     this.noticeEl.textContent = notices.join(' ');
     this.noticeEl.dataset.late = String(stats.lateCount > 0);
 
-    if (!rowsWithData) {
+    // Nothing to show: no resource matches the search, or (every resource
+    // being in this answer) none has data in the range.
+    const whole = (charts.page?.offset ?? 0) === 0 && rows.length >= this.total;
+    if (search && !this.total) {
+      this.clearGroups();
+      const none = emptyState(
+        `No resource matches “${search}”`,
+        'The filter matches names, ids, nodes and tags (for example web01, pve1:101, pve-a or prod). Clear it to see every resource.',
+      );
+      none.classList.add('no-match');
+      this.groupsEl.replaceChildren(none);
+      this.groupsEl.dataset.state = 'no-match';
+      return;
+    }
+    if (!this.total || (!search && whole && !rowsWithData)) {
       this.clearGroups();
       let title;
       let text;
@@ -474,7 +582,7 @@ export class Dashboard {
 
     const seen = new Set();
     let previous = null;
-    for (const group of groups) {
+    for (const group of this.layout) {
       seen.add(group.type);
       const el = this.renderGroup(group);
       if (previous ? previous.nextSibling !== el : this.groupsEl.firstChild !== el) {
@@ -491,9 +599,114 @@ export class Dashboard {
       }
     }
     this.renderedView = state.view;
-    this.applyFilter();
+    this.renderRows();
     this.fitTables();
+  }
+
+  onScroll() {
+    this.hideTooltip();
+    if (!this.visible || !this.charts || this.scrollFrame) return;
+    this.scrollFrame = requestAnimationFrame(() => {
+      this.scrollFrame = 0;
+      if (this.groupsEl.dataset.state === 'data') this.renderRows();
+    });
+  }
+
+  /**
+   * Puts in each table the rows on screen (and OVERSCAN more each side),
+   * with empty space of the right height for the rest, then asks for the
+   * rows the screen shows that the last answer does not hold.
+   */
+  renderRows(measured = false) {
+    let from = Infinity;
+    let to = -Infinity;
+    const h = this.rowH;
+    for (const group of this.layout) {
+      const g = this.groupEls.get(group.type);
+      if (!g) continue;
+      const top = g.tbody.getBoundingClientRect().top;
+      const a = Math.max(0, Math.min(group.total, Math.floor(-top / h) - OVERSCAN));
+      const b = Math.max(a, Math.min(group.total, Math.ceil((window.innerHeight - top) / h) + OVERSCAN));
+      this.placeRows(group, g, a, b);
+      if (b > a) {
+        from = Math.min(from, group.start + a);
+        to = Math.max(to, group.start + b);
+      }
+    }
+    // Rows are as tall as the CSS makes them: measured once, then kept.
+    const real = this.groupsEl.querySelector('tbody tr[data-id]');
+    const actual = real?.getBoundingClientRect().height;
+    if (!measured && actual > 0 && Math.abs(actual - this.rowH) > 0.5) {
+      this.rowH = actual;
+      this.renderRows(true);
+      return;
+    }
+    if (real && !performance.getEntriesByName(FIRST_ROWS_MARK).length) performance.mark(FIRST_ROWS_MARK);
+    this.groupsEl.dataset.rows = String(this.groupsEl.querySelectorAll('tbody tr[data-index]').length);
     this.flushVisible();
+    if (from < to) this.ensureLoaded(from, to);
+  }
+
+  /** Rows `a` to `b` (excluded) of a group's table, between its two spacers. */
+  placeRows(group, g, a, b) {
+    const h = this.rowH;
+    const wanted = [];
+    for (let i = a; i < b; i++) {
+      const index = group.start + i;
+      const row = this.rows.get(index);
+      wanted.push({ i, index, row: row?.type === group.type ? row : null });
+    }
+    const keyOf = (w) => (w.row ? `r${w.row.id}` : `p${w.index}`);
+    const keep = new Set(wanted.map(keyOf));
+    for (const [key, tr] of g.rows) {
+      if (!keep.has(key)) {
+        this.forgetCanvases(tr);
+        tr.remove();
+        g.rows.delete(key);
+      }
+    }
+    g.top.firstChild.style.height = `${a * h}px`;
+    g.bottom.firstChild.style.height = `${(group.total - b) * h}px`;
+    let previous = g.top;
+    for (const w of wanted) {
+      const key = keyOf(w);
+      let tr = g.rows.get(key);
+      if (!tr) {
+        tr = w.row ? this.buildRow(group, w.row) : this.buildPlaceholder(group);
+        g.rows.set(key, tr);
+      }
+      tr.dataset.index = String(w.index);
+      tr.setAttribute('aria-rowindex', String(w.i + 2));
+      if (w.row && tr._row !== w.row) {
+        tr._row = w.row;
+        this.updateRow(group, w.row, tr);
+      }
+      if (previous.nextSibling !== tr) previous.after(tr);
+      previous = tr;
+    }
+    if (previous.nextSibling !== g.bottom) previous.after(g.bottom);
+  }
+
+  /**
+   * Asks for the rows `from` to `to` (excluded) of the whole list unless
+   * the last answer (or the request under way) holds them: about a screen
+   * more each side, in blocks, once scrolling pauses.
+   */
+  ensureLoaded(from, to) {
+    const key = this.listingKey();
+    const holds = (w) => w && w.key === key && from >= w.offset && to <= Math.min(this.total, w.offset + w.limit);
+    if (holds(this.inflight)) return;
+    if (holds(this.loaded)) {
+      this.want = { offset: this.loaded.offset, limit: this.loaded.limit };
+      return;
+    }
+    const screen = to - from;
+    const offset = Math.max(0, Math.floor((from - screen) / BLOCK) * BLOCK);
+    const limit = Math.ceil((to + screen) / BLOCK) * BLOCK - offset;
+    if (this.fetchTimer && this.want?.offset === offset && this.want?.limit === limit) return;
+    this.want = { offset, limit };
+    clearTimeout(this.fetchTimer);
+    this.fetchTimer = setTimeout(() => this.refresh({ full: true }), SCROLL_FETCH_MS);
   }
 
   /**
@@ -535,40 +748,10 @@ export class Dashboard {
       g = this.buildGroup(group, signature);
       this.groupEls.set(group.type, g);
     }
-    g.el.querySelector('.count').textContent = formatCount(group.rows.length);
-
-    // Rows, keyed by id, in the current sort order.
-    const rows = [...group.rows];
+    g.el.querySelector('.count').textContent = formatCount(group.total);
+    // Screen readers hear how many rows the table has, not how many are in the DOM.
+    g.table.setAttribute('aria-rowcount', String(group.total + 1));
     const sort = this.sort.get(group.type);
-    if (sort && sort.metric) {
-      const value = (r) => lastPoint(r.series[sort.metric])?.value ?? -Infinity;
-      rows.sort((a, b) => (value(b) - value(a)) * sort.dir || byName(a, b));
-    } else {
-      rows.sort((a, b) => byName(a, b) * (sort?.dir ?? 1));
-    }
-    const keep = new Set();
-    let previous = null;
-    for (const row of rows) {
-      keep.add(row.id);
-      let tr = g.rows.get(row.id);
-      if (!tr) {
-        tr = this.buildRow(group, row);
-        g.rows.set(row.id, tr);
-      }
-      if (previous ? previous.nextSibling !== tr : g.tbody.firstChild !== tr) {
-        if (previous) previous.after(tr);
-        else g.tbody.prepend(tr);
-      }
-      previous = tr;
-      this.updateRow(group, row, tr);
-    }
-    for (const [id, tr] of g.rows) {
-      if (!keep.has(id)) {
-        this.forgetCanvases(tr);
-        tr.remove();
-        g.rows.delete(id);
-      }
-    }
     for (const th of g.el.querySelectorAll('thead th[data-sort]')) {
       const key = th.dataset.sort;
       const on = sort ? (sort.metric || '') === key : key === '';
@@ -590,6 +773,7 @@ export class Dashboard {
     table.className = 'res';
     const head = document.createElement('thead');
     const hr = document.createElement('tr');
+    hr.setAttribute('aria-rowindex', '1');
     const nameTh = document.createElement('th');
     nameTh.scope = 'col';
     nameTh.className = 'name';
@@ -611,6 +795,9 @@ export class Dashboard {
     }
     head.append(hr);
     const tbody = document.createElement('tbody');
+    const top = spacer(group.metrics.length + 1);
+    const bottom = spacer(group.metrics.length + 1);
+    tbody.append(top, bottom);
     table.append(head, tbody);
     wrap.append(table);
     el.append(h, wrap);
@@ -621,9 +808,11 @@ export class Dashboard {
       const cur = this.sort.get(group.type);
       const same = cur ? (cur.metric || '') === metric : metric === '';
       this.sort.set(group.type, { metric, dir: same ? -(cur?.dir ?? 1) : 1 });
-      this.render();
+      // The server orders the whole group: the same rows of the list, anew.
+      this.renderGroup(group);
+      this.refresh({ full: true });
     });
-    return { el, tbody, rows: new Map(), signature, metrics: group.metrics };
+    return { el, table, tbody, top, bottom, rows: new Map(), signature, metrics: group.metrics };
   }
 
   buildRow(group, row) {
@@ -668,6 +857,23 @@ export class Dashboard {
     return tr;
   }
 
+  /** A row whose resource is still on its way from the server: as tall as the others. */
+  buildPlaceholder(group) {
+    const tr = document.createElement('tr');
+    tr.className = 'placeholder';
+    const th = document.createElement('th');
+    th.scope = 'row';
+    th.className = 'name';
+    th.innerHTML = '<span class="rname">Loading…</span>';
+    tr.append(th);
+    for (const m of group.metrics) {
+      const td = document.createElement('td');
+      td.className = `m kind-${metricKind(m)}`;
+      tr.append(td);
+    }
+    return tr;
+  }
+
   /**
    * Stopped: the newest point of the series (its real time, not its
    * bucket's) is older than 2 minutes, or three of its collector's usual
@@ -686,7 +892,6 @@ export class Dashboard {
     if (th.lastChild.textContent !== context) th.lastChild.textContent = context;
     const tags = row.meta?.tags?.length ? ` · ${row.meta.tags.join(', ')}` : '';
     th.title = `${row.id}${tags}`;
-    tr.dataset.search = searchText(row.id, row.meta);
     const [start, end] = this.bounds;
     const now = this.charts.timestamp || Date.now();
     const segmented = !!this.charts.buckets;
@@ -764,33 +969,6 @@ export class Dashboard {
     }
   }
 
-  applyFilter() {
-    const f = this.filter.toLowerCase();
-    let total = 0;
-    for (const g of this.groupEls.values()) {
-      let shown = 0;
-      for (const [id, tr] of g.rows) {
-        const hide = !!f && !(tr.dataset.search ?? id.toLowerCase()).includes(f);
-        tr.hidden = hide;
-        if (!hide) shown++;
-      }
-      g.el.hidden = shown === 0;
-      total += shown;
-    }
-    let none = this.groupsEl.querySelector(':scope > .no-match');
-    if (f && !total && this.groupEls.size) {
-      if (!none) {
-        none = emptyState('', '');
-        none.classList.add('no-match');
-        this.groupsEl.append(none);
-      }
-      none.querySelector('h2').textContent = `No resource matches “${this.filter}”`;
-      none.querySelector('p').textContent = 'The filter matches names, ids, nodes and tags (for example web01, pve1:101, pve-a or prod). Clear it to see every resource.';
-    } else {
-      none?.remove();
-    }
-  }
-
   // --- interaction: tooltip and detail -------------------------------------------
 
   bindTable() {
@@ -798,8 +976,7 @@ export class Dashboard {
       const cell = e.target.closest('button.cell');
       if (!cell) return;
       const tr = cell.closest('tr');
-      const group = this.groups?.find((g) => g.type === tr.dataset.type);
-      const row = group?.rows.find((r) => r.id === tr.dataset.id);
+      const row = this.rows.get(Number(tr.dataset.index));
       const metrics = row ? Object.keys(row.series).sort(compareMetrics) : [cell.dataset.metric];
       this.hideTooltip();
       this.ctx.detail.open({ type: tr.dataset.type, id: tr.dataset.id, metric: cell.dataset.metric, metrics, meta: row?.meta });
@@ -820,12 +997,22 @@ export class Dashboard {
       this.tooltip.style.transform = `translate(${x}px, ${rect.top - 30}px)`;
     });
     this.groupsEl.addEventListener('pointerleave', () => this.hideTooltip());
-    window.addEventListener('scroll', () => this.hideTooltip(), { passive: true });
   }
 
   hideTooltip() {
     this.tooltip.hidden = true;
   }
+}
+
+/** Empty space standing for the rows of a table that are not in the DOM. */
+function spacer(columns) {
+  const tr = document.createElement('tr');
+  tr.className = 'spacer';
+  tr.setAttribute('aria-hidden', 'true');
+  const td = document.createElement('td');
+  td.colSpan = columns;
+  tr.append(td);
+  return tr;
 }
 
 function emptyState(title, text) {

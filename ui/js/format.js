@@ -248,14 +248,3 @@ export function resourceLabel(type, id, meta) {
   if (meta.node && meta.node !== meta.name) parts.push(meta.node);
   return { name: meta.name, context: parts.join(' · ') };
 }
-
-/** The text the dashboard filter matches: id, name, node, instance and tags, lower case. */
-export function searchText(id, meta) {
-  return [id, meta?.name, meta?.node, meta?.instance, ...(Array.isArray(meta?.tags) ? meta.tags : [])]
-    .filter(Boolean)
-    .join('\n')
-    .toLowerCase();
-}
-
-const collator = new Intl.Collator(undefined, { numeric: true, sensitivity: 'base' });
-export const compareIds = (a, b) => collator.compare(a, b);

@@ -13,6 +13,9 @@ import {
   parseDuration,
 } from './format.js';
 
+/** Resources whose last 15 minutes of raw points measure the raw interval. */
+const SAMPLE_RESOURCES = 20;
+
 /** The editable settings: [key in the config, label, help, kind]. */
 const FIELDS = [
   ['retention.raw', 'Raw retention', 'Every point as written.', 'duration'],
@@ -323,24 +326,24 @@ export class Settings {
 
   /**
    * Measures the raw interval from the data: the median spacing of the last
-   * 15 minutes of raw points of the most recently written series.
+   * 15 minutes of raw points of the series of a page of resources (one
+   * small request, whatever the number of resources).
    */
   async sampleRawInterval() {
     this.sampled = true;
     try {
-      const { series = [] } = await api.get('/api/metrics-store/series');
-      const recent = series
-        .filter((s) => s.lastTimestamp)
-        .sort((a, b) => b.lastTimestamp - a.lastTimestamp)
-        .slice(0, 3);
+      const charts = await api.get(withQuery('/api/charts', { range: '15m', limit: SAMPLE_RESOURCES }));
       const steps = [];
-      for (const s of recent) {
-        const h = await api.get(
-          withQuery('/api/metrics-store/history', { resourceType: s.resourceType, resourceId: s.resourceId, metric: s.metric, range: '15m' }),
-        );
-        if (h.tier !== 'raw' || !h.points || h.points.length < 3) continue;
-        const step = typicalStep(h.points);
-        if (step > 0) steps.push(step / 1000);
+      if (charts.stats?.tier === 'raw') {
+        const maps = [charts.data, charts.nodeData, charts.storageData, charts.dockerData, charts.dockerHostData, ...Object.values(charts.resources || {})];
+        for (const map of maps) {
+          for (const metrics of Object.values(map || {})) {
+            for (const points of Object.values(metrics || {})) {
+              const step = points.length >= 3 ? typicalStep(points) : 0;
+              if (step > 0) steps.push(step / 1000);
+            }
+          }
+        }
       }
       steps.sort((a, b) => a - b);
       this.sampledInterval = steps.length ? steps[(steps.length - 1) >> 1] : null;

@@ -97,6 +97,7 @@ use rusqlite::Connection;
 use schema::Location;
 use serde::Serialize;
 use state::{ChunkTier, State};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -147,6 +148,9 @@ pub struct SeriesFilter {
     pub resource_type: Option<String>,
     pub resource_id: Option<String>,
     pub metric: Option<String>,
+    /// Only the series of these resources: resource type -> ids (a page of
+    /// a dashboard, whatever their metrics).
+    pub resources: Option<HashMap<String, HashSet<String>>>,
 }
 
 impl SeriesFilter {
@@ -159,6 +163,10 @@ impl SeriesFilter {
                 .as_ref()
                 .is_none_or(|i| *i == key.resource_id)
             && self.metric.as_ref().is_none_or(|m| *m == key.metric)
+            && self.resources.as_ref().is_none_or(|r| {
+                r.get(&key.resource_type)
+                    .is_some_and(|ids| ids.contains(&key.resource_id))
+            })
     }
 }
 
@@ -937,6 +945,22 @@ impl Store {
         keys
     }
 
+    /// A number that changes whenever the series `keys()` lists change (a
+    /// series is created, or merged into another): cheap, for a caller that
+    /// keeps what it derives from `keys()` until they change.
+    pub fn keys_version(&self) -> u64 {
+        let st = self.inner.shared.read();
+        // Series are never removed, and a merged series' key leads to the
+        // series it was merged into: the listed keys change exactly when
+        // one of these two counts grows.
+        let merged = st
+            .ids
+            .iter()
+            .filter(|(key, sid)| st.series[**sid as usize].key != **key)
+            .count() as u64;
+        ((st.series.len() as u64) << 32) | merged
+    }
+
     /// Where the stored data begins (Unix ms, 0 when nothing is stored):
     /// `stats().oldest_data_timestamp` without the rest of the stats.
     pub fn oldest_data_timestamp(&self) -> Result<i64> {
@@ -948,8 +972,16 @@ impl Store {
     /// Every series with its first and last timestamp and last value
     /// (timestamps in Unix ms).
     pub fn series(&self) -> Result<Vec<SeriesInfo>> {
+        self.series_matching(&SeriesFilter::default())
+    }
+
+    /// `series()` of the series matching `filter` only (the chunks of the
+    /// others are not decoded).
+    pub fn series_matching(&self, filter: &SeriesFilter) -> Result<Vec<SeriesInfo>> {
         let st = self.inner.shared.read();
         let n = st.series.len();
+        let wanted: Vec<bool> = st.series.iter().map(|s| filter.matches(&s.key)).collect();
+        let want = |sid: u32| wanted.get(sid as usize).copied().unwrap_or(false);
         let mut first: Vec<Option<i64>> = vec![None; n];
         let mut last: Vec<Option<(i64, f64)>> = vec![None; n];
         let mut see = |sid: u32, ts: i64, value: f64| {
@@ -968,7 +1000,7 @@ impl Store {
                     tier,
                     i64::MIN >> 24,
                     i64::MAX >> 24,
-                    |_| true,
+                    want,
                     |chunk, sid, buckets| {
                         for (i, b) in buckets.iter().enumerate() {
                             if let Some(a) = b {
@@ -984,7 +1016,7 @@ impl Store {
             }
             Ok(())
         })?;
-        for (&(sid, hour), buckets) in &st.open {
+        for (&(sid, hour), buckets) in st.open.iter().filter(|((sid, _), _)| want(*sid)) {
             for (m, b) in buckets.iter().enumerate() {
                 if let Some(a) = b {
                     see(sid, (hour + 60 * m as i64) * 1000, a.mean());
@@ -992,6 +1024,9 @@ impl Store {
             }
         }
         for (sid, s) in st.series.iter().enumerate() {
+            if !wanted[sid] {
+                continue;
+            }
             if let (Some(f), Some(l)) = (s.raw.first(), s.raw.last()) {
                 see(sid as u32, f.ms(), f.value);
                 see(sid as u32, l.ms(), l.value);
@@ -1001,7 +1036,7 @@ impl Store {
             .series
             .iter()
             .enumerate()
-            .filter(|(i, _)| !merge::is_merged(&st, *i as u32))
+            .filter(|(i, _)| wanted[*i] && !merge::is_merged(&st, *i as u32))
             .map(|(i, s)| SeriesInfo {
                 key: s.key.clone(),
                 first_timestamp: first[i],

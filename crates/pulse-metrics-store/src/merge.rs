@@ -511,4 +511,33 @@ mod tests {
         assert_eq!(store.stats().unwrap().series_count, 1);
         store.close().unwrap();
     }
+
+    #[test]
+    fn keys_version_changes_with_the_keys_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(MetricsConfig {
+            database_path: dir.path().join("m.db"),
+            ..MetricsConfig::default()
+        })
+        .unwrap();
+        let listed = |s: &Store| (s.keys_version(), s.keys(&crate::SeriesFilter::default()));
+        let (empty, _) = listed(&store);
+        for id in ["a", "b"] {
+            store.write("storage", id, "disk", 1.0, T).unwrap();
+        }
+        store.flush().unwrap();
+        let (two, keys) = listed(&store);
+        assert_eq!(keys.len(), 2);
+        assert_ne!(two, empty, "new series");
+        // More points for the same series: the same keys, the same version.
+        store.write("storage", "a", "disk", 2.0, T + MIN).unwrap();
+        store.flush().unwrap();
+        assert_eq!(listed(&store).0, two);
+        // A merge into a series that exists lists one key fewer.
+        store.merge_resource("storage", "a", "b").unwrap();
+        let (merged, keys) = listed(&store);
+        assert_eq!(keys.len(), 1);
+        assert_ne!(merged, two, "a merge");
+        store.close().unwrap();
+    }
 }
