@@ -172,7 +172,7 @@ fn present(v: Option<&str>) -> Option<&str> {
     v.filter(|s| !s.is_empty())
 }
 
-/// The history answer, serialized as the contract's JSON.
+/// The history answer, serialized as the JSON docs/api.md documents.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryAnswer {

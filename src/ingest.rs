@@ -23,7 +23,7 @@ pub enum InputFormat {
 }
 
 impl InputFormat {
-    /// `.csv` files are CSV, anything else JSON Lines (as the contract says).
+    /// `.csv` files are CSV, anything else JSON Lines (docs/cli.md, `ingest`).
     pub fn for_path(path: &Path) -> InputFormat {
         match path.extension().and_then(|e| e.to_str()) {
             Some(ext) if ext.eq_ignore_ascii_case("csv") => InputFormat::Csv,

@@ -219,8 +219,9 @@ fn imports_every_tier_and_twice_is_once() {
     let snap1 = snapshot(&sb, &db);
 
     // Seconds became milliseconds; min/max kept, or the value when missing.
-    // (The hour's first minute is older than any raw point: the minute
-    // tier fills it in, as the contract says.)
+    // (The hour's first minute is older than any raw point, so the minute
+    // tier fills it in: where a tier holds no older data, the coarser one
+    // precedes it; docs/storage.md, "Queries".)
     let raw: Vec<_> = points(&snap1[0], "cpu")
         .into_iter()
         .filter(|p| p["timestamp"].as_i64() >= Some(T0))

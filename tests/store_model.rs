@@ -137,9 +137,9 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 let mut batch = Vec::new();
                 for (series, ts, v) in points {
                     // Replacing a point already folded after its raw minute
-                    // was pruned is outside the contract (its old value is
-                    // gone); replacing a late point still waiting to be
-                    // folded is not.
+                    // was pruned cannot be done (docs/storage.md, "Rollup":
+                    // its old value is gone, so the new one is merged too);
+                    // replacing a late point still waiting to be folded can.
                     if ts < raw_floor {
                         if written.contains_key(&(series, ts))
                             && !pending_late.contains(&(series, ts))

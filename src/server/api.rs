@@ -27,7 +27,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// Largest request body (CONTRACT: bodies over 8 MiB -> 413).
+/// Largest request body: bodies over 8 MiB are refused with 413 (docs/api.md).
 pub const BODY_LIMIT: usize = 8 * 1024 * 1024;
 /// At most this many per-point errors are listed in a 400 answer; the
 /// message still gives the total.

@@ -179,8 +179,9 @@ pub fn is_loopback_listen(listen: &str) -> bool {
         || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// Refuses to expose the API without a token (see CONTRACT: "Listening on a
-/// non-loopback address without a token is refused at startup").
+/// Refuses to expose the API without a token: listening on a non-loopback
+/// address without `server.api_token` is refused at startup (docs/api.md,
+/// "Authentication").
 pub fn check_listen(config: &Config) -> anyhow::Result<()> {
     if !is_loopback_listen(&config.server.listen) && config.server.api_token.is_empty() {
         anyhow::bail!(

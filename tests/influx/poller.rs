@@ -298,7 +298,8 @@ async fn the_poller_and_the_push_record_one_cluster_the_same() {
     let pushed_meta = s.store.resources();
     let polled_meta = polled.resources();
 
-    // Not two empty stores: what the cluster is, as the CONTRACT names it.
+    // Not two empty stores: the cluster's resources, under the ids
+    // docs/proxmox.md gives them.
     let t1 = (t0 + 10) * 1000;
     let ids: std::collections::BTreeSet<(&str, &str)> = polled_points
         .keys()

@@ -26,7 +26,7 @@ const INTEGRITY_MAX: usize = 100;
 /// One damaged part of a database.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Damage {
-    /// `raw journal`, `raw_log` (version 1 files), `minute`, `hourly`,
+    /// `raw journal`, `raw_log` (schema version 1 and 2 files), `minute`, `hourly`,
     /// `daily`, `series`, or `sqlite` for what SQLite's own check reports.
     pub table: String,
     /// Which part: `segment 00000000000000000001.seg from byte 4096`,

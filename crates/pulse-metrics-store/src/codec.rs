@@ -99,12 +99,13 @@ impl Predictor {
 
 /// Encodes the buckets of one chunk (`None` = no data in that bucket).
 ///
-/// After the version byte and the presence bitmap comes a bit stream, per
-/// bucket: one bit saying whether the count differs from the previous
-/// bucket's (it rarely does) and the count if so, then the sum, min and max,
-/// each as a 6-bit length and the difference of its bit pattern from a
-/// prediction (see `Predictor`). About 19 bytes per minute bucket of a
-/// full-precision random walk against 32 for the plain values.
+/// The version byte, a CRC-32 of everything after it (4 bytes, little
+/// endian), the presence bitmap, then a bit stream, per present bucket: one
+/// bit saying whether the count differs from the previous bucket's (it
+/// rarely does) and the count if so, then the sum, min and max, each as a
+/// 6-bit length and the difference of its bit pattern from a prediction (see
+/// `Predictor`). About 20 bytes per minute bucket of a full-precision random
+/// walk against 32 for the plain values (docs/storage.md).
 pub fn encode_chunk(buckets: &[Option<Agg>]) -> Vec<u8> {
     let bitmap_len = buckets.len().div_ceil(8);
     let mut w = BitWriter::new(Vec::with_capacity(
@@ -212,8 +213,9 @@ pub fn for_each_bucket(
 }
 
 /// Number of buckets present in an encoded chunk (reads the bitmap). The
-/// checksum is verified too, so that opening a store meets damage at once
-/// rather than at the first query that reads it.
+/// checksum is verified too, so that what counts buckets (a prune, a seal,
+/// an open of a file that has not saved its counts, `check`) meets damage
+/// rather than miscounting.
 pub fn chunk_population(bytes: &[u8], span: usize) -> Result<u32, DecodeError> {
     let bitmap = chunk_body(bytes)?
         .get(..span.div_ceil(8))

@@ -393,7 +393,7 @@ pub mod duration_text {
 /// into a file are always text.
 ///
 /// Expansion itself (`${VAR}`) is the file loader's business: it runs the
-/// deserialization inside [`expanding`], and every text scalar read by these
+/// deserialization inside [`expanding`](crate::config::de::expanding), and every text scalar read by these
 /// functions passes through its expander. Expanding while deserializing (not
 /// on a parsed tree beforehand) keeps each YAML scalar's text as written:
 /// `api_token: 0123` stays `"0123"`.

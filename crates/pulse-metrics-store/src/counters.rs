@@ -1,9 +1,10 @@
 //! The counters `stats()` and `/metrics` show, and the part of them that
 //! survives a restart.
 //!
-//! Lifetime figures are saved in `meta` with each rollup, prune and at
-//! close, never per flush (a page per flush would double the bytes
-//! written): after a crash they are at most one rollup interval behind.
+//! Lifetime figures are saved in `meta` with each rollup that writes (one
+//! that seals an hour), each prune, each vacuum and at close, never per
+//! flush (a page per flush would double the bytes written): after a crash
+//! they are at most about a retention interval (an hour) behind.
 
 use crate::error::{Result, SqlContext};
 use crate::schema::{meta_get, meta_set};

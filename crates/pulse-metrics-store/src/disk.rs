@@ -5,10 +5,13 @@
 //! `shared` is a read-write lock over [`State`]: the series directory, the
 //! raw tier and the unsealed minute buckets. Readers hold the read lock for
 //! a whole query (plus one SQL read transaction per reader connection). The
-//! writer takes the write lock briefly to publish a flushed batch into
+//! writer holds the read lock while a rollup pass computes and writes its
+//! chunks, and takes the write lock briefly to publish a flushed batch into
 //! memory, and to commit a change of the tiers on disk together with the
-//! matching change of memory. A flush never takes it for I/O: its journal
-//! append happens before.
+//! matching change of memory (the `COMMIT` runs under it; checkpoints do
+//! not). A flush never holds it during its journal append, which happens
+//! before. The lock is fair: a reader arriving while the writer waits for
+//! it waits too, so readers can wait behind a flush's publish or a commit.
 
 use crate::error::{Result, SqlContext};
 use crate::state::State;

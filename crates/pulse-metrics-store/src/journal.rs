@@ -11,14 +11,15 @@
 //! (docs/storage.md).
 //!
 //! A record holds one batch: its sequence number, its points sorted by
-//! time and series, each value encoded against the previous value of the
+//! series, then time, each value encoded against the previous value of the
 //! same series in the same segment (one bit when it repeats, else the
 //! difference of the bit patterns in as few bits as it needs). The first
 //! value of a series in a segment is stored whole, so every segment decodes
 //! on its own, and the state a writer needs is one value per series.
 //!
 //! A segment is deleted once every point in it is older than the raw floor
-//! and folded into a tier that is durable on disk (see `Writer::prune`).
+//! and folded into a tier that is durable on disk (see
+//! `Writer::release_journal`, run after every rollup and prune).
 
 use crate::bits::{BitCursor, BitReader, DecodeError, delta, undelta, unzigzag, zigzag};
 use crate::error::{Error, Result};
@@ -593,7 +594,7 @@ impl Journal {
         &self.dir
     }
 
-    /// Appends batch `seq` (points sorted by time, then series) with one
+    /// Appends batch `seq` (points sorted by series, then time) with one
     /// write; on failure the segment is cut back to where it was, so a
     /// retried flush does not leave a torn record behind it.
     pub fn append(&mut self, seq: u64, points: &[LogPoint], series_count: usize) -> Result<u64> {

@@ -1,7 +1,8 @@
-//! Reading the raw log of schema version 1 files (table `raw_log`:
-//! page-sized slots rewritten in place), which the journal replaced. Opening
-//! such a file for writing moves the log into the journal once; read-only
-//! commands read it in place.
+//! Reading the raw log of schema version 1 and 2 files (table `raw_log`:
+//! page-sized slots rewritten in place; "the version 1 raw log" here and in
+//! `check` and `salvage`), which the journal replaced in schema version 3.
+//! Opening such a file for writing moves the log into the journal once, in
+//! the migration that drops the table; read-only commands read it in place.
 
 use crate::bits::{ByteReader, DecodeError, unzigzag};
 use crate::error::{Error, Result, SqlContext};

@@ -29,13 +29,19 @@
 //! |-------------|--------------------------------------------------------------|
 //! | `config`    | [`MetricsConfig`]: the store's options and their rules       |
 //! | `error`     | [`Error`], one opaque error type with accessors              |
-//! | `model`     | series, points, tiers and the validation rules of the contract |
+//! | `model`     | series, points, tiers and their validation rules             |
 //! | `schema`    | opening the file, refusing foreign files, pragmas, migrations |
-//! | `codec`     | byte layouts of log slots and tier chunks                    |
-//! | `ring`      | the raw log's page-sized slots and their reuse               |
+//! | `bits`      | varints, zigzag, bit streams, float bit-pattern deltas       |
+//! | `codec`     | the byte layout of tier chunks                               |
+//! | `journal`   | the raw tier on disk: append-only segment files              |
+//! | `raw`       | the raw tier in memory: compressed 20-minute chunks          |
+//! | `legacy`    | reading the SQLite raw log of schema versions 1 and 2        |
 //! | `state`     | what lives in memory: series, raw points, open hours          |
-//! | `writer`    | the bounded queue and the thread owning the write connection |
-//! | `load`      | replaying the log at open                                    |
+//! | `disk`      | the write connection, the state lock, committing tier changes |
+//! | `queue`     | the bounded queue between callers and the writer             |
+//! | `writer`    | the thread owning the write connection and the journal       |
+//! | `counters`  | write counters and job times, saved in `meta`                |
+//! | `load`      | replaying the journal at open                                |
 //! | `rollup`    | raw -> minute -> hourly -> daily                             |
 //! | `retention` | pruning and giving space back                                |
 //! | `tiers`     | reading/writing tier chunks                                  |

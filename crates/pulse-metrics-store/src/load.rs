@@ -25,7 +25,8 @@ pub enum RawSource<'a> {
     /// The journal in this directory; `repair` cuts a torn tail off (writers
     /// only).
     Journal { dir: &'a Path, repair: bool },
-    /// A schema version 1 file read without converting it (read-only).
+    /// A file of schema version 1 or 2 (with a `raw_log` table) read
+    /// without converting it (read-only).
     Legacy,
 }
 

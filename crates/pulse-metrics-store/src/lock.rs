@@ -2,8 +2,9 @@
 //! it, `<database>.lock`, held for as long as the store is open and released
 //! by the kernel when the process ends, however it ends.
 //!
-//! Two writers on one file each keep their own picture of the raw log in
-//! memory and overwrite each other's slots: acknowledged points vanish while
+//! Two writers on one file would each keep their own picture of the raw
+//! tier in memory, number their batches alike, and fold, prune and delete
+//! journal segments under each other: acknowledged points vanish while
 //! SQLite's integrity check stays "ok". The lock file holds the holder's PID
 //! so the refused process can say who holds it. The file is never removed:
 //! removing a lock file races with the next process taking it.

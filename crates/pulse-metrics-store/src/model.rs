@@ -1,6 +1,7 @@
 //! The data model shared by every interface: series, points, tiers, and the
-//! validation rules of the contract (one place, so the HTTP API, the CLI and
-//! the library refuse exactly the same things with the same words).
+//! validation rules of points and names (documented in docs/api.md; one
+//! place, so the HTTP API, the CLI and the library refuse exactly the same
+//! things with the same words).
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -27,7 +28,9 @@ impl SeriesKey {
         }
     }
 
-    /// Checks the three names against the contract; the message names the field.
+    /// Checks the three names against the rules (docs/api.md: a type or metric
+    /// is 1-64 of `[A-Za-z0-9_.-]`, an id 1-256 bytes without control
+    /// characters); the message names the field.
     pub fn validate(&self) -> Result<(), String> {
         check_name("resourceType", &self.resource_type)?;
         check_resource_id(&self.resource_id)?;

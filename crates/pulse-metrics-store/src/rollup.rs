@@ -5,10 +5,13 @@
 //! marks its minute dirty again. Only where the tier below has already been
 //! pruned is a late point merged into the existing aggregate instead.
 //!
-//! Minute buckets of an hour that has not closed stay in memory (`open`);
-//! when the hour closes they are sealed to disk in one chunk together with
-//! the hourly bucket they make. Until then the journal keeps their points,
-//! so a crash loses nothing: they are recomputed at open.
+//! Minute buckets of an hour that has not closed are not written: they are
+//! computed from the raw tier when asked for (`State::open_hours`), or held
+//! in memory (`State::open`) when late points were merged into them. When
+//! the hour closes its three minute chunks are written together with the
+//! hourly bucket they make, in the pass's transaction. Until then the
+//! journal keeps their points, so a crash loses nothing: they are
+//! recomputed at open.
 //!
 //! [`Fold`] is what the rollup has still to do: the raw points of each
 //! (hour, series) not sealed yet, and the days whose daily bucket waits.
@@ -283,8 +286,9 @@ impl Fold {
     }
 
     /// Minute buckets that were rolled up before a restart but not sealed
-    /// (hours still open at the last rollup) come back from the raw points
-    /// and late points (at open).
+    /// (hours still open at the last rollup) come back at open: those with
+    /// late points are rebuilt from the raw and late points into
+    /// `State::open`; the others are computed from raw when asked for.
     pub fn reopen_hours(&mut self, st: &mut State) {
         let rolled_to = self.rolled_to;
         let mut rebuilt = Vec::new();

@@ -22,7 +22,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 /// `PRAGMA application_id` of our files ("PMET"), so a file of another
 /// program is recognised and refused rather than written into.
 const APPLICATION_ID: i32 = 0x504D_4554;
-/// One slot per page: see `codec::SLOT_BYTES`.
+/// Tier chunks are sized so that several fill a page (see
+/// `ChunkTier::MINUTE`).
 pub const PAGE_SIZE: i64 = 4096;
 
 /// Where the database lives.

@@ -1,6 +1,8 @@
-//! In-memory state shared by the writer and the readers (under one RwLock):
-//! the series directory, the raw tier, and the minute buckets of hours not
-//! sealed to disk yet.
+//! In-memory state shared by the writer and the readers (under one RwLock,
+//! see `disk.rs`): the series directory, the raw tier, and the minute
+//! buckets of unsealed hours that the raw tier alone cannot give back (late
+//! points were merged into them); the current hour's other minutes are
+//! computed from the raw tier when asked for (`State::open_hours`).
 //!
 //! The raw tier lives in memory because its durable form (the journal) is
 //! in write order, which is cheap to write and useless to read; a reader
@@ -26,8 +28,8 @@ pub struct ChunkTier {
 }
 
 impl ChunkTier {
-    /// 20 minutes: a chunk of 60 would be ~1.3 KB and only two would fit in
-    /// a 4 KiB page; eight of 20 fill it (see docs/storage.md).
+    /// 20 minutes: a ~440-byte row of 20 packs nine to a 4 KiB page, where
+    /// rows of 60 left a third of every page empty (see docs/storage.md).
     pub const MINUTE: ChunkTier = ChunkTier {
         table: "minute",
         bucket: MINUTE,
@@ -98,8 +100,10 @@ pub struct Floors {
     pub daily: i64,
 }
 
-/// Minute buckets of one unsealed hour, rolled up but not yet on disk; they
-/// can be rebuilt from the raw log, which keeps them until the hour is sealed.
+/// Minute buckets of one unsealed hour, rolled up but not yet on disk. Held
+/// only for hours into which late points were merged; an open rebuilds them
+/// from the journal, which keeps their raw and late points until the hour is
+/// sealed.
 pub type OpenHour = Box<[Option<Agg>; 60]>;
 
 #[derive(Debug, Default)]
@@ -107,7 +111,8 @@ pub struct State {
     pub series: Vec<SeriesEntry>,
     pub ids: HashMap<SeriesKey, u32>,
     /// `(series, hour start)` -> rolled minute buckets of that unsealed
-    /// hour (series first: a query wants one series' open hours).
+    /// hour, for the hours late points were merged into (series first: a
+    /// query wants one series' open hours). See `open_hours` for the rest.
     pub open: BTreeMap<(u32, i64), OpenHour>,
     pub floors: Floors,
     /// `now` of the last rollup (seconds): the minutes of the current hour
