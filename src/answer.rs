@@ -79,54 +79,7 @@ impl HistoryRequest {
         let metric = metric.map(|m| canonical_metric(resource_type, m));
         let probe = SeriesKey::new(resource_type, resource_id, metric.unwrap_or("cpu"));
         probe.validate().map_err(Error::invalid_input)?;
-        let (range, start, end) = (present(range), present(start), present(end));
-        if range.is_some() && (start.is_some() || end.is_some()) {
-            return Err(Error::invalid_input(
-                "give either range or start and end, not both",
-            ));
-        }
-        let window = match (range, start, end) {
-            (_, Some(s), Some(e)) => {
-                let start =
-                    parse_timestamp(s).map_err(|m| Error::invalid_input(format!("start: {m}")))?;
-                let end =
-                    parse_timestamp(e).map_err(|m| Error::invalid_input(format!("end: {m}")))?;
-                if start > end {
-                    return Err(Error::invalid_input(format!(
-                        "start ({}) is after end ({})",
-                        crate::model::format_timestamp(start),
-                        crate::model::format_timestamp(end)
-                    )));
-                }
-                Window::Between { start, end }
-            }
-            (_, Some(_), None) => {
-                return Err(Error::invalid_input(
-                    "end is missing: start and end go together",
-                ));
-            }
-            (_, None, Some(_)) => {
-                return Err(Error::invalid_input(
-                    "start is missing: start and end go together",
-                ));
-            }
-            (Some(r), None, None) => {
-                let duration =
-                    parse_duration(r).map_err(|e| Error::invalid_input(format!("range: {e}")))?;
-                if duration.is_zero() {
-                    return Err(Error::invalid_input("range: must be longer than 0s"));
-                }
-                Window::Last {
-                    text: r.to_string(),
-                    duration,
-                }
-            }
-            (None, None, None) => {
-                return Err(Error::invalid_input(
-                    "range (e.g. 1h, 24h, 7d) or start and end is required",
-                ));
-            }
-        };
+        let window = window(range, start, end, any_duration)?;
         let max_points = match max_points {
             None => None,
             Some(text) => match text.trim().parse::<usize>() {
@@ -170,6 +123,63 @@ impl HistoryRequest {
 
 fn present(v: Option<&str>) -> Option<&str> {
     v.filter(|s| !s.is_empty())
+}
+
+/// The one rule for the time window of every read: `range`, or `start`
+/// and `end` together (Unix ms or RFC 3339, `start` not after `end`), not
+/// both; empty values count as absent. What `range` may be (and whether it
+/// may be absent) is `range_rule`'s: history takes any duration and needs
+/// one (`any_duration`); the charts take Pulse's list and default to 1h.
+pub fn window<E: From<Error>>(
+    range: Option<&str>,
+    start: Option<&str>,
+    end: Option<&str>,
+    range_rule: impl FnOnce(Option<&str>) -> std::result::Result<Window, E>,
+) -> std::result::Result<Window, E> {
+    let (range, start, end) = (present(range), present(start), present(end));
+    if range.is_some() && (start.is_some() || end.is_some()) {
+        return Err(Error::invalid_input("give either range or start and end, not both").into());
+    }
+    match (start, end) {
+        (Some(s), Some(e)) => {
+            let start =
+                parse_timestamp(s).map_err(|m| Error::invalid_input(format!("start: {m}")))?;
+            let end = parse_timestamp(e).map_err(|m| Error::invalid_input(format!("end: {m}")))?;
+            if start > end {
+                return Err(Error::invalid_input(format!(
+                    "start ({}) is after end ({})",
+                    crate::model::format_timestamp(start),
+                    crate::model::format_timestamp(end)
+                ))
+                .into());
+            }
+            Ok(Window::Between { start, end })
+        }
+        (Some(_), None) => {
+            Err(Error::invalid_input("end is missing: start and end go together").into())
+        }
+        (None, Some(_)) => {
+            Err(Error::invalid_input("start is missing: start and end go together").into())
+        }
+        (None, None) => range_rule(range),
+    }
+}
+
+/// History's `range`: any duration longer than 0s, and required.
+pub fn any_duration(range: Option<&str>) -> Result<Window> {
+    let Some(r) = range else {
+        return Err(Error::invalid_input(
+            "range (e.g. 1h, 24h, 7d) or start and end is required",
+        ));
+    };
+    let duration = parse_duration(r).map_err(|e| Error::invalid_input(format!("range: {e}")))?;
+    if duration.is_zero() {
+        return Err(Error::invalid_input("range: must be longer than 0s"));
+    }
+    Ok(Window::Last {
+        text: r.to_string(),
+        duration,
+    })
 }
 
 /// The history answer, serialized as the JSON docs/api.md documents.

@@ -8,7 +8,7 @@
 use super::{App, charts, guard, listing, prom};
 use crate::answer;
 use crate::config::{self, Config, MetricsConfig};
-use crate::model::{Point, Tier, now_ms, parse_timestamp};
+use crate::model::{Point, Tier, now_ms};
 use crate::pulse_ids::stored_metrics;
 use crate::reads::Reads;
 use crate::store::{Resource, ResourceMap, SeriesFilter, TimeRange, point_from_json};
@@ -104,6 +104,14 @@ pub struct ApiError {
     message: String,
     details: Vec<Value>,
     retry_after: Option<u64>,
+}
+
+/// Store errors as answers (see `ApiError::from_store`), so `?` works on
+/// the rules shared with the command line.
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> ApiError {
+        ApiError::from_store(e)
+    }
 }
 
 impl ApiError {
@@ -396,12 +404,6 @@ impl Params {
     }
 }
 
-/// A query-string timestamp: Unix ms or RFC 3339. An unescaped `+` in an
-/// offset arrives as a space after URL decoding; it is put back.
-fn param_timestamp(name: &str, v: &str) -> Result<i64, ApiError> {
-    parse_timestamp(v).map_err(|e| ApiError::bad_request(format!("{name}: {e}")))
-}
-
 /// What range a query asked for.
 struct Window {
     range: TimeRange,
@@ -409,45 +411,11 @@ struct Window {
     label: Option<String>,
 }
 
-/// `range` or `start`+`end` (exclusive). `charts` limits `range` to Pulse's
-/// list and defaults it to 1h; history accepts any duration and needs one.
-fn window(p: &Params, now: i64, charts: bool) -> Result<Window, ApiError> {
-    // Empty values count as absent: Pulse treats `range=` as its default.
-    let range = p.text("range");
-    let (start, end) = (p.text("start"), p.text("end"));
-    if range.is_some() && (start.is_some() || end.is_some()) {
-        return Err(ApiError::bad_request(
-            "give either range or start and end, not both",
-        ));
-    }
-    match (start, end) {
-        (Some(s), Some(e)) => {
-            let start = param_timestamp("start", s)?;
-            let end = param_timestamp("end", e)?;
-            if start > end {
-                return Err(ApiError::bad_request(format!(
-                    "start ({}) is after end ({})",
-                    crate::model::format_timestamp(start),
-                    crate::model::format_timestamp(end)
-                )));
-            }
-            let range = TimeRange::between(start, end, now).map_err(ApiError::from_store)?;
-            return Ok(Window { range, label: None });
-        }
-        (Some(_), None) => {
-            return Err(ApiError::bad_request(
-                "end is missing: start and end go together",
-            ));
-        }
-        (None, Some(_)) => {
-            return Err(ApiError::bad_request(
-                "start is missing: start and end go together",
-            ));
-        }
-        (None, None) => {}
-    }
-    if charts {
-        let r = range.unwrap_or(DEFAULT_CHART_RANGE);
+/// The charts' window: `answer::window`, with `range` one of Pulse's
+/// list (default 1h; an unknown one is answered with the list).
+fn window(p: &Params, now: i64) -> Result<Window, ApiError> {
+    let chart_range = |r: Option<&str>| {
+        let r = r.unwrap_or(DEFAULT_CHART_RANGE);
         let Some(&(_, secs)) = CHART_RANGES.iter().find(|(name, _)| *name == r) else {
             let names: Vec<&str> = CHART_RANGES.iter().map(|(n, _)| *n).collect();
             return Err(ApiError::bad_request(format!(
@@ -456,23 +424,21 @@ fn window(p: &Params, now: i64, charts: bool) -> Result<Window, ApiError> {
             ))
             .with_details(names.iter().map(|n| json!(n)).collect()));
         };
-        return Ok(Window {
-            range: TimeRange::last(Duration::from_secs(secs), now),
-            label: Some(r.to_string()),
-        });
-    }
-    let Some(r) = range else {
-        return Err(ApiError::bad_request(
-            "range (e.g. 1h, 24h, 7d) or start and end is required",
-        ));
+        Ok(answer::Window::Last {
+            text: r.to_string(),
+            duration: Duration::from_secs(secs),
+        })
     };
-    let d = config::parse_duration(r).map_err(|e| ApiError::bad_request(format!("range: {e}")))?;
-    if d.is_zero() {
-        return Err(ApiError::bad_request("range: must be longer than 0s"));
-    }
-    Ok(Window {
-        range: TimeRange::last(d, now),
-        label: Some(r.to_string()),
+    let w = answer::window(p.text("range"), p.text("start"), p.text("end"), chart_range)?;
+    Ok(match w {
+        answer::Window::Last { text, duration } => Window {
+            range: TimeRange::last(duration, now),
+            label: Some(text),
+        },
+        answer::Window::Between { start, end } => Window {
+            range: TimeRange::between(start, end, now).map_err(ApiError::from_store)?,
+            label: None,
+        },
     })
 }
 
@@ -666,7 +632,7 @@ async fn charts(
     let max_points = p.max_points()?;
     let wanted = p.listing()?;
     let now = now_ms();
-    let w = window(&p, now, true)?;
+    let w = window(&p, now)?;
     let turn = read_turn(&app.state.heavy_reads).await?;
     let local = app.state.store.clone();
     let store = app.state.reads.clone();
@@ -885,7 +851,7 @@ async fn series(
                         keep_value(&mut out, stored != metric, s.key.resource_id, s.last_value);
                     }
                 }
-                Ok(out)
+                Ok::<_, ApiError>(out)
             },
         )?;
         let mut meta = ResourceMap::new();

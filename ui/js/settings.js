@@ -135,9 +135,14 @@ const SOURCE_TEXT = {
   commandLine: 'from the command line',
 };
 
-/** Bytes per stored row used by the estimate: raw points, and rolled-up buckets. */
-export const RAW_ROW_BYTES = 10;
-export const BUCKET_ROW_BYTES = 21;
+/**
+ * Bytes per stored point used by the estimate, as the store measures them
+ * (docs/ui.md): a raw point in the journal (about 5.6 B for Proxmox's values,
+ * 6.8 B for full-precision random walks), a rolled-up bucket in its chunk
+ * (17 to 20 B); rounded up.
+ */
+export const RAW_ROW_BYTES = 7;
+export const BUCKET_ROW_BYTES = 20;
 export const OVERHEAD = 1.05;
 
 function getPath(obj, path) {
@@ -615,7 +620,8 @@ export class Settings {
     const rawInterval = observed ?? 5;
     const series = this.stats.seriesCount || 0;
     const { tiers, total } = estimateSize({ series, rawInterval, ...r });
-    const current = (this.stats.dbSize || 0) + (this.stats.walSize || 0);
+    // Raw points live in the journal beside the file.
+    const current = (this.stats.dbSize || 0) + (this.stats.walSize || 0) + (this.stats.journalBytes || 0);
     body.innerHTML = `
       <div class="big" data-estimate-bytes="${Math.round(total)}"><span class="v"></span><span class="s">estimate</span></div>
       <p class="muted basis"></p>
