@@ -3,7 +3,7 @@
 //! A 24 h chart of a typical install is 255 series x 1440 points, about
 //! 15 MiB of JSON; through serde's map machinery that took ~21 ms, more than
 //! the whole latency budget. Only the point arrays are bulky: each is written
-//! by hand ([`array`], `[{"timestamp":ms,"value":v}]` with numbers formatted
+//! by hand ([`array()`], `[{"timestamp":ms,"value":v}]` with numbers formatted
 //! exactly as serde_json formats them) on the store's reader thread that
 //! read its series (`Store::query_many_map`), so the encoding runs in
 //! parallel with the query and no buffer of the whole answer is ever made.
