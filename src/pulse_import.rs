@@ -203,6 +203,62 @@ pub fn import_pulse_as(
     let bad = |m: String| Error::invalid_input(format!("{}: {m}", source.display()));
     let sql_err = |e: rusqlite::Error| bad(format!("cannot read it as a Pulse metrics.db ({e})"));
 
+    let has_min_max = check_shape(conn, &bad)?;
+    let rows_total: u64 = conn
+        .query_row("SELECT count(*) FROM metrics", [], |r| r.get::<_, i64>(0))
+        .map_err(sql_err)?
+        .max(0) as u64;
+    let remap = learn_ids(conn, instance).map_err(sql_err)?;
+    let mut report = ImportReport {
+        source: source.display().to_string(),
+        rows: rows_total,
+        has_min_max,
+        instance: instance.map(str::to_string),
+        ids_mapped: remap.ids.len() as u64,
+        ..ImportReport::default()
+    };
+    progress(Progress {
+        rows_done: 0,
+        rows_total,
+    });
+
+    let millisecond_rows = copy_rows(
+        store,
+        conn,
+        has_min_max,
+        &remap,
+        rows_total,
+        &mut report,
+        &mut progress,
+    )
+    .map_err(|e| match e {
+        Copy::Source(e) => sql_err(e),
+        Copy::Store(e) => e,
+    })?;
+    let done = report.rows;
+    let described: Vec<Resource> = remap
+        .meta
+        .into_iter()
+        .map(|((t, id), (_, meta))| Resource::new(t, id, meta))
+        .filter(|r| r.validate().is_ok())
+        .collect();
+    store.write_resources(&described)?;
+    report.resources_described = described.len() as u64;
+    report.ids_kept = remap.kept;
+    progress(Progress {
+        rows_done: done,
+        rows_total: done,
+    });
+
+    add_notes(&mut report, has_min_max, instance, millisecond_rows);
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Checks that `conn` is a Pulse metrics.db this import can read; says
+/// whether it has min/max columns (older Pulse versions do not).
+fn check_shape(conn: &Connection, bad: &dyn Fn(String) -> Error) -> Result<bool> {
+    let sql_err = |e: rusqlite::Error| bad(format!("cannot read it as a Pulse metrics.db ({e})"));
     let tables: Vec<String> = {
         let mut stmt = conn
             .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -251,41 +307,57 @@ pub fn import_pulse_as(
         )));
     }
     let has_min_max = has("min_value") && has("max_value");
+
+    Ok(has_min_max)
+}
+
+/// Why copying stopped: the source could not be read, or the store refused.
+enum Copy {
+    Source(rusqlite::Error),
+    Store(Error),
+}
+
+impl From<rusqlite::Error> for Copy {
+    fn from(e: rusqlite::Error) -> Copy {
+        Copy::Source(e)
+    }
+}
+
+impl From<Error> for Copy {
+    fn from(e: Error) -> Copy {
+        Copy::Store(e)
+    }
+}
+
+/// Copies every row of `metrics` into the store (raw rows as points, the
+/// others as buckets of their tier), in batches, counting and keeping
+/// examples of the rows it skips; returns how many rows had millisecond
+/// timestamps.
+fn copy_rows(
+    store: &Store,
+    conn: &Connection,
+    has_min_max: bool,
+    remap: &Remap,
+    rows_total: u64,
+    report: &mut ImportReport,
+    progress: &mut impl FnMut(Progress),
+) -> std::result::Result<u64, Copy> {
     let (min_col, max_col) = if has_min_max {
         ("min_value", "max_value")
     } else {
         ("NULL", "NULL")
     };
-
-    let rows_total: u64 = conn
-        .query_row("SELECT count(*) FROM metrics", [], |r| r.get::<_, i64>(0))
-        .map_err(sql_err)?
-        .max(0) as u64;
-    let remap = learn_ids(conn, instance).map_err(sql_err)?;
-    let mut report = ImportReport {
-        source: source.display().to_string(),
-        rows: rows_total,
-        has_min_max,
-        instance: instance.map(str::to_string),
-        ids_mapped: remap.ids.len() as u64,
-        ..ImportReport::default()
-    };
-    progress(Progress {
-        rows_done: 0,
-        rows_total,
-    });
-
     let mut stmt = conn
         .prepare(&format!(
             "SELECT rowid, resource_type, resource_id, metric_type, value, {min_col}, {max_col}, timestamp, tier FROM metrics"
         ))
-        .map_err(sql_err)?;
-    let mut rows = stmt.query([]).map_err(sql_err)?;
+        .map_err(Copy::Source)?;
+    let mut rows = stmt.query([]).map_err(Copy::Source)?;
     let mut raw: Vec<Point> = Vec::with_capacity(BATCH);
     let mut buckets: [Vec<(SeriesKey, HistoryPoint)>; 3] = Default::default();
     let mut done = 0u64;
     let mut millisecond_rows = 0u64;
-    while let Some(row) = rows.next().map_err(sql_err)? {
+    while let Some(row) = rows.next().map_err(Copy::Source)? {
         done += 1;
         let id = row
             .get_ref(0)
@@ -317,7 +389,7 @@ pub fn import_pulse_as(
                         list.push((r.key, r.point));
                         if list.len() >= BATCH {
                             let n = store.import_buckets(tier, list)? as u64;
-                            add_buckets(&mut report, tier, n);
+                            add_buckets(report, tier, n);
                             list.clear();
                         }
                     }
@@ -343,24 +415,20 @@ pub fn import_pulse_as(
         let list = &buckets[tier.index() - 1];
         if !list.is_empty() {
             let n = store.import_buckets(tier, list)? as u64;
-            add_buckets(&mut report, tier, n);
+            add_buckets(report, tier, n);
         }
     }
-    let described: Vec<Resource> = remap
-        .meta
-        .into_iter()
-        .map(|((t, id), (_, meta))| Resource::new(t, id, meta))
-        .filter(|r| r.validate().is_ok())
-        .collect();
-    store.write_resources(&described)?;
-    report.resources_described = described.len() as u64;
-    report.ids_kept = remap.kept;
     report.rows = done;
-    progress(Progress {
-        rows_done: done,
-        rows_total: done,
-    });
+    Ok(millisecond_rows)
+}
 
+/// What the user should know about what was imported.
+fn add_notes(
+    report: &mut ImportReport,
+    has_min_max: bool,
+    instance: Option<&str>,
+    millisecond_rows: u64,
+) {
     let rolled = report.minute_buckets + report.hourly_buckets + report.daily_buckets;
     if rolled > 0 {
         report.notes.push(format!(
@@ -398,8 +466,6 @@ pub fn import_pulse_as(
             "raw points older than the raw retention are folded into the minute tier and pruned at the next maintenance".into(),
         );
     }
-    report.duration_ms = started.elapsed().as_millis() as u64;
-    Ok(report)
 }
 
 fn add_buckets(report: &mut ImportReport, tier: Tier, n: u64) {
