@@ -34,16 +34,29 @@ pub fn select_tier(start: i64, now: i64, retention: &Retention) -> Tier {
 pub struct Source<'a> {
     st: &'a State,
     conn: &'a Connection,
-    /// Scan mode: position of each wanted series in the per-series lists.
-    slots: Option<HashMap<u32, usize>>,
-    /// Scan mode: per tier, the span numbers scanned so far and what they
-    /// held per series (by slot), sorted by time.
-    scanned: [Option<(i64, i64)>; 4],
-    lists: [Vec<Vec<(i64, Agg)>>; 4],
-    /// Lookup mode: decoded chunks by (tier, span number, series).
-    chunks: HashMap<(usize, i64, u32), Vec<(i64, Agg)>>,
+    mode: Mode,
     /// Per tier, the first and last span number stored (looked up once).
     extent: [Option<Option<(i64, i64)>>; 4],
+}
+
+/// How a `Source` reads the rolled-up tiers, chosen by the number of
+/// series once.
+enum Mode {
+    /// Few series: chunks looked up by key; decoded ones kept by (tier,
+    /// span number, series).
+    Lookup(HashMap<(usize, i64, u32), Vec<(i64, Agg)>>),
+    /// Many series: each tier's spans scanned once into per-series lists.
+    Scan(Scan),
+}
+
+struct Scan {
+    /// Position of each wanted series in the per-series lists.
+    slots: HashMap<u32, usize>,
+    /// Per tier, the span numbers scanned so far.
+    scanned: [Option<(i64, i64)>; 4],
+    /// Per tier, what the scanned spans held per series (by slot), sorted
+    /// by time.
+    lists: [Vec<Vec<(i64, Agg)>>; 4],
 }
 
 /// Above this many series a query scans instead of looking up.
@@ -57,21 +70,40 @@ fn within(list: &[(i64, Agg)], from: i64, to: i64) -> (usize, usize) {
 
 impl<'a> Source<'a> {
     pub fn new(st: &'a State, conn: &'a Connection, sids: &[u32]) -> Source<'a> {
-        let slots = (sids.len() > SCAN_THRESHOLD).then(|| {
-            sids.iter()
-                .enumerate()
-                .map(|(i, s)| (*s, i))
-                .collect::<HashMap<_, _>>()
-        });
-        let n = slots.as_ref().map_or(0, HashMap::len);
+        let mode = if sids.len() > SCAN_THRESHOLD {
+            let slots: HashMap<u32, usize> =
+                sids.iter().enumerate().map(|(i, s)| (*s, i)).collect();
+            let n = slots.len();
+            Mode::Scan(Scan {
+                slots,
+                scanned: [None; 4],
+                lists: std::array::from_fn(|_| vec![Vec::new(); n]),
+            })
+        } else {
+            Mode::Lookup(HashMap::new())
+        };
         Source {
             st,
             conn,
-            slots,
-            scanned: [None; 4],
-            lists: std::array::from_fn(|_| vec![Vec::new(); n]),
-            chunks: HashMap::new(),
+            mode,
             extent: [None; 4],
+        }
+    }
+
+    /// Scan mode: the slot of `sid` in the per-series lists.
+    fn slot(&self, sid: u32) -> Option<usize> {
+        match &self.mode {
+            Mode::Scan(scan) => scan.slots.get(&sid).copied(),
+            Mode::Lookup(_) => None,
+        }
+    }
+
+    /// Scan mode: the list of `slot` for `tier` (empty in lookup mode,
+    /// which has no slots).
+    fn list(&self, tier: Tier, slot: usize) -> &[(i64, Agg)] {
+        match &self.mode {
+            Mode::Scan(scan) => &scan.lists[tier.index()][slot],
+            Mode::Lookup(_) => &[],
         }
     }
 
@@ -87,7 +119,7 @@ impl<'a> Source<'a> {
     ) -> Result<usize> {
         let before = out.len();
         match self.borrowed(tier, sid, from, to)? {
-            Some((slot, a, b)) => out.extend_from_slice(&self.lists[tier.index()][slot][a..b]),
+            Some((slot, a, b)) => out.extend_from_slice(&self.list(tier, slot)[a..b]),
             None => self.copy_points(tier, sid, from, to, out)?,
         }
         Ok(out.len() - before)
@@ -107,7 +139,7 @@ impl<'a> Source<'a> {
         if from > to || tier == Tier::Raw {
             return Ok(None);
         }
-        let Some(slot) = self.slots.as_ref().and_then(|s| s.get(&sid)).copied() else {
+        let Some(slot) = self.slot(sid) else {
             return Ok(None);
         };
         if tier == Tier::Minute && !self.open_hours(sid, from, to).is_empty() {
@@ -133,7 +165,7 @@ impl<'a> Source<'a> {
             return Ok((0, 0));
         };
         self.ensure_scanned(tier, t, c0, c1)?;
-        Ok(within(&self.lists[tier.index()][slot], from, to))
+        Ok(within(self.list(tier, slot), from, to))
     }
 
     /// Open (unsealed) hours of `sid` overlapping `[from, to]` (ms).
@@ -195,23 +227,32 @@ impl<'a> Source<'a> {
             }
             return Ok(());
         };
-        if let Some(slot) = self.slots.as_ref().and_then(|s| s.get(&sid)).copied() {
+        if let Some(slot) = self.slot(sid) {
             let (a, b) = self.scanned_range(tier, slot, from, to)?;
-            out.extend_from_slice(&self.lists[tier.index()][slot][a..b]);
+            out.extend_from_slice(&self.list(tier, slot)[a..b]);
         } else {
+            // Looked up by key: kept in lookup mode; a series outside the
+            // scanned set (none is asked for today) is read each time.
+            let conn = self.conn;
+            let mut scratch = HashMap::new();
+            let chunks = match &mut self.mode {
+                Mode::Lookup(chunks) => chunks,
+                Mode::Scan(_) => &mut scratch,
+            };
             for chunk in c0..=c1 {
-                let key = (tier.index(), chunk, sid);
-                if !self.chunks.contains_key(&key) {
-                    let mut pts = Vec::new();
-                    if let Some(b) = tiers::read(self.conn, t, chunk, sid)? {
-                        let start = t.chunk_start(chunk);
-                        pts.extend(b.iter().enumerate().filter_map(|(i, a)| {
-                            a.map(|a| ((start + i as i64 * t.bucket) * 1000, a))
-                        }));
+                let list = match chunks.entry((tier.index(), chunk, sid)) {
+                    std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(e) => {
+                        let mut pts = Vec::new();
+                        if let Some(b) = tiers::read(conn, t, chunk, sid)? {
+                            let start = t.chunk_start(chunk);
+                            pts.extend(b.iter().enumerate().filter_map(|(i, a)| {
+                                a.map(|a| ((start + i as i64 * t.bucket) * 1000, a))
+                            }));
+                        }
+                        e.insert(pts)
                     }
-                    self.chunks.insert(key, pts);
-                }
-                let list = &self.chunks[&key];
+                };
                 let (a, b) = within(list, from, to);
                 out.extend_from_slice(&list[a..b]);
             }
@@ -271,7 +312,11 @@ impl<'a> Source<'a> {
     /// interval per tier, so a many-series query reads each row once).
     fn ensure_scanned(&mut self, tier: Tier, t: ChunkTier, c0: i64, c1: i64) -> Result<()> {
         let idx = tier.index();
-        let (runs, prepend) = match self.scanned[idx] {
+        let conn = self.conn;
+        let Mode::Scan(scan) = &mut self.mode else {
+            return Ok(());
+        };
+        let (runs, prepend) = match scan.scanned[idx] {
             None => (vec![(c0, c1)], false),
             Some((lo, hi)) => {
                 let mut runs = Vec::new();
@@ -287,16 +332,16 @@ impl<'a> Source<'a> {
         if runs.is_empty() {
             return Ok(());
         }
-        let slots = self.slots.as_ref().expect("scan mode");
-        let lists = &mut self.lists[idx];
-        if self.scanned[idx].is_none() {
+        let slots = &scan.slots;
+        let lists = &mut scan.lists[idx];
+        if scan.scanned[idx].is_none() {
             let per_series = ((c1 - c0 + 1) as usize * t.span).min(1 << 16);
             for list in lists.iter_mut() {
                 list.reserve(per_series);
             }
         }
         for (a, b) in runs {
-            tiers::scan_chunks(self.conn, t, a, b, |sid, start, blob| {
+            tiers::scan_chunks(conn, t, a, b, |sid, start, blob| {
                 let Some(&slot) = slots.get(&sid) else {
                     return Ok(());
                 };
@@ -312,7 +357,7 @@ impl<'a> Source<'a> {
                 list.sort_by_key(|p| p.0);
             }
         }
-        self.scanned[idx] = Some(match self.scanned[idx] {
+        scan.scanned[idx] = Some(match scan.scanned[idx] {
             None => (c0, c1),
             Some((lo, hi)) => (lo.min(c0), hi.max(c1)),
         });
@@ -344,7 +389,7 @@ impl<'a> Source<'a> {
         }
         let (first, last) = {
             let slice: &[(i64, Agg)] = match main {
-                Some((slot, a, b)) => &self.lists[tier.index()][slot][a..b],
+                Some((slot, a, b)) => &self.list(tier, slot)[a..b],
                 None => &owned,
             };
             (slice.first().map(|p| p.0), slice.last().map(|p| p.0))
@@ -378,7 +423,10 @@ impl<'a> Source<'a> {
             // A series is answered once per query, so its list may go.
             let mut list = match main {
                 Some((slot, a, b)) => {
-                    let mut list = std::mem::take(&mut self.lists[tier.index()][slot]);
+                    let mut list = match &mut self.mode {
+                        Mode::Scan(scan) => std::mem::take(&mut scan.lists[tier.index()][slot]),
+                        Mode::Lookup(_) => Vec::new(),
+                    };
                     list.truncate(b);
                     list.drain(..a);
                     list
@@ -392,7 +440,7 @@ impl<'a> Source<'a> {
             return Ok(list.into_iter().map(|(ts, a)| point(ts, &a)).collect());
         }
         let slice: &[(i64, Agg)] = match main {
-            Some((slot, a, b)) => &self.lists[tier.index()][slot][a..b],
+            Some((slot, a, b)) => &self.list(tier, slot)[a..b],
             None => &owned,
         };
         Ok(to_history(&[&prefix, slice, &tail], start_ms, end_ms, max))

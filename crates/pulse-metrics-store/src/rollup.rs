@@ -26,6 +26,10 @@ use crate::state::{ChunkTier, DAY, HOUR, MINUTE, OpenHour, State, floor_to};
 use crate::tiers::{self, Buckets};
 use crate::{RollupReport, schema};
 use rusqlite::Connection;
+
+// Sealing an hour writes its minute chunks whole: a chunk never spans two
+// hours, so a minute chunk's span must divide the hour.
+const _: () = assert!(HOUR % (ChunkTier::MINUTE.bucket * ChunkTier::MINUTE.span as i64) == 0);
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
