@@ -34,6 +34,7 @@
 //! | `pulse_import` | migrating a Pulse (Go) `metrics.db`, read-only, every tier   |
 //! | `pulse_ids`    | Pulse's resource ids and type names, mapped onto ours        |
 //! | `collectors`   | host and Proxmox samplers writing into the store             |
+//! | `influx`       | InfluxDB line protocol (Proxmox's metric push) onto the store |
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
 //! | `ui`           | the embedded web UI                                          |
 //!
@@ -45,6 +46,7 @@ pub mod answer;
 pub mod collectors;
 pub mod config;
 pub mod export;
+pub mod influx;
 pub mod ingest;
 pub mod pulse_ids;
 pub mod pulse_import;

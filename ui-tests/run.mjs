@@ -1166,3 +1166,38 @@ test('axe-core finds no serious or critical violation on the dashboard, the deta
     await p.close();
   }
 });
+
+test('a line protocol push shows in the collector table with its points, errors and last error', async () => {
+  const s = await startServer(
+    'push',
+    (dir) => `# ui-tests: temporary configuration
+metrics:
+  database_path: "${dir}/metrics.db"
+collectors:
+  host:
+    enabled: false
+`,
+  );
+  dataDirs.push(s.dir);
+  const p = await browser.newPage();
+  try {
+    const now = Math.floor(Date.now() / 1000);
+    const write = (body) => fetch(`${s.url}/api/v2/write?org=proxmox&bucket=pve1&precision=s`, { method: 'POST', body });
+    const ok = await write(`cpustat,object=nodes,host=pve-a cpu=0.25 ${now}\nmemory,object=nodes,host=pve-a memused=1,memtotal=4 ${now}\n`);
+    assert.equal(ok.status, 204, await ok.text());
+    const bad = await write(`cpustat,object=nodes,host=pve-a cpu=0.5 ${now + 10}\nm v=1.2.3 ${now}\n`);
+    assert.equal(bad.status, 400);
+    await p.goto(`${s.url}/#/settings`);
+    const row = p.locator('table.collectors tbody tr', { hasText: 'influx:pve1' });
+    await row.waitFor();
+    const cells = await row.locator('td').allTextContents();
+    assert.equal(cells[0], 'influx:pve1');
+    assert.match(cells[1], /^error \(1 failures\) · 1 errors since start$/);
+    assert.notEqual(cells[2], '—', 'the last successful push has a time');
+    assert.equal(cells[3], '2');
+    assert.match(await p.textContent('table.collectors'), /line 2: unexpected "\.3 \d+"/);
+  } finally {
+    await p.close();
+    await s.stop();
+  }
+});

@@ -111,6 +111,7 @@ pub fn spawn(
                         s.state = "error".into();
                         s.last_error = e.clone();
                         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                        s.errors = s.errors.saturating_add(1);
                     }
                 }
             });

@@ -68,7 +68,8 @@ impl Sink for crate::Store {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CollectorStatus {
-    /// `host`, or `proxmox:<instance name>`.
+    /// `host`, `proxmox:<instance name>` (polled), or `influx:<instance>`
+    /// (pushed in line protocol).
     pub name: String,
     /// `starting`, `ok`, `error` or `disabled`.
     pub state: String,
@@ -81,6 +82,9 @@ pub struct CollectorStatus {
     pub consecutive_failures: u32,
     /// Points written since start.
     pub points_written: u64,
+    /// Failures since start: failed polls, refused pushes, bad lines
+    /// skipped from UDP.
+    pub errors: u64,
 }
 
 impl CollectorStatus {
@@ -93,6 +97,7 @@ impl CollectorStatus {
             last_error: String::new(),
             consecutive_failures: 0,
             points_written: 0,
+            errors: 0,
         }
     }
 }

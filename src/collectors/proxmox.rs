@@ -11,9 +11,11 @@
 //! log.
 
 mod resources;
+pub mod sample;
 mod tls;
 
-pub use resources::{COUNTERS, Parsed, RateState, parse_body, parse_resources};
+pub use resources::{Parsed, parse_body, parse_resources};
+pub use sample::{COUNTERS, RateState};
 
 use super::{CollectorStatus, Sink, StatusBoard};
 use crate::config::{ProxmoxConfig, ProxmoxInstance};
@@ -291,6 +293,7 @@ impl Poller {
                         s.state = "error".into();
                         s.last_error = message.clone();
                         s.consecutive_failures = s.consecutive_failures.saturating_add(1);
+                        s.errors = s.errors.saturating_add(1);
                     }
                 }
             });

@@ -33,6 +33,8 @@ pub struct Config {
     pub server: ServerConfig,
     #[serde(deserialize_with = "text::or_default")]
     pub collectors: CollectorsConfig,
+    #[serde(deserialize_with = "text::or_default")]
+    pub ingest: IngestConfig,
 }
 
 /// The `server` section.
@@ -102,6 +104,39 @@ pub struct ProxmoxInstance {
     /// Turns certificate verification off. Dangerous; logged loudly.
     #[serde(deserialize_with = "text::boolean")]
     pub insecure_skip_verify: bool,
+}
+
+/// The `ingest` section: points pushed to the service by other programs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct IngestConfig {
+    #[serde(deserialize_with = "text::or_default")]
+    pub influx: InfluxConfig,
+}
+
+/// InfluxDB line protocol, as Proxmox VE's External Metric Server sends it.
+/// Over HTTP (`/write`, `/api/v2/write`) it is always on; UDP is opt-in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InfluxConfig {
+    /// `host:port` to receive line protocol over UDP; empty: no UDP listener.
+    /// UDP has no authentication: anyone who can reach the port can write.
+    #[serde(deserialize_with = "text::string")]
+    pub udp: String,
+    /// The instance name (series id prefix) of points received over UDP,
+    /// which carries no db / bucket name.
+    #[serde(deserialize_with = "text::string")]
+    pub udp_instance: String,
+}
+
+impl Default for InfluxConfig {
+    fn default() -> Self {
+        InfluxConfig {
+            udp: String::new(),
+            // Proxmox's own default bucket name.
+            udp_instance: "proxmox".into(),
+        }
+    }
 }
 
 impl Default for ServerConfig {

@@ -12,7 +12,8 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         self.metrics.validate()?;
         self.server.validate()?;
-        self.collectors.validate()
+        self.collectors.validate()?;
+        self.ingest.influx.validate()
     }
 
     /// Every check a start makes before it opens the store: [`validate`],
@@ -24,6 +25,17 @@ impl Config {
     pub fn check_startable(&self) -> Result<()> {
         self.validate()?;
         self.metrics.ensure_database_dir()
+    }
+}
+
+impl InfluxConfig {
+    /// `udp` empty or `host:port`; `udp_instance` a valid instance name.
+    pub fn validate(&self) -> Result<()> {
+        if !self.udp.is_empty() {
+            check_listen(&self.udp).map_err(|m| Error::config("ingest.influx.udp", m))?;
+        }
+        crate::influx::check_instance(&self.udp_instance)
+            .map_err(|m| Error::config("ingest.influx.udp_instance", m))
     }
 }
 

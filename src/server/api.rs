@@ -66,6 +66,7 @@ pub fn router(app: App) -> Router {
         .nest("/api", api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
+        .merge(super::influx::routes())
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone())
         .merge(crate::ui::router())
@@ -107,7 +108,7 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, message)
     }
 
-    fn with_details(mut self, details: Vec<Value>) -> ApiError {
+    pub(crate) fn with_details(mut self, details: Vec<Value>) -> ApiError {
         self.details = details;
         self
     }
@@ -115,7 +116,7 @@ impl ApiError {
     /// Maps a store error to its status: bad input 400 (with per-point
     /// details), a full queue 503 + `Retry-After`, a closed store 503,
     /// anything else 500.
-    fn from_store(e: crate::Error) -> ApiError {
+    pub(crate) fn from_store(e: crate::Error) -> ApiError {
         if let Some(points) = e.point_errors() {
             return ApiError::bad_request(e.to_string()).with_details(point_details(
                 points.iter().map(|p| (p.index, p.reason.clone())),
@@ -238,7 +239,7 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     }
 }
 
-fn token_matches(headers: &HeaderMap, token: &str) -> bool {
+pub(crate) fn token_matches(headers: &HeaderMap, token: &str) -> bool {
     use sha2::{Digest, Sha256};
     use subtle::ConstantTimeEq;
     let want = Sha256::digest(token.as_bytes());
@@ -296,10 +297,12 @@ const SLOW_REQUEST: Duration = Duration::from_secs(1);
 // ------------------------------------------------------------- params
 
 /// Query parameters in order; the first of a repeated name wins.
-struct Params(Vec<(String, String)>);
+pub(crate) struct Params(Vec<(String, String)>);
 
 impl Params {
-    fn from(q: Result<Query<Vec<(String, String)>>, QueryRejection>) -> Result<Params, ApiError> {
+    pub(crate) fn from(
+        q: Result<Query<Vec<(String, String)>>, QueryRejection>,
+    ) -> Result<Params, ApiError> {
         match q {
             Ok(Query(v)) => Ok(Params(v)),
             Err(e) => Err(ApiError::bad_request(format!(
@@ -308,7 +311,7 @@ impl Params {
         }
     }
 
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(crate) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(k, _)| k == name)
@@ -481,7 +484,7 @@ async fn write(
     }
 }
 
-fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub(crate) fn read_body(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(

@@ -5,8 +5,10 @@
 //! |----------|-------------------------------------------------------------|
 //! | `api`    | the router, auth, every `/api` handler and their JSON shapes |
 //! | `charts` | the `/api/charts` body (megabytes), written fast by hand     |
+//! | `influx` | InfluxDB's `/write`, `/api/v2/write`, `/health`, `/ping`     |
 //! | `jobs`   | rollup, retention and vacuum on their (live) intervals       |
 //! | `prom`   | `/metrics` in the Prometheus text format                     |
+//! | `udp`    | line protocol over UDP (`ingest.influx.udp`)                 |
 //!
 //! [`serve`] is what `pulse-metrics serve` calls: it opens the store, binds,
 //! and runs until SIGINT/SIGTERM. [`run`] is the same service over a listener
@@ -14,8 +16,10 @@
 
 pub mod api;
 pub mod charts;
+pub mod influx;
 pub mod jobs;
 pub mod prom;
+pub mod udp;
 
 use crate::collectors::{self, Sink, StatusBoard};
 use crate::config::{Config, SettingsFile};
@@ -63,6 +67,10 @@ pub(crate) struct AppState {
     pub token: Option<String>,
     /// Unix ms the service started (health checks measure from here).
     pub started_ms: i64,
+    /// Line protocol pushes (HTTP and UDP), with their counters.
+    pub influx: Arc<crate::influx::Receiver>,
+    /// Where the UDP line protocol listener is bound, once it is.
+    pub udp_addr: std::sync::OnceLock<SocketAddr>,
 }
 
 impl App {
@@ -71,16 +79,21 @@ impl App {
     /// saved (`SettingsFile::in_memory`: they apply until restart only).
     pub fn new(store: Store, config: Config, settings: SettingsFile) -> App {
         let token = Some(config.server.api_token.clone()).filter(|t| !t.is_empty());
+        let board = StatusBoard::default();
+        let sink: Arc<dyn Sink> = Arc::new(store.clone());
+        let influx = Arc::new(crate::influx::Receiver::new(sink, board.clone()));
         App {
             state: Arc::new(AppState {
                 store,
                 config: tokio::sync::Mutex::new(config),
                 settings,
-                board: StatusBoard::default(),
+                board,
                 prom: prom::HttpMetrics::default(),
                 jobs: jobs::JobCounters::default(),
                 token,
                 started_ms: crate::model::now_ms(),
+                influx,
+                udp_addr: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -91,6 +104,12 @@ impl App {
 
     pub fn board(&self) -> &StatusBoard {
         &self.state.board
+    }
+
+    /// The bound address of the UDP line protocol listener, once `run` has
+    /// started it (`ingest.influx.udp`).
+    pub fn udp_addr(&self) -> Option<SocketAddr> {
+        self.state.udp_addr.get().copied()
     }
 
     /// The router of the whole service (API, `/metrics`, `/healthz`, UI).
@@ -199,7 +218,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr().context("listener has no address")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let tasks = start_background(&app, stop_rx).await;
+    let tasks = start_background(&app, stop_rx).await?;
 
     // One plain line that scripts and tests parse; the log says it too,
     // worded differently so a grep finds exactly one line. The next says
@@ -274,13 +293,16 @@ fn where_data_is(app: &App) -> String {
     format!("{history}; {settings}")
 }
 
-/// Starts the maintenance jobs and the enabled collectors.
+/// Starts the maintenance jobs, the UDP listener and the enabled
+/// collectors; fails when the UDP address cannot be bound.
 async fn start_background(
     app: &App,
     stop: tokio::sync::watch::Receiver<bool>,
-) -> Vec<tokio::task::JoinHandle<()>> {
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
     let config = app.state.config.lock().await.clone();
+    let udp = udp::start(app, &config.ingest.influx, stop.clone()).await?;
     let mut tasks = jobs::spawn(app.clone(), stop.clone());
+    tasks.extend(udp);
     let sink: Arc<dyn Sink> = Arc::new(app.state.store.clone());
     if config.collectors.host.enabled {
         tasks.push(collectors::host::spawn(
@@ -302,7 +324,7 @@ async fn start_background(
             stop,
         ));
     }
-    tasks
+    Ok(tasks)
 }
 
 #[cfg(test)]

@@ -212,6 +212,24 @@ impl Collector for StoreCollector {
                 &format!("Points written by the {} collector", c.name),
                 c.points_written,
             )?;
+            counter(
+                &mut e,
+                &format!("pulse_metrics_collector_{name}_errors"),
+                &format!(
+                    "Failed polls, refused pushes and skipped bad lines of {}",
+                    c.name
+                ),
+                c.errors,
+            )?;
+            gauge(
+                &mut e,
+                &format!("pulse_metrics_collector_{name}_last_success_timestamp_seconds"),
+                &format!(
+                    "Unix time of the last successful poll or push of {} (0 = never)",
+                    c.name
+                ),
+                secs(c.last_success),
+            )?;
         }
         Ok(())
     }

@@ -697,7 +697,8 @@ export class Settings {
         const tr = document.createElement('tr');
         const bad = c.consecutiveFailures > 0 || (c.lastError && c.lastError !== '');
         tr.className = bad ? 'bad' : '';
-        for (const v of [c.name, c.state + (c.consecutiveFailures ? ` (${c.consecutiveFailures} failures)` : ''), when(c.lastSuccess), formatCount(c.pointsWritten)]) {
+        const errors = c.errors ? ` · ${formatCount(c.errors)} errors since start` : '';
+        for (const v of [c.name, c.state + (c.consecutiveFailures ? ` (${c.consecutiveFailures} failures)` : '') + errors, when(c.lastSuccess), formatCount(c.pointsWritten)]) {
           const td = document.createElement('td');
           td.textContent = v ?? '—';
           tr.append(td);

@@ -986,12 +986,14 @@ impl Store {
                 },
             )?;
             if tier == Tier::Minute {
-                for (&(sid, hour), buckets) in &st.open {
-                    let list = &mut per[sid as usize];
-                    list.retain(|(ts, _)| *ts < hour || *ts >= hour + 3600);
-                    for (m, b) in buckets.iter().enumerate() {
-                        if let Some(a) = b {
-                            list.push((hour + 60 * m as i64, *a));
+                for sid in 0..st.series.len() as u32 {
+                    for (hour, buckets) in st.open_hours(sid, i64::MIN / 2, i64::MAX / 2) {
+                        let list = &mut per[sid as usize];
+                        list.retain(|(ts, _)| *ts < hour || *ts >= hour + 3600);
+                        for (m, b) in buckets.iter().enumerate() {
+                            if let Some(a) = b {
+                                list.push((hour + 60 * m as i64, *a));
+                            }
                         }
                     }
                 }

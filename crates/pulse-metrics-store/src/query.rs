@@ -110,7 +110,7 @@ impl<'a> Source<'a> {
         let Some(slot) = self.slots.as_ref().and_then(|s| s.get(&sid)).copied() else {
             return Ok(None);
         };
-        if tier == Tier::Minute && self.open_hours(sid, from, to).next().is_some() {
+        if tier == Tier::Minute && !self.open_hours(sid, from, to).is_empty() {
             return Ok(None);
         }
         let (a, b) = self.scanned_range(tier, slot, from, to)?;
@@ -136,21 +136,10 @@ impl<'a> Source<'a> {
         Ok(within(&self.lists[tier.index()][slot], from, to))
     }
 
-    /// Open (unsealed) hours of `sid` overlapping `[from, to]`, walking the
-    /// few open hours rather than every hour of the range (which may span
-    /// millennia).
-    fn open_hours(
-        &self,
-        sid: u32,
-        from: i64,
-        to: i64,
-    ) -> impl Iterator<Item = (i64, &OpenHour)> + '_ {
-        let (from, to) = (from.div_euclid(1000), to.div_euclid(1000));
-        let first_hour = from - from.rem_euclid(HOUR);
+    /// Open (unsealed) hours of `sid` overlapping `[from, to]` (ms).
+    fn open_hours(&self, sid: u32, from: i64, to: i64) -> Vec<(i64, OpenHour)> {
         self.st
-            .open
-            .range((sid, first_hour)..=(sid, to))
-            .map(|((_, h), o)| (*h, o))
+            .open_hours(sid, from.div_euclid(1000), to.div_euclid(1000))
     }
 
     /// Span numbers of `tier` whose buckets may start in `[from, to]`,
@@ -243,7 +232,7 @@ impl<'a> Source<'a> {
         out: &mut Vec<(i64, Agg)>,
         start: usize,
     ) {
-        let open: Vec<(i64, &OpenHour)> = self.open_hours(sid, from, to).collect();
+        let open = self.open_hours(sid, from, to);
         let Some(&(first_open, _)) = open.first() else {
             return;
         };
@@ -262,7 +251,7 @@ impl<'a> Source<'a> {
             }
         }
         let sorted = out.len() == start || out.last().is_none_or(|p| p.0 < first_open);
-        for (hour, buckets) in open {
+        for (hour, buckets) in &open {
             for (m, b) in buckets.iter().enumerate() {
                 let ts = (hour + m as i64 * 60) * 1000;
                 if let Some(a) = b

@@ -250,6 +250,29 @@ impl RawSeries {
         acc
     }
 
+    /// The minute buckets of `hour` (seconds) for the minutes in `minutes`
+    /// (bit i = minute i), from one pass over the hour's points.
+    pub fn minute_aggs(&self, hour: i64, minutes: u64) -> [Option<Agg>; 60] {
+        let mut out = [None; 60];
+        let minutes = minutes & ((1u64 << 60) - 1);
+        if minutes == 0 {
+            return out;
+        }
+        let first = i64::from(minutes.trailing_zeros());
+        let last = 63 - i64::from(minutes.leading_zeros());
+        self.for_each_in(hour + first * 60, hour + last * 60 + 59, |p| {
+            let m = ((p.ts - hour) / 60) as usize;
+            if minutes & (1 << m) != 0 {
+                let a = Agg::of(p.value);
+                match &mut out[m] {
+                    Some(acc) => acc.merge(&a),
+                    None => out[m] = Some(a),
+                }
+            }
+        });
+        out
+    }
+
     /// The oldest point kept.
     pub fn first(&self) -> Option<RawPoint> {
         let mut found = None;

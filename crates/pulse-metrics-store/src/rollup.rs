@@ -301,6 +301,11 @@ impl Fold {
                 .into_iter()
                 .filter(|p| (p.ts - hour) / MINUTE < closed)
                 .collect();
+            w.dirty &= !mask;
+            if late.is_empty() {
+                // Computed from raw when asked for (State::open_hours).
+                continue;
+            }
             let mut buckets: [Option<Agg>; 60] = [None; 60];
             rebuild_hour(
                 &mut buckets,
@@ -310,10 +315,10 @@ impl Fold {
                 &late,
             );
             w.late.retain(|(_, p)| (p.ts - hour) / MINUTE >= closed);
-            w.dirty &= !mask;
             rebuilt.push(((sid, hour), Box::new(buckets)));
         }
         st.open.extend(rebuilt);
+        st.rolled_to = rolled_to;
     }
 
     /// Rolls up every closed bucket as of `now` (Unix seconds).
@@ -393,6 +398,7 @@ impl Fold {
             }
             st.late_points = st.late_points.saturating_sub(late_folded);
             st.floors.raw = raw_floor;
+            st.rolled_to = rolled_to;
             st.drop_raw_below(raw_floor)
         };
         // A pass that seals nothing changes no tier on disk: it writes
@@ -523,27 +529,64 @@ impl Pass {
             }
             return Ok(());
         }
-        let mut buckets: Buckets = match st.open.get(&(sid, hour)) {
-            Some(open) => open.to_vec(),
-            None => self.minute.hour(conn, hour, sid)?,
+        let held = st.open.get(&(sid, hour));
+        let raw = &st.series[sid as usize].raw;
+        let rolled = if hour_closed {
+            u64::MAX
+        } else {
+            first_minutes(closed)
         };
-        self.report.minute_buckets += rebuild_hour(
-            &mut buckets,
-            &st.series[sid as usize].raw,
-            hour,
-            roll,
-            &late_now,
-        );
+        let mut buckets: Buckets = match held {
+            Some(open) => {
+                let mut b = open.to_vec();
+                self.report.minute_buckets += rebuild_hour(&mut b, raw, hour, roll, &[]);
+                b
+            }
+            None => {
+                if !hour_closed && late_now.is_empty() {
+                    // Nothing to keep: its minutes come from the raw tier
+                    // when asked for (State::open_hours).
+                    self.report.minute_buckets += (roll & rolled).count_ones() as usize;
+                    self.work_keep
+                        .push(((hour, sid), w.dirty & !roll, late_keep));
+                    return Ok(());
+                }
+                // Minutes from the raw floor on have every point in the raw
+                // tier (the floor never passes an hour with unsealed points;
+                // it can enter an hour that had none); the ones before it
+                // keep what is stored (re-sealing an old hour for a late
+                // point).
+                let below = ((st.floors.raw - hour).max(0) + MINUTE - 1) / MINUTE;
+                let from_raw = rolled & !first_minutes(below);
+                let mut b = if below > 0 {
+                    self.minute.hour(conn, hour, sid)?
+                } else {
+                    vec![None; 60]
+                };
+                let fresh = raw.minute_aggs(hour, from_raw);
+                for m in (0..60).filter(|m| from_raw & (1u64 << m) != 0) {
+                    b[m] = fresh[m];
+                }
+                self.report.minute_buckets += (roll & rolled).count_ones() as usize;
+                b
+            }
+        };
+        for p in &late_now {
+            let m = ((p.ts - hour) / MINUTE) as usize;
+            Op::Merge(Agg::of(p.value)).apply(&mut buckets[m]);
+        }
         if hour_closed {
             let hourly = Agg::combine(buckets.iter().flatten());
             self.hourly_ops.push((sid, hour, Op::Set(hourly)));
             self.minute.set_hour(conn, hour, sid, &buckets)?;
-            if st.open.contains_key(&(sid, hour)) {
+            if held.is_some() {
                 self.open_remove.push((sid, hour));
             }
             self.report.hours_sealed += 1;
             self.work_done.push((hour, sid));
         } else {
+            // Kept in memory: raw alone cannot give these back (late
+            // points merged in, under a raw retention shorter than the hour).
             let mut arr: OpenHour = Box::new([None; 60]);
             arr.copy_from_slice(&buckets);
             self.open_set.push(((sid, hour), arr));

@@ -27,45 +27,11 @@
 //! be named drops that entry; only a payload without a `data` list fails the
 //! poll.
 
+use super::sample::{self, Kind, RateState, Reading};
 use crate::model::{Point, SeriesKey};
 use crate::store::{Resource, ResourceMeta};
 use serde_json::Value;
-use std::collections::{BTreeMap, HashMap, HashSet};
-
-/// Cumulative byte counters, turned into bytes per second.
-pub const COUNTERS: [&str; 4] = ["netin", "netout", "diskread", "diskwrite"];
-
-/// How far a guest's uptime may lag behind the wall clock before we call it a
-/// restart. Proxmox refreshes these values from `pvestatd` every ~10 s, and a
-/// busy host (slow storage) can delay that; a false alarm only costs one rate
-/// point, a missed restart a wrong one.
-const RESTART_SLACK_SECS: f64 = 60.0;
-
-/// The counters seen at the previous successful poll, per series id. Only
-/// resources that were up then are kept, so a guest that was stopped or
-/// missing in between starts over (no rate on its first sample back).
-#[derive(Debug, Clone, Default)]
-pub struct RateState {
-    samples: HashMap<String, Sample>,
-}
-
-impl RateState {
-    /// Resources whose counters are remembered.
-    pub fn len(&self) -> usize {
-        self.samples.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.samples.is_empty()
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-struct Sample {
-    time_ms: i64,
-    uptime: Option<f64>,
-    counters: [Option<f64>; 4],
-}
+use std::collections::{BTreeMap, HashSet};
 
 /// The result of one payload.
 #[derive(Debug, Clone, Default)]
@@ -179,14 +145,6 @@ pub fn parse_resources(
     Ok(out)
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Node,
-    Qemu,
-    Lxc,
-    Storage,
-}
-
 /// A node, guest or storage entry that can be named.
 struct Found<'a> {
     kind: Kind,
@@ -228,13 +186,14 @@ fn classify<'a>(instance: &str, entry: &'a Value) -> Entry<'a> {
     if !entry.is_object() {
         return Entry::Ignored;
     }
-    let (kind, resource_type, up_status) = match type_of(entry) {
-        Some("node") => (Kind::Node, "node", "online"),
-        Some("qemu") => (Kind::Qemu, "vm", "running"),
-        Some("lxc") => (Kind::Lxc, "container", "running"),
-        Some("storage") => (Kind::Storage, "storage", "available"),
+    let (kind, up_status) = match type_of(entry) {
+        Some("node") => (Kind::Node, "online"),
+        Some("qemu") => (Kind::Qemu, "running"),
+        Some("lxc") => (Kind::Lxc, "running"),
+        Some("storage") => (Kind::Storage, "available"),
         _ => return Entry::Ignored,
     };
+    let resource_type = kind.resource_type();
     let status = text(entry, "status");
     let mut meta = ResourceMeta {
         instance: Some(instance.to_string()),
@@ -308,99 +267,21 @@ fn classify<'a>(instance: &str, entry: &'a Value) -> Entry<'a> {
 }
 
 fn record(res: &Found, entry: &Value, prev: &RateState, now_ms: i64, out: &mut Parsed) {
-    let mut push = |metric: &str, value: f64| {
-        let point = Point {
-            resource_type: res.resource_type.to_string(),
-            resource_id: res.id.clone(),
-            metric: metric.to_string(),
-            value,
-            timestamp: now_ms,
-        };
-        // One bad point would make the store refuse the whole batch.
-        if point.validate().is_ok() {
-            out.points.push(point);
-        }
+    let reading = Reading {
+        cpu: number(entry, "cpu"),
+        mem: number(entry, "mem"),
+        maxmem: number(entry, "maxmem"),
+        disk: number(entry, "disk"),
+        maxdisk: number(entry, "maxdisk"),
+        counters: sample::COUNTERS.map(|name| number(entry, name)),
+        uptime: number(entry, "uptime"),
     };
-
-    if res.kind != Kind::Storage {
-        if let Some(cpu) = number(entry, "cpu") {
-            push("cpu", cpu * 100.0);
-        }
-        if let Some(pct) = percent(number(entry, "mem"), number(entry, "maxmem")) {
-            push("memory", pct);
-        }
+    let (points, remembered) =
+        sample::record(res.kind, &res.id, &reading, prev.get(&res.id), now_ms);
+    out.points.extend(points);
+    if let Some(s) = remembered {
+        out.state.insert(res.id.clone(), s);
     }
-    let disk = number(entry, "disk");
-    // Proxmox cannot see inside a VM's disks and reports `disk: 0` for every
-    // qemu guest; charting that as 0 % would be a lie, so it is left out.
-    let unknown_vm_disk = res.kind == Kind::Qemu && disk == Some(0.0);
-    if !unknown_vm_disk && let Some(pct) = percent(disk, number(entry, "maxdisk")) {
-        push("disk", pct);
-    }
-    if res.kind == Kind::Storage {
-        return;
-    }
-
-    let counters = COUNTERS.map(|name| number(entry, name));
-    if counters.iter().all(Option::is_none) {
-        return;
-    }
-    let current = Sample {
-        time_ms: now_ms,
-        uptime: number(entry, "uptime").filter(|u| *u > 0.0),
-        counters,
-    };
-    let remembered = match prev.samples.get(&res.id) {
-        None => current,
-        Some(before) if is_stale(before, &current) => {
-            // The same pvestatd sample seen again (we polled faster than
-            // Proxmox refreshes): a rate now would read 0 and the next one
-            // double. Keep the older sample so the next rate spans the
-            // real interval.
-            before.clone()
-        }
-        Some(before) => {
-            let dt_secs = (now_ms - before.time_ms) as f64 / 1000.0;
-            if dt_secs > 0.0 && !restarted(before, &current, dt_secs) {
-                for (i, name) in COUNTERS.iter().enumerate() {
-                    // A counter that went down was reset (or wrapped): no
-                    // point rather than a negative or huge one.
-                    if let (Some(old), Some(new)) = (before.counters[i], current.counters[i])
-                        && new >= old
-                    {
-                        push(name, (new - old) / dt_secs);
-                    }
-                }
-            }
-            current
-        }
-    };
-    out.state.samples.insert(res.id.clone(), remembered);
-}
-
-fn is_stale(before: &Sample, current: &Sample) -> bool {
-    current.uptime.is_some()
-        && current.uptime == before.uptime
-        && current.counters == before.counters
-}
-
-/// A restart zeroes the counters; the uptime going back, or advancing far
-/// less than the time between polls, gives it away even when the new counters
-/// happen to be higher than the old ones.
-fn restarted(before: &Sample, current: &Sample, dt_secs: f64) -> bool {
-    match (before.uptime, current.uptime) {
-        (Some(old), Some(new)) => new < old || new + RESTART_SLACK_SECS < old + dt_secs,
-        _ => false,
-    }
-}
-
-fn percent(used: Option<f64>, max: Option<f64>) -> Option<f64> {
-    let (used, max) = (used?, max?);
-    if max <= 0.0 {
-        return None;
-    }
-    let pct = used / max * 100.0;
-    pct.is_finite().then_some(pct)
 }
 
 /// A non-negative finite number; Proxmox sometimes sends numbers as strings.
@@ -438,6 +319,7 @@ fn kind_of(v: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
+    use super::sample::COUNTERS;
     use super::*;
     use serde_json::json;
 
@@ -885,7 +767,7 @@ mod tests {
             Some("offline")
         );
         assert!(value(&p.points, "pve1:n2", "cpu").is_none());
-        assert!(p.state.is_empty() || !p.state.samples.contains_key("pve1:101"));
+        assert!(p.state.get("pve1:101").is_none());
     }
 
     #[test]
