@@ -460,7 +460,7 @@ async fn run(args: Args) {
         let window_ratio = f.set("ratio_write_bytes_window", ours.window / t.window);
         let day_ratio = f.set("ratio_write_bytes_day", ours.day / t.day);
         println!(
-            "write_bytes, pulse-metrics / Prometheus: {window_ratio:.2} in the window, {day_ratio:.2} over a day (hour closings, retention and block compactions counted)"
+            "write_bytes, pulse-metrics / Prometheus: {window_ratio:.2} in the window, {day_ratio:.2} over a day (with hour closings and retention passes; head chunks and block compactions)"
         );
     }
     println!();
