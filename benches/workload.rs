@@ -56,9 +56,10 @@ struct Args {
     /// Run the seed schema and the all-series queries (typical sizes only).
     full: bool,
     quick: bool,
-    /// Measure opening this file in a fresh process and exit (the bench
-    /// runs itself with this to measure open time and its memory alone).
-    reopen: Option<std::path::PathBuf>,
+    /// Measure opening this file in a fresh process, answering one query
+    /// (series key, now ms), and exit (the bench runs itself with this to
+    /// measure open time and its memory alone).
+    reopen: Option<(std::path::PathBuf, String, i64)>,
 }
 
 impl Args {
@@ -90,7 +91,18 @@ impl Args {
                         other => panic!("--values random|proxmox, not {other:?}"),
                     }
                 }
-                "--reopen" => reopen = it.next().map(std::path::PathBuf::from),
+                "--reopen" => {
+                    let path = it
+                        .next()
+                        .map(std::path::PathBuf::from)
+                        .expect("--reopen PATH KEY NOW");
+                    let key = it.next().expect("--reopen PATH KEY NOW");
+                    let now = it
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("--reopen PATH KEY NOW");
+                    reopen = Some((path, key, now));
+                }
                 other => panic!(
                     "unknown argument {other:?}: --resources N --metrics M --values random|proxmox --hours H --history-days D"
                 ),
@@ -708,34 +720,46 @@ fn baseline(dir: &Path, args: &Args) -> SeedFigures {
     }
 }
 
-/// Opens `path` in this (fresh) process and answers one query: prints the
-/// time it took and the process's peak memory, for the parent to read.
-fn reopen(path: &Path) {
+/// Opens `path` in this (fresh) process and answers one query (the last
+/// hour of `key`, `type/id/metric`, as of `now` ms): prints the time it
+/// took and the process's peak memory, for the parent to read.
+fn reopen(path: &Path, key: &str, now: i64) {
     let t = Instant::now();
     let store = Store::open(config(path)).unwrap();
-    let first = store.series().unwrap().into_iter().next();
-    if let Some(s) = first {
-        let now = s.last_timestamp.unwrap_or(0);
-        let h = store
-            .query(
-                &s.key,
-                TimeRange::last(Duration::from_secs(3600), now),
-                None,
-            )
-            .unwrap();
-        assert!(!h.points.is_empty());
-    }
+    let mut parts = key.splitn(3, '/');
+    let key = SeriesKey::new(
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    let h = store
+        .query(&key, TimeRange::last(Duration::from_secs(3600), now), None)
+        .unwrap();
+    assert!(!h.points.is_empty());
     let open_ms = ms(t.elapsed());
     println!("reopen {open_ms} {}", peak_rss_kib() * 1024);
+    let rss_now = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap_or("")
+        .to_string();
+    let stats = store.stats().unwrap();
+    println!(
+        "(after the open: {rss_now}; raw tier {:.0} MB)",
+        stats.raw_memory_bytes as f64 / 1e6
+    );
     store.close().unwrap();
 }
 
 /// Runs this bench again with `--reopen`: open time and peak memory of a
 /// process that only opens the file.
-fn reopen_in_child(path: &Path) -> (f64, f64) {
+fn reopen_in_child(path: &Path, key: &SeriesKey, now: i64) -> (f64, f64) {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .arg("--reopen")
         .arg(path)
+        .arg(key.to_string())
+        .arg(now.to_string())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
@@ -749,8 +773,8 @@ fn reopen_in_child(path: &Path) -> (f64, f64) {
 
 fn main() {
     let args = Args::parse();
-    if let Some(path) = &args.reopen {
-        reopen(path);
+    if let Some((path, key, now)) = &args.reopen {
+        reopen(path, key, *now);
         return;
     }
     // WORKLOAD_DIR keeps the files for a look afterwards (it must be new).
@@ -783,7 +807,7 @@ fn main() {
     let lat = measure_queries(&store, &fleet, now, args.full);
     let rss = peak_rss_kib();
     store.close().unwrap();
-    let (open_ms, open_rss) = reopen_in_child(&path);
+    let (open_ms, open_rss) = reopen_in_child(&path, &fleet.keys[0], now * 1000);
     let ingest = ingest_throughput(root.as_path(), &args);
 
     let seed = args.full.then(|| {

@@ -634,11 +634,11 @@ mod tests {
 
     #[test]
     fn json_lines_name_each_bad_line() {
-        let input = "\u{feff}{\"resourceType\":\"vm\",\"resourceId\":\"1\",\"metric\":\"cpu\",\"value\":1.5,\"timestamp\":1000}\r\n\
+        let input = "\u{feff}{\"resourceType\":\"vm\",\"resourceId\":\"1\",\"metric\":\"cpu\",\"value\":1.5,\"timestamp\":1700000001000}\r\n\
             \n\
-            {\"resourceType\":\"vm\",\"resourceId\":\"1\",\"metric\":\"cpu\",\"value\":\"x\",\"timestamp\":1000}\n\
+            {\"resourceType\":\"vm\",\"resourceId\":\"1\",\"metric\":\"cpu\",\"value\":\"x\",\"timestamp\":1700000001000}\n\
             {not json\n\
-            {\"resourceType\":\"vm\",\"resourceId\":\"1\",\"metric\":\"cpu\",\"value\":2,\"timestamp\":\"1970-01-01T00:00:02Z\"}";
+            {\"resourceType\":\"vm\",\"resourceId\":\"1\",\"metric\":\"cpu\",\"value\":2,\"timestamp\":\"2023-11-14T22:13:22Z\"}";
         let items = read(input, InputFormat::JsonLines);
         assert_eq!(items.len(), 4);
         assert_eq!(items[0].as_ref().unwrap().value, 1.5);
@@ -648,7 +648,7 @@ mod tests {
         let e = items[2].as_ref().unwrap_err();
         assert_eq!(e.line, 4);
         assert!(e.reason.contains("not valid JSON"), "{e}");
-        assert_eq!(items[3].as_ref().unwrap().timestamp, 2000);
+        assert_eq!(items[3].as_ref().unwrap().timestamp, 1_700_000_002_000);
     }
 
     #[test]
@@ -661,14 +661,13 @@ mod tests {
             2.2250738585072014e-308,
         ] {
             let line = format!(
-                r#"{{"resourceType":"vm","resourceId":"1","metric":"cpu","value":{},"timestamp":1}}"#,
+                r#"{{"resourceType":"vm","resourceId":"1","metric":"cpu","value":{},"timestamp":1700000000000}}"#,
                 serde_json::to_string(&v).unwrap()
             );
             let p = json_point(line.as_bytes()).unwrap();
             assert_eq!(p.value.to_bits(), v.to_bits(), "{line}");
         }
-        let line =
-            r#"{"resourceType":"vm","resourceId":"1","metric":"cpu","value":1e999,"timestamp":1}"#;
+        let line = r#"{"resourceType":"vm","resourceId":"1","metric":"cpu","value":1e999,"timestamp":1700000000000}"#;
         assert!(
             json_point(line.as_bytes())
                 .unwrap_err()
@@ -679,19 +678,19 @@ mod tests {
     #[test]
     fn csv_by_header_with_field_reasons() {
         let input = "timestamp,value,metric,resourceId,resourceType\n\
-            1000,1.5,cpu,\"pve1:node1:101\",vm\n\
+            1700000001000,1.5,cpu,\"pve1:node1:101\",vm\n\
             \n\
-            2000,inf,cpu,x,vm\n\
-            3000,abc,cpu,x,vm\n\
+            1700000002000,inf,cpu,x,vm\n\
+            1700000003000,abc,cpu,x,vm\n\
             soon,1,cpu,x,vm\n\
-            4000,1,cpu usage,x,vm\n\
-            5000,1,cpu\n";
+            1700000004000,1,cpu usage,x,vm\n\
+            1700000005000,1,cpu\n";
         let items = read(input, InputFormat::Csv);
         assert_eq!(items.len(), 6);
         let p = items[0].as_ref().unwrap();
         assert_eq!(
             (p.resource_id.as_str(), p.value, p.timestamp),
-            ("pve1:node1:101", 1.5, 1000)
+            ("pve1:node1:101", 1.5, 1_700_000_001_000)
         );
         let reasons: Vec<String> = items[1..]
             .iter()

@@ -25,6 +25,8 @@ fn every_command_has_help_with_an_example() {
         "stats",
         "import-pulse",
         "export",
+        "check",
+        "salvage",
     ] {
         assert!(top.stdout.contains(cmd), "top-level help lacks {cmd}");
         let out = sb.run(&[cmd, "--help"]).ok();
@@ -628,16 +630,20 @@ fn a_store_kept_in_memory_needs_db_for_offline_commands() {
     assert!(out.stderr.contains("metrics.enabled"), "{}", out.stderr);
     assert!(!sb.default_db().exists());
     let db = sb.path("x.db");
-    let out = sb
-        .run(&[
+    let with_db = |cmd: &str| {
+        sb.run(&[
             "--config",
             cfg.to_str().unwrap(),
             "--db",
             db.to_str().unwrap(),
-            "stats",
+            cmd,
         ])
-        .ok();
-    assert_eq!(out.json()["enabled"], true);
+    };
+    // A reader never creates the file; a writer does.
+    with_db("stats").fails(2);
+    assert!(!db.exists());
+    with_db("maintain").ok();
+    assert_eq!(with_db("stats").ok().json()["enabled"], true);
     assert!(db.exists());
 }
 

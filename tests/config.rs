@@ -5,10 +5,25 @@ mod cli_support;
 
 use cli_support::Sandbox;
 
-/// Runs `stats` with `--config <file>` and returns the outcome.
+/// Runs `maintain` (which creates the database) and then `stats` with
+/// `--config <file>`, and returns the first failure or the stats.
 fn stats_with(sb: &Sandbox, name: &str, content: &str) -> cli_support::Out {
     let cfg = sb.write(name, content);
+    let made = sb.run(&["--config", cfg.to_str().unwrap(), "maintain"]);
+    if made.code != 0 {
+        return made;
+    }
     sb.run(&["--config", cfg.to_str().unwrap(), "stats"])
+}
+
+/// `command` run as `maintain` (which creates the database), then as
+/// `stats`, whose outcome is returned.
+fn created_then_stats(
+    sb: &Sandbox,
+    command: impl Fn(&str) -> std::process::Command,
+) -> cli_support::Out {
+    sb.run_with(command("maintain"), None).ok();
+    sb.run_with(command("stats"), None)
 }
 
 #[track_caller]
@@ -165,7 +180,9 @@ fn a_database_directory_that_cannot_be_created_is_a_config_error() {
         "cannot create",
     );
     // The same through --db.
-    let out = sb.run(&["--db", path.to_str().unwrap(), "stats"]).fails(2);
+    let out = sb
+        .run(&["--db", path.to_str().unwrap(), "maintain"])
+        .fails(2);
     assert!(
         out.stderr.contains("metrics.database_path"),
         "{}",
@@ -188,14 +205,20 @@ fn the_file_itself_must_exist_and_say_its_format() {
 #[test]
 fn no_file_means_defaults_under_pulse_data_dir() {
     let sb = Sandbox::new();
-    let s = sb.run(&["stats"]).ok().json();
+    let s = created_then_stats(&sb, |cmd| sb.command(&[cmd]))
+        .ok()
+        .json();
     assert_eq!(s["dbPath"], "./data/metrics.db");
     assert!(sb.default_db().exists());
 
     let elsewhere = sb.path("elsewhere");
-    let mut c = sb.command(&["stats"]);
-    c.env("PULSE_DATA_DIR", &elsewhere);
-    let s = sb.run_with(c, None).ok().json();
+    let s = created_then_stats(&sb, |cmd| {
+        let mut c = sb.command(&[cmd]);
+        c.env("PULSE_DATA_DIR", &elsewhere);
+        c
+    })
+    .ok()
+    .json();
     assert_eq!(
         s["dbPath"].as_str().unwrap(),
         elsewhere.join("metrics.db").to_str().unwrap()
@@ -217,11 +240,15 @@ fn variables_are_expanded_in_yaml_and_json() {
         ),
     ] {
         let cfg = sb.write(name, content);
-        let mut c = sb.command(&["--config", cfg.to_str().unwrap(), "stats"]);
-        c.env("PM_CFG_DIR", &dir)
-            .env("PM_CFG_BUF", "250")
-            .env("PM_CFG_RAW", "3h");
-        let s = sb.run_with(c, None).ok().json();
+        let s = created_then_stats(&sb, |cmd| {
+            let mut c = sb.command(&["--config", cfg.to_str().unwrap(), cmd]);
+            c.env("PM_CFG_DIR", &dir)
+                .env("PM_CFG_BUF", "250")
+                .env("PM_CFG_RAW", "3h");
+            c
+        })
+        .ok()
+        .json();
         let want = dir.join(if name.ends_with("yaml") {
             "a.db"
         } else {
@@ -252,18 +279,26 @@ fn the_config_file_can_come_from_the_environment_and_db_overrides_it() {
             sb.path("cfg.db").display()
         ),
     );
-    let mut c = sb.command(&["stats"]);
-    c.env("PULSE_METRICS_CONFIG", &cfg);
-    let s = sb.run_with(c, None).ok().json();
+    let s = created_then_stats(&sb, |cmd| {
+        let mut c = sb.command(&[cmd]);
+        c.env("PULSE_METRICS_CONFIG", &cfg);
+        c
+    })
+    .ok()
+    .json();
     assert_eq!(
         s["dbPath"].as_str().unwrap(),
         sb.path("cfg.db").to_str().unwrap()
     );
 
     let other = sb.path("other.db");
-    let mut c = sb.command(&["--db", other.to_str().unwrap(), "stats"]);
-    c.env("PULSE_METRICS_CONFIG", &cfg);
-    let s = sb.run_with(c, None).ok().json();
+    let s = created_then_stats(&sb, |cmd| {
+        let mut c = sb.command(&["--db", other.to_str().unwrap(), cmd]);
+        c.env("PULSE_METRICS_CONFIG", &cfg);
+        c
+    })
+    .ok()
+    .json();
     assert_eq!(s["dbPath"].as_str().unwrap(), other.to_str().unwrap());
 
     // A bad file named by the environment is refused like one given by flag.
@@ -299,9 +334,13 @@ collectors:
       - { name: pve1, url: "https://pve1:8006", token_id: "root@pam!pulse", token_secret: "${PVE_TOKEN}", fingerprint: "" }
 "#;
     let cfg = sb.write("pulse-metrics.yaml", content);
-    let mut c = sb.command(&["--config", cfg.to_str().unwrap(), "stats"]);
-    c.env("PVE_TOKEN", "secret");
-    let s = sb.run_with(c, None).ok().json();
+    let s = created_then_stats(&sb, |cmd| {
+        let mut c = sb.command(&["--config", cfg.to_str().unwrap(), cmd]);
+        c.env("PVE_TOKEN", "secret");
+        c
+    })
+    .ok()
+    .json();
     assert_eq!(s["dbPath"], "./data/metrics.db");
     // Without PVE_TOKEN the reference cannot be expanded: named, refused.
     let out = sb

@@ -143,6 +143,7 @@ async fn invalid_put_changes_nothing() {
     let r = s
         .client
         .put(s.url("/api/metrics-store/config"))
+        .header("content-type", "application/json")
         .body("{not json")
         .send()
         .await

@@ -36,13 +36,13 @@ impl Counts {
     fn bad_line(&mut self, e: &LineError) {
         self.invalid += 1;
         if self.invalid <= SHOWN_ERRORS {
-            eprintln!("{e}");
+            say!("{e}");
         }
     }
 
     fn finish_report(&self) {
         if self.invalid > SHOWN_ERRORS {
-            eprintln!(
+            say!(
                 "... and {} more invalid line(s)",
                 self.invalid - SHOWN_ERRORS
             );
@@ -86,7 +86,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
             .unwrap_or_default()
     };
     if stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
-        eprintln!(
+        say!(
             "reading points from the terminal; end with Ctrl-D (see `pulse-metrics ingest --help`)"
         );
     }
@@ -117,12 +117,12 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
         let discarded = load.finish(accepted)?;
         counts.finish_report();
         if counts.invalid > 0 {
-            eprintln!(
+            say!(
                 "skipped {} invalid line(s) of {name}; stored {accepted} point(s)",
                 counts.invalid
             );
         } else {
-            eprintln!("stored {accepted} point(s) from {name}");
+            say!("stored {accepted} point(s) from {name}");
         }
         report_discarded(discarded);
         return print_json(&Summary {
@@ -163,7 +163,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
     };
     counts.finish_report();
     if counts.invalid > 0 {
-        eprintln!(
+        say!(
             "error: {} invalid line(s) in {name}; nothing stored (--skip-invalid stores the valid lines)",
             counts.invalid
         );
@@ -190,7 +190,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
         )));
     }
     let discarded = load.finish(accepted)?;
-    eprintln!("stored {accepted} point(s) from {name}");
+    say!("stored {accepted} point(s) from {name}");
     report_discarded(discarded);
     print_json(&Summary {
         accepted,
@@ -202,7 +202,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
 
 fn report_discarded(discarded: u64) {
     if discarded > 0 {
-        eprintln!(
+        say!(
             "discarded {discarded} point(s) older than every tier's retention (as of --now): nothing keeps them"
         );
     }
@@ -270,7 +270,7 @@ impl<'a> Load<'a> {
                             store.flush()?;
                             since_flush = 0;
                             if self.bound.check(store, self.now)? && self.bound.rollups == 1 {
-                                eprintln!(
+                                say!(
                                     "note: rolling up as the input is read, as the service would, to keep \
                                      memory bounded: points older than the raw retention go to the \
                                      minute/hourly/daily tiers"

@@ -4,7 +4,17 @@
 //! files, invalid configuration), 1 runtime failure (including a database
 //! file the store refuses to open). People read stderr; stdout carries data.
 
+/// A line for people on stderr, like `eprintln!`, except that a stderr
+/// nobody reads any more (a closed pipe) does not panic the command
+/// halfway: the line is lost and the exit code says so (see `main`).
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::say_line(format_args!($($arg)*))
+    };
+}
+
 mod ingest;
+mod repair;
 
 use clap::{Args, Parser, Subcommand};
 use pulse_metrics::answer::{HistoryRequest, history};
@@ -16,6 +26,7 @@ use pulse_metrics::{Store, Tier};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 const MAIN_EXAMPLES: &str = "\
 Examples:
@@ -23,6 +34,7 @@ Examples:
   pulse-metrics ingest points.jsonl
   pulse-metrics query --type vm --id pve1:101 --metric cpu --range 24h
   pulse-metrics --db /var/lib/pulse-metrics/metrics.db stats
+  pulse-metrics check
 
 Configuration: --config PATH, else $PULSE_METRICS_CONFIG, else built-in defaults
 (database $PULSE_DATA_DIR/metrics.db, PULSE_DATA_DIR defaulting to ./data).
@@ -82,7 +94,7 @@ Examples:
   pulse-metrics maintain --now 2024-05-01T12:00:00Z")]
     Maintain(MaintainArgs),
 
-    /// Print the history of a resource's series as JSON (the history endpoint's answer)
+    /// Print the history of a resource's series as JSON (read-only: works beside the service)
     #[command(after_help = "\
 Examples:
   pulse-metrics query --type vm --id pve1:101 --metric cpu --range 24h
@@ -90,13 +102,18 @@ Examples:
   pulse-metrics query --type vm --id pve1:101 --range 7d --format csv
 
 Without --metric every metric of the resource is answered, under \"metrics\".
-Give either --range, or --start and --end.")]
+Give either --range, or --start and --end.
+Read-only: takes no lock and writes nothing, so it works while the service runs;
+a missing database is exit 2, never created.")]
     Query(QueryArgs),
 
-    /// Print storage statistics as JSON (the stats endpoint's answer)
+    /// Print storage statistics as JSON (read-only: works beside the service)
     #[command(after_help = "\
 Example:
-  pulse-metrics --db ./data/metrics.db stats")]
+  pulse-metrics --db ./data/metrics.db stats
+
+Read-only: takes no lock and writes nothing, so it works while the service runs;
+a missing database is exit 2, never created.")]
     Stats,
 
     /// Migrate a Pulse (Go) metrics.db into this store, every tier kept
@@ -116,14 +133,46 @@ Pulse keeps no count for rolled-up rows: they are stored with count 1 (noted in 
 Prints a JSON report; progress goes to stderr.")]
     ImportPulse(ImportArgs),
 
-    /// Print every stored point of a tier as JSON Lines or CSV
+    /// Print every stored point of a tier as JSON Lines or CSV (read-only: works beside the service)
     #[command(after_help = "\
 Examples:
   pulse-metrics export > raw.jsonl
   pulse-metrics export --tier hourly --format csv > hourly.csv
 
-A raw export can be ingested again: `pulse-metrics --db other.db ingest raw.jsonl`.")]
+A raw export can be ingested again: `pulse-metrics --db other.db ingest raw.jsonl`.
+Read-only: takes no lock and writes nothing, so it works while the service runs;
+a missing database is exit 2, never created.")]
     Export(ExportArgs),
+
+    /// Verify a database: SQLite's integrity check and ours, naming each damaged part
+    #[command(after_help = "\
+Example:
+  pulse-metrics --db /var/lib/pulse-metrics/metrics.db check
+
+Checks every record of the raw journal and every minute/hourly/daily chunk (they must
+decode, match their checksum and name existing series) and SQLite's own structure.
+Prints a JSON report; each damaged part is also listed on stderr with where it is and
+its series. Exit 0 when all is well, 1 when something is damaged.
+Read-only: takes no lock and writes nothing, so it works while the service runs.")]
+    Check,
+
+    /// Copy everything readable of a damaged database into a new file, and say what was lost
+    #[command(after_help = "\
+Example:
+  pulse-metrics --db /var/lib/pulse-metrics/metrics.db salvage /var/lib/pulse-metrics/salvaged.db
+
+Copies every series, chunk and raw journal record that `check` passes, as stored, into
+OUT (which must not exist), then opens OUT as the service would. Damaged parts are left
+behind and listed (JSON on stdout, one line each on stderr). The source is only read.
+Then stop the service, move OUT (and OUT-raw/) into place, and start it again.")]
+    Salvage(SalvageArgs),
+}
+
+#[derive(Args, Debug)]
+struct SalvageArgs {
+    /// The new database to write (must not exist)
+    #[arg(value_name = "OUT")]
+    out: PathBuf,
 }
 
 #[derive(Args, Debug, Default)]
@@ -257,7 +306,7 @@ impl From<pulse_metrics::Error> for Failure {
             // The reader went away (`| head`): not an error worth a word.
             return Failure::Exit(0);
         }
-        if e.is_invalid_input() || e.config_key().is_some() {
+        if e.is_invalid_input() || e.config_key().is_some() || e.is_missing() {
             Failure::Input(e.to_string())
         } else {
             Failure::Runtime(e.to_string())
@@ -280,21 +329,36 @@ fn broken_pipe(e: &(dyn std::error::Error + 'static)) -> bool {
 
 pub(crate) type CliResult<T = ()> = Result<T, Failure>;
 
+/// Set when a line for stderr could not be written.
+static STDERR_LOST: AtomicBool = AtomicBool::new(false);
+
+pub(crate) fn say_line(args: std::fmt::Arguments) {
+    if writeln!(std::io::stderr(), "{args}").is_err() {
+        STDERR_LOST.store(true, Ordering::Relaxed);
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(matches!(cli.command, None | Some(Command::Serve(_))));
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+    let code = match run(cli) {
+        Ok(()) => 0,
         Err(Failure::Input(m)) => {
-            eprintln!("error: {m}");
-            ExitCode::from(2)
+            say!("error: {m}");
+            2
         }
         Err(Failure::Runtime(m)) => {
-            eprintln!("error: {m}");
-            ExitCode::from(1)
+            say!("error: {m}");
+            1
         }
-        Err(Failure::Exit(code)) => ExitCode::from(code),
+        Err(Failure::Exit(code)) => code,
+    };
+    // Messages the operator never saw (bad lines, what was discarded) make
+    // a run that otherwise succeeded a failure: nothing goes unreported.
+    if code == 0 && STDERR_LOST.load(Ordering::Relaxed) {
+        return ExitCode::from(1);
     }
+    ExitCode::from(code)
 }
 
 /// Logs go to stderr (stdout carries data): `info` for the service, only
@@ -349,7 +413,21 @@ fn run(cli: Cli) -> CliResult {
         }
     }
     let saved = settings.load()?;
-    let config = settings.startup_config(&saved).map_err(|e| {
+    // Readers create nothing and take no lock: they work beside the service.
+    let read_only = matches!(
+        command,
+        Command::Query(_)
+            | Command::Stats
+            | Command::Export(_)
+            | Command::Check
+            | Command::Salvage(_)
+    );
+    let built = if read_only {
+        settings.reading_config(&saved)
+    } else {
+        settings.startup_config(&saved)
+    };
+    let config = built.map_err(|e| {
         if settings.blames(&e, &saved) {
             Failure::from(settings.explain(e, &saved))
         } else {
@@ -366,20 +444,38 @@ fn run(cli: Cli) -> CliResult {
             "metrics.enabled is false: the store lives in memory only, so there is no database for this command; pass --db PATH or set metrics.enabled: true".into(),
         ));
     }
-    let store = Store::open(config.metrics.clone())?;
+    let db = &config.metrics.database_path;
+    match &command {
+        Command::Check => return repair::check(db),
+        Command::Salvage(args) => return repair::salvage(db, &args.out),
+        _ => {}
+    }
+    // A query's own mistakes are named before the file is looked at.
+    let request = match &command {
+        Command::Query(args) => Some(query_request(args)?),
+        _ => None,
+    };
+    let store = if read_only {
+        Store::open_read_only(config.metrics.clone())?
+    } else {
+        Store::open(config.metrics.clone())?
+    };
     let result = match command {
-        Command::Serve(_) => unreachable!("handled above"),
+        Command::Serve(_) | Command::Check | Command::Salvage(_) => {
+            unreachable!("handled above")
+        }
         Command::Ingest(args) => ingest::run(&store, &config.metrics.database_path, &args),
         Command::Maintain(args) => {
             let report = store.maintain(args.now.unwrap_or_else(now_ms))?;
             print_json(&report)
         }
-        Command::Query(args) => query(&store, &args),
+        Command::Query(args) => query(&store, request.as_ref().expect("built above"), &args),
         Command::Stats => print_json(&store.stats()?),
         Command::ImportPulse(args) => import_pulse(&store, &args),
         Command::Export(args) => export(&store, &args),
     };
-    // Make everything durable and the WAL small, even after a failure.
+    // Make everything durable and the WAL small, even after a failure
+    // (nothing to do for a read-only store).
     let closed = store.close();
     result?;
     closed?;
@@ -413,8 +509,8 @@ fn serve(config: Config, settings: SettingsFile) -> CliResult {
         .map_err(|e| Failure::Runtime(format!("{e:#}")))
 }
 
-fn query(store: &Store, args: &QueryArgs) -> CliResult {
-    let request = HistoryRequest::from_params(
+fn query_request(args: &QueryArgs) -> CliResult<HistoryRequest> {
+    Ok(HistoryRequest::from_params(
         &args.resource_type,
         &args.resource_id,
         args.metric.as_deref(),
@@ -423,8 +519,11 @@ fn query(store: &Store, args: &QueryArgs) -> CliResult {
         args.end.as_deref(),
         args.now.unwrap_or_else(now_ms),
         args.max_points.map(|n| n.to_string()).as_deref(),
-    )?;
-    let answer = history(store, &request)?;
+    )?)
+}
+
+fn query(store: &Store, request: &HistoryRequest, args: &QueryArgs) -> CliResult {
+    let answer = history(store, request)?;
     if args.format == "json" {
         return print_json(&answer);
     }
@@ -471,7 +570,7 @@ fn export(store: &Store, args: &ExportArgs) -> CliResult {
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, stdout.lock());
     let n = pulse_metrics::export::export(store, args.tier, args.format, &mut out)?;
-    eprintln!("exported {n} {} point(s)", args.tier);
+    say!("exported {n} {} point(s)", args.tier);
     Ok(())
 }
 
@@ -488,14 +587,14 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
         let finished = p.rows_done == p.rows_total;
         if !announced {
             announced = true;
-            eprintln!(
+            say!(
                 "import-pulse: reading {} rows from {}",
                 p.rows_total,
                 args.file.display()
             );
         } else if finished || last.elapsed() >= std::time::Duration::from_secs(1) {
             last = std::time::Instant::now();
-            eprintln!(
+            say!(
                 "import-pulse: {}/{} rows ({}%)",
                 p.rows_done,
                 p.rows_total,
@@ -508,24 +607,26 @@ fn import_pulse(store: &Store, args: &ImportArgs) -> CliResult {
     store.flush()?;
     pulse_metrics::ingest::RawBound::new(0).fold(store, args.now.unwrap_or_else(now_ms))?;
     for example in &report.skipped_examples {
-        eprintln!("skipped {example}");
+        say!("skipped {example}");
     }
     if report.skipped > report.skipped_examples.len() as u64 {
-        eprintln!(
+        say!(
             "... and {} more skipped row(s)",
             report.skipped - report.skipped_examples.len() as u64
         );
     }
     for note in &report.notes {
-        eprintln!("note: {note}");
+        say!("note: {note}");
     }
     for kept in &report.ids_kept {
-        eprintln!(
+        say!(
             "kept {} id {:?} as it is: {}",
-            kept.resource_type, kept.resource_id, kept.reason
+            kept.resource_type,
+            kept.resource_id,
+            kept.reason
         );
     }
-    eprintln!(
+    say!(
         "imported {} raw point(s), {} minute, {} hourly and {} daily bucket(s) from {} in {:.1}s",
         report.raw_points,
         report.minute_buckets,

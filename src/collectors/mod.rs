@@ -42,8 +42,11 @@ pub trait Sink: Send + Sync + 'static {
 }
 
 impl Sink for crate::Store {
+    /// Samples arrive live: a point stamped too far ahead of this clock or
+    /// older than every retention refuses the batch (`Store::write_live`),
+    /// as on the write API.
     fn write(&self, points: &[Point]) -> crate::Result<usize> {
-        self.write_batch(points)
+        self.write_live(points, crate::model::now_ms())
     }
 
     fn write_resources(&self, resources: &[Resource]) -> crate::Result<usize> {

@@ -47,6 +47,38 @@ pub struct ServerConfig {
     /// When non-empty, every `/api` route needs it. Empty means none.
     #[serde(deserialize_with = "text::string")]
     pub api_token: String,
+    /// Host names (optionally `name:port`) besides loopback names, IP
+    /// addresses and the listen address that requests may be addressed to:
+    /// the names a reverse proxy forwards. Anything else is refused, which
+    /// is what stops DNS rebinding.
+    #[serde(deserialize_with = "text::strings")]
+    pub allowed_hosts: Vec<String>,
+    /// A client must send a whole request header within this time of
+    /// connecting, or of its first byte on a kept-alive connection.
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: Duration,
+    /// A kept-alive connection with no request for this long is closed.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// Longest a request may take from its header to the last byte of its
+    /// answer (slow bodies, stalled readers); the connection is then closed.
+    #[serde(with = "duration_text")]
+    pub request_timeout: Duration,
+    /// Open connections at most (lowered to what the process's open-file
+    /// limit allows). When full, the oldest idle connection is closed to
+    /// make room; with none idle, new ones wait in the kernel's queue.
+    #[serde(deserialize_with = "text::count")]
+    pub max_connections: usize,
+    /// Points one `/api/charts` answer may hold; beyond it the request gets
+    /// a 400 saying what to do instead.
+    #[serde(deserialize_with = "text::count")]
+    pub max_answer_points: usize,
+    /// Chart and series requests (the reads that touch every series) run
+    /// at most this many at a time; the others wait their turn. One already
+    /// spreads over the cores, and each holds its answer (tens of MB) until
+    /// it is sent.
+    #[serde(deserialize_with = "text::count")]
+    pub max_heavy_reads: usize,
 }
 
 /// The `collectors` section.
@@ -144,6 +176,13 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: "127.0.0.1:7656".into(),
             api_token: String::new(),
+            allowed_hosts: Vec::new(),
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(120),
+            max_connections: 512,
+            max_answer_points: 2_000_000,
+            max_heavy_reads: 1,
         }
     }
 }

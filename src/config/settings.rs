@@ -275,6 +275,21 @@ impl SettingsFile {
     /// it, the flags over both, then every start check
     /// ([`Config::check_startable`]). Errors name the key.
     pub fn startup_config(&self, settings: &UiSettings) -> Result<Config> {
+        let config = self.resolved_config(settings)?;
+        config.check_startable()?;
+        Ok(config)
+    }
+
+    /// What `startup_config` builds, validated but without preparing the
+    /// database's directory: for the commands that only read it (they
+    /// create nothing).
+    pub fn reading_config(&self, settings: &UiSettings) -> Result<Config> {
+        let config = self.resolved_config(settings)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn resolved_config(&self, settings: &UiSettings) -> Result<Config> {
         let mut config = settings.apply(&self.base)?;
         if !self.flags.is_empty() {
             let mut patch = Map::new();
@@ -283,7 +298,6 @@ impl SettingsFile {
             }
             config.metrics = metrics_from_json(&Value::Object(patch), &config.metrics)?;
         }
-        config.check_startable()?;
         Ok(config)
     }
 

@@ -55,8 +55,53 @@ impl ServerConfig {
                 "must not contain control characters",
             ));
         }
-        Ok(())
+        for (i, host) in self.allowed_hosts.iter().enumerate() {
+            if crate::server::guard::HostName::parse(host).is_none() {
+                return Err(Error::config(
+                    format!("server.allowed_hosts[{i}]"),
+                    format!(
+                        "{host:?} is not a host name or IP address, optionally with :port (e.g. metrics.example.com or metrics.example.com:443); no scheme or path"
+                    ),
+                ));
+            }
+        }
+        check_range(
+            "server.header_read_timeout",
+            self.header_read_timeout,
+            Duration::from_secs(1),
+            Duration::from_secs(300),
+        )?;
+        check_range(
+            "server.idle_timeout",
+            self.idle_timeout,
+            Duration::from_secs(1),
+            HOUR,
+        )?;
+        check_range(
+            "server.request_timeout",
+            self.request_timeout,
+            Duration::from_secs(5),
+            HOUR,
+        )?;
+        check_count("server.max_connections", self.max_connections, 8, 1_000_000)?;
+        check_count(
+            "server.max_answer_points",
+            self.max_answer_points,
+            1_000,
+            1_000_000_000,
+        )?;
+        check_count("server.max_heavy_reads", self.max_heavy_reads, 1, 256)
     }
+}
+
+fn check_count(key: &str, value: usize, min: usize, max: usize) -> Result<()> {
+    if value < min || value > max {
+        return Err(Error::config(
+            key,
+            format!("must be between {min} and {max}, got {value}"),
+        ));
+    }
+    Ok(())
 }
 
 /// Accepts what a socket can bind: `127.0.0.1:7656`, `[::1]:7656`,

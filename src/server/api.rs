@@ -5,15 +5,16 @@
 //! writer thread). Request data is never unwrapped: anything a client sends
 //! ends in a 2xx or a 4xx naming the problem.
 
-use super::{App, charts, prom};
+use super::{App, charts, guard, prom};
 use crate::answer;
 use crate::config::{self, Config, MetricsConfig};
-use crate::model::{Point, now_ms, parse_timestamp};
+use crate::model::{Point, Tier, now_ms, parse_timestamp};
 use crate::store::{Resource, SeriesFilter, TimeRange, point_from_json};
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Query, Request, State};
+use axum::handler::Handler;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -47,14 +48,17 @@ const DEFAULT_CHART_RANGE: &str = "1h";
 
 /// The whole service's router.
 pub fn router(app: App) -> Router {
+    let json = || middleware::from_fn(guard::require_json);
     let api = Router::new()
-        .route("/metrics-store/write", post(write))
+        .route("/metrics-store/write", post(write.layer(json())))
         .route("/metrics-store/history", get(history))
         .route("/metrics-store/series", get(series))
         .route("/metrics-store/stats", get(stats))
         .route(
             "/metrics-store/config",
-            get(get_config).put(put_config).delete(delete_config),
+            get(get_config)
+                .put(put_config.layer(json()))
+                .delete(delete_config),
         )
         .route("/metrics-store/config/sources", get(config_sources))
         .route("/metrics-store/maintenance", post(maintenance))
@@ -70,6 +74,11 @@ pub fn router(app: App) -> Router {
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app.clone())
         .merge(crate::ui::router())
+        .layer(tower_http::decompression::RequestDecompressionLayer::new())
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            guard::check_request,
+        ))
         .layer(middleware::from_fn_with_state(app, log_requests))
         .layer(compression())
 }
@@ -180,6 +189,28 @@ async fn blocking<T: Send + 'static>(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal error while answering the request",
             ))
+        }
+    }
+}
+
+/// Longest a read waits for its turn before it is answered 503.
+const READ_QUEUE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits for a turn among the reads sharing `limit`: each holds a SQLite
+/// reader, and heavy ones megabytes of answer. The permit is held until the
+/// answer is sent.
+async fn read_turn(
+    limit: &std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    match tokio::time::timeout(READ_QUEUE_TIMEOUT, limit.clone().acquire_owned()).await {
+        Ok(Ok(permit)) => Ok(permit),
+        _ => {
+            let mut err = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many reads waiting; retry shortly",
+            );
+            err.retry_after = Some(1);
+            Err(err)
         }
     }
 }
@@ -444,8 +475,8 @@ async fn write(
 ) -> ApiResult {
     let params = Params::from(query)?;
     let sync = params.bool("sync")?;
-    let (points, resources) = parse_points(&read_body(body)?)?;
     let store = app.state.store.clone();
+    let (points, resources) = parse_points(&read_body(body)?, |p| store.check_live(p, now_ms()))?;
     let described = resources.len();
     let outcome = tokio::task::spawn_blocking(move || {
         // Everything was validated: metadata first (durable when it
@@ -456,7 +487,7 @@ async fn write(
                 .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
         }
         let n = store
-            .write_batch(&points)
+            .write_live(&points, now_ms())
             .map_err(|e| WriteFailure::Refused(ApiError::from_store(e)))?;
         if sync {
             store.flush().map_err(|e| WriteFailure::NotDurable(n, e))?;
@@ -508,8 +539,12 @@ fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
 
 /// `{"points": [...], "resources": [...]}` (either may be left out) ->
 /// points and metadata updates (the resource records, then the `name` and
-/// `node` given on points), or a 400 naming every bad entry.
-fn parse_points(bytes: &[u8]) -> Result<(Vec<Point>, Vec<Resource>), ApiError> {
+/// `node` given on points), or a 400 naming every bad entry: bad by the
+/// rules of every point, or by `check` (the rules of live writes).
+fn parse_points(
+    bytes: &[u8],
+    check: impl Fn(&Point) -> Result<(), String>,
+) -> Result<(Vec<Point>, Vec<Resource>), ApiError> {
     let body = parse_json(bytes)?;
     let Some(obj) = body.as_object() else {
         return Err(ApiError::bad_request(
@@ -538,7 +573,7 @@ fn parse_points(bytes: &[u8]) -> Result<(Vec<Point>, Vec<Resource>), ApiError> {
     let mut named = Vec::new();
     let mut bad = Vec::new();
     for (i, v) in points_in.into_iter().flatten().enumerate() {
-        match point_from_json(v) {
+        match point_from_json(v).and_then(|(p, r)| check(&p).map(|()| (p, r))) {
             Ok((p, r)) => {
                 points.push(p);
                 named.extend(r);
@@ -595,6 +630,7 @@ async fn history(
     )
     .map_err(ApiError::from_store)?;
     request.segments = p.bool("segments")?;
+    let _turn = read_turn(&app.state.light_reads).await?;
     let store = app.state.store.clone();
     let bytes = blocking(move || {
         let answer = answer::history(&store, &request).map_err(ApiError::from_store)?;
@@ -614,14 +650,36 @@ async fn charts(
     let max_points = p.max_points()?;
     let now = now_ms();
     let w = window(&p, now, true)?;
+    let turn = read_turn(&app.state.heavy_reads).await?;
     let store = app.state.store.clone();
+    let limit = app.state.max_answer_points;
     let late_count = app.state.jobs.late_waiting();
     let parts = blocking(move || {
+        let filter = SeriesFilter::default();
         // Uncapped from the store: each series is capped on the reader
         // thread by `charts::series`, which needs every point's tier first.
         let (start, end) = (w.range.start, w.range.end);
+        // An answer that could be over the limit is counted before any of
+        // it is turned into JSON: a refused request costs no memory.
+        if !surely_fits(&store, w.range, max_points, limit) {
+            let counted = store
+                .query_many_map(&filter, w.range, None, &|_, points| {
+                    let tiers = crate::segments::label(&points);
+                    crate::segments::cap(&points, &tiers, start, end, max_points).len()
+                })
+                .map_err(ApiError::from_store)?;
+            let total: usize = counted.series.iter().map(|(_, n)| n).sum();
+            if total > limit {
+                return Err(too_many_points(
+                    total,
+                    counted.series.len(),
+                    limit,
+                    max_points,
+                ));
+            }
+        }
         let many = store
-            .query_many_map(&SeriesFilter::default(), w.range, None, &|_, points| {
+            .query_many_map(&filter, w.range, None, &|_, points| {
                 charts::series(&points, start, end, max_points)
             })
             .map_err(ApiError::from_store)?;
@@ -658,7 +716,12 @@ async fn charts(
     })
     .await?;
     let length: usize = parts.iter().map(Bytes::len).sum();
-    let chunks = parts.into_iter().map(Ok::<_, Infallible>);
+    // The turn is given back once the last byte is sent, so answers waiting
+    // for slow clients count against the limit too.
+    let chunks = parts.into_iter().map(move |chunk| {
+        let _ = &turn;
+        Ok::<_, Infallible>(chunk)
+    });
     Ok((
         [
             (
@@ -672,9 +735,52 @@ async fn charts(
         .into_response())
 }
 
+/// Whether an answer over every series cannot hold more than `limit`
+/// points: at most one point a second in raw and one a bucket in a tier
+/// (plus an hour of raw edge not yet rolled up), or `maxPoints` a series.
+fn surely_fits(
+    store: &crate::store::Store,
+    range: TimeRange,
+    max_points: Option<usize>,
+    limit: usize,
+) -> bool {
+    let tier = crate::store::select_tier(range.start, range.now, &store.config().retention);
+    let secs = usize::try_from((range.end - range.start) / 1000).unwrap_or(usize::MAX);
+    let by_time = (secs / tier.bucket_secs() as usize).saturating_add(if tier == Tier::Raw {
+        0
+    } else {
+        3600
+    });
+    let per_series = max_points.map_or(by_time, |n| n.min(by_time));
+    store
+        .series_count()
+        .saturating_mul(per_series.saturating_add(1))
+        <= limit
+}
+
+/// The 400 for a chart answer over `server.max_answer_points`.
+fn too_many_points(
+    total: usize,
+    series: usize,
+    limit: usize,
+    max_points: Option<usize>,
+) -> ApiError {
+    let fit = (limit / series.max(1)).max(1);
+    let advice = match max_points {
+        None => format!(
+            "add maxPoints (at most {fit} for these {series} series) or ask for a shorter range"
+        ),
+        Some(n) => format!("lower maxPoints from {n} to at most {fit}, or ask for a shorter range"),
+    };
+    ApiError::bad_request(format!(
+        "the answer would hold {total} points from {series} series, over the limit of {limit} (server.max_answer_points): {advice}"
+    ))
+}
+
 // ------------------------------------------------------ small endpoints
 
 async fn series(State(app): State<App>) -> ApiResult {
+    let _turn = read_turn(&app.state.heavy_reads).await?;
     let store = app.state.store.clone();
     let bytes = blocking(move || {
         let series = store.series().map_err(ApiError::from_store)?;
@@ -691,6 +797,7 @@ async fn series(State(app): State<App>) -> ApiResult {
 }
 
 async fn stats(State(app): State<App>) -> ApiResult {
+    let _turn = read_turn(&app.state.light_reads).await?;
     let store = app.state.store.clone();
     let stats = blocking(move || store.stats().map_err(ApiError::from_store)).await?;
     let mut v = serde_json::to_value(&stats).map_err(|e| {
@@ -848,8 +955,9 @@ async fn metrics(State(app): State<App>) -> ApiResult {
 async fn healthz(State(app): State<App>) -> Response {
     let store = app.state.store.clone();
     let started = app.state.started_ms;
-    let checked = tokio::time::timeout(
-        Duration::from_secs(5),
+    let light = app.state.light_reads.clone();
+    let checked = tokio::time::timeout(Duration::from_secs(5), async move {
+        let _turn = read_turn(&light).await?;
         blocking(move || {
             let s = store.stats().map_err(ApiError::from_store)?;
             let limit = (store.config().flush_interval * 2).max(Duration::from_secs(30));
@@ -866,8 +974,9 @@ async fn healthz(State(app): State<App>) -> Response {
                 ));
             }
             Ok(())
-        }),
-    )
+        })
+        .await
+    })
     .await;
     match checked {
         Ok(Ok(())) => (StatusCode::OK, "ok").into_response(),

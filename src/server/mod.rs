@@ -5,6 +5,8 @@
 //! |----------|-------------------------------------------------------------|
 //! | `api`    | the router, auth, every `/api` handler and their JSON shapes |
 //! | `charts` | the `/api/charts` body (megabytes), written fast by hand     |
+//! | `conn`   | accepting connections: timeouts and the connection cap      |
+//! | `guard`  | `Host`, `Origin`, content type and size checks before handlers |
 //! | `influx` | InfluxDB's `/write`, `/api/v2/write`, `/health`, `/ping`     |
 //! | `jobs`   | rollup, retention and vacuum on their (live) intervals       |
 //! | `prom`   | `/metrics` in the Prometheus text format                     |
@@ -16,6 +18,8 @@
 
 pub mod api;
 pub mod charts;
+pub mod conn;
+pub mod guard;
 pub mod influx;
 pub mod jobs;
 pub mod prom;
@@ -26,6 +30,7 @@ use crate::config::{Config, SettingsFile};
 use crate::store::Store;
 use anyhow::Context;
 use std::future::Future;
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,11 +72,22 @@ pub(crate) struct AppState {
     pub token: Option<String>,
     /// Unix ms the service started (health checks measure from here).
     pub started_ms: i64,
+    /// The names requests may be addressed to.
+    pub hosts: guard::HostPolicy,
+    /// `server.max_answer_points`.
+    pub max_answer_points: usize,
+    /// Reads over every series (charts, the series list), a few at a time.
+    pub heavy_reads: Arc<tokio::sync::Semaphore>,
+    /// Every other store read: each holds a SQLite reader (descriptors).
+    pub light_reads: Arc<tokio::sync::Semaphore>,
     /// Line protocol pushes (HTTP and UDP), with their counters.
     pub influx: Arc<crate::influx::Receiver>,
     /// Where the UDP line protocol listener is bound, once it is.
     pub udp_addr: std::sync::OnceLock<SocketAddr>,
 }
+
+/// Store reads other than the heavy ones that may run at once.
+const LIGHT_READS: usize = 16;
 
 impl App {
     /// The service state over an open store. `config.metrics` should be
@@ -79,6 +95,9 @@ impl App {
     /// saved (`SettingsFile::in_memory`: they apply until restart only).
     pub fn new(store: Store, config: Config, settings: SettingsFile) -> App {
         let token = Some(config.server.api_token.clone()).filter(|t| !t.is_empty());
+        let hosts = guard::HostPolicy::new(&config.server);
+        let max_answer_points = config.server.max_answer_points;
+        let heavy_reads = Arc::new(tokio::sync::Semaphore::new(config.server.max_heavy_reads));
         let board = StatusBoard::default();
         let sink: Arc<dyn Sink> = Arc::new(store.clone());
         let influx = Arc::new(crate::influx::Receiver::new(sink, board.clone()));
@@ -92,6 +111,10 @@ impl App {
                 jobs: jobs::JobCounters::default(),
                 token,
                 started_ms: crate::model::now_ms(),
+                hosts,
+                max_answer_points,
+                heavy_reads,
+                light_reads: Arc::new(tokio::sync::Semaphore::new(LIGHT_READS)),
                 influx,
                 udp_addr: std::sync::OnceLock::new(),
             }),
@@ -155,6 +178,7 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let ServeOptions { config, settings } = options;
     config.check_startable().context("invalid configuration")?;
     check_listen(&config)?;
+    let signal = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -174,34 +198,43 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
         );
     }
     let app = App::new(store, config, settings);
-    run(listener, app, shutdown_signal()).await
+    run(listener, app, signal).await
 }
 
-/// Resolves at the first SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
+/// Resolves at the first SIGINT or SIGTERM. The handlers are installed
+/// here, before the caller announces it is listening: a signal that arrives
+/// right after must still flush, not kill the process unflushed.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let int = signal(SignalKind::interrupt());
+        let term = signal(SignalKind::terminate());
+        async move {
+            let wait = |s: std::io::Result<tokio::signal::unix::Signal>, name: &'static str| async move {
+                match s {
+                    Ok(mut s) => {
+                        s.recv().await;
+                    }
+                    Err(e) => {
+                        tracing::error!("cannot listen for {name}: {e}");
+                        std::future::pending::<()>().await;
+                    }
+                }
+            };
+            tokio::select! {
+                _ = wait(int, "SIGINT") => tracing::info!("SIGINT received, shutting down"),
+                _ = wait(term, "SIGTERM") => tracing::info!("SIGTERM received, shutting down"),
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
         if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!("cannot listen for SIGINT: {e}");
+            tracing::error!("cannot listen for Ctrl-C: {e}");
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!("cannot listen for SIGTERM: {e}");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => tracing::info!("SIGINT received, shutting down"),
-        _ = term => tracing::info!("SIGTERM received, shutting down"),
+        tracing::info!("Ctrl-C received, shutting down");
     }
 }
 
@@ -224,23 +257,22 @@ pub async fn run(
     // worded differently so a grep finds exactly one line. The next says
     // where the history and the UI's settings are kept.
     tracing::info!(%addr, "serving the API and the web UI");
-    eprintln!("listening on http://{addr}");
-    eprintln!("{}", where_data_is(&app));
+    // Not eprintln!: a stderr nobody reads must not stop the service.
+    let _ = writeln!(std::io::stderr(), "listening on http://{addr}");
+    let _ = writeln!(std::io::stderr(), "{}", where_data_is(&app));
 
-    // The shutdown future is shared: axum's graceful shutdown waits on it,
+    // The shutdown future is shared: every connection's graceful shutdown waits on it,
     // and so does the drain deadline below.
     let (signal_tx, signal_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = signal_tx.send(true);
     });
-    let mut graceful_rx = signal_rx.clone();
-    let server = axum::serve(listener, app.router()).with_graceful_shutdown(async move {
-        let _ = graceful_rx.wait_for(|v| *v).await;
-    });
+    let limits = conn::Limits::from_config(&app.state.config.lock().await.server);
+    let server = conn::serve(listener, app.router(), limits, signal_rx.clone());
     let mut deadline_rx = signal_rx;
     let served = tokio::select! {
-        r = server.into_future() => r.context("HTTP server failed"),
+        () = server => Ok(()),
         _ = async {
             let _ = deadline_rx.wait_for(|v| *v).await;
             tokio::time::sleep(DRAIN_TIMEOUT).await;

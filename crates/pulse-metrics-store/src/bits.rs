@@ -119,6 +119,50 @@ impl BitCursor {
     }
 }
 
+/// Appends bits to a vector a 64-bit word at a time, least significant
+/// first; the word being filled stays in a register until it is full (an
+/// open raw chunk is appended to, point by point, for 20 minutes). Read it
+/// back with `BitReader::with_tail(&bytes, acc, n)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WordAppender {
+    pub acc: u64,
+    /// Bits used in `acc` (0..64).
+    pub n: u32,
+}
+
+impl WordAppender {
+    /// Appends the low `bits` of `v` (`bits <= 64`).
+    #[inline]
+    pub fn put(&mut self, out: &mut Vec<u8>, v: u64, bits: u32) {
+        if bits == 0 {
+            return;
+        }
+        let v = if bits == 64 {
+            v
+        } else {
+            v & ((1u64 << bits) - 1)
+        };
+        let free = 64 - self.n;
+        if bits < free {
+            self.acc |= v << self.n;
+            self.n += bits;
+        } else {
+            self.acc |= v << self.n;
+            out.extend_from_slice(&self.acc.to_le_bytes());
+            self.acc = if free == 64 { 0 } else { v >> free };
+            self.n = bits - free;
+        }
+    }
+
+    /// A 6-bit length, then that many bits (a length code of 63 means 64).
+    #[inline]
+    pub fn put_sized(&mut self, out: &mut Vec<u8>, v: u64) {
+        let len = 64 - v.leading_zeros();
+        self.put(out, u64::from(len.min(63)), 6);
+        self.put(out, v, if len >= 63 { 64 } else { len });
+    }
+}
+
 /// Bits are appended least significant first.
 pub struct BitWriter {
     pub out: Vec<u8>,
@@ -161,6 +205,9 @@ pub struct BitReader<'a> {
     pub pos: usize,
     pub acc: u128,
     pub n: u32,
+    /// Bits that follow `buf` (an appender's word not flushed yet).
+    tail: u64,
+    tail_bits: u32,
 }
 
 impl<'a> BitReader<'a> {
@@ -170,6 +217,17 @@ impl<'a> BitReader<'a> {
             pos,
             acc: 0,
             n: 0,
+            tail: 0,
+            tail_bits: 0,
+        }
+    }
+
+    /// Reads `buf` and then the low `tail_bits` of `tail`.
+    pub fn with_tail(buf: &'a [u8], tail: u64, tail_bits: u32) -> BitReader<'a> {
+        BitReader {
+            tail,
+            tail_bits,
+            ..BitReader::new(buf, 0)
         }
     }
 
@@ -187,10 +245,19 @@ impl<'a> BitReader<'a> {
                 self.n += 64;
             }
             while self.n < bits {
-                let b = *self.buf.get(self.pos).ok_or(DecodeError("truncated"))?;
-                self.acc |= u128::from(b) << self.n;
-                self.pos += 1;
-                self.n += 8;
+                match self.buf.get(self.pos) {
+                    Some(&b) => {
+                        self.acc |= u128::from(b) << self.n;
+                        self.pos += 1;
+                        self.n += 8;
+                    }
+                    None if self.tail_bits > 0 => {
+                        self.acc |= u128::from(self.tail) << self.n;
+                        self.n += self.tail_bits;
+                        self.tail_bits = 0;
+                    }
+                    None => return Err(DecodeError("truncated")),
+                }
             }
         }
         let v = (self.acc & ((1u128 << bits) - 1)) as u64;
@@ -243,6 +310,32 @@ mod tests {
             assert_eq!(r.get_sized().unwrap(), v >> (i % 60));
         }
         assert_eq!(r.bit_pos(), c.bits);
+    }
+
+    #[test]
+    fn words_and_their_tail_read_back() {
+        let mut out = Vec::new();
+        let mut w = WordAppender::default();
+        let items: Vec<(u64, u32)> = (0..300u64)
+            .map(|i| {
+                (
+                    i.wrapping_mul(0x2545_F491_4F6C_DD1D),
+                    (i * 7 % 64 + 1) as u32,
+                )
+            })
+            .collect();
+        for &(v, n) in &items {
+            w.put(&mut out, v, n);
+            w.put_sized(&mut out, v >> (n % 61));
+        }
+        assert_eq!(out.len() % 8, 0, "only whole words leave the register");
+        let mut r = BitReader::with_tail(&out, w.acc, w.n);
+        for &(v, n) in &items {
+            let mask = if n == 64 { u64::MAX } else { (1 << n) - 1 };
+            assert_eq!(r.get(n).unwrap(), v & mask);
+            assert_eq!(r.get_sized().unwrap(), v >> (n % 61));
+        }
+        assert!(r.get(1).is_err(), "nothing after the tail");
     }
 
     #[test]

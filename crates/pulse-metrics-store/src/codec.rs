@@ -7,7 +7,12 @@
 pub use crate::bits::DecodeError;
 use crate::bits::{BitReader, BitWriter, delta, undelta};
 
-const CHUNK_VERSION: u8 = 3;
+/// Chunks carry a CRC-32 of their body since version 4, so that damage is
+/// found rather than decoded into plausible numbers; version 3 (no CRC)
+/// is still read.
+const CHUNK_VERSION: u8 = 4;
+const CHUNK_V3: u8 = 3;
+const CHUNK_HEADER: usize = 5;
 
 /// Aggregate of some raw values: what every rolled-up bucket stores.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -102,8 +107,11 @@ impl Predictor {
 /// full-precision random walk against 32 for the plain values.
 pub fn encode_chunk(buckets: &[Option<Agg>]) -> Vec<u8> {
     let bitmap_len = buckets.len().div_ceil(8);
-    let mut w = BitWriter::new(Vec::with_capacity(1 + bitmap_len + buckets.len() * 20));
+    let mut w = BitWriter::new(Vec::with_capacity(
+        CHUNK_HEADER + bitmap_len + buckets.len() * 20,
+    ));
     w.out.push(CHUNK_VERSION);
+    w.out.extend_from_slice(&[0; 4]);
     let mut bitmap = vec![0u8; bitmap_len];
     for (i, b) in buckets.iter().enumerate() {
         if b.is_some() {
@@ -125,7 +133,29 @@ pub fn encode_chunk(buckets: &[Option<Agg>]) -> Vec<u8> {
         w.put_sized(delta(a.max, p.max(mean)));
         p.advance(a);
     }
-    w.finish()
+    let mut out = w.finish();
+    let crc = crc32fast::hash(&out[CHUNK_HEADER..]);
+    out[1..CHUNK_HEADER].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+/// The part of a chunk after its header (bitmap, then bits), once its
+/// version is known and its CRC (version 4) matches.
+fn chunk_body(bytes: &[u8]) -> Result<&[u8], DecodeError> {
+    match bytes.first() {
+        Some(&CHUNK_VERSION) => {
+            let body = bytes
+                .get(CHUNK_HEADER..)
+                .ok_or(DecodeError("truncated chunk"))?;
+            let stored = u32::from_le_bytes(bytes[1..CHUNK_HEADER].try_into().expect("4 bytes"));
+            if crc32fast::hash(body) != stored {
+                return Err(DecodeError("chunk checksum mismatch"));
+            }
+            Ok(body)
+        }
+        Some(&CHUNK_V3) => Ok(&bytes[1..]),
+        _ => Err(DecodeError("unknown chunk version")),
+    }
 }
 
 /// Decodes a chunk of `span` buckets.
@@ -142,12 +172,10 @@ pub fn for_each_bucket(
     span: usize,
     mut f: impl FnMut(usize, Agg),
 ) -> Result<(), DecodeError> {
-    if bytes.first() != Some(&CHUNK_VERSION) {
-        return Err(DecodeError("unknown chunk version"));
-    }
-    let bitmap_end = 1 + span.div_ceil(8);
+    let bytes = chunk_body(bytes)?;
+    let bitmap_end = span.div_ceil(8);
     let bitmap = bytes
-        .get(1..bitmap_end)
+        .get(..bitmap_end)
         .ok_or(DecodeError("truncated chunk"))?;
     let mut r = BitReader::new(bytes, bitmap_end);
     let mut p = Predictor::new();
@@ -183,10 +211,12 @@ pub fn for_each_bucket(
     Ok(())
 }
 
-/// Number of buckets present in an encoded chunk (reads only the bitmap).
+/// Number of buckets present in an encoded chunk (reads the bitmap). The
+/// checksum is verified too, so that opening a store meets damage at once
+/// rather than at the first query that reads it.
 pub fn chunk_population(bytes: &[u8], span: usize) -> Result<u32, DecodeError> {
-    let bitmap = bytes
-        .get(1..1 + span.div_ceil(8))
+    let bitmap = chunk_body(bytes)?
+        .get(..span.div_ceil(8))
         .ok_or(DecodeError("truncated chunk"))?;
     Ok(bitmap.iter().map(|b| b.count_ones()).sum())
 }
@@ -259,6 +289,29 @@ mod tests {
     fn corrupt_blobs_are_refused() {
         assert!(decode_chunk(&[9, 0, 0], 24).is_err());
         assert!(decode_chunk(&[1, 1, 0, 0], 24).is_err());
+    }
+
+    #[test]
+    fn a_flipped_bit_in_a_chunk_is_found_and_version_3_still_reads() {
+        let buckets: Vec<Option<Agg>> = (0..60)
+            .map(|i| (i % 5 != 0).then(|| Agg::of(f64::from(i) * 1.5)))
+            .collect();
+        let bytes = encode_chunk(&buckets);
+        for i in CHUNK_HEADER..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert_eq!(
+                decode_chunk(&bad, 60).unwrap_err().0,
+                "chunk checksum mismatch",
+                "byte {i}"
+            );
+        }
+        // A chunk written before checksums: the same body without one.
+        let mut v3 = vec![CHUNK_V3];
+        v3.extend_from_slice(&bytes[CHUNK_HEADER..]);
+        assert_eq!(decode_chunk(&v3, 60).unwrap(), buckets);
+        assert_eq!(chunk_population(&v3, 60).unwrap(), 48);
+        assert_eq!(chunk_population(&bytes, 60).unwrap(), 48);
     }
 }
 

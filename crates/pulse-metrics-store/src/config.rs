@@ -47,6 +47,11 @@ pub struct MetricsConfig {
     /// How often free space is reclaimed and `PRAGMA optimize` runs.
     #[serde(with = "duration_text")]
     pub vacuum_interval: Duration,
+    /// Live writes (the write API) stamped further ahead of this machine's
+    /// clock are refused: such a point never expires and would stand as
+    /// its series' last value for ever.
+    #[serde(with = "duration_text")]
+    pub max_future_skew: Duration,
 }
 
 /// How long each tier is kept.
@@ -86,6 +91,7 @@ impl Default for MetricsConfig {
             rollup_interval: Duration::from_secs(5 * 60),
             retention_interval: Duration::from_secs(3600),
             vacuum_interval: Duration::from_secs(168 * 3600),
+            max_future_skew: Duration::from_secs(10 * 60),
         }
     }
 }
@@ -102,6 +108,11 @@ impl Default for Retention {
 }
 
 impl Retention {
+    /// How long the longest-kept tier is kept: nothing older is stored.
+    pub fn longest(&self) -> Duration {
+        self.raw.max(self.minute).max(self.hourly).max(self.daily)
+    }
+
     /// How long `tier` is kept.
     pub fn get(&self, tier: crate::Tier) -> Duration {
         match tier {
@@ -152,6 +163,12 @@ impl MetricsConfig {
             self.retention_interval,
             MINUTE,
             DAY * 7,
+        )?;
+        check_range(
+            &key("max_future_skew"),
+            self.max_future_skew,
+            Duration::from_secs(1),
+            DAY,
         )?;
         check_range(
             &key("vacuum_interval"),
@@ -229,16 +246,7 @@ impl MetricsConfig {
             return Ok(());
         }
         let path = &self.database_path;
-        if path.is_dir() {
-            return Err(Error::config(
-                KEY,
-                format!(
-                    "{} is a directory; give the database file, e.g. {}",
-                    path.display(),
-                    path.join("metrics.db").display()
-                ),
-            ));
-        }
+        crate::schema::check_database_path(path)?;
         let dir = match path.parent() {
             Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
             _ => PathBuf::from("."),
@@ -423,6 +431,15 @@ pub mod de {
             None => Ok(String::new()),
             Some(s) => expanded(&s).map_err(D::Error::custom),
         }
+    }
+
+    /// A list of strings, each expanded like [`string`]; `null` is empty.
+    pub fn strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+        Option::<Vec<String>>::deserialize(d)?
+            .unwrap_or_default()
+            .iter()
+            .map(|s| expanded(s).map_err(D::Error::custom))
+            .collect()
     }
 
     /// A path, written as a string.

@@ -65,6 +65,46 @@ impl Disk {
         Ok(publish(&mut st, staged))
     }
 
+    /// Opens the transaction a change is written in step by step (see
+    /// `finish`).
+    pub fn begin(&self, what: &str) -> Result<()> {
+        self.conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .ctx(&format!("begin {what}"))
+    }
+
+    /// Ends the transaction `begin` opened: commits it (`commit`) or rolls
+    /// it back (nothing was written), under the state's write lock, with
+    /// `publish` updating memory under that same lock, as `commit_staged`
+    /// does.
+    pub fn finish<R>(
+        &self,
+        what: &str,
+        commit: bool,
+        publish: impl FnOnce(&mut State) -> R,
+    ) -> Result<R> {
+        let mut st = self.shared.write();
+        let ended = if commit {
+            self.conn
+                .execute_batch("COMMIT")
+                .ctx(&format!("commit {what}"))
+        } else {
+            self.conn
+                .execute_batch("ROLLBACK")
+                .ctx(&format!("end {what}"))
+        };
+        if let Err(e) = ended {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            return Err(e);
+        }
+        Ok(publish(&mut st))
+    }
+
+    /// Rolls back the transaction `begin` opened, after a failure.
+    pub fn abort(&self) {
+        let _ = self.conn.execute_batch("ROLLBACK");
+    }
+
     /// Runs a WAL checkpoint (`PASSIVE` or `TRUNCATE`). A checkpoint also
     /// makes every commit so far survive a power cut. Failures are logged,
     /// not fatal: the WAL is simply checkpointed later; the result says

@@ -52,9 +52,26 @@ enum Inner {
     Foreign { path: PathBuf, tables: Vec<String> },
     /// Stored content that cannot be read back (a damaged journal segment
     /// or chunk), naming where.
-    Damaged { detail: String },
+    Damaged {
+        path: Option<PathBuf>,
+        detail: String,
+    },
     /// Invalid configuration: the key at fault and the rule it breaks.
     Config { key: String, message: String },
+    /// Another process holds the database's writer lock.
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        pid: Option<u32>,
+    },
+    /// A read-only open of a database that does not exist.
+    Missing { path: PathBuf },
+    /// The file system holding the database has no room left.
+    DiskFull {
+        dir: PathBuf,
+        free: Option<u64>,
+        detail: String,
+    },
     Io {
         context: String,
         source: std::io::Error,
@@ -100,8 +117,48 @@ impl Error {
     /// Stored content that cannot be read back; `detail` names where.
     pub fn damaged(detail: impl Into<String>) -> Error {
         Error::new(Inner::Damaged {
+            path: None,
             detail: detail.into(),
         })
+    }
+    pub fn locked(path: PathBuf, lock: PathBuf, pid: Option<u32>) -> Error {
+        Error::new(Inner::Locked { path, lock, pid })
+    }
+    pub fn missing(path: PathBuf) -> Error {
+        Error::new(Inner::Missing { path })
+    }
+    pub fn disk_full(dir: PathBuf, free: Option<u64>, detail: impl Into<String>) -> Error {
+        Error::new(Inner::DiskFull {
+            dir,
+            free,
+            detail: detail.into(),
+        })
+    }
+
+    /// Names the database in a damage report that lacks it.
+    pub fn at_path(mut self, db: &std::path::Path) -> Error {
+        if let Inner::Damaged { path, .. } = &mut *self.inner
+            && path.is_none()
+        {
+            *path = Some(db.to_path_buf());
+        }
+        self
+    }
+
+    /// SQLite's primary result code, if SQLite is what failed.
+    pub(crate) fn sqlite_code(&self) -> Option<rusqlite::ErrorCode> {
+        match &*self.inner {
+            Inner::Sqlite { source, .. } => source.sqlite_error_code(),
+            _ => None,
+        }
+    }
+
+    /// The OS error number, if a file operation is what failed.
+    pub(crate) fn os_error(&self) -> Option<i32> {
+        match &*self.inner {
+            Inner::Io { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
     }
     /// A configuration error naming `key` and the rule it breaks.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Error {
@@ -181,6 +238,21 @@ impl Error {
     pub fn is_closed(&self) -> bool {
         matches!(*self.inner, Inner::Closed)
     }
+
+    /// Another process writes this database (exit 1, naming it).
+    pub fn is_locked(&self) -> bool {
+        matches!(*self.inner, Inner::Locked { .. })
+    }
+
+    /// A read-only open found no database: nothing was created.
+    pub fn is_missing(&self) -> bool {
+        matches!(*self.inner, Inner::Missing { .. })
+    }
+
+    /// The disk is full; the database itself is fine.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(*self.inner, Inner::DiskFull { .. })
+    }
 }
 
 impl fmt::Display for Error {
@@ -227,8 +299,47 @@ impl fmt::Display for Error {
                 path.display(),
                 tables.join(", ")
             ),
-            Inner::Damaged { detail } => write!(f, "damaged data: {detail}"),
+            Inner::Damaged { path, detail } => {
+                match path {
+                    Some(p) => write!(f, "{} has damaged content: {detail}", p.display())?,
+                    None => write!(f, "damaged data: {detail}")?,
+                }
+                f.write_str(
+                    ". Run `pulse-metrics check` to list every damaged part, then `pulse-metrics salvage NEW.db` to copy everything readable into a new file",
+                )
+            }
             Inner::Config { key, message } => write!(f, "config `{key}`: {message}"),
+            Inner::Locked { path, lock, pid } => {
+                write!(
+                    f,
+                    "{} is in use by another pulse-metrics process",
+                    path.display()
+                )?;
+                if let Some(pid) = pid {
+                    write!(f, " (PID {pid})")?;
+                }
+                write!(
+                    f,
+                    ", which holds its lock file {}: one process writes a database at a time. Stop it first, or read beside it with `query`, `stats` or `export`",
+                    lock.display()
+                )
+            }
+            Inner::Missing { path } => write!(
+                f,
+                "no database at {} (nothing was created); check the path, or --db",
+                path.display()
+            ),
+            Inner::DiskFull { dir, free, detail } => {
+                write!(f, "disk full: the file system holding {}", dir.display())?;
+                match free {
+                    Some(free) => write!(f, " has {free} bytes free")?,
+                    None => f.write_str(" has no room")?,
+                }
+                write!(
+                    f,
+                    " ({detail}). This is not damage to the database, which was left as it was: free some space there and start again"
+                )
+            }
             Inner::Io { context, source } => write!(f, "{context}: {source}"),
             Inner::Sqlite { context, source } => write!(f, "{context}: {source}"),
         }

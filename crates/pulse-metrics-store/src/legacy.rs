@@ -45,6 +45,14 @@ fn for_each(bytes: &[u8], mut f: impl FnMut(u64, LogPoint)) -> Result<(), Decode
     Ok(())
 }
 
+/// The points of one version 1 slot with their batch numbers, as far as
+/// they decode, and why decoding stopped early if it did (for `check`).
+pub fn slot_points(bytes: &[u8]) -> (Vec<(u64, LogPoint)>, Option<DecodeError>) {
+    let mut out = Vec::new();
+    let stopped = for_each(bytes, |seq, p| out.push((seq, p))).err();
+    (out, stopped)
+}
+
 /// Whether the file still has a version 1 raw log.
 pub fn has_raw_log(conn: &Connection) -> Result<bool> {
     let n: i64 = conn
@@ -80,7 +88,7 @@ pub fn records(conn: &Connection) -> Result<Vec<Record>> {
         .into_iter()
         .map(|(seq, mut points)| {
             // A batch written across two slots comes back in two runs.
-            points.sort_by_key(|p| (p.ts, p.sid));
+            points.sort_by_key(|p| (p.sid, p.ts));
             Record {
                 seq,
                 points,

@@ -44,13 +44,19 @@
 //! | `resources` | resource metadata (names, nodes, tags), written on change    |
 //! | `merge`     | merging one series into another (an id that changed)         |
 //! | `guest_ids` | the one-time merge of `{instance}:{node}:{vmid}` guest ids   |
+//! | `lock`      | one writer per database: the OS lock beside the file         |
+//! | `check`     | verifying a database: SQLite's check and ours, part by part  |
+//! | `salvage`   | copying everything readable into a new file                  |
+//! | `space`     | telling a full disk from a damaged file                      |
 //!
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
 
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod model;
+pub mod salvage;
 
 mod bits;
 mod codec;
@@ -61,6 +67,7 @@ mod import;
 mod journal;
 mod legacy;
 mod load;
+mod lock;
 mod merge;
 mod query;
 mod queue;
@@ -69,6 +76,7 @@ mod resources;
 mod retention;
 mod rollup;
 mod schema;
+mod space;
 mod state;
 mod tiers;
 mod writer;
@@ -313,6 +321,8 @@ struct Inner {
     lost: Arc<AtomicU64>,
     readers: Mutex<Vec<Connection>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    /// Held while the store may write the file (none in memory or read-only).
+    lock: Mutex<Option<lock::WriterLock>>,
 }
 
 impl Drop for Inner {
@@ -340,12 +350,17 @@ impl Store {
     #[tracing::instrument(skip_all, fields(path = %config.database_path.display()))]
     pub fn open(config: MetricsConfig) -> Result<Store> {
         config.validate()?;
-        let location = if config.enabled {
-            Location::File(config.database_path.clone())
+        let (location, lock) = if config.enabled {
+            schema::check_database_path(&config.database_path)?;
+            let lock = lock::acquire(&config.database_path)?;
+            (Location::File(config.database_path.clone()), Some(lock))
         } else {
-            Location::memory()
+            (Location::memory(), None)
         };
-        let conn = schema::open_writer(&location)?;
+        let path = config.database_path.clone();
+        // Damage names the file; a full disk says so rather than "corrupt".
+        let explain = |e: Error| space::explain(&path, e.at_path(&path));
+        let conn = schema::open_writer(&location).map_err(explain)?;
         guest_ids::migrate(&conn)?;
         let counters = Arc::new(Counters::restore(&conn)?);
         let resources = Arc::new(RwLock::new(resources::load(&conn)?));
@@ -354,7 +369,7 @@ impl Store {
             Some(dir) => load::RawSource::Journal { dir, repair: true },
             None => load::RawSource::None,
         };
-        let mut loaded = load::load(&conn, source)?;
+        let mut loaded = load::load(&conn, source).map_err(explain)?;
         let journal = journal_dir.as_deref().map(|d| loaded.journal(d));
         let load::Loaded {
             state,
@@ -403,20 +418,23 @@ impl Store {
                 lost,
                 readers: Mutex::new(Vec::new()),
                 writer: Mutex::new(Some(handle)),
+                lock: Mutex::new(lock),
             }),
         })
     }
 
     /// Opens an existing store for reading only: nothing is created or
-    /// written (the SQLite file is opened read-only, the raw journal is read
-    /// into memory as it is), so it works beside a running service. Writes
-    /// and jobs are refused with `Closed`. A missing file is an error.
+    /// written and no lock is taken (the SQLite file is opened read-only,
+    /// see `schema::ReadMode`; the raw journal is read into memory as it
+    /// is), so it works beside a running service. Writes and jobs are
+    /// refused with `Closed`. A missing file is `Error::missing`.
     #[tracing::instrument(skip_all, fields(path = %config.database_path.display()))]
     pub fn open_read_only(config: MetricsConfig) -> Result<Store> {
         config.validate()?;
         let path = config.database_path.clone();
-        let location = Location::File(path.clone());
-        let conn = schema::open_read_only(&path)?;
+        let explain = |e: Error| space::explain(&path, e.at_path(&path));
+        let (conn, mode) = schema::open_read_only(&path).map_err(explain)?;
+        let location = Location::ReadOnly(path.clone(), mode);
         let counters = Arc::new(Counters::restore(&conn)?);
         let dir = journal::dir_of(&path);
         let source = if legacy::has_raw_log(&conn)? {
@@ -427,7 +445,7 @@ impl Store {
                 repair: false,
             }
         };
-        let loaded = load::load(&conn, source)?;
+        let loaded = load::load(&conn, source).map_err(explain)?;
         let resources = Arc::new(RwLock::new(resources::load(&conn)?));
         let queue = Arc::new(Queue::new(config.write_buffer, config.flush_interval));
         queue.writer_gone();
@@ -443,6 +461,7 @@ impl Store {
                 lost: Arc::new(AtomicU64::new(0)),
                 readers: Mutex::new(vec![conn]),
                 writer: Mutex::new(None),
+                lock: Mutex::new(None),
             }),
         })
     }
@@ -669,6 +688,44 @@ impl Store {
         })
     }
 
+    /// `write_batch` for points arriving live as of `now_ms` (the write
+    /// API): a point more than `max_future_skew` ahead of the clock, or
+    /// older than the longest retention, refuses the batch like any bad
+    /// point. Backfills (`ingest`, imports) use `write_batch`, which keeps
+    /// any timestamp and reports what retention discards.
+    pub fn write_live(&self, points: &[Point], now_ms: i64) -> Result<usize> {
+        let errors: Vec<PointError> = points
+            .iter()
+            .enumerate()
+            .filter_map(|(index, p)| {
+                p.validate()
+                    .and_then(|()| self.check_live(p, now_ms))
+                    .err()
+                    .map(|reason| PointError { index, reason })
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(Error::invalid_points(errors));
+        }
+        self.write_batch(points)
+    }
+
+    /// The rules `write_live` adds for one point, as of `now_ms`, under the
+    /// configuration in effect: what a caller checking a batch point by
+    /// point (to name every bad one) asks.
+    pub fn check_live(&self, point: &Point, now_ms: i64) -> std::result::Result<(), String> {
+        let (skew, longest) = {
+            let c = self.inner.config.read();
+            (c.max_future_skew, c.retention.longest())
+        };
+        point.check_live(now_ms, skew, longest)
+    }
+
+    /// How many series are stored (cheap: no file access).
+    pub fn series_count(&self) -> usize {
+        self.inner.shared.read().series.len()
+    }
+
     /// Returns once every point written before the call is durable (survives
     /// a killed process).
     pub fn flush(&self) -> Result<()> {
@@ -688,6 +745,7 @@ impl Store {
         if let Some(handle) = self.inner.writer.lock().take() {
             let _ = handle.join();
         }
+        self.inner.lock.lock().take();
         let lost = self.inner.lost.load(Ordering::Relaxed);
         if lost > 0 {
             return Err(Error::io(
@@ -1091,7 +1149,7 @@ impl Store {
     pub fn stats(&self) -> Result<Stats> {
         let c = &self.inner.counters;
         let (db_path, db_size, wal_size) = match &self.inner.location {
-            Location::File(p) => {
+            Location::File(p) | Location::ReadOnly(p, _) => {
                 let size = |p: PathBuf| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
                 let mut wal = p.clone().into_os_string();
                 wal.push("-wal");
@@ -1111,7 +1169,7 @@ impl Store {
             Ok((free.max(0) as u64, tiers::oldest(conn, &st)?))
         })?;
         Ok(Stats {
-            enabled: matches!(self.inner.location, Location::File(_)),
+            enabled: !matches!(self.inner.location, Location::Memory(_)),
             db_path,
             db_size,
             wal_size,

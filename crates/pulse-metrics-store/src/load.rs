@@ -71,16 +71,21 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
         folded_seq: fold.folded_seq,
         next_seq: meta_get(conn, rollup::key::NEXT_SEQ, 1)?.max(1) as u64,
         chunk_seqs: HashMap::new(),
+        merge_targets: route
+            .iter()
+            .enumerate()
+            .filter(|(sid, t)| *sid as u32 != **t)
+            .map(|(_, t)| *t)
+            .collect(),
+        applied: HashMap::new(),
         route,
-        counts: Vec::new(),
-        sorted: Vec::new(),
         state: &mut state,
         fold: &mut fold,
     };
     let segments = match source {
         RawSource::None => Vec::new(),
         RawSource::Journal { dir, repair } => {
-            journal::replay(dir, repair, |rs| replay.records(rs))?
+            journal::replay_by_series(dir, repair, |p| replay.piece(p))?
         }
         RawSource::Legacy => {
             replay.records(legacy::records(conn)?)?;
@@ -167,27 +172,48 @@ struct Replay<'a> {
     chunk_seqs: HashMap<(&'static str, i64), Option<u64>>,
     /// Per series id, the series its points belong to (merges).
     route: Vec<u32>,
-    /// Buffers of the per-segment sort, kept from one segment to the next
-    /// (fresh memory of that size costs page faults each time).
-    counts: Vec<u32>,
-    sorted: Vec<(u64, i64, f64, u32)>,
+    /// Series other series were merged into, and for their seconds the
+    /// batch of the point applied (see `point`).
+    merge_targets: std::collections::HashSet<u32>,
+    applied: HashMap<(u32, i64), u64>,
     state: &'a mut State,
     fold: &'a mut Fold,
 }
 
 impl Replay<'_> {
-    /// Applies the batches of one segment, series by series. A batch
-    /// holds a point of every series, so applying them in write order
-    /// touches a different series' chunk at every point: at 40,000 series
-    /// that is a cache miss or four per point. Grouped by series first (a
-    /// stable counting sort, so each series still sees its writes in order
-    /// and the last write of a second wins), each chunk is appended to
-    /// while it is hot.
+    /// Applies what a series-by-series replay hands over (see
+    /// `journal::replay_by_series`): each series' raw chunk is appended to
+    /// while it is hot, where applying batch after batch would touch a
+    /// different series at every point (at 40,000 series, a cache miss or
+    /// four per point).
+    fn piece(&mut self, piece: journal::Piece<'_>) -> Result<()> {
+        match piece {
+            journal::Piece::Segment(meta) => {
+                if let Some(now) = meta.rolled_to {
+                    self.fold.rolled_to = self.fold.rolled_to.max(now);
+                }
+                if let Some(last) = meta.last_seq {
+                    self.next_seq = self.next_seq.max(last + 1);
+                }
+            }
+            journal::Piece::Points(points) => {
+                let series = self.state.series.len();
+                for &(seq, ts, value, sid) in points {
+                    if sid as usize >= series {
+                        return Err(corrupt(format!(
+                            "raw journal batch {seq}: a point of series {sid}, which the series table does not have"
+                        )));
+                    }
+                    self.point(seq, self.route[sid as usize], RawPoint::at(ts, value))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies whole batches (the version 1 log read in place), in order.
     fn records(&mut self, records: Vec<Record>) -> Result<()> {
         let series = self.state.series.len();
-        let mut counts = std::mem::take(&mut self.counts);
-        counts.clear();
-        counts.resize(series + 1, 0);
         for r in &records {
             if let Some(now) = r.rolled_to {
                 self.fold.rolled_to = self.fold.rolled_to.max(now);
@@ -201,36 +227,29 @@ impl Replay<'_> {
                         r.seq, p.sid
                     )));
                 }
-                counts[self.route[p.sid as usize] as usize + 1] += 1;
+                self.point(
+                    r.seq,
+                    self.route[p.sid as usize],
+                    RawPoint::at(p.ts, p.value),
+                )?;
             }
         }
-        for i in 1..counts.len() {
-            counts[i] += counts[i - 1];
-        }
-        let total = counts[series] as usize;
-        let mut sorted = std::mem::take(&mut self.sorted);
-        sorted.clear();
-        sorted.resize(total, (0, 0, 0.0, 0));
-        for r in &records {
-            for p in &r.points {
-                let sid = self.route[p.sid as usize];
-                let at = &mut counts[sid as usize];
-                sorted[*at as usize] = (r.seq, p.ts, p.value, sid);
-                *at += 1;
-            }
-        }
-        drop(records);
-        let result = sorted
-            .iter()
-            .try_for_each(|&(seq, ts, value, sid)| self.point(seq, sid, RawPoint::at(ts, value)));
-        self.counts = counts;
-        self.sorted = sorted;
-        result
+        Ok(())
     }
 
     fn point(&mut self, seq: u64, sid: u32, point: RawPoint) -> Result<()> {
         let sealed = seq <= self.folded_seq || self.sealed(seq, sid, point.ts)?;
         if point.ts >= self.floors.raw {
+            // A merge target gets the points of the series merged into it
+            // from another run of the replay: of two in one second the
+            // later write wins, whatever order they come in.
+            if self.merge_targets.contains(&sid) {
+                let newest = self.applied.entry((sid, point.ts)).or_insert(0);
+                if *newest > seq {
+                    return Ok(());
+                }
+                *newest = seq;
+            }
             self.state.series[sid as usize].raw.upsert(point);
             if !sealed {
                 self.fold.note(seq, sid, point, self.floors.raw);

@@ -78,7 +78,49 @@ impl Point {
         check_resource_id(&self.resource_id)?;
         check_name("metric", &self.metric)?;
         check_value(self.value)?;
-        check_timestamp(self.timestamp)
+        check_timestamp(self.timestamp)?;
+        if self.timestamp < MIN_POINT_MS {
+            let example = if self.timestamp > 0 {
+                format!(" (e.g. {}000)", self.timestamp)
+            } else {
+                String::new()
+            };
+            return Err(format!(
+                "timestamp: {} looks like seconds: send Unix milliseconds{example}",
+                self.timestamp
+            ));
+        }
+        Ok(())
+    }
+
+    /// The rules for a point arriving live (the write API) as of `now_ms`,
+    /// beyond `validate`: not more than `max_future_skew` ahead of the
+    /// clock, and not older than the longest retention (it could only be
+    /// discarded).
+    pub fn check_live(
+        &self,
+        now_ms: i64,
+        max_future_skew: std::time::Duration,
+        longest_retention: std::time::Duration,
+    ) -> Result<(), String> {
+        let ahead = self.timestamp.saturating_sub(now_ms);
+        if ahead > max_future_skew.as_millis() as i64 {
+            return Err(format!(
+                "timestamp: {} is {}s ahead of this server's clock, more than metrics.max_future_skew ({}s); check the sender's clock",
+                format_timestamp(self.timestamp),
+                ahead / 1000,
+                max_future_skew.as_secs()
+            ));
+        }
+        let age = now_ms.saturating_sub(self.timestamp);
+        if age > longest_retention.as_millis() as i64 {
+            return Err(format!(
+                "timestamp: {} is older than the longest retention ({}h): it could only be discarded",
+                format_timestamp(self.timestamp),
+                longest_retention.as_secs() / 3600
+            ));
+        }
+        Ok(())
     }
 
     /// Builds a point from one JSON object of the write API or a JSON Lines
@@ -173,6 +215,9 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 
 /// Largest accepted timestamp: the last millisecond of year 9999.
 pub const MAX_TIMESTAMP_MS: i64 = 253_402_300_799_999;
+/// Smallest timestamp a point may carry (1973-03-03): anything below is
+/// almost surely Unix seconds sent where milliseconds belong.
+pub const MIN_POINT_MS: i64 = 100_000_000_000;
 
 pub(crate) fn check_name(field: &str, s: &str) -> Result<(), String> {
     if s.is_empty() {
@@ -381,8 +426,8 @@ mod tests {
 
     #[test]
     fn json_points_name_their_fault() {
-        let ok = serde_json::json!({"resourceType":"vm","resourceId":"1","metric":"cpu","value":1.5,"timestamp":1000});
-        assert_eq!(Point::from_json(&ok).unwrap().timestamp, 1000);
+        let ok = serde_json::json!({"resourceType":"vm","resourceId":"1","metric":"cpu","value":1.5,"timestamp":1_700_000_000_000i64});
+        assert_eq!(Point::from_json(&ok).unwrap().timestamp, 1_700_000_000_000);
         let rfc = serde_json::json!({"resourceType":"vm","resourceId":"1","metric":"cpu","value":1,"timestamp":"2024-01-01T00:00:01+01:00"});
         assert_eq!(Point::from_json(&rfc).unwrap().timestamp, 1_704_063_601_000);
         for (bad, needle) in [
@@ -415,6 +460,14 @@ mod tests {
                 "extra",
             ),
             (serde_json::json!([1, 2]), "object"),
+            (
+                serde_json::json!({"resourceType":"vm","resourceId":"1","metric":"cpu","value":1,"timestamp":1_700_000_000}),
+                "looks like seconds: send Unix milliseconds",
+            ),
+            (
+                serde_json::json!({"resourceType":"vm","resourceId":"1","metric":"cpu","value":1,"timestamp":0}),
+                "looks like seconds",
+            ),
         ] {
             let err = Point::from_json(&bad).unwrap_err();
             assert!(err.contains(needle), "{bad}: {err}");

@@ -14,7 +14,7 @@
 //! open window's chunk without decoding it. A point for an older second
 //! (late, or a rewrite of a second) rebuilds its chunk.
 
-use crate::bits::{BitCursor, BitReader, DecodeError, delta, undelta, zigzag};
+use crate::bits::{BitReader, DecodeError, WordAppender, delta, undelta, zigzag};
 use crate::codec::Agg;
 
 /// Seconds of one chunk's window.
@@ -51,7 +51,7 @@ impl RawPoint {
 /// Where appending continues: the last point's time, interval and value.
 #[derive(Debug, Clone, Copy, Default)]
 struct Tail {
-    cursor: BitCursor,
+    bits: WordAppender,
     last_ms: i64,
     last_delta: i64,
     last_bits: u64,
@@ -70,13 +70,16 @@ struct Chunk {
 }
 
 impl Chunk {
-    fn new(window: i64) -> Chunk {
+    /// An empty chunk with room for `capacity` bytes (a series' chunks
+    /// are about the same size window after window: sizing the next one
+    /// like the last spares the reallocations of a growing vector).
+    fn new(window: i64, capacity: usize) -> Chunk {
         Chunk {
             window,
             len: 0,
             first_ts: i64::MAX,
             last_ts: i64::MIN,
-            bytes: Vec::new(),
+            bytes: Vec::with_capacity(capacity),
             tail: Tail::default(),
         }
     }
@@ -89,24 +92,24 @@ impl Chunk {
         let t = &mut self.tail;
         let out = &mut self.bytes;
         if self.len == 0 {
-            t.cursor.put_sized(out, (ms - self.window * 1000) as u64);
-            t.cursor.put(out, bits, 64);
+            t.bits.put_sized(out, (ms - self.window * 1000) as u64);
+            t.bits.put(out, bits, 64);
             t.last_delta = 0;
             self.first_ts = p.ts;
         } else {
             let d = ms - t.last_ms;
             let dod = d - t.last_delta;
             if dod == 0 {
-                t.cursor.put(out, 0, 1);
+                t.bits.put(out, 0, 1);
             } else {
-                t.cursor.put(out, 1, 1);
-                t.cursor.put_sized(out, zigzag(dod));
+                t.bits.put(out, 1, 1);
+                t.bits.put_sized(out, zigzag(dod));
             }
             if bits == t.last_bits {
-                t.cursor.put(out, 0, 1);
+                t.bits.put(out, 0, 1);
             } else {
-                t.cursor.put(out, 1, 1);
-                t.cursor
+                t.bits.put(out, 1, 1);
+                t.bits
                     .put_sized(out, delta(p.value, f64::from_bits(t.last_bits)));
             }
             t.last_delta = d;
@@ -118,7 +121,7 @@ impl Chunk {
     }
 
     fn decode(&self, mut f: impl FnMut(RawPoint)) -> Result<(), DecodeError> {
-        let mut r = BitReader::new(&self.bytes, 0);
+        let mut r = BitReader::with_tail(&self.bytes, self.tail.bits.acc, self.tail.bits.n);
         let mut ms = 0i64;
         let mut d = 0i64;
         let mut bits = 0u64;
@@ -149,7 +152,7 @@ impl Chunk {
     }
 
     fn from_points(window: i64, points: &[RawPoint]) -> Chunk {
-        let mut c = Chunk::new(window);
+        let mut c = Chunk::new(window, 0);
         for p in points {
             c.push(*p);
         }
@@ -176,6 +179,7 @@ impl RawSeries {
     /// was replaced.
     pub fn upsert(&mut self, p: RawPoint) -> bool {
         let w = window_of(p.ts);
+        let mut capacity = 0;
         match self.chunks.last_mut() {
             Some(last) if last.window == w && p.ts > last.last_ts => {
                 last.push(p);
@@ -183,12 +187,13 @@ impl RawSeries {
             }
             Some(last) if last.window < w => {
                 last.bytes.shrink_to_fit();
+                capacity = last.bytes.len() + last.bytes.len() / 8 + 8;
             }
             _ => {}
         }
         match self.chunks.binary_search_by_key(&w, |c| c.window) {
             Err(i) => {
-                let mut c = Chunk::new(w);
+                let mut c = Chunk::new(w, capacity);
                 c.push(p);
                 self.chunks.insert(i, c);
                 false
@@ -390,7 +395,7 @@ mod tests {
         }
         assert_eq!(s.len(), 240);
         // 2 bits a point after the first two.
-        let used: usize = s.chunks.iter().map(|c| c.bytes.len()).sum();
+        let used: usize = s.chunks.iter().map(|c| c.bytes.len() + 8).sum();
         assert!(used <= 80, "{used}");
         let a = s.agg(1_800_000_000, 60).unwrap();
         assert_eq!(a.count, 12);

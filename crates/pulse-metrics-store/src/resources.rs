@@ -617,7 +617,7 @@ mod tests {
     #[test]
     fn points_may_name_their_resource() {
         let plain = serde_json::json!({"resourceType": "vm", "resourceId": "pve1:101",
-            "metric": "cpu", "value": 1, "timestamp": 1000});
+            "metric": "cpu", "value": 1, "timestamp": 1_700_000_000_000i64});
         assert_eq!(point_from_json(&plain).unwrap().1, None);
         let mut named = plain.clone();
         named["name"] = "web01".into();

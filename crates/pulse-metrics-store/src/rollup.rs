@@ -330,39 +330,24 @@ impl Fold {
         ctx: RollupContext<'_>,
     ) -> Result<RollupReport> {
         let started = Instant::now();
-        let st = disk.shared.read();
-        let floors = st.floors;
-        let counts = st.disk_buckets;
-        let conn = &disk.conn;
-        let mut pass = Pass::new(now);
-        for ((hour, sid), w) in self.work.iter() {
-            pass.hour(conn, &st, hour, sid, w)?;
-        }
-        let daily_ops = pass.hourly_tier(conn, floors.hourly, &self.daily_pending)?;
-        pass.daily_tier(conn, floors.daily, daily_ops)?;
-
-        // Everything not sealed by this pass keeps its oldest batch.
-        let done: BTreeSet<(i64, u32)> = pass.work_done.iter().copied().collect();
-        let folded_seq = self.folded_seq_after(ctx.last_seq, &done);
-        let rolled_to = self.rolled_to.max(now);
-        // Raw points past raw retention are dropped as soon as they are
-        // folded, not only at the hourly prune: memory and the journal then
-        // hold raw retention plus one rollup interval instead of plus an
-        // hour (docs/storage.md).
-        let unsealed = self
-            .work
-            .keys()
-            .filter(|k| !done.contains(k))
-            .map(|(h, _)| h)
-            .min()
-            .unwrap_or(i64::MAX);
-        let raw_floor = floors.raw.max(ctx.raw_floor.min(unsealed));
-        drop(st);
-
-        let Pass {
-            minute,
-            hourly,
-            daily,
+        let (next_seq, counters) = (ctx.next_seq, ctx.counters);
+        // The pass writes sealed minute chunks straight into the
+        // transaction as it goes: at 40,000 series, holding an hour's chunks
+        // until the end took ~100 MB.
+        disk.begin("rollup")?;
+        let staged = match self.stage(disk, now, &ctx) {
+            Ok(s) => s,
+            Err(e) => {
+                disk.abort();
+                return Err(e);
+            }
+        };
+        let Staged {
+            writes,
+            deltas,
+            folded_seq,
+            rolled_to,
+            raw_floor,
             open_set,
             open_remove,
             work_done,
@@ -370,23 +355,30 @@ impl Fold {
             pending_add,
             pending_remove,
             mut report,
-            ..
-        } = pass;
-        let (last_seq, next_seq, counters) = (ctx.last_seq, ctx.next_seq, ctx.counters);
-        let stage = |conn: &Connection| -> Result<[i64; 3]> {
-            let d0 = minute.write(conn, last_seq)?;
-            let d1 = hourly.write(conn, last_seq)?;
-            let d2 = daily.write(conn, last_seq)?;
-            tiers::save_counts(conn, tiers::add_counts(counts, [d0, d1, d2]))?;
-            schema::meta_set(conn, key::ROLLED_TO, rolled_to)?;
-            schema::meta_set(conn, key::FOLDED_SEQ, folded_seq as i64)?;
-            schema::meta_set(conn, crate::retention::key::FLOOR_RAW, raw_floor)?;
-            schema::meta_set(conn, key::NEXT_SEQ, next_seq as i64)?;
-            counters.persist(conn)?;
-            Ok([d0, d1, d2])
-        };
+        } = staged;
+        let staged_counts = disk.shared.read().disk_buckets;
         let late_folded = report.late_points as u64;
-        let publish = |st: &mut State, deltas: [i64; 3]| {
+        counters
+            .last_rollup
+            .store(crate::model::now_ms(), std::sync::atomic::Ordering::Relaxed);
+        let saved = || -> Result<()> {
+            tiers::save_counts(&disk.conn, tiers::add_counts(staged_counts, deltas))?;
+            schema::meta_set(&disk.conn, key::ROLLED_TO, rolled_to)?;
+            schema::meta_set(&disk.conn, key::FOLDED_SEQ, folded_seq as i64)?;
+            schema::meta_set(&disk.conn, crate::retention::key::FLOOR_RAW, raw_floor)?;
+            schema::meta_set(&disk.conn, key::NEXT_SEQ, next_seq as i64)?;
+            counters.persist(&disk.conn)
+        };
+        // A pass that seals nothing changes no tier on disk: it writes
+        // nothing either (most passes within an hour). The floors and the
+        // marks it moved in memory are saved by the next pass that seals;
+        // after a crash before it, the raw points and open minutes it
+        // dropped or computed simply come back from the journal.
+        if writes && let Err(e) = saved() {
+            disk.abort();
+            return Err(e);
+        }
+        disk.finish("rollup", writes, |st| {
             for k in &open_remove {
                 st.open.remove(k);
             }
@@ -400,21 +392,7 @@ impl Fold {
             st.floors.raw = raw_floor;
             st.rolled_to = rolled_to;
             st.drop_raw_below(raw_floor)
-        };
-        // A pass that seals nothing changes no tier on disk: it writes
-        // nothing either (most passes within an hour). The floors and the
-        // marks it moved in memory are saved by the next pass that seals;
-        // after a crash before it, the raw points and open minutes it
-        // dropped or computed simply come back from the journal.
-        let writes = !(minute.is_empty() && hourly.is_empty() && daily.is_empty());
-        counters
-            .last_rollup
-            .store(crate::model::now_ms(), std::sync::atomic::Ordering::Relaxed);
-        if writes {
-            disk.commit_staged("rollup", stage, publish)?;
-        } else {
-            publish(&mut disk.shared.write(), [0; 3]);
-        }
+        })?;
         for k in work_done {
             self.work.remove(k);
         }
@@ -443,10 +421,81 @@ impl Fold {
     }
 }
 
+/// What a pass leaves to commit and publish.
+struct Staged {
+    /// Whether any tier on disk changed (else the transaction is rolled
+    /// back: nothing to save).
+    writes: bool,
+    /// Change of the stored buckets per tier (minute, hourly, daily).
+    deltas: [i64; 3],
+    folded_seq: u64,
+    rolled_to: i64,
+    raw_floor: i64,
+    open_set: Vec<((u32, i64), OpenHour)>,
+    open_remove: Vec<(u32, i64)>,
+    work_done: Vec<(i64, u32)>,
+    work_keep: Vec<((i64, u32), u64, Vec<LatePoint>)>,
+    pending_add: Vec<(i64, u32)>,
+    pending_remove: Vec<(i64, u32)>,
+    report: RollupReport,
+}
+
+impl Fold {
+    /// Runs a pass inside the open transaction, under the state's read lock.
+    fn stage(&self, disk: &Disk, now: i64, ctx: &RollupContext<'_>) -> Result<Staged> {
+        let st = disk.shared.read();
+        let floors = st.floors;
+        let conn = &disk.conn;
+        let mut pass = Pass::new(now, ctx.last_seq);
+        for ((hour, sid), w) in self.work.iter() {
+            pass.hour(conn, &st, hour, sid, w)?;
+        }
+        let daily_ops = pass.hourly_tier(conn, floors.hourly, &self.daily_pending)?;
+        pass.daily_tier(conn, floors.daily, daily_ops)?;
+
+        // Everything not sealed by this pass keeps its oldest batch.
+        let done: BTreeSet<(i64, u32)> = pass.work_done.iter().copied().collect();
+        let folded_seq = self.folded_seq_after(ctx.last_seq, &done);
+        // Raw points past raw retention are dropped as soon as they are
+        // folded, not only at the hourly prune: memory and the journal then
+        // hold raw retention plus one rollup interval instead of plus an
+        // hour (docs/storage.md).
+        let unsealed = self
+            .work
+            .keys()
+            .filter(|k| !done.contains(k))
+            .map(|(h, _)| h)
+            .min()
+            .unwrap_or(i64::MAX);
+        drop(st);
+        let d1 = pass.hourly.write(conn, ctx.last_seq)?;
+        let d2 = pass.daily.write(conn, ctx.last_seq)?;
+        Ok(Staged {
+            writes: pass.minute_writes > 0 || !pass.hourly.is_empty() || !pass.daily.is_empty(),
+            deltas: [pass.minute_delta, d1, d2],
+            folded_seq,
+            rolled_to: self.rolled_to.max(now),
+            raw_floor: floors.raw.max(ctx.raw_floor.min(unsealed)),
+            open_set: pass.open_set,
+            open_remove: pass.open_remove,
+            work_done: pass.work_done,
+            work_keep: pass.work_keep,
+            pending_add: pass.pending_add,
+            pending_remove: pass.pending_remove,
+            report: pass.report,
+        })
+    }
+}
+
 /// One rollup pass's pending changes, built under the state's read lock and
 /// committed at the end.
 struct Pass {
     now: i64,
+    /// The batch every chunk written is marked with.
+    seq: u64,
+    /// Minute chunks are written as each hour is sealed, not held.
+    minute_writes: usize,
+    minute_delta: i64,
     minute: Edits,
     hourly: Edits,
     daily: Edits,
@@ -462,9 +511,12 @@ struct Pass {
 }
 
 impl Pass {
-    fn new(now: i64) -> Pass {
+    fn new(now: i64, seq: u64) -> Pass {
         Pass {
             now,
+            seq,
+            minute_writes: 0,
+            minute_delta: 0,
             minute: Edits::new(ChunkTier::MINUTE),
             hourly: Edits::new(ChunkTier::HOURLY),
             daily: Edits::new(ChunkTier::DAILY),
@@ -578,7 +630,8 @@ impl Pass {
         if hour_closed {
             let hourly = Agg::combine(buckets.iter().flatten());
             self.hourly_ops.push((sid, hour, Op::Set(hourly)));
-            self.minute.set_hour(conn, hour, sid, &buckets)?;
+            self.minute_delta += self.minute.seal_hour(conn, hour, sid, &buckets, self.seq)?;
+            self.minute_writes += 1;
             if held.is_some() {
                 self.open_remove.push((sid, hour));
             }
@@ -724,19 +777,28 @@ impl Edits {
         Ok(out)
     }
 
-    fn set_hour(
+    /// Writes the minute chunks of a sealed hour at once (in the open
+    /// transaction) and forgets them; returns the change in stored buckets.
+    fn seal_hour(
         &mut self,
         conn: &Connection,
         hour: i64,
         sid: u32,
         buckets: &[Option<Agg>],
-    ) -> Result<()> {
+        seq: u64,
+    ) -> Result<i64> {
         let t = self.tier;
+        let mut delta = 0i64;
         for (i, chunk) in (t.chunk_of(hour)..=t.chunk_of(hour + HOUR - 1)).enumerate() {
-            self.get_mut(conn, chunk, sid)?
-                .copy_from_slice(&buckets[i * t.span..(i + 1) * t.span]);
+            let old = match self.chunks.remove(&(chunk, sid)) {
+                Some((_, old, _)) => old,
+                None => tiers::population(conn, t, chunk, sid)?,
+            };
+            let part = &buckets[i * t.span..(i + 1) * t.span];
+            tiers::write(conn, t, chunk, sid, seq, part)?;
+            delta += part.iter().flatten().count() as i64 - old as i64;
         }
-        Ok(())
+        Ok(delta)
     }
 
     /// Writes every changed chunk; returns the change in stored buckets.

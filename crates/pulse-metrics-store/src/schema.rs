@@ -32,6 +32,109 @@ pub enum Location {
     /// A private in-memory database (`metrics.enabled: false`), shared by the
     /// store's connections through SQLite's `memdb` VFS.
     Memory(String),
+    /// A file opened for reading only, beside a writer or without one.
+    ReadOnly(PathBuf, ReadMode),
+}
+
+/// How a read-only store reads its file without writing anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadMode {
+    /// The WAL holds commits (a writer is running, or stopped without a
+    /// checkpoint): read through it, as any WAL reader does. SQLite keeps
+    /// this reader's snapshot whole while the writer goes on.
+    Shared,
+    /// No WAL, or an empty one: the main file holds everything, and is read
+    /// as `immutable`. A plain read-only open would create `-wal` and `-shm`
+    /// files that outlive it (and needs room for them). A writer running or
+    /// starting meanwhile appends to its WAL and only touches the main file
+    /// at its next checkpoint, hundreds of commits (minutes) later: far
+    /// longer than a read-only command takes.
+    Immutable,
+}
+
+impl ReadMode {
+    /// The mode for `path` as it is now.
+    pub fn of(path: &Path) -> ReadMode {
+        let mut wal = path.as_os_str().to_owned();
+        wal.push("-wal");
+        match std::fs::metadata(Path::new(&wal)) {
+            Ok(m) if m.len() > 0 => ReadMode::Shared,
+            _ => ReadMode::Immutable,
+        }
+    }
+}
+
+/// Opens `path` for reading in `mode`; creates nothing.
+pub fn open_ro(path: &Path, mode: ReadMode) -> rusqlite::Result<Connection> {
+    let abs = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mut uri = String::from("file:");
+    for b in abs.to_string_lossy().bytes() {
+        match b {
+            b'%' | b'?' | b'#' => uri.push_str(&format!("%{b:02X}")),
+            _ => uri.push(b as char),
+        }
+    }
+    uri.push_str(match mode {
+        ReadMode::Shared => "?mode=ro",
+        ReadMode::Immutable => "?mode=ro&immutable=1",
+    });
+    Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_URI
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+}
+
+/// Refuses a database path that exists but is not a regular file (a
+/// directory, `/dev/null`, a socket): nothing is created beside it.
+pub fn check_database_path(path: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::metadata(path) else {
+        return Ok(());
+    };
+    if meta.is_file() {
+        return Ok(());
+    }
+    let kind = if meta.is_dir() {
+        "a directory"
+    } else {
+        file_kind(&meta)
+    };
+    Err(Error::config(
+        "metrics.database_path",
+        format!(
+            "{} is {kind}, not a database file; give the path of a file, e.g. {}",
+            path.display(),
+            if meta.is_dir() {
+                path.join("metrics.db")
+            } else {
+                PathBuf::from("/var/lib/pulse-metrics/metrics.db")
+            }
+            .display()
+        ),
+    ))
+}
+
+#[cfg(unix)]
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_fifo() {
+        "a named pipe"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+#[cfg(not(unix))]
+fn file_kind(_: &std::fs::Metadata) -> &'static str {
+    "not a regular file"
 }
 
 impl Location {
@@ -46,7 +149,7 @@ impl Location {
 
     pub fn path(&self) -> Option<&Path> {
         match self {
-            Location::File(p) => Some(p),
+            Location::File(p) | Location::ReadOnly(p, _) => Some(p),
             Location::Memory(_) => None,
         }
     }
@@ -58,6 +161,9 @@ impl Location {
 /// a newer version.
 pub fn open_writer(loc: &Location) -> Result<Connection> {
     let conn = match loc {
+        Location::ReadOnly(..) => {
+            return Err(Error::invalid_input("a read-only store has no writer"));
+        }
         Location::File(path) => {
             inspect_existing(path)?;
             create_file(path)?;
@@ -111,6 +217,7 @@ pub fn open_reader(loc: &Location) -> Result<Connection> {
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .ctx("open database for reading")?,
+        Location::ReadOnly(path, mode) => open_ro(path, *mode).ctx("open database for reading")?,
         Location::Memory(uri) => {
             Connection::open_with_flags(uri, memory_flags()).ctx("open memory database")?
         }
@@ -121,55 +228,52 @@ pub fn open_reader(loc: &Location) -> Result<Connection> {
         .ctx("set query_only")?;
     conn.pragma_update(None, "cache_size", -2000)
         .ctx("set cache_size")?;
-    if matches!(loc, Location::File(_)) {
-        // Chunks are read straight from the page cache without a copy.
-        conn.pragma_update(None, "mmap_size", 256 * 1024 * 1024)
+    if matches!(loc, Location::File(_) | Location::ReadOnly(..)) {
+        // Chunks are read straight from the page cache without a copy, for
+        // the first 64 MB of the file (the typical install's whole file).
+        // Mapped pages a query touched count in the process's resident
+        // memory: a bigger window would let one scan of a big fleet's file
+        // add its size to RSS.
+        conn.pragma_update(None, "mmap_size", 64 * 1024 * 1024)
             .ctx("set mmap_size")?;
     }
     Ok(conn)
 }
 
 /// Opens an existing database without writing anything: no file, WAL or
-/// shared-memory index is created. Beside a running writer (the WAL exists)
-/// it reads through the WAL like any reader; otherwise the file is opened
-/// immutable, which needs no shared-memory index at all.
-pub fn open_read_only(path: &Path) -> Result<Connection> {
-    if !path.exists() {
-        return Err(Error::io(
-            format!("no database at {}", path.display()),
-            std::io::Error::from(std::io::ErrorKind::NotFound),
-        ));
-    }
-    inspect_existing(path)?;
-    let mut wal = path.as_os_str().to_owned();
-    wal.push("-wal");
-    let live = Path::new(&wal).exists();
-    let abs = std::fs::canonicalize(path)
-        .map_err(|e| Error::io(format!("open {}", path.display()), e))?;
-    let mut uri = String::from("file:");
-    for b in abs.to_string_lossy().bytes() {
-        match b {
-            b'%' | b'?' | b'#' => uri.push_str(&format!("%{b:02X}")),
-            _ => uri.push(b as char),
+/// shared-memory index is created (see `ReadMode`). A missing or empty
+/// file, or one without our tables, is `Error::missing`.
+pub fn open_read_only(path: &Path) -> Result<(Connection, ReadMode)> {
+    check_database_path(path)?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() > 0 => {}
+        Ok(_) => return Err(Error::missing(path.to_path_buf())),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::NotADirectory
+            ) =>
+        {
+            return Err(Error::missing(path.to_path_buf()));
         }
+        Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
     }
-    uri.push_str(if live {
-        "?mode=ro"
-    } else {
-        "?mode=ro&immutable=1"
-    });
-    let conn = Connection::open_with_flags(
-        &uri,
-        OpenFlags::SQLITE_OPEN_READ_ONLY
-            | OpenFlags::SQLITE_OPEN_URI
-            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| Error::corrupt(path.to_path_buf(), e.to_string()))?;
+    let mode = ReadMode::of(path);
+    identify(path, mode, true)?;
+    let conn =
+        open_ro(path, mode).map_err(|e| Error::sqlite(format!("open {}", path.display()), e))?;
     conn.busy_timeout(std::time::Duration::from_secs(10))
         .ctx("set busy timeout")?;
     conn.pragma_update(None, "query_only", true)
         .ctx("set query_only")?;
-    Ok(conn)
+    let version: i64 = conn
+        .pragma_query_value(None, "user_version", |r| r.get(0))
+        .ctx("read user_version")?;
+    if version == 0 {
+        // An SQLite file without our tables: nothing was ever stored.
+        return Err(Error::missing(path.to_path_buf()));
+    }
+    Ok((conn, mode))
 }
 
 fn memory_flags() -> OpenFlags {
@@ -198,8 +302,15 @@ fn create_file(path: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Looks at an existing file without writing to it.
+/// Looks at an existing file before a writer opens it.
 fn inspect_existing(path: &Path) -> Result<()> {
+    identify(path, ReadMode::Shared, true)
+}
+
+/// Refuses what is not one of our databases (not SQLite, another
+/// program's, a newer version) and, with `quick_check`, one SQLite itself
+/// finds corrupt; reads in `mode`, writing nothing.
+pub fn identify(path: &Path, mode: ReadMode, quick_check: bool) -> Result<()> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
@@ -220,12 +331,15 @@ fn inspect_existing(path: &Path) -> Result<()> {
     if read < 16 || &header != b"SQLite format 3\0" {
         return Err(Error::not_sqlite(path.to_path_buf()));
     }
-    let conn = Connection::open_with_flags(
-        path,
-        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-    )
-    .map_err(|e| Error::corrupt(path.to_path_buf(), e.to_string()))?;
-    let corrupt = |e: rusqlite::Error| Error::corrupt(path.to_path_buf(), e.to_string());
+    // Only SQLite's own verdict makes a file corrupt: any other failure
+    // (a full disk, permissions) is reported as what it is.
+    let corrupt = |e: rusqlite::Error| match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            Error::corrupt(path.to_path_buf(), e.to_string())
+        }
+        _ => Error::sqlite(format!("cannot read {}", path.display()), e),
+    };
+    let conn = open_ro(path, mode).map_err(corrupt)?;
     let app_id: i32 = conn
         .pragma_query_value(None, "application_id", |r| r.get(0))
         .map_err(corrupt)?;
@@ -249,6 +363,9 @@ fn inspect_existing(path: &Path) -> Result<()> {
             version,
             SCHEMA_VERSION,
         ));
+    }
+    if !quick_check {
+        return Ok(());
     }
     let check: String = conn
         .query_row("PRAGMA quick_check", [], |r| r.get(0))

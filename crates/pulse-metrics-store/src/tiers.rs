@@ -9,10 +9,16 @@ use rusqlite::{Connection, OptionalExtension};
 pub type Buckets = Vec<Option<Agg>>;
 
 fn corrupt(tier: ChunkTier, key: i64, e: codec::DecodeError) -> Error {
+    Error::damaged(describe(tier, key, e.0))
+}
+
+/// "minute chunk 2026-12-01T15:00:00Z of series id 7 (key 123): reason".
+pub fn describe(tier: ChunkTier, key: i64, reason: &str) -> String {
     let (chunk, sid) = ChunkTier::split_key(key);
-    Error::io(
-        format!("corrupt {} chunk (series {sid}, span {chunk})", tier.table),
-        std::io::Error::new(std::io::ErrorKind::InvalidData, e.0),
+    format!(
+        "{} chunk {} of series id {sid} (key {key}): {reason}",
+        tier.table,
+        crate::model::format_timestamp(tier.chunk_start(chunk) * 1000)
     )
 }
 
@@ -146,6 +152,12 @@ pub fn save_counts(conn: &Connection, counts: [u64; 3]) -> Result<()> {
 /// `counts` changed by `deltas`.
 pub fn add_counts(counts: [u64; 3], deltas: [i64; 3]) -> [u64; 3] {
     std::array::from_fn(|i| counts[i].saturating_add_signed(deltas[i]))
+}
+
+/// Buckets stored in one chunk (0 when there is none).
+pub fn population(conn: &Connection, tier: ChunkTier, chunk: i64, sid: u32) -> Result<u64> {
+    let key = tier.key(chunk, sid);
+    population_between(conn, tier, key, key + 1)
 }
 
 /// Total buckets stored in rows with key in `[from_key, to_key)`.

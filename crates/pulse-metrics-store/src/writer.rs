@@ -367,10 +367,10 @@ impl Writer {
 }
 
 /// One point per series and second: the last write wins (the sort is
-/// stable, so "last" is the order of writing). Sorted by time, then series,
+/// stable, so "last" is the order of writing). Sorted by series, then time,
 /// as the journal wants them.
 fn dedup(mut pts: Vec<LogPoint>) -> Vec<LogPoint> {
-    let second = |p: &LogPoint| (p.ts.div_euclid(1000), p.sid);
+    let second = |p: &LogPoint| (p.sid, p.ts.div_euclid(1000));
     pts.sort_by_key(second);
     let mut out: Vec<LogPoint> = Vec::with_capacity(pts.len());
     for p in pts {
@@ -379,7 +379,6 @@ fn dedup(mut pts: Vec<LogPoint>) -> Vec<LogPoint> {
             _ => out.push(p),
         }
     }
-    out.sort_by_key(|p| (p.ts, p.sid));
     out
 }
 
