@@ -35,6 +35,7 @@ pub struct Damage {
     /// The series whose data it holds, where that can be known: for a
     /// journal segment or log slot, those read before the damage.
     pub series: Vec<String>,
+    /// What is wrong with it, and what cannot be read because of it.
     pub problem: String,
 }
 
@@ -42,15 +43,22 @@ pub struct Damage {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckReport {
+    /// The database checked.
     pub path: String,
     /// No damage of either kind.
     pub ok: bool,
     /// SQLite's `integrity_check` messages (empty when it says "ok").
     pub integrity: Vec<String>,
+    /// Series ids the series table spans (its highest id read, plus one).
     pub series: u64,
+    /// Files of the raw journal.
     pub journal_segments: u64,
+    /// Raw points in the records that passed, in the journal and any old
+    /// raw log.
     pub raw_points: u64,
+    /// Tier chunks read (minute, hourly and daily), damaged ones included.
     pub chunks: u64,
+    /// Every damaged part found.
     pub damage: Vec<Damage>,
     /// What is not damage but worth knowing (a record cut short at the end
     /// of the newest segment by a crash: the next start drops it).

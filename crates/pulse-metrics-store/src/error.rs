@@ -72,10 +72,12 @@ enum Inner {
         free: Option<u64>,
         detail: String,
     },
+    /// A file operation failed; `context` says which.
     Io {
         context: String,
         source: std::io::Error,
     },
+    /// An SQLite call failed; `context` says which.
     Sqlite {
         context: String,
         source: rusqlite::Error,
@@ -83,35 +85,43 @@ enum Inner {
 }
 
 impl Error {
+    /// Bad points in a batch, each with its position and reason.
     pub fn invalid_points(errors: Vec<PointError>) -> Error {
         Error::new(Inner::InvalidPoints(errors))
     }
+    /// Any other bad argument; `message` says what is wrong.
     pub fn invalid_input(message: impl Into<String>) -> Error {
         Error::new(Inner::InvalidInput(message.into()))
     }
+    /// The write queue holds `pending` of its `capacity` points: retry later.
     pub fn overloaded(pending: usize, capacity: usize) -> Error {
         Error::new(Inner::Overloaded { pending, capacity })
     }
+    /// The store was closed or its writer died.
     pub fn closed() -> Error {
         Error::new(Inner::Closed)
     }
-    pub fn not_sqlite(path: PathBuf) -> Error {
+    /// `path` exists but is not an SQLite database.
+    pub(crate) fn not_sqlite(path: PathBuf) -> Error {
         Error::new(Inner::NotSqlite { path })
     }
-    pub fn corrupt(path: PathBuf, detail: impl Into<String>) -> Error {
+    /// `path` is an SQLite database that fails its integrity check.
+    pub(crate) fn corrupt(path: PathBuf, detail: impl Into<String>) -> Error {
         Error::new(Inner::Corrupt {
             path,
             detail: detail.into(),
         })
     }
-    pub fn newer_version(path: PathBuf, found: i64, supported: i64) -> Error {
+    /// `path` has schema version `found`, newer than the `supported` one.
+    pub(crate) fn newer_version(path: PathBuf, found: i64, supported: i64) -> Error {
         Error::new(Inner::NewerVersion {
             path,
             found,
             supported,
         })
     }
-    pub fn foreign(path: PathBuf, tables: Vec<String>) -> Error {
+    /// `path` is an SQLite database of another program (its `tables`).
+    pub(crate) fn foreign(path: PathBuf, tables: Vec<String>) -> Error {
         Error::new(Inner::Foreign { path, tables })
     }
     /// Stored content that cannot be read back; `detail` names where.
@@ -121,13 +131,17 @@ impl Error {
             detail: detail.into(),
         })
     }
-    pub fn locked(path: PathBuf, lock: PathBuf, pid: Option<u32>) -> Error {
+    /// Process `pid` (if known) holds `lock`, the writer lock of `path`.
+    pub(crate) fn locked(path: PathBuf, lock: PathBuf, pid: Option<u32>) -> Error {
         Error::new(Inner::Locked { path, lock, pid })
     }
-    pub fn missing(path: PathBuf) -> Error {
+    /// A read-only open of `path`, where no database was ever stored (no
+    /// file, an empty one, or one without our tables).
+    pub(crate) fn missing(path: PathBuf) -> Error {
         Error::new(Inner::Missing { path })
     }
-    pub fn disk_full(dir: PathBuf, free: Option<u64>, detail: impl Into<String>) -> Error {
+    /// The file system of `dir` is full (`free` bytes left, if known).
+    pub(crate) fn disk_full(dir: PathBuf, free: Option<u64>, detail: impl Into<String>) -> Error {
         Error::new(Inner::DiskFull {
             dir,
             free,
@@ -167,12 +181,14 @@ impl Error {
             message: message.into(),
         })
     }
+    /// A file operation failed; `context` says which.
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Error {
         Error::new(Inner::Io {
             context: context.into(),
             source,
         })
     }
+    /// An SQLite call failed; `context` says which.
     pub fn sqlite(context: impl Into<String>, source: rusqlite::Error) -> Error {
         Error::new(Inner::Sqlite {
             context: context.into(),

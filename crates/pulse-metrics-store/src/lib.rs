@@ -60,6 +60,8 @@
 //! See `docs/storage.md` in the repository for the layout and the figures
 //! behind it.
 
+#![warn(missing_docs)]
+
 pub mod check;
 pub mod config;
 pub mod error;
@@ -119,8 +121,11 @@ pub use tail::{Gap, JournalTail, TailBatch, TailPoint, TailRead, Unread};
 /// (a tier "covers" `start` if `start >= now - retention`). All Unix ms.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TimeRange {
+    /// First instant asked for (inclusive).
     pub start: i64,
+    /// Last instant asked for (inclusive).
     pub end: i64,
+    /// The time retention is measured back from when choosing the tier.
     pub now: i64,
 }
 
@@ -151,8 +156,11 @@ impl TimeRange {
 /// Which series a `query_many` covers; `None` matches anything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SeriesFilter {
+    /// Only series of this resource type.
     pub resource_type: Option<String>,
+    /// Only series of this resource id.
     pub resource_id: Option<String>,
+    /// Only series of this metric.
     pub metric: Option<String>,
     /// Only the series of these resources: resource type -> ids (a page of
     /// a dashboard, whatever their metrics).
@@ -160,6 +168,7 @@ pub struct SeriesFilter {
 }
 
 impl SeriesFilter {
+    /// Whether `key` passes every condition that is set.
     pub fn matches(&self, key: &SeriesKey) -> bool {
         self.resource_type
             .as_ref()
@@ -179,7 +188,9 @@ impl SeriesFilter {
 /// Answer of `query`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct History {
+    /// The tier the points come from.
     pub tier: Tier,
+    /// The points in time order (empty for an unknown series).
     pub points: Vec<HistoryPoint>,
 }
 
@@ -187,7 +198,9 @@ pub struct History {
 /// `query_many_map`, what the caller made of each series' points).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ManyHistory<T = Vec<HistoryPoint>> {
+    /// The one tier every series is answered from.
     pub tier: Tier,
+    /// Each matching series with its points (or what the caller made of them).
     pub series: Vec<(SeriesKey, T)>,
 }
 
@@ -195,15 +208,18 @@ pub struct ManyHistory<T = Vec<HistoryPoint>> {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeriesInfo {
+    /// The series.
     #[serde(flatten)]
     pub key: SeriesKey,
     /// Unix ms of the oldest stored point or bucket, if any.
     pub first_timestamp: Option<i64>,
+    /// Unix ms of the newest stored point or bucket, if any.
     pub last_timestamp: Option<i64>,
     /// The newest raw value, else the mean of the newest bucket.
     pub last_value: Option<f64>,
 }
 
+/// What one rollup pass ([`Store::rollup`]) did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RollupReport {
@@ -213,7 +229,9 @@ pub struct RollupReport {
     pub minute_buckets: usize,
     /// (Hour, series) chunks sealed to disk.
     pub hours_sealed: usize,
+    /// Hourly buckets written (set or merged into).
     pub hourly_buckets: usize,
+    /// Daily buckets written (set or merged into).
     pub daily_buckets: usize,
     /// Points folded in after their raw minute was pruned.
     pub late_points: usize,
@@ -222,16 +240,23 @@ pub struct RollupReport {
     /// Oldest raw point kept (Unix ms): raw points past retention are
     /// dropped once rolled up.
     pub raw_floor: i64,
+    /// Wall-clock time the pass took, in milliseconds.
     pub duration_ms: f64,
 }
 
+/// What one retention pass ([`Store::prune`]) removed.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PruneReport {
+    /// The `now` the pass ran as of (Unix ms, whole seconds).
     pub now: i64,
+    /// Raw points dropped from memory: older than the raw floor.
     pub raw_points: u64,
+    /// Minute buckets deleted: older than the minute floor.
     pub minute_buckets: u64,
+    /// Hourly buckets deleted: older than the hourly floor.
     pub hourly_buckets: u64,
+    /// Daily buckets deleted: older than the daily floor.
     pub daily_buckets: u64,
     /// Raw journal segments deleted: every point in them rolled up and
     /// past raw retention.
@@ -240,29 +265,39 @@ pub struct PruneReport {
     pub bytes_freed: u64,
     /// Oldest timestamp each tier keeps (raw, minute, hourly, daily), Unix ms.
     pub floors: [i64; 4],
+    /// Wall-clock time the pass took, in milliseconds.
     pub duration_ms: f64,
 }
 
+/// What giving free pages back to the file system did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ReclaimReport {
+    /// Bytes of free pages returned to the file system.
     pub bytes_freed: u64,
     /// Free pages left in the file for reuse.
     pub free_pages: u64,
+    /// Wall-clock time it took, in milliseconds.
     pub duration_ms: f64,
 }
 
+/// What [`Store::maintain`] did, step by step.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct MaintainReport {
+    /// The rollup pass.
     pub rollup: RollupReport,
+    /// The retention pass.
     pub prune: PruneReport,
+    /// Free space beyond a small reserve given back.
     pub reclaim: ReclaimReport,
 }
 
+/// What [`Store::vacuum`] did.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct VacuumReport {
+    /// Every free page given back.
     pub reclaim: ReclaimReport,
 }
 
@@ -271,36 +306,60 @@ pub struct VacuumReport {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stats {
+    /// Whether the store is a file (false: in memory, `enabled: false`).
     pub enabled: bool,
+    /// The database file, or `:memory:`.
     pub db_path: String,
+    /// Bytes of the database file (0 in memory).
     pub db_size: u64,
+    /// Bytes of its `-wal` file (0 in memory).
     pub wal_size: u64,
+    /// SQLite pages free for reuse inside the file.
     pub free_pages: u64,
+    /// Series stored, not counting those merged into another.
     pub series_count: u64,
+    /// Raw points held in memory.
     pub raw_count: u64,
     /// Points written older than the raw retention, held until the next
     /// rollup folds them into their buckets (not in `raw_count`).
     pub late_count: u64,
+    /// Minute buckets, on disk and in the open hours in memory.
     pub minute_count: u64,
+    /// Hourly buckets on disk.
     pub hourly_count: u64,
+    /// Daily buckets on disk.
     pub daily_count: u64,
+    /// Where the stored data begins (0 when there is none).
     pub oldest_data_timestamp: i64,
+    /// Points accepted, over the life of the file.
     pub total_writes: u64,
+    /// Points refused because the queue was full, over the life of the file.
     pub dropped_writes: u64,
+    /// Accepted points not yet durable, the flush under way included.
     pub buffer_size: u64,
+    /// Time of the last successful flush.
     pub last_flush: i64,
+    /// Time of the last successful rollup.
     pub last_rollup: i64,
+    /// Time of the last successful prune.
     pub last_retention: i64,
+    /// Time free pages were last given back (maintenance or vacuum).
     pub last_vacuum: i64,
+    /// The last failure, prefixed with its time.
     pub last_error: String,
+    /// Successful flushes since the store was opened.
     pub flush_count: u64,
+    /// Failed flushes since the store was opened.
     pub flush_failures: u64,
+    /// Failed rollups, prunes and vacuums since the store was opened.
     pub job_failures: u64,
-    /// Files of the raw journal and their bytes.
+    /// Files of the raw journal.
     pub journal_segments: u64,
+    /// Bytes of the raw journal's files (not in `db_size`).
     pub journal_bytes: u64,
     /// Memory the raw tier takes (compressed points and chunk headers).
     pub raw_memory_bytes: u64,
+    /// The most points the write queue holds ([`QUEUE_CAPACITY`]).
     pub queue_capacity: u64,
 }
 

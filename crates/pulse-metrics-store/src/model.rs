@@ -10,12 +10,16 @@ use std::fmt;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SeriesKey {
+    /// The kind of resource (`node`, `vm`, `storage`, ...).
     pub resource_type: String,
+    /// The resource, unique within its type.
     pub resource_id: String,
+    /// What is measured (`cpu`, `memory`, ...).
     pub metric: String,
 }
 
 impl SeriesKey {
+    /// A key from its three names (not validated: see [`SeriesKey::validate`]).
     pub fn new(
         resource_type: impl Into<String>,
         resource_id: impl Into<String>,
@@ -52,15 +56,20 @@ impl fmt::Display for SeriesKey {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Point {
+    /// The series' resource type.
     pub resource_type: String,
+    /// The series' resource id.
     pub resource_id: String,
+    /// The series' metric.
     pub metric: String,
+    /// The measured value (must be finite).
     pub value: f64,
     /// Unix time in milliseconds.
     pub timestamp: i64,
 }
 
 impl Point {
+    /// A point of `series` (not validated: see [`Point::validate`]).
     pub fn new(series: &SeriesKey, value: f64, timestamp_ms: i64) -> Point {
         Point {
             resource_type: series.resource_type.clone(),
@@ -71,6 +80,7 @@ impl Point {
         }
     }
 
+    /// The key of the series it belongs to.
     pub fn series(&self) -> SeriesKey {
         SeriesKey::new(&self.resource_type, &self.resource_id, &self.metric)
     }
@@ -323,16 +333,22 @@ pub fn now_ms() -> i64 {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
+    /// Points as written.
     Raw,
+    /// One bucket per minute.
     Minute,
+    /// One bucket per hour.
     Hourly,
+    /// One bucket per day.
     Daily,
 }
 
 impl Tier {
+    /// Every tier, finest first.
     pub const ALL: [Tier; 4] = [Tier::Raw, Tier::Minute, Tier::Hourly, Tier::Daily];
 
-    pub fn name(self) -> &'static str {
+    /// The lowercase name, as it is written in JSON.
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Tier::Raw => "raw",
             Tier::Minute => "minute",
@@ -385,7 +401,9 @@ pub struct HistoryPoint {
     pub timestamp: i64,
     /// The mean of the raw values the point stands for.
     pub value: f64,
+    /// The smallest raw value it stands for.
     pub min: f64,
+    /// The largest raw value it stands for.
     pub max: f64,
     /// How many raw points the value stands for.
     pub count: u64,

@@ -492,9 +492,13 @@ pub fn to_history(
 pub struct Bucket {
     /// Unix ms of its start (a raw point's own time).
     pub timestamp: i64,
+    /// How many raw points it stands for.
     pub count: u64,
+    /// The sum of their values.
     pub sum: f64,
+    /// The smallest of their values.
     pub min: f64,
+    /// The largest of their values.
     pub max: f64,
 }
 

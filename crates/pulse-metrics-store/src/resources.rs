@@ -44,6 +44,7 @@ pub struct ResourceMeta {
     /// Whether it is a template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<bool>,
+    /// Its tags (a Proxmox guest's `tags`, one per entry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tags: Option<Vec<String>>,
 }
@@ -120,13 +121,17 @@ fn check_text(field: &str, v: &str, max: usize) -> std::result::Result<(), Strin
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Resource {
+    /// The resource type, as in its series' keys.
     pub resource_type: String,
+    /// The resource id, as in its series' keys.
     pub resource_id: String,
+    /// What is known about it (or the update to apply).
     #[serde(flatten)]
     pub meta: ResourceMeta,
 }
 
 impl Resource {
+    /// A resource and its metadata (not validated: see [`Resource::validate`]).
     pub fn new(
         resource_type: impl Into<String>,
         resource_id: impl Into<String>,

@@ -27,12 +27,20 @@ use std::path::Path;
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SalvageReport {
+    /// The damaged database read.
     pub source: String,
+    /// The new database written.
     pub output: String,
+    /// Series written to the new file; one whose name is lost is kept as
+    /// `salvaged/series-id-<id>/unknown`.
     pub series: u64,
+    /// Files of the new file's raw journal.
     pub journal_segments: u64,
+    /// Raw points copied.
     pub raw_points: u64,
+    /// Tier chunks copied.
     pub chunks: u64,
+    /// Buckets in the chunks copied.
     pub buckets: u64,
     /// Every part left behind, with the series it held where known.
     pub lost: Vec<Damage>,

@@ -38,21 +38,27 @@ use std::time::{Duration, SystemTime};
 /// Unix ms, value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TailPoint {
+    /// The series id; `Store::series_keys` names it.
     pub sid: u32,
+    /// Unix ms.
     pub ts: i64,
+    /// The point's value.
     pub value: f64,
 }
 
 /// One flushed batch.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TailBatch {
+    /// Its sequence number: one more than the batch before it.
     pub seq: u64,
+    /// Its points, in the order the journal holds them.
     pub points: Vec<TailPoint>,
 }
 
 /// Batches the tail expected and found deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Gap {
+    /// How many batches are gone.
     pub batches: u64,
     /// Points in the segments deleted while this tail's hold needed them
     /// (0 when they were deleted before the hold existed: unknown).
@@ -62,6 +68,7 @@ pub struct Gap {
 /// What one `read` found.
 #[derive(Debug, Default)]
 pub struct TailRead {
+    /// Whole batches, in sequence order.
     pub batches: Vec<TailBatch>,
     /// Set when batches were skipped because they are gone.
     pub gap: Option<Gap>,
@@ -71,7 +78,9 @@ pub struct TailRead {
 /// only (no body is decoded).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Unread {
+    /// Batches not read yet.
     pub batches: u64,
+    /// Points in those batches.
     pub points: u64,
     /// Earliest point of the first unread batch (Unix ms).
     pub oldest_ts: Option<i64>,
