@@ -747,11 +747,7 @@ fn chart_values(
 ) -> Result<HashMap<String, Option<f64>>, ApiError> {
     let mut out = HashMap::new();
     for stored in stored_metrics(t, metric) {
-        let filter = SeriesFilter {
-            metric: Some(stored.to_string()),
-            resources: Some(listing::resource_set(rows.iter().copied())),
-            ..SeriesFilter::default()
-        };
+        let filter = listing::metric_filter(stored, rows);
         let many = store
             .query_many_map(&filter, range, max_points, &|_, points| {
                 points.last().map(|p| charts::chart_value(p.value))
@@ -839,11 +835,7 @@ async fn series(
                 // Sorted by the newest value of each series.
                 let mut out = HashMap::new();
                 for stored in stored_metrics(t, metric) {
-                    let filter = SeriesFilter {
-                        metric: Some(stored.to_string()),
-                        resources: Some(listing::resource_set(rows.iter().copied())),
-                        ..SeriesFilter::default()
-                    };
+                    let filter = listing::metric_filter(stored, rows);
                     let series = store
                         .series_matching(&filter)
                         .map_err(ApiError::from_store)?;

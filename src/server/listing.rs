@@ -227,6 +227,16 @@ pub struct Listed {
 pub type MetaIndex = HashMap<String, HashMap<String, ResourceMeta>>;
 
 /// `resources` (as `Store::resources` lists them) by type and id.
+/// The series of `metric` (as stored) of `rows`: what a sort by a metric
+/// reads.
+pub fn metric_filter(stored: &str, rows: &[&Listed]) -> SeriesFilter {
+    SeriesFilter {
+        metric: Some(stored.to_string()),
+        resources: Some(resource_set(rows.iter().copied())),
+        ..SeriesFilter::default()
+    }
+}
+
 pub fn meta_index(resources: Vec<Resource>) -> MetaIndex {
     let mut meta = MetaIndex::new();
     for r in resources {

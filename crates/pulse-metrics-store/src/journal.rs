@@ -310,42 +310,58 @@ pub(crate) fn next_record(bytes: &[u8]) -> Next<'_> {
     Next::Record(head, &record[HEADER..])
 }
 
+/// The records of a segment's bytes, in order, each with its offset, up to
+/// the first damage (which is the last item). Notes are skipped: they hold
+/// nothing a replay applies.
+fn records(bytes: &[u8]) -> impl Iterator<Item = std::result::Result<(u64, Head, &[u8]), Damage>> {
+    let mut pos = 0usize;
+    let mut damaged = false;
+    std::iter::from_fn(move || {
+        while pos < bytes.len() && !damaged {
+            let offset = pos as u64;
+            match next_record(&bytes[pos..]) {
+                Next::Record(head, body) => {
+                    pos += HEADER + head.body;
+                    if head.count != NOTE {
+                        return Some(Ok((offset, head, body)));
+                    }
+                }
+                Next::Incomplete => {
+                    damaged = true;
+                    return Some(Err(Damage::Torn { offset }));
+                }
+                Next::Corrupt => {
+                    damaged = true;
+                    return Some(Err(Damage::Corrupt {
+                        offset,
+                        reason: "checksum mismatch".into(),
+                    }));
+                }
+            }
+        }
+        None
+    })
+}
+
 /// Decodes the records of one segment's bytes, stopping at the first
 /// damage (returned with the offset where the good part ends).
 pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
     let mut values = Values::default();
     let mut out = Vec::new();
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        let offset = pos as u64;
-        let (head, body) = match next_record(&bytes[pos..]) {
-            Next::Record(head, body) => (head, body),
-            Next::Incomplete => return (out, Some(Damage::Torn { offset })),
-            Next::Corrupt => {
-                return (
-                    out,
-                    Some(Damage::Corrupt {
-                        offset,
-                        reason: "checksum mismatch".into(),
-                    }),
-                );
-            }
+    for record in records(bytes) {
+        let (offset, head, body) = match record {
+            Ok(r) => r,
+            Err(damage) => return (out, Some(damage)),
         };
-        let end = pos + HEADER + head.body;
         let Head {
             seq, count, base, ..
         } = head;
-        if count == NOTE {
-            pos = end;
-            continue;
-        }
         if count == MARK {
             out.push(Record {
                 seq,
                 points: Vec::new(),
                 rolled_to: Some(base),
             });
-            pos = end;
             continue;
         }
         match decode_body(body, count, base, &mut values) {
@@ -364,7 +380,6 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
                 );
             }
         }
-        pos = end;
     }
     (out, None)
 }
@@ -401,6 +416,8 @@ pub struct BySeries {
     pub last_seq: Option<u64>,
     /// The newest rollup mark.
     pub rolled_to: Option<i64>,
+    /// The last batch written before it (the mark's sequence number).
+    pub rolled_seq: Option<u64>,
     pub max_ts: i64,
     /// Points in its batches.
     pub points: u64,
@@ -444,42 +461,29 @@ pub fn decode_by_series(
     };
     let mut points: Vec<Replayed> = emit(Vec::new());
     let mut runs: Vec<(u64, Run<'_>)> = Vec::new();
-    let mut pos = 0usize;
     let mut damage = None;
     let mut total = 0usize;
-    while pos < bytes.len() {
-        let offset = pos as u64;
-        let head = match next_record(&bytes[pos..]) {
-            Next::Record(head, _) => head,
-            Next::Incomplete => {
-                damage = Some(Damage::Torn { offset });
-                break;
-            }
-            Next::Corrupt => {
-                damage = Some(Damage::Corrupt {
-                    offset,
-                    reason: "checksum mismatch".into(),
-                });
+    for record in records(bytes) {
+        let (offset, head, body) = match record {
+            Ok(r) => r,
+            Err(d) => {
+                damage = Some(d);
                 break;
             }
         };
-        let end = pos + HEADER + head.body;
         let Head {
             seq, count, base, ..
         } = head;
-        if count == NOTE {
-            pos = end;
-            continue;
-        }
         out.last_seq = Some(out.last_seq.map_or(seq, |s| s.max(seq)));
         if count == MARK {
             out.rolled_to = Some(out.rolled_to.map_or(base, |r| r.max(base)));
+            out.rolled_seq = Some(out.rolled_seq.map_or(seq, |r| r.max(seq)));
         } else {
             total += count as usize;
             runs.push((
                 offset,
                 Run {
-                    r: BitReader::new(&bytes[pos + HEADER..end], 0),
+                    r: BitReader::new(body, 0),
                     seq,
                     left: count,
                     sid: -1,
@@ -488,7 +492,6 @@ pub fn decode_by_series(
                 },
             ));
         }
-        pos = end;
     }
     out.points = total as u64;
     let mut values = Values::default();

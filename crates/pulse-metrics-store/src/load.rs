@@ -54,6 +54,9 @@ pub fn load(conn: &Connection, source: RawSource<'_>) -> Result<Loaded> {
     let floors = retention::restore_floors(conn)?;
     let mut fold = Fold {
         rolled_to: meta_get(conn, rollup::key::ROLLED_TO, 0)?,
+        // The rollup that saved `rolled_to` had seen every batch before
+        // the `next_seq` it saved with it.
+        rolled_seq: (meta_get(conn, rollup::key::NEXT_SEQ, 1)?.max(1) - 1) as u64,
         folded_seq: meta_get(conn, rollup::key::FOLDED_SEQ, 0)?.max(0) as u64,
         ..Fold::default()
     };
@@ -193,6 +196,9 @@ impl Replay<'_> {
                 if let Some(now) = meta.rolled_to {
                     self.fold.rolled_to = self.fold.rolled_to.max(now);
                 }
+                if let Some(seq) = meta.rolled_seq {
+                    self.fold.rolled_seq = self.fold.rolled_seq.max(seq);
+                }
                 if let Some(last) = meta.last_seq {
                     self.next_seq = self.next_seq.max(last + 1);
                 }
@@ -218,6 +224,7 @@ impl Replay<'_> {
         for r in &records {
             if let Some(now) = r.rolled_to {
                 self.fold.rolled_to = self.fold.rolled_to.max(now);
+                self.fold.rolled_seq = self.fold.rolled_seq.max(r.seq);
                 continue;
             }
             self.next_seq = self.next_seq.max(r.seq + 1);

@@ -59,8 +59,10 @@ struct Scan {
     lists: [Vec<Vec<(i64, Agg)>>; 4],
 }
 
-/// Above this many series a query scans instead of looking up.
+/// Above this many series a query scans instead of looking up...
 const SCAN_THRESHOLD: usize = 8;
+/// ...when they are at least one in this many of all series.
+const SCAN_SHARE: usize = 8;
 
 /// `[from, to]` of a slice sorted by time.
 fn within(list: &[(i64, Agg)], from: i64, to: i64) -> (usize, usize) {
@@ -70,7 +72,10 @@ fn within(list: &[(i64, Agg)], from: i64, to: i64) -> (usize, usize) {
 
 impl<'a> Source<'a> {
     pub fn new(st: &'a State, conn: &'a Connection, sids: &[u32]) -> Source<'a> {
-        let mode = if sids.len() > SCAN_THRESHOLD {
+        // A scan reads every row of the span, of every series: worth it
+        // when the wanted ones are a good share of them (a whole dashboard),
+        // not for a page of a big fleet, whose chunks are looked up.
+        let mode = if sids.len() > SCAN_THRESHOLD && sids.len() * SCAN_SHARE >= st.series.len() {
             let slots: HashMap<u32, usize> =
                 sids.iter().enumerate().map(|(i, s)| (*s, i)).collect();
             let n = slots.len();

@@ -229,6 +229,10 @@ pub struct Fold {
     pub daily_pending: BTreeSet<(i64, u32)>,
     /// `now` of the latest rollup (seconds).
     pub rolled_to: i64,
+    /// The last batch written before that rollup: late points of later
+    /// batches were not folded by it (known at open, to tell the late
+    /// points a restart must fold again from those it folded).
+    pub rolled_seq: u64,
     /// Every batch up to this one is folded into sealed chunks.
     pub folded_seq: u64,
     /// `folded_seq` as of the last checkpoint: the fold of these batches
@@ -305,10 +309,12 @@ impl Fold {
                 continue;
             }
             let mask = first_minutes(closed);
-            let late: Vec<RawPoint> = latest_per_second(&w.late)
-                .into_iter()
-                .filter(|p| (p.ts - hour) / MINUTE < closed)
-                .collect();
+            // Late points the last rollup folded: of closed minutes, from
+            // batches it saw. Later ones still wait for the next rollup.
+            let folded =
+                |(seq, p): &LatePoint| *seq <= self.rolled_seq && (p.ts - hour) / MINUTE < closed;
+            let done: Vec<LatePoint> = w.late.iter().filter(|l| folded(l)).copied().collect();
+            let late: Vec<RawPoint> = latest_per_second(&done);
             w.dirty &= !mask;
             if late.is_empty() {
                 // Computed from raw when asked for (State::open_hours).
@@ -322,7 +328,7 @@ impl Fold {
                 mask,
                 &late,
             );
-            w.late.retain(|(_, p)| (p.ts - hour) / MINUTE >= closed);
+            w.late.retain(|l| !folded(l));
             rebuilt.push(((sid, hour), Box::new(buckets)));
         }
         st.open.extend(rebuilt);
