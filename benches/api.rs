@@ -162,15 +162,8 @@ async fn run() {
         ..Config::default()
     };
     config.collectors.host.enabled = false;
-    let metrics = config.metrics.clone();
     let started = Instant::now();
-    let (store, loaded) = tokio::task::spawn_blocking(move || {
-        let store = Store::open(metrics).expect("open");
-        let n = load(&store, now_ms());
-        (store, n)
-    })
-    .await
-    .unwrap();
+    let (store, loaded) = open_loaded(&config, |store| load(store, now_ms())).await;
     let stats = store.stats().unwrap();
     println!(
         "loaded {loaded} points into {} series in {:.1} s: raw {} minute {} hourly {} daily {}, file {:.1} MiB",
@@ -490,6 +483,22 @@ fn load_scale(store: &Store, resources: &[pulse_metrics::Resource], now: i64) ->
 }
 
 /// The 24 h dashboard over `n` resources x 4 metrics, by page.
+/// Opens the store of `config` and fills it with `load` (on a blocking
+/// thread); returns it and how many points were loaded.
+async fn open_loaded(
+    config: &Config,
+    load: impl FnOnce(&Store) -> usize + Send + 'static,
+) -> (Store, usize) {
+    let metrics = config.metrics.clone();
+    tokio::task::spawn_blocking(move || {
+        let store = Store::open(metrics).expect("open");
+        let n = load(&store);
+        (store, n)
+    })
+    .await
+    .unwrap()
+}
+
 async fn at_scale(
     client: &reqwest::Client,
     n: usize,
@@ -507,15 +516,9 @@ async fn at_scale(
     // The whole answer without paging is measured too: over the default
     // cap on one answer (server.max_answer_points), which refuses it.
     config.server.max_answer_points = 100_000_000;
-    let metrics = config.metrics.clone();
     let started = Instant::now();
-    let (store, loaded) = tokio::task::spawn_blocking(move || {
-        let store = Store::open(metrics).expect("open");
-        let n = load_scale(&store, &fleet(n), now_ms());
-        (store, n)
-    })
-    .await
-    .unwrap();
+    let (store, loaded) =
+        open_loaded(&config, move |store| load_scale(store, &fleet(n), now_ms())).await;
     let stats = store.stats().unwrap();
     println!(
         "at scale: {n} resources, {} series: loaded {loaded} points and buckets in {:.0} s (raw {}, minute {})",
