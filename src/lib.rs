@@ -38,7 +38,12 @@
 //! | `reads`        | where reads are answered from: the store or the engine       |
 //! | `influx`       | InfluxDB line protocol (Proxmox's metric push) onto the store |
 //! | `server`       | the service: HTTP API, background jobs, `/metrics`           |
+//! | `tls`          | certificate trust for outgoing HTTPS: roots, CA files, pins  |
 //! | `ui`           | the embedded web UI                                          |
+//!
+//! Layers import downward only: `config` uses `store` and `tls` (the rules
+//! it checks at startup live in it or below it), the collectors, `influx`,
+//! `remote` and `server` use `config`.
 //!
 //! The store knows nothing of HTTP or the command line (it is a crate of its
 //! own, so the compiler refuses an upward import); the service and the CLI
@@ -56,6 +61,7 @@ pub mod reads;
 pub mod remote;
 pub mod segments;
 pub mod server;
+pub mod tls;
 pub mod ui;
 
 pub use pulse_metrics_store as store;

@@ -13,19 +13,17 @@
 mod resources;
 pub mod sample;
 /// Shared with the remote-write client (`crate::remote`).
-pub(crate) mod tls;
-
 pub use resources::{Parsed, parse_body, parse_resources};
 pub use sample::{COUNTERS, RateState};
 
 use super::{CollectorStatus, Sink, StatusBoard};
 use crate::config::{ProxmoxConfig, ProxmoxInstance};
-use crate::model::{Point, SeriesKey, now_ms};
+use crate::model::{Point, now_ms};
 use crate::store::Resource;
+use crate::tls::{self, Trust};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tls::Trust;
 use tokio::sync::watch;
 
 /// Longest wait between retries of a failing cluster.
@@ -108,55 +106,6 @@ struct Poller {
     timeout: Duration,
 }
 
-/// Checks one instance's settings the way the collector will use them; the
-/// message names the key at fault. For config validation at startup, so a bad
-/// instance is refused before the service runs rather than shown as an error.
-pub fn check_instance(instance: &ProxmoxInstance) -> Result<(), String> {
-    check(instance).map(|_| ())
-}
-
-struct Checked {
-    endpoint: String,
-    auth: reqwest::header::HeaderValue,
-    pin: Option<[u8; 32]>,
-}
-
-fn check(instance: &ProxmoxInstance) -> Result<Checked, String> {
-    let name = &instance.name;
-    if name.is_empty() {
-        return Err("`name` must not be empty: it prefixes every series id".into());
-    }
-    if let Err(e) = SeriesKey::new("node", format!("{name}:node"), "cpu").validate() {
-        return Err(format!("`name` {name:?} cannot prefix a series id ({e})"));
-    }
-    let endpoint = endpoint(&instance.url)?;
-    let token_id = instance.token_id.trim();
-    if token_id.is_empty() || !token_id.contains('!') {
-        return Err(format!(
-            "`token_id` {token_id:?} must be an API token id of the form user@realm!tokenid"
-        ));
-    }
-    if instance.token_secret.trim().is_empty() {
-        return Err("`token_secret` is empty".into());
-    }
-    let auth = reqwest::header::HeaderValue::from_str(&format!(
-        "PVEAPIToken={token_id}={}",
-        instance.token_secret.trim()
-    ))
-    .map_err(|_| {
-        "`token_id` or `token_secret` contains characters not allowed in an HTTP header".to_string()
-    })?;
-    let pin = match instance.fingerprint.trim() {
-        "" => None,
-        text => Some(tls::parse_fingerprint(text).map_err(|e| format!("`fingerprint`: {e}"))?),
-    };
-    Ok(Checked {
-        endpoint,
-        auth,
-        pin,
-    })
-}
-
 /// What the log last said about a cluster, so it speaks only on change.
 #[derive(Debug, Clone, PartialEq)]
 enum Health {
@@ -167,7 +116,7 @@ enum Health {
 
 impl Poller {
     fn new(instance: ProxmoxInstance, interval: Duration) -> Result<Poller, String> {
-        let checked = check(&instance)?;
+        let checked = crate::config::rules::proxmox_instance(&instance)?;
         let name = instance.name;
         let endpoint = checked.endpoint;
         let mut auth = checked.auth;
@@ -416,34 +365,6 @@ impl Poller {
     }
 }
 
-/// `https://host:8006` (a trailing `/` or `/api2/json` tolerated) ->
-/// the cluster/resources endpoint.
-fn endpoint(url: &str) -> Result<String, String> {
-    let trimmed = url.trim().trim_end_matches('/');
-    let base = trimmed
-        .strip_suffix("/api2/json")
-        .unwrap_or(trimmed)
-        .trim_end_matches('/');
-    let endpoint = format!("{base}/api2/json/cluster/resources");
-    let parsed = reqwest::Url::parse(&endpoint)
-        .map_err(|e| format!("`url` {url:?} is not a valid URL ({e})"))?;
-    // The token would travel in clear text over plain HTTP.
-    if parsed.scheme() != "https" {
-        return Err(format!(
-            "`url` {url:?} must use https:// (Proxmox serves its API on https://host:8006)"
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`url` {url:?} has no host"));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Err(format!(
-            "`url` {url:?} must not have a query or fragment; give the cluster's base URL such as https://pve1:8006"
-        ));
-    }
-    Ok(parsed.to_string())
-}
-
 fn http_error(status: reqwest::StatusCode, body: &[u8]) -> String {
     match status.as_u16() {
         401 => "authentication failed (HTTP 401): check `token_id` and `token_secret`".into(),
@@ -558,28 +479,6 @@ mod tests {
     use super::*;
 
     #[test]
-    fn endpoint_tolerates_slashes_and_api_suffix() {
-        let want = "https://pve1:8006/api2/json/cluster/resources";
-        for url in [
-            "https://pve1:8006",
-            "https://pve1:8006/",
-            " https://pve1:8006// ",
-            "https://pve1:8006/api2/json",
-            "https://pve1:8006/api2/json/",
-        ] {
-            assert_eq!(endpoint(url).unwrap(), want, "{url}");
-        }
-        assert_eq!(
-            endpoint("https://proxy.example/pve").unwrap(),
-            "https://proxy.example/pve/api2/json/cluster/resources"
-        );
-        assert!(endpoint("http://pve1:8006").unwrap_err().contains("https"));
-        assert!(endpoint("pve1:8006").is_err());
-        assert!(endpoint("").is_err());
-        assert!(endpoint("https://pve1:8006/?a=b").is_err());
-    }
-
-    #[test]
     fn backoff_doubles_up_to_the_cap() {
         let s = Duration::from_secs;
         assert_eq!(backoff(s(10), 1), s(20));
@@ -617,7 +516,7 @@ mod tests {
     fn unusable_settings_are_refused_with_the_key() {
         let i = Duration::from_secs(10);
         assert!(Poller::new(instance(), i).is_ok());
-        assert_eq!(check_instance(&instance()), Ok(()));
+        assert_eq!(crate::config::rules::check_proxmox(&instance()), Ok(()));
         type Change = fn(&mut ProxmoxInstance);
         let cases: [(Change, &str); 7] = [
             (|c| c.name.clear(), "`name`"),
@@ -631,7 +530,10 @@ mod tests {
         for (change, needle) in cases {
             let mut c = instance();
             change(&mut c);
-            assert_eq!(check_instance(&c).err(), Poller::new(c.clone(), i).err());
+            assert_eq!(
+                crate::config::rules::check_proxmox(&c).err(),
+                Poller::new(c.clone(), i).err()
+            );
             let err = Poller::new(c, i).err().expect("refused");
             assert!(err.contains(needle), "{err}");
         }

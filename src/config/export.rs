@@ -196,7 +196,7 @@ impl ExportConfig {
                 }
             }
             if !t.tls.fingerprint.is_empty() {
-                crate::collectors::proxmox::tls::parse_fingerprint(&t.tls.fingerprint)
+                crate::tls::parse_fingerprint(&t.tls.fingerprint)
                     .map_err(|m| Error::config(key("tls.fingerprint"), m))?;
             }
             let tls_set = [
@@ -211,7 +211,7 @@ impl ExportConfig {
                 ));
             }
             if !t.tls.ca_file.as_os_str().is_empty() {
-                crate::collectors::proxmox::tls::ca_file_roots(&t.tls.ca_file)
+                crate::tls::ca_file_roots(&t.tls.ca_file)
                     .map_err(|m| Error::config(key("tls.ca_file"), m))?;
             }
             if t.batch_size == 0 || t.batch_size > MAX_BATCH_SIZE {

@@ -210,6 +210,7 @@ impl Default for ProxmoxConfig {
 
 mod export;
 mod file;
+pub mod rules;
 pub mod settings;
 mod validate;
 

@@ -35,7 +35,7 @@ impl InfluxConfig {
         if !self.udp.is_empty() {
             check_listen(&self.udp).map_err(|m| Error::config("ingest.influx.udp", m))?;
         }
-        crate::influx::check_instance(&self.udp_instance)
+        super::rules::push_instance(&self.udp_instance)
             .map_err(|m| Error::config("ingest.influx.udp_instance", m))
     }
 }
@@ -57,7 +57,7 @@ impl ServerConfig {
             ));
         }
         for (i, host) in self.allowed_hosts.iter().enumerate() {
-            if crate::server::guard::HostName::parse(host).is_none() {
+            if super::rules::HostName::parse(host).is_none() {
                 return Err(Error::config(
                     format!("server.allowed_hosts[{i}]"),
                     format!(
@@ -224,7 +224,7 @@ impl CollectorsConfig {
             }
             if p.enabled {
                 // Whatever else the collector itself would refuse at start.
-                crate::collectors::proxmox::check_instance(inst)
+                super::rules::check_proxmox(inst)
                     .map_err(|m| Error::config(format!("collectors.proxmox.instances[{i}]"), m))?;
             }
         }

@@ -7,7 +7,7 @@ use super::map::{self, Memory};
 use super::parse::{self, Precision};
 use crate::collectors::{Sink, StatusBoard};
 use crate::ingest::LineError;
-use crate::model::{SeriesKey, now_ms};
+use crate::model::now_ms;
 use crate::store::Resource;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -86,29 +86,10 @@ pub fn board_key(instance: &str) -> String {
     format!("influx:{instance}")
 }
 
-/// Checks a db / bucket name for use as an instance: the same rule as a
-/// configured Proxmox instance's name, so a cluster can be both polled and
-/// pushed under one name.
+/// Checks a db / bucket name for use as an instance (see
+/// `config::rules::push_instance`).
 pub fn check_instance(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("the instance name (db / bucket) is empty".into());
-    }
-    if name.len() > 64 {
-        return Err(format!(
-            "the instance name (db / bucket) {name:?} is longer than 64 bytes"
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-    {
-        return Err(format!(
-            "the instance name (db / bucket) {name:?} holds {c:?}; only A-Z, a-z, 0-9, '_', '.' and '-' are allowed (it prefixes every series id)"
-        ));
-    }
-    SeriesKey::new("node", format!("{name}:node"), "cpu")
-        .validate()
-        .map_err(|e| format!("the instance name {name:?} cannot prefix a series id ({e})"))
+    crate::config::rules::push_instance(name)
 }
 
 /// Receives pushes for every instance. Cheap to share (`Arc`).

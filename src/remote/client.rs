@@ -1,8 +1,8 @@
 //! One target's HTTP side: the client (auth, extra headers, TLS as the
 //! Proxmox collector does it, timeout) and what a send's answer means.
 
-use crate::collectors::proxmox::tls::{self, Trust};
 use crate::config::RemoteWriteTarget;
+use crate::tls::{self, Trust};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 use std::time::Duration;
 

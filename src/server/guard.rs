@@ -18,57 +18,8 @@ use axum::extract::{Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::net::IpAddr;
 
-/// A host as written in `Host`, an `Origin` or `server.allowed_hosts`:
-/// lower-cased name or IP (IPv6 without brackets), and the port if given.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HostName {
-    pub host: String,
-    pub port: Option<u16>,
-}
-
-impl HostName {
-    /// `name`, `name:port`, `1.2.3.4[:port]`, `[::1][:port]`; None for
-    /// anything else (schemes, paths, user info, empty labels).
-    pub fn parse(s: &str) -> Option<HostName> {
-        let s = s.trim();
-        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (ip, after) = rest.split_once(']')?;
-            ip.parse::<std::net::Ipv6Addr>().ok()?;
-            let port = match after {
-                "" => None,
-                p => Some(p.strip_prefix(':')?.parse::<u16>().ok()?),
-            };
-            (ip.to_string(), port)
-        } else {
-            match s.rsplit_once(':') {
-                Some((h, p)) => (h.to_string(), Some(p.parse::<u16>().ok()?)),
-                None => (s.to_string(), None),
-            }
-        };
-        let name_ok = !host.is_empty()
-            && host.len() <= 253
-            && (host.parse::<IpAddr>().is_ok()
-                || host.split('.').all(|l| {
-                    !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-                }));
-        name_ok.then(|| HostName {
-            host: host.to_ascii_lowercase(),
-            port,
-        })
-    }
-
-    fn is_ip(&self) -> bool {
-        self.host.parse::<IpAddr>().is_ok()
-    }
-
-    /// Whether `self` (an allow-list entry) covers `other`: same name, and
-    /// the same port when the entry names one.
-    fn covers(&self, other: &HostName) -> bool {
-        self.host == other.host && self.port.is_none_or(|p| other.port == Some(p))
-    }
-}
+pub use crate::config::rules::HostName;
 
 /// The names this service answers to. Fixed for the life of the process.
 #[derive(Debug, Clone, Default)]

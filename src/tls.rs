@@ -1,4 +1,5 @@
-//! TLS for the Proxmox API: system roots, a pinned certificate, or (only when
+//! TLS for outgoing HTTPS (the Proxmox API, remote write targets): system
+//! roots, a CA file, a pinned certificate, or (only when
 //! asked for explicitly) no verification at all.
 //!
 //! Proxmox clusters usually serve a self-signed certificate, so the common
