@@ -140,15 +140,15 @@ fn each_kind_of_mistake_names_its_key() {
         "collectors.proxmox.instances[0].url",
         "https://",
     );
-    // An enabled cluster without a pinned fingerprint still meets the
-    // collector's own rules at load, not only when it starts polling.
+    // An enabled cluster meets the collector's own rules at load (one set
+    // of rules, config::rules), not only when it starts polling.
     refused(
         &sb,
         "l2.yaml",
         &format!(
             "metrics:\n  database_path: {db}\ncollectors:\n  proxmox:\n    enabled: true\n    instances:\n      - {{name: pve1, url: \"https://pve1:8006/?x=1\", token_id: \"root@pam!p\", token_secret: s}}\n"
         ),
-        "collectors.proxmox.instances[0]",
+        "collectors.proxmox.instances[0].url",
         "must not have a query",
     );
     refused(

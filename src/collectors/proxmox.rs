@@ -516,7 +516,10 @@ mod tests {
     fn unusable_settings_are_refused_with_the_key() {
         let i = Duration::from_secs(10);
         assert!(Poller::new(instance(), i).is_ok());
-        assert_eq!(crate::config::rules::check_proxmox(&instance()), Ok(()));
+        assert_eq!(
+            crate::config::rules::proxmox_fields(&instance(), true),
+            Ok(())
+        );
         type Change = fn(&mut ProxmoxInstance);
         let cases: [(Change, &str); 7] = [
             (|c| c.name.clear(), "`name`"),
@@ -530,9 +533,11 @@ mod tests {
         for (change, needle) in cases {
             let mut c = instance();
             change(&mut c);
+            // Config validation refuses it for the same field, in the same words.
+            let (field, message) = crate::config::rules::proxmox_fields(&c, true).unwrap_err();
             assert_eq!(
-                crate::config::rules::check_proxmox(&c).err(),
-                Poller::new(c.clone(), i).err()
+                Poller::new(c.clone(), i).err(),
+                Some(format!("`{field}`: {message}"))
             );
             let err = Poller::new(c, i).err().expect("refused");
             assert!(err.contains(needle), "{err}");

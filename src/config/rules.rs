@@ -9,11 +9,52 @@ use crate::model::SeriesKey;
 use crate::tls;
 use std::net::IpAddr;
 
-/// Checks one instance's settings the way the collector will use them; the
-/// message names the key at fault. For config validation at startup, so a bad
-/// instance is refused before the service runs rather than shown as an error.
-pub fn check_proxmox(instance: &ProxmoxInstance) -> Result<(), String> {
-    proxmox_instance(instance).map(|_| ())
+/// A Proxmox instance's settings, each by its own rule (with `enabled`,
+/// the token is required); the error names the field at fault. Config
+/// validation and the collector both use it: one rule, one wording.
+pub fn proxmox_fields(
+    instance: &ProxmoxInstance,
+    enabled: bool,
+) -> Result<(), (&'static str, String)> {
+    instance_name(&instance.name).map_err(|m| ("name", m))?;
+    check_url(&instance.url).map_err(|m| ("url", m))?;
+    endpoint(&instance.url).map_err(|m| ("url", m))?;
+    let token_id = instance.token_id.trim();
+    let secret = instance.token_secret.trim();
+    if enabled && token_id.is_empty() {
+        return Err((
+            "token_id",
+            "must not be empty when proxmox is enabled (e.g. root@pam!pulse)".into(),
+        ));
+    }
+    if !token_id.is_empty() && !token_id.contains('!') {
+        return Err((
+            "token_id",
+            format!("{token_id:?} is not an API token id (write user@realm!tokenid)"),
+        ));
+    }
+    if enabled && secret.is_empty() {
+        return Err((
+            "token_secret",
+            "must not be empty when proxmox is enabled".into(),
+        ));
+    }
+    // They travel in the Authorization header.
+    let header_safe = |t: &str| t.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f));
+    for (field, text) in [("token_id", token_id), ("token_secret", secret)] {
+        if !header_safe(text) {
+            return Err((
+                field,
+                "contains characters not allowed in an HTTP header".into(),
+            ));
+        }
+    }
+    match instance.fingerprint.trim() {
+        "" => Ok(()),
+        text => tls::parse_fingerprint(text)
+            .map(|_| ())
+            .map_err(|e| ("fingerprint", e)),
+    }
 }
 
 /// What a Proxmox instance's settings come to, checked.
@@ -23,24 +64,11 @@ pub(crate) struct Checked {
     pub pin: Option<[u8; 32]>,
 }
 
+/// The instance as the collector uses it, by the rules of `proxmox_fields`
+/// (the message starts with the field at fault).
 pub(crate) fn proxmox_instance(instance: &ProxmoxInstance) -> Result<Checked, String> {
-    let name = &instance.name;
-    if name.is_empty() {
-        return Err("`name` must not be empty: it prefixes every series id".into());
-    }
-    if let Err(e) = SeriesKey::new("node", format!("{name}:node"), "cpu").validate() {
-        return Err(format!("`name` {name:?} cannot prefix a series id ({e})"));
-    }
-    let endpoint = endpoint(&instance.url)?;
+    proxmox_fields(instance, true).map_err(|(field, m)| format!("`{field}`: {m}"))?;
     let token_id = instance.token_id.trim();
-    if token_id.is_empty() || !token_id.contains('!') {
-        return Err(format!(
-            "`token_id` {token_id:?} must be an API token id of the form user@realm!tokenid"
-        ));
-    }
-    if instance.token_secret.trim().is_empty() {
-        return Err("`token_secret` is empty".into());
-    }
     let auth = reqwest::header::HeaderValue::from_str(&format!(
         "PVEAPIToken={token_id}={}",
         instance.token_secret.trim()
@@ -53,10 +81,28 @@ pub(crate) fn proxmox_instance(instance: &ProxmoxInstance) -> Result<Checked, St
         text => Some(tls::parse_fingerprint(text).map_err(|e| format!("`fingerprint`: {e}"))?),
     };
     Ok(Checked {
-        endpoint,
+        endpoint: endpoint(&instance.url)?,
         auth,
         pin,
     })
+}
+
+/// A cluster's base URL, as written.
+fn check_url(url: &str) -> std::result::Result<(), String> {
+    if url.is_empty() {
+        return Err("must not be empty (e.g. https://pve1:8006)".into());
+    }
+    let parsed = reqwest::Url::parse(url)
+        .map_err(|e| format!("{url:?} is not a URL ({e}); write e.g. https://pve1:8006"))?;
+    if parsed.scheme() != "https" {
+        return Err(format!(
+            "{url:?} must start with https:// (the API token must not travel in clear)"
+        ));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
 }
 
 /// `https://host:8006` (a trailing `/` or `/api2/json` tolerated) ->
@@ -87,29 +133,32 @@ pub(crate) fn endpoint(url: &str) -> Result<String, String> {
     Ok(parsed.to_string())
 }
 
-/// Checks a db / bucket name for use as an instance: the same rule as a
-/// configured Proxmox instance's name, so a cluster can be both polled and
-/// pushed under one name.
-pub fn push_instance(name: &str) -> Result<(), String> {
+/// An instance name (a Proxmox instance's `name`, a pushed db / bucket):
+/// it prefixes every series id, so a cluster can be both polled and pushed
+/// under one name.
+pub fn instance_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
-        return Err("the instance name (db / bucket) is empty".into());
-    }
-    if name.len() > 64 {
-        return Err(format!(
-            "the instance name (db / bucket) {name:?} is longer than 64 bytes"
-        ));
+        return Err("must not be empty: it prefixes every series id".into());
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
     {
         return Err(format!(
-            "the instance name (db / bucket) {name:?} holds {c:?}; only A-Z, a-z, 0-9, '_', '.' and '-' are allowed (it prefixes every series id)"
+            "{name:?} holds {c:?}; only A-Z, a-z, 0-9, '_', '.' and '-' are allowed (it prefixes every series id)"
         ));
+    }
+    if name.len() > 64 {
+        return Err(format!("{name:?} is longer than 64 bytes"));
     }
     SeriesKey::new("node", format!("{name}:node"), "cpu")
         .validate()
-        .map_err(|e| format!("the instance name {name:?} cannot prefix a series id ({e})"))
+        .map_err(|e| format!("{name:?} cannot prefix a series id ({e})"))
+}
+
+/// A db / bucket name pushed in line protocol, as an instance name.
+pub fn push_instance(name: &str) -> Result<(), String> {
+    instance_name(name).map_err(|m| format!("the instance name (db / bucket) {m}"))
 }
 
 /// A host as written in `Host`, an `Origin` or `server.allowed_hosts`:

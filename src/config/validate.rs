@@ -162,24 +162,8 @@ impl CollectorsConfig {
         let mut names = std::collections::HashSet::new();
         for (i, inst) in p.instances.iter().enumerate() {
             let key = |k: &str| format!("collectors.proxmox.instances[{i}].{k}");
-            if inst.name.is_empty() {
-                return Err(Error::config(key("name"), "must not be empty"));
-            }
-            if let Some(c) = inst
-                .name
-                .chars()
-                .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
-            {
-                return Err(Error::config(
-                    key("name"),
-                    format!(
-                        "character {c:?} not allowed (only A-Z, a-z, 0-9, '_', '.', '-'); the name prefixes every series id"
-                    ),
-                ));
-            }
-            if inst.name.len() > 64 {
-                return Err(Error::config(key("name"), "at most 64 bytes"));
-            }
+            super::rules::proxmox_fields(inst, p.enabled)
+                .map_err(|(field, m)| Error::config(key(field), m))?;
             if !names.insert(inst.name.as_str()) {
                 return Err(Error::config(
                     key("name"),
@@ -189,62 +173,7 @@ impl CollectorsConfig {
                     ),
                 ));
             }
-            check_url(&inst.url).map_err(|m| Error::config(key("url"), m))?;
-            if p.enabled {
-                if inst.token_id.is_empty() {
-                    return Err(Error::config(
-                        key("token_id"),
-                        "must not be empty when proxmox is enabled (e.g. root@pam!pulse)",
-                    ));
-                }
-                if inst.token_secret.is_empty() {
-                    return Err(Error::config(
-                        key("token_secret"),
-                        "must not be empty when proxmox is enabled",
-                    ));
-                }
-            }
-            if !inst.token_id.is_empty() && !inst.token_id.contains('!') {
-                return Err(Error::config(
-                    key("token_id"),
-                    format!(
-                        "{:?} is not an API token id (write user@realm!tokenid)",
-                        inst.token_id
-                    ),
-                ));
-            }
-            if !inst.fingerprint.is_empty() {
-                let hex: String = inst.fingerprint.chars().filter(|c| *c != ':').collect();
-                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(Error::config(
-                        key("fingerprint"),
-                        "must be empty or a SHA-256 fingerprint: 32 bytes in hex, colons allowed (AA:BB:...)",
-                    ));
-                }
-            }
-            if p.enabled {
-                // Whatever else the collector itself would refuse at start.
-                super::rules::check_proxmox(inst)
-                    .map_err(|m| Error::config(format!("collectors.proxmox.instances[{i}]"), m))?;
-            }
         }
         Ok(())
     }
-}
-
-fn check_url(url: &str) -> std::result::Result<(), String> {
-    if url.is_empty() {
-        return Err("must not be empty (e.g. https://pve1:8006)".into());
-    }
-    let parsed = reqwest::Url::parse(url)
-        .map_err(|e| format!("{url:?} is not a URL ({e}); write e.g. https://pve1:8006"))?;
-    if parsed.scheme() != "https" {
-        return Err(format!(
-            "{url:?} must start with https:// (the API token must not travel in clear)"
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("{url:?} has no host"));
-    }
-    Ok(())
 }
