@@ -69,98 +69,19 @@ fn is_zero(n: &u64) -> bool {
 pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResult {
     let now = args.now.unwrap_or_else(now_ms);
     let mut bound = RawBound::new(RAW_HELD_BEFORE_ROLLUP);
-    let stdin = match &args.file {
-        None => true,
-        Some(p) => p.as_os_str() == "-",
-    };
-    let format = args.format.unwrap_or_else(|| match &args.file {
-        Some(p) if !stdin => InputFormat::for_path(p),
-        _ => InputFormat::JsonLines,
-    });
-    let name = if stdin {
-        "stdin".to_string()
-    } else {
-        args.file
-            .as_ref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default()
-    };
-    if stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+    let input = Input::of(args);
+    if input.stdin && std::io::IsTerminal::is_terminal(&std::io::stdin()) {
         say!(
             "reading points from the terminal; end with Ctrl-D (see `pulse-metrics ingest --help`)"
         );
     }
-    let open = || -> CliResult<File> {
-        let path = args.file.as_deref().unwrap_or(Path::new("-"));
-        let file = File::open(path)
-            .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
-        if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
-            return Err(Failure::Input(format!(
-                "{} is a directory, not a file of points",
-                path.display()
-            )));
-        }
-        Ok(file)
-    };
-
     if args.skip_invalid {
-        // One pass: bad lines are reported and skipped as they come.
-        let mut counts = Counts::default();
-        let mut load = Load::new(store, now, &mut bound);
-        let accepted = if stdin {
-            let input = BufReader::with_capacity(READ_BUFFER, std::io::stdin().lock());
-            load.store_points(input, format, &mut counts)?
-        } else {
-            let input = BufReader::with_capacity(READ_BUFFER, open()?);
-            load.store_points(input, format, &mut counts)?
-        };
-        let discarded = load.finish(accepted)?;
-        counts.finish_report();
-        if counts.invalid > 0 {
-            say!(
-                "skipped {} invalid line(s) of {name}; stored {accepted} point(s)",
-                counts.invalid
-            );
-        } else {
-            say!("stored {accepted} point(s) from {name}");
-        }
-        report_discarded(discarded);
-        return print_json(&Summary {
-            accepted,
-            invalid: counts.invalid,
-            discarded,
-            resources: load.described,
-        });
+        return store_skipping(store, now, &mut bound, &input, args);
     }
-
+    // Two passes: nothing is stored unless every line is valid.
     let mut counts = Counts::default();
-    let second_pass: File = if stdin {
-        let spool = spool_file(database)?;
-        let mut tee = Tee::new(std::io::stdin().lock(), std::io::BufWriter::new(&spool));
-        check(
-            BufReader::with_capacity(READ_BUFFER, &mut tee),
-            format,
-            &mut counts,
-        )?;
-        // The reader may stop before the end (a fatal error returns above);
-        // on success it has read everything, so the copy is complete.
-        let mut copy = tee.into_copy();
-        copy.flush()
-            .map_err(|e| Failure::Runtime(format!("write the spool file: {e}")))?;
-        drop(copy);
-        let mut spool = spool;
-        spool
-            .rewind()
-            .map_err(|e| Failure::Runtime(format!("rewind the spool file: {e}")))?;
-        spool
-    } else {
-        check(
-            BufReader::with_capacity(READ_BUFFER, open()?),
-            format,
-            &mut counts,
-        )?;
-        open()?
-    };
+    let second_pass = check_all(database, &input, args, &mut counts)?;
+    let name = &input.name;
     counts.finish_report();
     if counts.invalid > 0 {
         say!(
@@ -179,7 +100,7 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
     let mut load = Load::new(store, now, &mut bound);
     let accepted = load.store_points(
         BufReader::with_capacity(READ_BUFFER, second_pass),
-        format,
+        input.format,
         &mut again,
     )?;
     if again.invalid > 0 {
@@ -198,6 +119,125 @@ pub(crate) fn run(store: &Store, database: &Path, args: &IngestArgs) -> CliResul
         discarded,
         resources: load.described,
     })
+}
+
+/// Where the points come from.
+struct Input {
+    /// Standard input (no file, or `-`).
+    stdin: bool,
+    format: InputFormat,
+    /// How messages name it.
+    name: String,
+}
+
+impl Input {
+    fn of(args: &IngestArgs) -> Input {
+        let stdin = match &args.file {
+            None => true,
+            Some(p) => p.as_os_str() == "-",
+        };
+        let format = args.format.unwrap_or_else(|| match &args.file {
+            Some(p) if !stdin => InputFormat::for_path(p),
+            _ => InputFormat::JsonLines,
+        });
+        let name = match (&args.file, stdin) {
+            (Some(p), false) => p.display().to_string(),
+            _ => "stdin".to_string(),
+        };
+        Input {
+            stdin,
+            format,
+            name,
+        }
+    }
+}
+
+/// Opens the input file (not stdin), refusing a directory.
+fn open_file(args: &IngestArgs) -> CliResult<File> {
+    let path = args.file.as_deref().unwrap_or(Path::new("-"));
+    let file = File::open(path)
+        .map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(Failure::Input(format!(
+            "{} is a directory, not a file of points",
+            path.display()
+        )));
+    }
+    Ok(file)
+}
+
+/// `--skip-invalid`: one pass, bad lines reported and skipped as they come.
+fn store_skipping(
+    store: &Store,
+    now: i64,
+    bound: &mut RawBound,
+    input: &Input,
+    args: &IngestArgs,
+) -> CliResult {
+    let mut counts = Counts::default();
+    let mut load = Load::new(store, now, bound);
+    let accepted = if input.stdin {
+        let reader = BufReader::with_capacity(READ_BUFFER, std::io::stdin().lock());
+        load.store_points(reader, input.format, &mut counts)?
+    } else {
+        let reader = BufReader::with_capacity(READ_BUFFER, open_file(args)?);
+        load.store_points(reader, input.format, &mut counts)?
+    };
+    let discarded = load.finish(accepted)?;
+    counts.finish_report();
+    let name = &input.name;
+    if counts.invalid > 0 {
+        say!(
+            "skipped {} invalid line(s) of {name}; stored {accepted} point(s)",
+            counts.invalid
+        );
+    } else {
+        say!("stored {accepted} point(s) from {name}");
+    }
+    report_discarded(discarded);
+    print_json(&Summary {
+        accepted,
+        invalid: counts.invalid,
+        discarded,
+        resources: load.described,
+    })
+}
+
+/// The first of two passes: checks every line, counting the invalid ones;
+/// returns the input again for the second pass (stdin is copied to a spool
+/// file beside the database as it is read).
+fn check_all(
+    database: &Path,
+    input: &Input,
+    args: &IngestArgs,
+    counts: &mut Counts,
+) -> CliResult<File> {
+    if !input.stdin {
+        check(
+            BufReader::with_capacity(READ_BUFFER, open_file(args)?),
+            input.format,
+            counts,
+        )?;
+        return open_file(args);
+    }
+    let spool = spool_file(database)?;
+    let mut tee = Tee::new(std::io::stdin().lock(), std::io::BufWriter::new(&spool));
+    check(
+        BufReader::with_capacity(READ_BUFFER, &mut tee),
+        input.format,
+        counts,
+    )?;
+    // The reader may stop before the end (a fatal error returns above);
+    // on success it has read everything, so the copy is complete.
+    let mut copy = tee.into_copy();
+    copy.flush()
+        .map_err(|e| Failure::Runtime(format!("write the spool file: {e}")))?;
+    drop(copy);
+    let mut spool = spool;
+    spool
+        .rewind()
+        .map_err(|e| Failure::Runtime(format!("rewind the spool file: {e}")))?;
+    Ok(spool)
 }
 
 fn report_discarded(discarded: u64) {
