@@ -145,10 +145,15 @@ pub fn encode_chunk(buckets: &[Option<Agg>]) -> Vec<u8> {
 fn chunk_body(bytes: &[u8]) -> Result<&[u8], DecodeError> {
     match bytes.first() {
         Some(&CHUNK_VERSION) => {
-            let body = bytes
-                .get(CHUNK_HEADER..)
-                .ok_or(DecodeError("truncated chunk"))?;
-            let stored = u32::from_le_bytes(bytes[1..CHUNK_HEADER].try_into().expect("4 bytes"));
+            let (Some(crc), Some(body)) = (
+                bytes
+                    .get(1..CHUNK_HEADER)
+                    .and_then(|b| <[u8; 4]>::try_from(b).ok()),
+                bytes.get(CHUNK_HEADER..),
+            ) else {
+                return Err(DecodeError("truncated chunk"));
+            };
+            let stored = u32::from_le_bytes(crc);
             if crc32fast::hash(body) != stored {
                 return Err(DecodeError("chunk checksum mismatch"));
             }
