@@ -1,6 +1,8 @@
 //! The command line as an operator uses it: the real binary, real files.
 
 mod cli_support;
+#[path = "common/stats.rs"]
+mod stats_keys;
 
 use cli_support::{Out, Sandbox, T0, point};
 use serde_json::json;
@@ -128,26 +130,7 @@ fn ingest_jsonl_file_then_query_stats_and_export() {
     assert_eq!(s["rawCount"], 14);
     assert_eq!(s["seriesCount"], 3);
     assert_eq!(s["enabled"], true);
-    for key in [
-        "dbPath",
-        "dbSize",
-        "walSize",
-        "freePages",
-        "minuteCount",
-        "hourlyCount",
-        "dailyCount",
-        "oldestDataTimestamp",
-        "totalWrites",
-        "droppedWrites",
-        "bufferSize",
-        "lastFlush",
-        "lastRollup",
-        "lastRetention",
-        "lastVacuum",
-        "lastError",
-    ] {
-        assert!(s.get(key).is_some(), "stats lacks {key}: {s}");
-    }
+    stats_keys::assert_stats_keys(&s);
     assert_eq!(s["oldestDataTimestamp"], T0);
 
     let q = sb

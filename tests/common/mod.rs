@@ -2,6 +2,8 @@
 //! `127.0.0.1:0` over a temporary database, and a plain-HTTP client.
 #![allow(dead_code)]
 
+pub mod stats;
+
 use pulse_metrics::config::{Config, SettingsFile};
 use pulse_metrics::model::now_ms;
 use pulse_metrics::server::{self, App};
