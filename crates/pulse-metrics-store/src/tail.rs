@@ -240,25 +240,23 @@ impl JournalTail {
             }
             let open = self.open.as_mut().expect("opened above");
             while !open.damaged {
-                let rest = &open.buf[open.pos..];
-                let rec = match parse(rest) {
-                    Parsed::Incomplete => break,
-                    Parsed::Corrupt(why) => {
+                let (rec, body) = match journal::next_record(&open.buf[open.pos..]) {
+                    journal::Next::Incomplete => break,
+                    journal::Next::Corrupt => {
                         tracing::error!(
-                            "raw journal segment {}: {why} at byte {}; a remote-write reader skips the rest of it",
+                            "raw journal segment {}: checksum mismatch at byte {}; a remote-write reader skips the rest of it",
                             open.path.display(),
                             open.base + open.pos as u64
                         );
                         open.damaged = true;
                         break;
                     }
-                    Parsed::Record(r) => r,
+                    journal::Next::Record(head, body) => (head, body),
                 };
-                open.pos += rec.len;
+                open.pos += HEADER + rec.body;
                 if rec.count == MARK || rec.count == NOTE {
                     continue;
                 }
-                let body = &open.buf[open.pos - rec.len + HEADER..open.pos];
                 let decoded = match decode_body(body, rec.count, rec.base, &mut open.values) {
                     Ok(p) => p,
                     Err(e) => {
@@ -402,33 +400,6 @@ impl JournalTail {
             damaged: false,
         });
         Ok(true)
-    }
-}
-
-/// One parsed record header, with the record's whole length.
-struct Head {
-    len: usize,
-    seq: u64,
-    count: u32,
-    base: i64,
-}
-
-enum Parsed {
-    Record(Head),
-    Incomplete,
-    Corrupt(&'static str),
-}
-
-fn parse(bytes: &[u8]) -> Parsed {
-    match journal::next_record(bytes) {
-        journal::Next::Record(h, _) => Parsed::Record(Head {
-            len: HEADER + h.body,
-            seq: h.seq,
-            count: h.count,
-            base: h.base,
-        }),
-        journal::Next::Incomplete => Parsed::Incomplete,
-        journal::Next::Corrupt => Parsed::Corrupt("checksum mismatch"),
     }
 }
 
