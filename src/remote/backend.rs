@@ -320,12 +320,7 @@ impl RemoteReader {
         max_points: Option<usize>,
         f: &(dyn Fn(&SeriesKey, Vec<HistoryPoint>) -> T + Sync),
     ) -> Result<ManyHistory<T>> {
-        if range.start > range.end {
-            return Err(crate::Error::invalid_input("start is after end"));
-        }
-        if max_points == Some(0) {
-            return Err(crate::Error::invalid_input("maxPoints must be at least 1"));
-        }
+        crate::store::check_query(range, max_points)?;
         let tier = select_tier(range.start, range.now, &self.retention);
         let mut points: BTreeMap<SeriesKey, Vec<Bucket>> = self
             .keys(filter, range.now)?

@@ -167,6 +167,18 @@ pub struct SeriesFilter {
     pub resources: Option<HashMap<String, HashSet<String>>>,
 }
 
+/// What every query's range and cap must meet, wherever it is answered
+/// from (this store, or a remote engine answering in its place).
+pub fn check_query(range: TimeRange, max_points: Option<usize>) -> Result<()> {
+    if range.start > range.end {
+        return Err(Error::invalid_input("start is after end"));
+    }
+    if max_points == Some(0) {
+        return Err(Error::invalid_input("maxPoints must be at least 1"));
+    }
+    Ok(())
+}
+
 impl SeriesFilter {
     /// Whether `key` passes every condition that is set.
     pub fn matches(&self, key: &SeriesKey) -> bool {
@@ -933,12 +945,7 @@ impl Store {
         max_points: Option<usize>,
         f: &(dyn Fn(&SeriesKey, Vec<HistoryPoint>) -> T + Sync),
     ) -> Result<ManyHistory<T>> {
-        if range.start > range.end {
-            return Err(Error::invalid_input("start is after end"));
-        }
-        if max_points == Some(0) {
-            return Err(Error::invalid_input("maxPoints must be at least 1"));
-        }
+        check_query(range, max_points)?;
         let tier = select_tier(range.start, range.now, &self.inner.config.read().retention);
         let st = self.inner.shared.read();
         let mut sids: Vec<u32> = match one {
