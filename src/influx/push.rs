@@ -118,10 +118,10 @@ impl Receiver {
         precision: Precision,
         mode: Mode,
     ) -> Result<Report, PushError> {
+        // A name that cannot be an instance has no status to report under.
+        check_instance(instance).map_err(PushError::Instance)?;
         let outcome = self.push_inner(instance, body, precision, mode);
-        if check_instance(instance).is_ok() {
-            self.report(instance, &outcome);
-        }
+        self.report(instance, &outcome);
         outcome
     }
 
@@ -132,7 +132,6 @@ impl Receiver {
         precision: Precision,
         mode: Mode,
     ) -> Result<Report, PushError> {
-        check_instance(instance).map_err(PushError::Instance)?;
         let state = self.state(instance)?;
         let parsed = parse::parse(body, precision, now_ms());
         let read = parsed.lines.len() + parsed.errors.len();
