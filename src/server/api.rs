@@ -826,10 +826,10 @@ async fn series(
     let store = app.state.reads.clone();
     let listed = app.state.listed.clone();
     let bytes = blocking(move || {
-        let resources = store.resources().map_err(ApiError::from_store)?;
+        let index = listing::meta_index(store.resources().map_err(ApiError::from_store)?);
         let page = listing::page(
             &listed.listed(&store).map_err(ApiError::from_store)?,
-            &listing::meta_index(resources.clone()),
+            &index,
             &wanted,
             |t, metric, rows| {
                 // Sorted by the newest value of each series.
@@ -848,14 +848,13 @@ async fn series(
         )?;
         let mut meta = ResourceMap::new();
         let series = if wanted.is_everything() {
-            for r in resources {
-                meta.entry(r.resource_type)
-                    .or_default()
-                    .insert(r.resource_id, r.meta);
-            }
+            meta.extend(
+                index
+                    .into_iter()
+                    .map(|(t, ids)| (t, ids.into_iter().collect())),
+            );
             store.series().map_err(ApiError::from_store)?
         } else {
-            let index = listing::meta_index(resources);
             for row in &page.rows {
                 let id = &row.listed.resource_id;
                 for t in &row.listed.stored_types {
