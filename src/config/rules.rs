@@ -16,9 +16,21 @@ pub fn proxmox_fields(
     instance: &ProxmoxInstance,
     enabled: bool,
 ) -> Result<(), (&'static str, String)> {
+    fields(instance, enabled).map(|_| ())
+}
+
+/// A setting at fault: its field, and what is wrong with it.
+type FieldError = (&'static str, String);
+
+/// `proxmox_fields`, keeping what the checks computed: the endpoint and
+/// the pinned fingerprint.
+fn fields(
+    instance: &ProxmoxInstance,
+    enabled: bool,
+) -> Result<(String, Option<[u8; 32]>), FieldError> {
     instance_name(&instance.name).map_err(|m| ("name", m))?;
     check_url(&instance.url).map_err(|m| ("url", m))?;
-    endpoint(&instance.url).map_err(|m| ("url", m))?;
+    let endpoint = endpoint(&instance.url).map_err(|m| ("url", m))?;
     let token_id = instance.token_id.trim();
     let secret = instance.token_secret.trim();
     if enabled && token_id.is_empty() {
@@ -49,12 +61,11 @@ pub fn proxmox_fields(
             ));
         }
     }
-    match instance.fingerprint.trim() {
-        "" => Ok(()),
-        text => tls::parse_fingerprint(text)
-            .map(|_| ())
-            .map_err(|e| ("fingerprint", e)),
-    }
+    let pin = match instance.fingerprint.trim() {
+        "" => None,
+        text => Some(tls::parse_fingerprint(text).map_err(|e| ("fingerprint", e))?),
+    };
+    Ok((endpoint, pin))
 }
 
 /// What a Proxmox instance's settings come to, checked.
@@ -67,7 +78,7 @@ pub(crate) struct Checked {
 /// The instance as the collector uses it, by the rules of `proxmox_fields`
 /// (the message starts with the field at fault).
 pub(crate) fn proxmox_instance(instance: &ProxmoxInstance) -> Result<Checked, String> {
-    proxmox_fields(instance, true).map_err(|(field, m)| format!("`{field}`: {m}"))?;
+    let (endpoint, pin) = fields(instance, true).map_err(|(field, m)| format!("`{field}`: {m}"))?;
     let token_id = instance.token_id.trim();
     let auth = reqwest::header::HeaderValue::from_str(&format!(
         "PVEAPIToken={token_id}={}",
@@ -76,12 +87,8 @@ pub(crate) fn proxmox_instance(instance: &ProxmoxInstance) -> Result<Checked, St
     .map_err(|_| {
         "`token_id` or `token_secret` contains characters not allowed in an HTTP header".to_string()
     })?;
-    let pin = match instance.fingerprint.trim() {
-        "" => None,
-        text => Some(tls::parse_fingerprint(text).map_err(|e| format!("`fingerprint`: {e}"))?),
-    };
     Ok(Checked {
-        endpoint: endpoint(&instance.url)?,
+        endpoint,
         auth,
         pin,
     })
