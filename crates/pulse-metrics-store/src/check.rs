@@ -139,7 +139,7 @@ pub(crate) fn check_segment(src: &Source, path: &Path, last: bool) -> SegmentChe
     let name = path
         .file_name()
         .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-    let bytes = match std::fs::read(path) {
+    let bytes = match journal::segment_bytes(path, false) {
         Ok(b) => b,
         Err(e) => {
             return SegmentCheck {

@@ -40,6 +40,7 @@ pub struct Counters {
     pub last_error: Mutex<String>,
     pub journal_segments: AtomicU64,
     pub journal_bytes: AtomicU64,
+    pub journal_staged_bytes: AtomicU64,
 }
 
 impl Counters {

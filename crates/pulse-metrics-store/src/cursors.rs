@@ -47,7 +47,7 @@ fn decode(body: &[u8]) -> Option<Cursors> {
 /// the last note of the newest segment that has one.
 pub fn latest(dir: &Path) -> Result<Cursors> {
     for (_, path) in journal::list(dir)?.into_iter().rev() {
-        let bytes = match std::fs::read(&path) {
+        let bytes = match journal::segment_bytes(&path, false) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),

@@ -1,13 +1,14 @@
 //! The raw tier's durable form: an append-only journal of flushed batches
 //! in segment files beside the database (`<database>-raw/`).
 //!
-//! A flush appends one record with a single `write` call and no fsync: the
-//! bytes are in the page cache when the call returns, which is what
-//! survives a killed process. The page cache coalesces consecutive small
-//! appends into whole pages, so a day of 5-second polls costs about what
-//! its points weigh, written once (a page rewritten in place per flush, then
-//! again at checkpoint, is what the SQLite log cost). Segments are fsynced
-//! at each rollup, at roll-over and at close: that is the power-cut bound
+//! A flush appends one record and does not fsync: the bytes are in the
+//! page cache when the call returns, which is what survives a killed
+//! process. Only whole pages go to the segment file; the bytes past the
+//! last whole page go to a staging file in shared memory (`staging.rs`)
+//! until more records fill the page, so each page of the journal is written
+//! to the disk once rather than each time the kernel writes back a partly
+//! filled one. Segments are fsynced, partial page included, at each rollup,
+//! at roll-over and at close: that is the power-cut bound
 //! (docs/storage.md).
 //!
 //! A record holds one batch: its sequence number, its points sorted by
@@ -23,8 +24,8 @@
 
 use crate::bits::{BitCursor, BitReader, DecodeError, delta, undelta, unzigzag, zigzag};
 use crate::error::{Error, Result};
+use crate::staging::{PAGE, SegmentId, Staging, write_at};
 use std::fs::{File, OpenOptions};
-use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// One point as it travels through the journal: series id, Unix ms, value.
@@ -552,6 +553,45 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     Ok(out)
 }
 
+/// A segment's bytes: its file, and past the file's end what is staged
+/// for it (`staging.rs`). With `repair` (a writer opening) the staged bytes
+/// are written to the file and synced, so the file alone holds them.
+pub(crate) fn segment_bytes(path: &Path, repair: bool) -> std::io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let meta = file.metadata()?;
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::io::Read::read_to_end(&mut file, &mut bytes)?;
+    let first_seq = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
+        .and_then(|n| n.parse::<u64>().ok());
+    let (Some(dir), Some(first_seq)) = (path.parent(), first_seq) else {
+        return Ok(bytes);
+    };
+    let Some(staged) = crate::staging::read(dir, SegmentId::of(&meta, first_seq)) else {
+        return Ok(bytes);
+    };
+    let Some(extra) = staged.beyond(&bytes) else {
+        tracing::warn!(
+            "the staged last page of {} disagrees with the file; it is ignored",
+            path.display()
+        );
+        return Ok(bytes);
+    };
+    if extra.is_empty() {
+        return Ok(bytes);
+    }
+    let at = bytes.len() as u64;
+    bytes.extend_from_slice(extra);
+    if repair {
+        let file = OpenOptions::new().write(true).open(path)?;
+        write_at(&file, extra, at)?;
+        file.sync_data()?;
+    }
+    Ok(bytes)
+}
+
 fn segment_name(first_seq: u64) -> String {
     format!("{first_seq:020}{SEGMENT_SUFFIX}")
 }
@@ -562,34 +602,113 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(io(format!("sync {}", dir.display())))
 }
 
+/// The segment being appended to.
+#[derive(Debug)]
+struct Open {
+    file: File,
+    id: SegmentId,
+    /// With staging: the segment's bytes past its last whole page, from
+    /// `tail_at` on (the file holds them only once synced). Without: empty,
+    /// and `tail_at` is the end of the segment.
+    tail: Vec<u8>,
+    tail_at: u64,
+    /// Bytes of the segment the file holds.
+    on_disk: u64,
+    /// An append failed: the next one starts a new segment.
+    broken: bool,
+}
+
+impl Open {
+    /// Appends `record`: whole pages to the file, the rest staged; without
+    /// staging, all of it to the file. On failure the segment is as it was.
+    /// Returns the bytes written to the staging file.
+    fn append(&mut self, staging: &mut Option<Staging>, record: &[u8]) -> std::io::Result<u64> {
+        let Some(st) = staging else {
+            let end = self.tail_at;
+            if let Err(e) = write_at(&self.file, record, end) {
+                let _ = self.file.set_len(end);
+                return Err(e);
+            }
+            self.tail_at += record.len() as u64;
+            self.on_disk = self.tail_at;
+            return Ok(0);
+        };
+        let kept = self.tail.len();
+        self.tail.extend_from_slice(record);
+        let whole = self.tail.len() / PAGE * PAGE;
+        if whole > 0 {
+            if let Err(e) = write_at(&self.file, &self.tail[..whole], self.tail_at) {
+                self.tail.truncate(kept);
+                let _ = self.file.set_len(self.on_disk);
+                return Err(e);
+            }
+            self.on_disk = self.on_disk.max(self.tail_at + whole as u64);
+            self.tail.drain(..whole);
+            self.tail_at += whole as u64;
+        }
+        match st.put(self.id, self.tail_at, &self.tail) {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                tracing::warn!(
+                    "could not stage the raw journal's last page ({e}); it is written to the disk from now on"
+                );
+                *staging = None;
+                self.write_tail()?;
+                self.tail_at += self.tail.len() as u64;
+                self.tail.clear();
+                Ok(0)
+            }
+        }
+    }
+
+    /// Writes the staged part of the last page to the file.
+    fn write_tail(&mut self) -> std::io::Result<()> {
+        let end = self.tail_at + self.tail.len() as u64;
+        if self.on_disk < end {
+            write_at(&self.file, &self.tail, self.tail_at)?;
+            self.on_disk = end;
+        }
+        Ok(())
+    }
+}
+
 /// The journal a writer appends to.
 #[derive(Debug)]
 pub struct Journal {
     dir: PathBuf,
     /// Every segment, oldest first; the last one is being appended to when
-    /// `file` is open.
+    /// `open` is set.
     segments: Vec<Segment>,
-    file: Option<File>,
+    open: Option<Open>,
     values: Values,
     /// Appended since the last fsync.
     unsynced: bool,
     /// The latest note, written again at the start of every segment, so the
     /// newest segment (never deleted) always holds it.
     preamble: Option<Vec<u8>>,
+    /// Where the open segment's partial last page is kept instead of being
+    /// rewritten on the disk (`staging.rs`); opened with the first segment.
+    staging: Option<Staging>,
+    staging_tried: bool,
+    /// Bytes written to the staging file (shared memory, not the disk).
+    staged: u64,
 }
 
 impl Journal {
     /// A journal over `dir` whose existing segments are `segments` (as
-    /// replayed); the next append starts a new segment, so a torn or
-    /// foreign tail is never appended to.
+    /// replayed, staged bytes made durable); the next append starts a new
+    /// segment, so a torn or foreign tail is never appended to.
     pub fn new(dir: PathBuf, segments: Vec<Segment>) -> Journal {
         Journal {
             dir,
             segments,
-            file: None,
+            open: None,
             values: Values::default(),
             unsynced: false,
             preamble: None,
+            staging: None,
+            staging_tried: false,
+            staged: 0,
         }
     }
 
@@ -597,9 +716,9 @@ impl Journal {
         &self.dir
     }
 
-    /// Appends batch `seq` (points sorted by series, then time) with one
-    /// write; on failure the segment is cut back to where it was, so a
-    /// retried flush does not leave a torn record behind it.
+    /// Appends batch `seq` (points sorted by series, then time); on failure
+    /// the segment is as it was, so a retried flush does not leave a torn
+    /// record behind it.
     pub fn append(&mut self, seq: u64, points: &[LogPoint], series_count: usize) -> Result<u64> {
         self.start(seq, series_count)?;
         let record = encode(seq, points, &mut self.values);
@@ -630,11 +749,13 @@ impl Journal {
         self.write(seq, &header(seq, MARK, now, &[]), None)
     }
 
-    /// Rolls over to a new segment when there is none open or it is full;
-    /// says whether it did.
+    /// Rolls over to a new segment when there is none open, it is full or
+    /// an append to it failed; says whether it did.
     fn start(&mut self, seq: u64, series_count: usize) -> Result<bool> {
         let limit = SEGMENT_MIN_BYTES.max(SEGMENT_BYTES_PER_SERIES * series_count as u64);
-        if self.file.is_none() || self.segments.last().is_none_or(|s| s.bytes >= limit) {
+        if self.open.as_ref().is_none_or(|o| o.broken)
+            || self.segments.last().is_none_or(|s| s.bytes >= limit)
+        {
             self.roll(seq)?;
             return Ok(true);
         }
@@ -642,20 +763,20 @@ impl Journal {
     }
 
     fn write(&mut self, seq: u64, record: &[u8], max_ts: Option<i64>) -> Result<u64> {
-        let (Some(seg), Some(file)) = (self.segments.last_mut(), self.file.as_mut()) else {
+        let (Some(seg), Some(open)) = (self.segments.last_mut(), self.open.as_mut()) else {
             // `start` rolls before every write: this is a bug, not a disk.
             return Err(Error::damaged(
                 "the raw journal has no open segment to append to",
             ));
         };
-        let before = seg.bytes;
-        if let Err(e) = file.write_all(record) {
-            let _ = file.set_len(before);
-            let _ = file.seek(SeekFrom::Start(before));
-            // Encoding moved the per-series values on: they now disagree
-            // with the file, so the next append starts a new segment.
-            self.file = None;
-            return Err(Error::io(format!("append to {}", seg.path.display()), e));
+        match open.append(&mut self.staging, record) {
+            Ok(staged) => self.staged += staged,
+            Err(e) => {
+                // Encoding moved the per-series values on: they now disagree
+                // with the file, so the next append starts a new segment.
+                open.broken = true;
+                return Err(Error::io(format!("append to {}", seg.path.display()), e));
+            }
         }
         seg.bytes += record.len() as u64;
         seg.last_seq = seg.last_seq.max(seq);
@@ -674,6 +795,12 @@ impl Journal {
     fn roll(&mut self, first_seq: u64) -> Result<()> {
         self.sync()?;
         std::fs::create_dir_all(&self.dir).map_err(io(format!("create {}", self.dir.display())))?;
+        if !self.staging_tried {
+            // What a staging file held is durable by now: the replay
+            // wrote it to its segment, and every segment since is synced.
+            self.staging_tried = true;
+            self.staging = Staging::open(&self.dir);
+        }
         let first_seq = self
             .segments
             .last()
@@ -689,6 +816,10 @@ impl Journal {
         let file = opts
             .open(&path)
             .map_err(io(format!("create {}", path.display())))?;
+        let id = file
+            .metadata()
+            .map(|m| SegmentId::of(&m, first_seq))
+            .map_err(io(format!("create {}", path.display())))?;
         sync_dir(&self.dir)?;
         self.segments.push(Segment {
             path,
@@ -698,7 +829,14 @@ impl Journal {
             bytes: 0,
             points: 0,
         });
-        self.file = Some(file);
+        self.open = Some(Open {
+            file,
+            id,
+            tail: Vec::new(),
+            tail_at: 0,
+            on_disk: 0,
+            broken: false,
+        });
         self.values.reset();
         if let Some(preamble) = self.preamble.clone() {
             self.write(first_seq, &preamble, None)?;
@@ -706,24 +844,32 @@ impl Journal {
         Ok(())
     }
 
-    /// Makes every append so far survive a power cut.
+    /// Makes every append so far survive a power cut: the staged part of
+    /// the last page is written to the file, then the file is fsynced.
     pub fn sync(&mut self) -> Result<()> {
-        if let (Some(f), true) = (&self.file, self.unsynced) {
-            f.sync_data().map_err(io(format!(
-                "sync {}",
-                self.segments
-                    .last()
-                    .map_or(Path::new(""), |s| &s.path)
-                    .display()
-            )))?;
+        if let (Some(open), true) = (&mut self.open, self.unsynced) {
+            let path = self.segments.last().map_or(Path::new(""), |s| &s.path);
+            open.write_tail()
+                .and_then(|()| open.file.sync_data())
+                .map_err(io(format!("sync {}", path.display())))?;
         }
         self.unsynced = false;
         Ok(())
     }
 
+    /// Syncs, then removes the staging file, which holds nothing the
+    /// segments do not: at close.
+    pub fn close(&mut self) -> Result<()> {
+        self.sync()?;
+        if let Some(s) = self.staging.take() {
+            s.remove();
+        }
+        Ok(())
+    }
+
     /// Deletes the closed segments `unneeded` accepts; returns how many.
     pub fn delete(&mut self, unneeded: impl Fn(&Segment) -> bool) -> Result<usize> {
-        let open = self.file.is_some();
+        let open = self.open.is_some();
         let last = self.segments.len().saturating_sub(1);
         let mut gone = Vec::new();
         for (i, s) in self.segments.iter().enumerate() {
@@ -740,6 +886,11 @@ impl Journal {
             self.segments.remove(*i);
         }
         Ok(gone.len())
+    }
+
+    /// Bytes written to the staging file since the journal was opened.
+    pub fn staged_bytes(&self) -> u64 {
+        self.staged
     }
 
     /// (segments, bytes) on disk.
@@ -808,7 +959,7 @@ pub fn replay_by_series(
         let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<Vec<Replayed>>(2);
         scope.spawn(move || {
             for (i, (first_seq, path)) in files.into_iter().enumerate() {
-                let bytes = match std::fs::read(&path) {
+                let bytes = match segment_bytes(&path, repair) {
                     Ok(b) => b,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && !repair => continue,
                     Err(e) => {
@@ -964,7 +1115,7 @@ fn read_segment<T>(
     reuse: Option<T>,
     describe: fn(&T, &mut Segment),
 ) -> Result<Option<(Segment, T)>> {
-    let bytes = match std::fs::read(&path) {
+    let bytes = match segment_bytes(&path, repair) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound && !repair => return Ok(None),
         Err(e) => return Err(Error::io(format!("read {}", path.display()), e)),
@@ -981,6 +1132,7 @@ fn read_segment<T>(
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use std::io::Write;
 
     fn batch(seq: u64, n: u32, ts: i64) -> Vec<LogPoint> {
         (0..n)
@@ -1106,7 +1258,8 @@ mod tests {
         j.append(51, &batch(51, 3, 300_000), 10_000).unwrap();
         // After a restart, a mark naming the last batch starts a segment of
         // its own: it must not replace the one that batch is in.
-        let mut j2 = Journal::new(jdir.clone(), j.segments.clone());
+        let reopened = replay(&jdir, true, |_| Ok(())).unwrap();
+        let mut j2 = Journal::new(jdir.clone(), reopened);
         j2.mark(51, 300, 10_000).unwrap();
         drop(j2);
         let deleted = j.delete(|s| s.last_seq <= 50).unwrap();
@@ -1118,5 +1271,59 @@ mod tests {
         })
         .unwrap();
         assert_eq!(got, [(51, 3, None), (51, 0, Some(300))]);
+        j.close().unwrap();
+    }
+
+    #[test]
+    fn the_partial_last_page_is_staged_until_synced_and_outlives_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("j");
+        let mut j = Journal::new(jdir.clone(), Vec::new());
+        for seq in 1..=40u64 {
+            j.append(seq, &batch(seq, 50, seq as i64 * 5_000), 255)
+                .unwrap();
+        }
+        if j.staging.is_none() {
+            eprintln!("/dev/shm is not a tmpfs here: staging is off, nothing to test");
+            return;
+        }
+        let seg = list(&jdir).unwrap().pop().unwrap().1;
+        let (_, written) = j.usage();
+        let in_file = std::fs::metadata(&seg).unwrap().len();
+        assert_eq!(in_file % PAGE as u64, 0, "only whole pages reach the file");
+        assert!(in_file < written && written - in_file < PAGE as u64);
+        let seqs = |repair| {
+            let mut seqs = Vec::new();
+            let segments = replay(&jdir, repair, |rs| {
+                seqs.extend(rs.iter().map(|r| r.seq));
+                Ok(())
+            })
+            .unwrap();
+            (seqs, segments)
+        };
+        // A reader sees every batch: the file, then the staged page.
+        assert_eq!(seqs(false).0, (1..=40).collect::<Vec<_>>());
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), in_file);
+        // Killed before a sync: the next writer's replay puts the staged
+        // page in the file.
+        drop(j);
+        let (got, segments) = seqs(true);
+        assert_eq!(got, (1..=40).collect::<Vec<_>>());
+        assert_eq!(std::fs::metadata(&seg).unwrap().len(), written);
+        // The next writer: its first segment empties the staging file, and
+        // a sync puts the partial page in the file.
+        let mut j = Journal::new(jdir.clone(), segments);
+        j.append(41, &batch(41, 50, 205_000), 255).unwrap();
+        let newest = list(&jdir).unwrap().pop().unwrap().1;
+        assert_ne!(newest, seg);
+        assert_eq!(std::fs::metadata(&newest).unwrap().len(), 0);
+        j.sync().unwrap();
+        let (_, total) = j.usage();
+        assert_eq!(std::fs::metadata(&newest).unwrap().len(), total - written);
+        let staged = crate::staging::path_for(&jdir).unwrap();
+        assert!(staged.exists());
+        j.close().unwrap();
+        assert!(!staged.exists(), "close removes the staging file");
+        assert_eq!(seqs(false).0, (1..=41).collect::<Vec<_>>());
     }
 }

@@ -118,7 +118,7 @@ pub fn convert(conn: &Connection, dir: &std::path::Path) -> Result<()> {
     for r in &records {
         journal.append(r.seq, &r.points, series.max(0) as usize)?;
     }
-    journal.sync()?;
+    journal.close()?;
     tracing::info!(
         "moved {} batches of the raw log into the journal {}",
         records.len(),

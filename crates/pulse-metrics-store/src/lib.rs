@@ -34,6 +34,7 @@
 //! | `bits`      | varints, zigzag, bit streams, float bit-pattern deltas       |
 //! | `codec`     | the byte layout of tier chunks                               |
 //! | `journal`   | the raw tier on disk: append-only segment files              |
+//! | `staging`   | the journal's partial last page, kept in shared memory       |
 //! | `raw`       | the raw tier in memory: compressed 20-minute chunks          |
 //! | `legacy`    | reading the SQLite raw log of schema versions 1 and 2        |
 //! | `state`     | what lives in memory: series, raw points, open hours          |
@@ -88,6 +89,7 @@ mod retention;
 mod rollup;
 mod schema;
 mod space;
+mod staging;
 mod state;
 mod tail;
 mod tiers;
@@ -369,6 +371,10 @@ pub struct Stats {
     pub journal_segments: u64,
     /// Bytes of the raw journal's files (not in `db_size`).
     pub journal_bytes: u64,
+    /// Bytes the journal wrote to its staging file in shared memory (its
+    /// partial last page; not the disk) since the store was opened: what
+    /// to take off `wchar` for the bytes written to files on the disk.
+    pub journal_staged_bytes: u64,
     /// Memory the raw tier takes (compressed points and chunk headers).
     pub raw_memory_bytes: u64,
     /// The most points the write queue holds ([`QUEUE_CAPACITY`]).
@@ -1319,6 +1325,7 @@ impl Store {
             job_failures: c.job_failures.load(Ordering::Relaxed),
             journal_segments: c.journal_segments.load(Ordering::Relaxed),
             journal_bytes: c.journal_bytes.load(Ordering::Relaxed),
+            journal_staged_bytes: c.journal_staged_bytes.load(Ordering::Relaxed),
             raw_memory_bytes: st.raw_bytes(),
             queue_capacity: QUEUE_CAPACITY as u64,
         })

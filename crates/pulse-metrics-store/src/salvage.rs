@@ -273,8 +273,8 @@ fn copy_raw(
         if c.good == 0 {
             continue;
         }
-        let bytes =
-            std::fs::read(path).map_err(|e| Error::io(format!("read {}", path.display()), e))?;
+        let bytes = journal::segment_bytes(path, false)
+            .map_err(|e| Error::io(format!("read {}", path.display()), e))?;
         let target = out_journal.join(&c.name);
         let mut file = std::fs::File::create(&target)
             .map_err(|e| Error::io(format!("create {}", target.display()), e))?;
@@ -314,7 +314,7 @@ fn copy_raw(
                 report.raw_points += points.len() as u64;
                 j.append(seq, &points, series)?;
             }
-            j.sync()?;
+            j.close()?;
             report.journal_segments = journal::list(out_journal)?.len() as u64;
         }
     }

@@ -25,6 +25,7 @@
 
 use crate::error::{Error, Result};
 use crate::journal::{self, HEADER, MARK, NOTE, Segment, Values, decode_body};
+use crate::staging::{SegmentId, Staged};
 use crate::state::State;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -319,6 +320,7 @@ impl JournalTail {
         let mut out = Unread::default();
         let files = journal::list(&self.dir)?;
         let start = self.open.as_ref().map(|o| (o.name, o.base + o.pos as u64));
+        let newest = files.last().map(|(n, _)| *n);
         for (name, path) in files {
             let from = match start {
                 Some((n, _)) if name < n => continue,
@@ -328,10 +330,20 @@ impl JournalTail {
             let Ok(mut file) = File::open(&path) else {
                 continue;
             };
+            // The newest segment's partial last page may be staged.
+            let staged = match (Some(name) == newest, file.metadata()) {
+                (true, Ok(meta)) => path
+                    .parent()
+                    .and_then(|dir| crate::staging::read(dir, SegmentId::of(&meta, name))),
+                _ => None,
+            };
             let mut off = from;
             let mut head = [0u8; HEADER];
             loop {
-                if read_at(&mut file, off, &mut head)? < HEADER {
+                let n = read_at(&mut file, off, &mut head)?;
+                if n < HEADER
+                    && past_file(staged.as_ref(), off + n as u64, &mut head[n..]) < HEADER - n
+                {
                     break;
                 }
                 let Some(journal::Head {
@@ -414,13 +426,13 @@ fn fill(open: &mut Open) -> Result<usize> {
     let at = open.buf.len();
     let off = open.base + at as u64;
     // Most reads find nothing new: ask the size first, without a buffer.
-    let len = open
+    let meta = open
         .file
         .metadata()
-        .map_err(|e| Error::io(format!("read {}", open.path.display()), e))?
-        .len();
+        .map_err(|e| Error::io(format!("read {}", open.path.display()), e))?;
+    let len = meta.len();
     if len <= off {
-        return Ok(0);
+        return Ok(staged(open, off, &meta));
     }
     let want = usize::try_from(len - off)
         .unwrap_or(READ_CHUNK)
@@ -429,6 +441,39 @@ fn fill(open: &mut Open) -> Result<usize> {
     let n = read_at(&mut open.file, off, &mut open.buf[at..])?;
     open.buf.truncate(at + n);
     Ok(n)
+}
+
+/// Appends to the buffer what is staged for the segment past `off` (the
+/// end of its file): the writer keeps a partial last page in shared memory
+/// until the page fills or is synced (`staging.rs`).
+fn staged(open: &mut Open, off: u64, meta: &std::fs::Metadata) -> usize {
+    let Some(st) = open
+        .path
+        .parent()
+        .and_then(|dir| crate::staging::read(dir, SegmentId::of(meta, open.name)))
+    else {
+        return 0;
+    };
+    let new = staged_from(&st, off);
+    open.buf.extend_from_slice(new);
+    new.len()
+}
+
+/// The staged bytes from segment offset `off` on (none if it is outside them).
+fn staged_from(st: &Staged, off: u64) -> &[u8] {
+    off.checked_sub(st.offset)
+        .and_then(|skip| usize::try_from(skip).ok())
+        .and_then(|skip| st.bytes.get(skip..))
+        .unwrap_or_default()
+}
+
+/// Fills `buf` from what is staged at `off`, past the end of the file;
+/// returns the bytes copied.
+fn past_file(staged: Option<&Staged>, off: u64, buf: &mut [u8]) -> usize {
+    let more = staged.map_or(&[][..], |st| staged_from(st, off));
+    let n = more.len().min(buf.len());
+    buf[..n].copy_from_slice(&more[..n]);
+    n
 }
 
 /// Reads up to `buf.len()` bytes at `off`, fewer only at the end of the file.

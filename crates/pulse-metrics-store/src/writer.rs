@@ -377,6 +377,10 @@ impl Writer {
             .journal_segments
             .store(segments as u64, Ordering::Relaxed);
         self.counters.journal_bytes.store(bytes, Ordering::Relaxed);
+        let staged = self.journal.as_ref().map_or(0, Journal::staged_bytes);
+        self.counters
+            .journal_staged_bytes
+            .store(staged, Ordering::Relaxed);
     }
 
     /// Final flush already attempted: sync the journal, keep the counters,
@@ -384,7 +388,7 @@ impl Writer {
     /// flushed.
     fn finish(&mut self) {
         if let Some(j) = &mut self.journal
-            && let Err(e) = j.sync()
+            && let Err(e) = j.close()
         {
             tracing::warn!("could not sync the raw journal at close: {e}");
         }
