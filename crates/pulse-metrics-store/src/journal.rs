@@ -131,28 +131,47 @@ fn put_head(c: &mut BitCursor, body: &mut Vec<u8>, p: &LogPoint, prev_sid: i64, 
 }
 
 /// Writes a value against the previous value of its series in the
-/// segment: `0` the same, `10` and the bit-pattern difference, `11` and
-/// the whole value (the first in the segment). Self-describing, so a reader
-/// can skip a point without knowing its series' history.
+/// segment: `0` the same; `10` and the bit-pattern difference (zigzagged,
+/// sized); `110` and the whole value (the first in the segment); `111`, the
+/// difference's trailing zero bits (6) and the difference shifted by them
+/// (zigzagged, sized), when it ends in at least `SHIFT_FROM` zero bits, as
+/// the changes of used bytes over a power-of-two total or of an integer
+/// counter do. Self-describing, so a reader can skip a point without
+/// knowing its series' history. Records of earlier versions (without
+/// `SHIFTED` in their count) have no `111`, and `11` is the whole value.
 fn put_value(c: &mut BitCursor, body: &mut Vec<u8>, bits: u64, last: Option<u64>) {
+    let whole = |c: &mut BitCursor, body: &mut Vec<u8>| {
+        c.put(body, 0b011, 3);
+        c.put(body, bits, 64);
+    };
     match last {
         Some(l) if l == bits => c.put(body, 0, 1),
         Some(l) => {
+            let diff = (bits as i64).wrapping_sub(l as i64);
+            let tz = diff.trailing_zeros();
             let d = delta(f64::from_bits(bits), f64::from_bits(l));
-            if 64 - d.leading_zeros() < 56 {
+            if tz >= SHIFT_FROM {
+                c.put(body, 0b111, 3);
+                c.put(body, u64::from(tz), 6);
+                c.put_sized(body, zigzag(diff >> tz));
+            } else if 64 - d.leading_zeros() < 56 {
                 c.put(body, 0b01, 2);
                 c.put_sized(body, d);
             } else {
-                c.put(body, 0b11, 2);
-                c.put(body, bits, 64);
+                whole(c, body);
             }
         }
-        None => {
-            c.put(body, 0b11, 2);
-            c.put(body, bits, 64);
-        }
+        None => whole(c, body),
     }
 }
+
+/// Trailing zero bits of a change from which it is written shifted (the
+/// shift's 6 bits must pay for themselves).
+const SHIFT_FROM: u32 = 7;
+/// Set in the point count of a batch record whose values may be shifted
+/// (`put_value`); marks and notes (`u32::MAX`, `u32::MAX - 1`) do not
+/// carry it, and no batch holds 2^31 points.
+const SHIFTED: u32 = 1 << 31;
 
 /// Encodes a batch as a record; the points are sorted by series, then time
 /// (series-major: a replay applies a segment series by series).
@@ -169,7 +188,7 @@ fn encode(seq: u64, points: &[LogPoint], values: &mut Values) -> Vec<u8> {
         prev_ts = p.ts;
         prev_sid = i64::from(p.sid);
     }
-    header(seq, points.len() as u32, base, &body)
+    header(seq, points.len() as u32 | SHIFTED, base, &body)
 }
 
 /// Reads one point's series and time.
@@ -193,13 +212,23 @@ fn get_head(
     u32::try_from(*sid).map_err(|_| DecodeError("series id out of range"))
 }
 
-/// Reads one value written by `put_value`.
-fn get_value(r: &mut BitReader<'_>, last: Option<u64>) -> std::result::Result<f64, DecodeError> {
+/// Reads one value written by `put_value` (`shifted`: the record's count
+/// carries `SHIFTED`).
+fn get_value(
+    r: &mut BitReader<'_>,
+    last: Option<u64>,
+    shifted: bool,
+) -> std::result::Result<f64, DecodeError> {
+    let changed =
+        |last: Option<u64>| last.ok_or(DecodeError("a changed value of a series not seen before"));
     let bits = if !r.bit()? {
         last.ok_or(DecodeError("a repeated value of a series not seen before"))?
     } else if !r.bit()? {
-        let l = last.ok_or(DecodeError("a changed value of a series not seen before"))?;
-        undelta(r.get_sized()?, f64::from_bits(l)).to_bits()
+        undelta(r.get_sized()?, f64::from_bits(changed(last)?)).to_bits()
+    } else if shifted && r.bit()? {
+        let tz = r.get(6)? as u32;
+        let diff = unzigzag(r.get_sized()?).wrapping_shl(tz);
+        (changed(last)? as i64).wrapping_add(diff) as u64
     } else {
         r.get(64)?
     };
@@ -262,6 +291,8 @@ pub(crate) struct Head {
     pub seq: u64,
     /// Points in the body, or `MARK` or `NOTE`.
     pub count: u32,
+    /// Its values may be written shifted (`put_value`).
+    pub shifted: bool,
     /// The first point's time (a mark: how far minutes were rolled up).
     pub base: i64,
 }
@@ -273,11 +304,14 @@ impl Head {
         fn field<const N: usize>(h: &[u8; HEADER], at: usize) -> [u8; N] {
             std::array::from_fn(|i| h[at + i])
         }
+        let count = u32::from_le_bytes(field(h, 16));
+        let shifted = count != MARK && count != NOTE && count & SHIFTED != 0;
         Some(Head {
             body: u32::from_le_bytes(field(h, 0)) as usize,
             crc: u32::from_le_bytes(field(h, 4)),
             seq: u64::from_le_bytes(field(h, 8)),
-            count: u32::from_le_bytes(field(h, 16)),
+            count: if shifted { count & !SHIFTED } else { count },
+            shifted,
             base: i64::from_le_bytes(field(h, 20)),
         })
     }
@@ -355,7 +389,11 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
             Err(damage) => return (out, Some(damage)),
         };
         let Head {
-            seq, count, base, ..
+            seq,
+            count,
+            base,
+            shifted,
+            ..
         } = head;
         if count == MARK {
             out.push(Record {
@@ -365,7 +403,7 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
             });
             continue;
         }
-        match decode_body(body, count, base, &mut values) {
+        match decode_body(body, count, shifted, base, &mut values) {
             Ok(points) => out.push(Record {
                 seq,
                 points,
@@ -388,6 +426,7 @@ pub fn decode_segment(bytes: &[u8]) -> (Vec<Record>, Option<Damage>) {
 pub(crate) fn decode_body(
     body: &[u8],
     count: u32,
+    shifted: bool,
     base: i64,
     values: &mut Values,
 ) -> std::result::Result<Vec<LogPoint>, DecodeError> {
@@ -396,7 +435,7 @@ pub(crate) fn decode_body(
     let (mut ts, mut sid) = (base, -1i64);
     for _ in 0..count {
         let id = get_head(&mut r, &mut sid, &mut ts)?;
-        let value = get_value(&mut r, values.get(id))?;
+        let value = get_value(&mut r, values.get(id), shifted)?;
         values.set(id, value.to_bits());
         out.push(LogPoint { sid: id, ts, value });
     }
@@ -427,6 +466,7 @@ pub struct BySeries {
 /// One record being read in step with the others.
 struct Run<'a> {
     r: BitReader<'a>,
+    shifted: bool,
     seq: u64,
     left: u32,
     sid: i64,
@@ -473,7 +513,11 @@ pub fn decode_by_series(
             }
         };
         let Head {
-            seq, count, base, ..
+            seq,
+            count,
+            base,
+            shifted,
+            ..
         } = head;
         out.last_seq = Some(out.last_seq.map_or(seq, |s| s.max(seq)));
         if count == MARK {
@@ -485,6 +529,7 @@ pub fn decode_by_series(
                 offset,
                 Run {
                     r: BitReader::new(body, 0),
+                    shifted,
                     seq,
                     left: count,
                     sid: -1,
@@ -508,7 +553,7 @@ pub fn decode_by_series(
     while let Some(sid) = runs.iter().filter_map(|(_, r)| r.next).min() {
         for (offset, run) in runs.iter_mut() {
             while run.next == Some(sid) {
-                let value = match get_value(&mut run.r, values.get(sid)) {
+                let value = match get_value(&mut run.r, values.get(sid), run.shifted) {
                     Ok(v) => v,
                     Err(e) => return (out, Some(fail(*offset, e))),
                 };
@@ -1152,6 +1197,8 @@ mod tests {
                     (0u32..3000, 0i64..4_000_000_000_000, prop_oneof![
                         any::<f64>().prop_filter("finite", |v| v.is_finite()),
                         (0i32..3).prop_map(f64::from),
+                        (0u64..1 << 21).prop_map(|pages| (pages * 4096) as f64 / 8_589_934_592.0 * 100.0),
+                        (0u64..1 << 40).prop_map(|n| n as f64),
                     ]), 0..200), 1..8)
         ) {
             let mut values = Values::default();
@@ -1325,5 +1372,96 @@ mod tests {
         j.close().unwrap();
         assert!(!staged.exists(), "close removes the staging file");
         assert_eq!(seqs(false).0, (1..=41).collect::<Vec<_>>());
+    }
+
+    /// A record as the versions before shifted values wrote it: `11` and
+    /// the whole value, no `SHIFTED` in the count.
+    fn encode_unshifted(seq: u64, points: &[LogPoint], values: &mut Values) -> Vec<u8> {
+        let base = points.first().map_or(0, |p| p.ts);
+        let mut body = Vec::new();
+        let mut c = BitCursor::default();
+        let (mut prev_ts, mut prev_sid) = (base, -1i64);
+        for p in points {
+            put_head(&mut c, &mut body, p, prev_sid, prev_ts);
+            let bits = p.value.to_bits();
+            match values.get(p.sid) {
+                Some(l) if l == bits => c.put(&mut body, 0, 1),
+                Some(l) if 64 - delta(p.value, f64::from_bits(l)).leading_zeros() < 56 => {
+                    c.put(&mut body, 0b01, 2);
+                    c.put_sized(&mut body, delta(p.value, f64::from_bits(l)));
+                }
+                _ => {
+                    c.put(&mut body, 0b11, 2);
+                    c.put(&mut body, bits, 64);
+                }
+            }
+            values.set(p.sid, bits);
+            prev_ts = p.ts;
+            prev_sid = i64::from(p.sid);
+        }
+        header(seq, points.len() as u32, base, &body)
+    }
+
+    #[test]
+    fn segments_of_earlier_versions_still_decode() {
+        let polls: Vec<Vec<LogPoint>> = (0..50u64)
+            .map(|i| {
+                (0..20u32)
+                    .map(|sid| LogPoint {
+                        sid,
+                        ts: 1_000_000 + i as i64 * 5_000,
+                        // Whole, repeated, shifted-looking and plain changes.
+                        value: match sid % 4 {
+                            0 => ((i * 7 + u64::from(sid)) * 4096) as f64 / 8_589_934_592.0 * 100.0,
+                            1 => 3.0,
+                            2 => (i * 1_000_003) as f64,
+                            _ => (i as f64 * 0.37 + f64::from(sid)).sin(),
+                        },
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut values = Values::default();
+        let old: Vec<u8> = polls
+            .iter()
+            .enumerate()
+            .flat_map(|(seq, pts)| encode_unshifted(seq as u64, pts, &mut values))
+            .collect();
+        let mut values = Values::default();
+        let new: Vec<u8> = polls
+            .iter()
+            .enumerate()
+            .flat_map(|(seq, pts)| encode(seq as u64, pts, &mut values))
+            .collect();
+        assert!(new.len() < old.len(), "{} vs {}", new.len(), old.len());
+        for bytes in [&old, &new] {
+            let (records, damage) = decode_segment(bytes);
+            assert!(damage.is_none());
+            let got: Vec<Vec<(u32, i64, u64)>> = records
+                .iter()
+                .map(|r| {
+                    r.points
+                        .iter()
+                        .map(|p| (p.sid, p.ts, p.value.to_bits()))
+                        .collect()
+                })
+                .collect();
+            let want: Vec<Vec<(u32, i64, u64)>> = polls
+                .iter()
+                .map(|pts| {
+                    pts.iter()
+                        .map(|p| (p.sid, p.ts, p.value.to_bits()))
+                        .collect()
+                })
+                .collect();
+            assert_eq!(got, want);
+            let mut by_series = 0usize;
+            let (_, damage) = decode_by_series(bytes, &mut |piece| {
+                by_series += piece.len();
+                Vec::new()
+            });
+            assert!(damage.is_none());
+            assert_eq!(by_series, 50 * 20);
+        }
     }
 }

@@ -5,7 +5,8 @@
 //! A point costs what it carries: the timestamp as the change of the
 //! interval since the previous point (one bit for a regular poll), the value
 //! as one bit when it repeats and otherwise as the difference of its bit
-//! pattern from the previous value in as few bits as it needs. A
+//! pattern from the previous value in as few bits as it needs (shifted past
+//! its trailing zeros when it has many: see `put_change`). A
 //! full-precision random walk takes ~7 bytes a point; a counter that does not
 //! move, one bit. Held as 16-byte pairs, 40,000 series over two hours did not
 //! fit in half a gigabyte; compressed they do (docs/storage.md).
@@ -14,7 +15,7 @@
 //! open window's chunk without decoding it. A point for an older second
 //! (late, or a rewrite of a second) rebuilds its chunk.
 
-use crate::bits::{BitReader, DecodeError, WordAppender, delta, undelta, zigzag};
+use crate::bits::{BitReader, DecodeError, WordAppender, delta, undelta, unzigzag, zigzag};
 use crate::codec::Agg;
 
 /// Seconds of one chunk's window.
@@ -55,6 +56,40 @@ struct Tail {
     last_ms: i64,
     last_delta: i64,
     last_bits: u64,
+}
+
+/// Trailing zero bits of a value's change from which it is coded shifted:
+/// the shift's 6 bits must be paid for.
+const SHIFT_FROM: u32 = 7;
+
+/// Writes a changed value as the difference of its bit pattern from the
+/// previous one: `0` and the zigzagged difference (sized), or `1`, the
+/// difference's trailing zero bits (6) and the difference shifted by them.
+/// Values with few significant bits change by differences that end in
+/// zeros: used bytes over a power-of-two total, integer counters. Proxmox's
+/// memory percentages so take ~2.9 bytes a change instead of ~5.7.
+fn put_change(w: &mut WordAppender, out: &mut Vec<u8>, bits: u64, last: u64) {
+    let d = (bits as i64).wrapping_sub(last as i64);
+    let tz = d.trailing_zeros();
+    if tz >= SHIFT_FROM {
+        w.put(out, 1, 1);
+        w.put(out, u64::from(tz), 6);
+        w.put_sized(out, zigzag(d >> tz));
+    } else {
+        w.put(out, 0, 1);
+        w.put_sized(out, delta(f64::from_bits(bits), f64::from_bits(last)));
+    }
+}
+
+/// Reads what `put_change` wrote; returns the new bit pattern.
+fn get_change(r: &mut BitReader<'_>, last: u64) -> Result<u64, DecodeError> {
+    if r.bit()? {
+        let tz = r.get(6)? as u32;
+        let d = unzigzag(r.get_sized()?).wrapping_shl(tz);
+        Ok((last as i64).wrapping_add(d) as u64)
+    } else {
+        Ok(undelta(r.get_sized()?, f64::from_bits(last)).to_bits())
+    }
 }
 
 /// The points of one series in one window, encoded.
@@ -109,8 +144,7 @@ impl Chunk {
                 t.bits.put(out, 0, 1);
             } else {
                 t.bits.put(out, 1, 1);
-                t.bits
-                    .put_sized(out, delta(p.value, f64::from_bits(t.last_bits)));
+                put_change(&mut t.bits, out, bits, t.last_bits);
             }
             t.last_delta = d;
         }
@@ -135,7 +169,7 @@ impl Chunk {
                 }
                 ms += d;
                 if r.bit()? {
-                    bits = undelta(r.get_sized()?, f64::from_bits(bits)).to_bits();
+                    bits = get_change(&mut r, bits)?;
                 }
             }
             f(RawPoint::at(ms, f64::from_bits(bits)));
@@ -370,6 +404,9 @@ mod tests {
                 (0i64..20_000_000, prop_oneof![
                     any::<f64>().prop_filter("finite", |v| v.is_finite()),
                     (0i32..4).prop_map(f64::from),
+                    // Changes ending in zero bits: coded shifted.
+                    (0u64..1 << 21).prop_map(|pages| (pages * 4096) as f64 / 8_589_934_592.0 * 100.0),
+                    (0u64..1 << 40).prop_map(|n| n as f64),
                 ]), 1..400),
             floor in 0i64..20_000,
         ) {
@@ -410,5 +447,32 @@ mod tests {
         assert!(used <= 80, "{used}");
         let a = s.agg(1_800_000_000, 60).unwrap();
         assert_eq!(a.count, 12);
+    }
+
+    #[test]
+    fn changes_ending_in_zero_bits_cost_less() {
+        // Used memory (whole 4 KiB pages) over an 8 GiB total, in percent,
+        // moving by up to a few hundred pages a poll.
+        let mut s = RawSeries::default();
+        let mut used: i64 = 4 << 30;
+        let mut values = Vec::new();
+        for i in 0..240i64 {
+            used += ((i * 7919) % 257 - 128) * 4096;
+            let v = used as f64 / 8_589_934_592.0 * 100.0;
+            values.push(v);
+            s.upsert(RawPoint::at(1_800_000_000_000 + i * 5000, v));
+        }
+        let got: Vec<u64> = s
+            .range(i64::MIN, i64::MAX)
+            .iter()
+            .map(|p| p.value.to_bits())
+            .collect();
+        assert_eq!(got, values.iter().map(|v| v.to_bits()).collect::<Vec<_>>());
+        let used_bytes: usize = s.chunks.iter().map(|c| c.bytes.len()).sum();
+        // Shifted, a change takes ~3 bytes here; unshifted it took ~5.7.
+        assert!(
+            used_bytes < 240 * 7 / 2,
+            "{used_bytes} bytes for 240 points"
+        );
     }
 }

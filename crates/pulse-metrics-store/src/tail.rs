@@ -258,7 +258,13 @@ impl JournalTail {
                 if rec.count == MARK || rec.count == NOTE {
                     continue;
                 }
-                let decoded = match decode_body(body, rec.count, rec.base, &mut open.values) {
+                let decoded = match decode_body(
+                    body,
+                    rec.count,
+                    rec.shifted,
+                    rec.base,
+                    &mut open.values,
+                ) {
                     Ok(p) => p,
                     Err(e) => {
                         tracing::error!(
