@@ -145,6 +145,27 @@ fn proc_io() -> (u64, u64) {
     (field("wchar:"), field("write_bytes:"))
 }
 
+/// (VmRSS, RssAnon, RssFile) now, in MB: how much of the memory is the
+/// process's own and how much is mapped file pages.
+fn rss_now_mb() -> (f64, f64, f64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| -> f64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| {
+                v.trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse::<f64>()
+                    .unwrap_or(0.0)
+                    / 1024.0
+            })
+            .unwrap_or(0.0)
+    };
+    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
+}
+
 fn peak_rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
@@ -264,7 +285,7 @@ fn simulate(path: &Path, args: &Args) -> (Store, Fleet, Ours) {
     // `wchar` counts the journal's writes to its staging file in shared
     // memory too (docs/storage.md): they are taken off, so the figures are
     // bytes written to files on the disk.
-    let staged = || store.stats().unwrap().journal_staged_bytes;
+    let staged = || store.journal_staged_bytes();
     let polls = args.hours * HOUR / POLL;
     let s0 = staged();
     let (w0, b0) = proc_io();
@@ -285,6 +306,7 @@ fn simulate(path: &Path, args: &Args) -> (Store, Fleet, Ours) {
     // I/O at each simulated hour boundary: the last hour is steady state
     // even when the window starts on an empty file.
     let mut hour_marks = vec![(w0 - s0, b0)];
+    let mut rss_by_hour = Vec::new();
     for _ in 0..polls {
         let pts = fleet.poll(now);
         let t = Instant::now();
@@ -316,6 +338,7 @@ fn simulate(path: &Path, args: &Args) -> (Store, Fleet, Ours) {
             peak_file = peak_file.max(file_size(path));
             let (w, b) = proc_io();
             hour_marks.push((w - staged(), b));
+            rss_by_hour.push((rss_now_mb(), peak_rss_kib() as f64 / 1024.0));
         }
     }
     let (w1, b1) = proc_io();
@@ -333,6 +356,12 @@ fn simulate(path: &Path, args: &Args) -> (Store, Fleet, Ours) {
         "(steady state: {polls} polls in {:.1} s)",
         started.elapsed().as_secs_f64()
     );
+    for (i, ((rss, anon, file), peak)) in rss_by_hour.iter().enumerate() {
+        println!(
+            "(memory after hour {}: RSS {rss:.0} MB, of which {anon:.0} MB the process's own and {file:.0} MB mapped file pages; peak so far {peak:.0} MB)",
+            i + 1
+        );
+    }
     let scale = (DAY / POLL) as f64 / polls as f64;
     let stats = store.stats().unwrap();
     describe_file(path, &stats);

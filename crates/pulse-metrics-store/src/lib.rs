@@ -1274,6 +1274,16 @@ impl Store {
         self.inner.queue.run(queue::Job::Vacuum)
     }
 
+    /// [`Stats::journal_staged_bytes`] alone, without the queries
+    /// [`Store::stats`] makes: for a caller that measures the bytes this
+    /// process writes to the disk around every operation.
+    pub fn journal_staged_bytes(&self) -> u64 {
+        self.inner
+            .counters
+            .journal_staged_bytes
+            .load(Ordering::Relaxed)
+    }
+
     /// Storage health.
     pub fn stats(&self) -> Result<Stats> {
         let c = &self.inner.counters;

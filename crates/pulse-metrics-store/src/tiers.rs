@@ -160,6 +160,21 @@ pub fn population(conn: &Connection, tier: ChunkTier, chunk: i64, sid: u32) -> R
     population_between(conn, tier, key, key + 1)
 }
 
+/// Whether any chunk of `tier` is stored for span `chunk` (any series).
+pub fn span_has_rows(conn: &Connection, tier: ChunkTier, chunk: i64) -> Result<bool> {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM {} WHERE key >= ?1 AND key < ?2)",
+        tier.table
+    );
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| {
+            s.query_row([tier.key(chunk, 0), tier.key(chunk + 1, 0)], |r| {
+                r.get::<_, bool>(0)
+            })
+        })
+        .ctx("look for chunks of a span")
+}
+
 /// Total buckets stored in rows with key in `[from_key, to_key)`.
 pub fn population_between(
     conn: &Connection,
@@ -204,12 +219,25 @@ pub fn write(
             .ctx("delete chunk")?;
         return Ok(());
     }
+    write_encoded(conn, tier, chunk, sid, seq, &codec::encode_chunk(buckets))
+}
+
+/// Stores a chunk already encoded (`codec::encode_chunk` of buckets that
+/// are not all empty).
+pub fn write_encoded(
+    conn: &Connection,
+    tier: ChunkTier,
+    chunk: i64,
+    sid: u32,
+    seq: u64,
+    data: &[u8],
+) -> Result<()> {
+    let key = tier.key(chunk, sid);
     let sql = format!(
         "INSERT INTO {} (key, seq, data) VALUES (?1, ?2, ?3) \
          ON CONFLICT(key) DO UPDATE SET seq = excluded.seq, data = excluded.data",
         tier.table
     );
-    let data = codec::encode_chunk(buckets);
     conn.prepare_cached(&sql)
         .and_then(|mut s| s.execute(rusqlite::params![key, seq as i64, data]))
         .ctx("write chunk")?;
