@@ -24,7 +24,7 @@
 
 use crate::bits::{BitCursor, BitReader, DecodeError, delta, undelta, unzigzag, zigzag};
 use crate::error::{Error, Result};
-use crate::staging::{PAGE, SegmentId, Staging, write_at};
+use crate::staging::{SegmentId, Staging, UNIT, write_at};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -680,9 +680,14 @@ impl Open {
         };
         let kept = self.tail.len();
         self.tail.extend_from_slice(record);
-        let whole = self.tail.len() / PAGE * PAGE;
+        let whole = self.tail.len() / UNIT * UNIT;
         if whole > 0 {
-            if let Err(e) = write_at(&self.file, &self.tail[..whole], self.tail_at) {
+            // What an fsync wrote of the unit is in the file already.
+            let from = self
+                .on_disk
+                .clamp(self.tail_at, self.tail_at + whole as u64);
+            let skip = (from - self.tail_at) as usize;
+            if let Err(e) = write_at(&self.file, &self.tail[skip..whole], from) {
                 self.tail.truncate(kept);
                 let _ = self.file.set_len(self.on_disk);
                 return Err(e);
@@ -706,11 +711,13 @@ impl Open {
         }
     }
 
-    /// Writes the staged part of the last page to the file.
+    /// Writes the staged part of the last unit to the file (what is not
+    /// there yet).
     fn write_tail(&mut self) -> std::io::Result<()> {
         let end = self.tail_at + self.tail.len() as u64;
         if self.on_disk < end {
-            write_at(&self.file, &self.tail, self.tail_at)?;
+            let skip = (self.on_disk - self.tail_at) as usize;
+            write_at(&self.file, &self.tail[skip..], self.on_disk)?;
             self.on_disk = end;
         }
         Ok(())
@@ -1326,7 +1333,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jdir = dir.path().join("j");
         let mut j = Journal::new(jdir.clone(), Vec::new());
-        for seq in 1..=40u64 {
+        for seq in 1..=300u64 {
             j.append(seq, &batch(seq, 50, seq as i64 * 5_000), 255)
                 .unwrap();
         }
@@ -1337,8 +1344,8 @@ mod tests {
         let seg = list(&jdir).unwrap().pop().unwrap().1;
         let (_, written) = j.usage();
         let in_file = std::fs::metadata(&seg).unwrap().len();
-        assert_eq!(in_file % PAGE as u64, 0, "only whole pages reach the file");
-        assert!(in_file < written && written - in_file < PAGE as u64);
+        assert_eq!(in_file % UNIT as u64, 0, "only whole units reach the file");
+        assert!(in_file > 0 && in_file < written && written - in_file < UNIT as u64);
         let seqs = |repair| {
             let mut seqs = Vec::new();
             let segments = replay(&jdir, repair, |rs| {
@@ -1349,18 +1356,18 @@ mod tests {
             (seqs, segments)
         };
         // A reader sees every batch: the file, then the staged page.
-        assert_eq!(seqs(false).0, (1..=40).collect::<Vec<_>>());
+        assert_eq!(seqs(false).0, (1..=300).collect::<Vec<_>>());
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), in_file);
         // Killed before a sync: the next writer's replay puts the staged
         // page in the file.
         drop(j);
         let (got, segments) = seqs(true);
-        assert_eq!(got, (1..=40).collect::<Vec<_>>());
+        assert_eq!(got, (1..=300).collect::<Vec<_>>());
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), written);
         // The next writer: its first segment empties the staging file, and
         // a sync puts the partial page in the file.
         let mut j = Journal::new(jdir.clone(), segments);
-        j.append(41, &batch(41, 50, 205_000), 255).unwrap();
+        j.append(301, &batch(301, 50, 1_505_000), 255).unwrap();
         let newest = list(&jdir).unwrap().pop().unwrap().1;
         assert_ne!(newest, seg);
         assert_eq!(std::fs::metadata(&newest).unwrap().len(), 0);
@@ -1371,7 +1378,44 @@ mod tests {
         assert!(staged.exists());
         j.close().unwrap();
         assert!(!staged.exists(), "close removes the staging file");
-        assert_eq!(seqs(false).0, (1..=41).collect::<Vec<_>>());
+        assert_eq!(seqs(false).0, (1..=301).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn appends_after_a_sync_continue_the_file_where_it_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let jdir = dir.path().join("j");
+        let mut j = Journal::new(jdir.clone(), Vec::new());
+        let append = |j: &mut Journal, seqs: std::ops::RangeInclusive<u64>| {
+            for seq in seqs {
+                j.append(seq, &batch(seq, 50, seq as i64 * 5_000), 255)
+                    .unwrap();
+            }
+        };
+        append(&mut j, 1..=100);
+        j.sync().unwrap();
+        let seg = list(&jdir).unwrap().pop().unwrap().1;
+        let len = || std::fs::metadata(&seg).unwrap().len();
+        assert_eq!(len(), j.usage().1, "a sync puts every byte in the file");
+        append(&mut j, 101..=400);
+        if j.staging.is_some() {
+            assert!(len() % UNIT as u64 == 0 && len() < j.usage().1);
+        }
+        let all = |repair| {
+            let mut seqs = Vec::new();
+            replay(&jdir, repair, |rs| {
+                seqs.extend(rs.iter().map(|r| r.seq));
+                Ok(())
+            })
+            .unwrap();
+            seqs
+        };
+        assert_eq!(all(false), (1..=400).collect::<Vec<_>>());
+        let written = j.usage().1;
+        drop(j);
+        assert_eq!(all(true), (1..=400).collect::<Vec<_>>());
+        assert_eq!(len(), written);
+        let _ = crate::staging::Staging::open(&jdir).map(crate::staging::Staging::remove);
     }
 
     /// A record as the versions before shifted values wrote it: `11` and
