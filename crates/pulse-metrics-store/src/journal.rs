@@ -3,11 +3,11 @@
 //!
 //! A flush appends one record and does not fsync: the bytes are in the
 //! page cache when the call returns, which is what survives a killed
-//! process. Only whole pages go to the segment file; the bytes past the
-//! last whole page go to a staging file in shared memory (`staging.rs`)
-//! until more records fill the page, so each page of the journal is written
+//! process. Only whole 64 KiB units go to the segment file; the bytes past
+//! the last whole unit go to a staging file in shared memory (`staging.rs`)
+//! until more records fill the unit, so each page of the journal is written
 //! to the disk once rather than each time the kernel writes back a partly
-//! filled one. Segments are fsynced, partial page included, at each rollup,
+//! filled one. Segments are fsynced, partial unit included, at each rollup,
 //! at roll-over and at close: that is the power-cut bound
 //! (docs/storage.md).
 //!
@@ -619,7 +619,7 @@ pub(crate) fn segment_bytes(path: &Path, repair: bool) -> std::io::Result<Vec<u8
     };
     let Some(extra) = staged.beyond(&bytes) else {
         tracing::warn!(
-            "the staged last page of {} disagrees with the file; it is ignored",
+            "the staged end of {} disagrees with the file; it is ignored",
             path.display()
         );
         return Ok(bytes);
@@ -652,7 +652,7 @@ fn sync_dir(dir: &Path) -> Result<()> {
 struct Open {
     file: File,
     id: SegmentId,
-    /// With staging: the segment's bytes past its last whole page, from
+    /// With staging: the segment's bytes past its last whole unit, from
     /// `tail_at` on (the file holds them only once synced). Without: empty,
     /// and `tail_at` is the end of the segment.
     tail: Vec<u8>,
@@ -664,7 +664,7 @@ struct Open {
 }
 
 impl Open {
-    /// Appends `record`: whole pages to the file, the rest staged; without
+    /// Appends `record`: whole units to the file, the rest staged; without
     /// staging, all of it to the file. On failure the segment is as it was.
     /// Returns the bytes written to the staging file.
     fn append(&mut self, staging: &mut Option<Staging>, record: &[u8]) -> std::io::Result<u64> {
