@@ -602,39 +602,49 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// for it (`staging.rs`). With `repair` (a writer opening) the staged bytes
 /// are written to the file and synced, so the file alone holds them.
 pub(crate) fn segment_bytes(path: &Path, repair: bool) -> std::io::Result<Vec<u8>> {
-    let mut file = File::open(path)?;
-    let meta = file.metadata()?;
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    std::io::Read::read_to_end(&mut file, &mut bytes)?;
     let first_seq = path
         .file_name()
         .and_then(|n| n.to_str())
         .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
         .and_then(|n| n.parse::<u64>().ok());
-    let (Some(dir), Some(first_seq)) = (path.parent(), first_seq) else {
-        return Ok(bytes);
-    };
-    let Some(staged) = crate::staging::read(dir, SegmentId::of(&meta, first_seq)) else {
-        return Ok(bytes);
-    };
-    let Some(extra) = staged.beyond(&bytes) else {
-        tracing::warn!(
-            "the staged end of {} disagrees with the file; it is ignored",
-            path.display()
-        );
-        return Ok(bytes);
-    };
-    if extra.is_empty() {
+    // A writer beside a reader extends the file before it stages what
+    // follows: staged bytes that start past the end of the file just read
+    // mean the file grew since, so it is read again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let mut file = File::open(path)?;
+        let meta = file.metadata()?;
+        let mut bytes = Vec::with_capacity(meta.len() as usize);
+        std::io::Read::read_to_end(&mut file, &mut bytes)?;
+        let (Some(dir), Some(first_seq)) = (path.parent(), first_seq) else {
+            return Ok(bytes);
+        };
+        let Some(staged) = crate::staging::read(dir, SegmentId::of(&meta, first_seq)) else {
+            return Ok(bytes);
+        };
+        let Some(extra) = staged.beyond(&bytes) else {
+            if staged.offset > bytes.len() as u64 && attempt < 3 {
+                continue;
+            }
+            tracing::warn!(
+                "the staged end of {} disagrees with the file; it is ignored",
+                path.display()
+            );
+            return Ok(bytes);
+        };
+        if extra.is_empty() {
+            return Ok(bytes);
+        }
+        let at = bytes.len() as u64;
+        bytes.extend_from_slice(extra);
+        if repair {
+            let file = OpenOptions::new().write(true).open(path)?;
+            write_at(&file, extra, at)?;
+            file.sync_data()?;
+        }
         return Ok(bytes);
     }
-    let at = bytes.len() as u64;
-    bytes.extend_from_slice(extra);
-    if repair {
-        let file = OpenOptions::new().write(true).open(path)?;
-        write_at(&file, extra, at)?;
-        file.sync_data()?;
-    }
-    Ok(bytes)
 }
 
 fn segment_name(first_seq: u64) -> String {
