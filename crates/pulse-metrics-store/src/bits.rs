@@ -32,6 +32,21 @@ pub fn undelta(z: u64, pred: f64) -> f64 {
     f64::from_bits((pred.to_bits() as i64).wrapping_add(unzigzag(z)) as u64)
 }
 
+/// Trailing zero bits of a bit-pattern difference from which it is coded
+/// shifted: the shift's 6 bits must pay for themselves.
+const SHIFT_FROM: u32 = 7;
+
+/// A bit-pattern difference that ends in `SHIFT_FROM` or more zero bits,
+/// as the changes of used bytes over a power-of-two total or of an integer
+/// counter do: (those zero bits, the zigzagged difference shifted past
+/// them). Written as the shift in 6 bits, then the rest sized; read back
+/// with [`BitReader::get_shifted`].
+pub fn shifted_delta(bits: u64, last: u64) -> Option<(u32, u64)> {
+    let d = (bits as i64).wrapping_sub(last as i64);
+    let tz = d.trailing_zeros();
+    (tz >= SHIFT_FROM).then(|| (tz, zigzag(d >> tz)))
+}
+
 /// Reads bytes and varints from a slice.
 pub struct ByteReader<'a> {
     pub buf: &'a [u8],
@@ -269,6 +284,14 @@ impl<'a> BitReader<'a> {
     #[inline]
     pub fn bit(&mut self) -> Result<bool, DecodeError> {
         Ok(self.get(1)? == 1)
+    }
+
+    /// Reads what `shifted_delta` gave (the shift, then the sized rest)
+    /// and applies it to `last`; returns the new bit pattern.
+    pub fn get_shifted(&mut self, last: u64) -> Result<u64, DecodeError> {
+        let tz = self.get(6)? as u32;
+        let d = unzigzag(self.get_sized()?).wrapping_shl(tz);
+        Ok((last as i64).wrapping_add(d) as u64)
     }
 
     pub fn get_sized(&mut self) -> Result<u64, DecodeError> {

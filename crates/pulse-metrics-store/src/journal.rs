@@ -22,7 +22,9 @@
 //! and folded into a tier that is durable on disk (see
 //! `Writer::release_journal`, run after every rollup and prune).
 
-use crate::bits::{BitCursor, BitReader, DecodeError, delta, undelta, unzigzag, zigzag};
+use crate::bits::{
+    BitCursor, BitReader, DecodeError, delta, shifted_delta, undelta, unzigzag, zigzag,
+};
 use crate::error::{Error, Result};
 use crate::staging::{SegmentId, Staging, UNIT, write_at};
 use std::fs::{File, OpenOptions};
@@ -134,9 +136,8 @@ fn put_head(c: &mut BitCursor, body: &mut Vec<u8>, p: &LogPoint, prev_sid: i64, 
 /// segment: `0` the same; `10` and the bit-pattern difference (zigzagged,
 /// sized); `110` and the whole value (the first in the segment); `111`, the
 /// difference's trailing zero bits (6) and the difference shifted by them
-/// (zigzagged, sized), when it ends in at least `SHIFT_FROM` zero bits, as
-/// the changes of used bytes over a power-of-two total or of an integer
-/// counter do. Self-describing, so a reader can skip a point without
+/// (zigzagged, sized), when it ends in enough zero bits
+/// (`bits::shifted_delta`). Self-describing, so a reader can skip a point without
 /// knowing its series' history. Records of earlier versions (without
 /// `SHIFTED` in their count) have no `111`, and `11` is the whole value.
 fn put_value(c: &mut BitCursor, body: &mut Vec<u8>, bits: u64, last: Option<u64>) {
@@ -147,13 +148,11 @@ fn put_value(c: &mut BitCursor, body: &mut Vec<u8>, bits: u64, last: Option<u64>
     match last {
         Some(l) if l == bits => c.put(body, 0, 1),
         Some(l) => {
-            let diff = (bits as i64).wrapping_sub(l as i64);
-            let tz = diff.trailing_zeros();
             let d = delta(f64::from_bits(bits), f64::from_bits(l));
-            if tz >= SHIFT_FROM {
+            if let Some((tz, rest)) = shifted_delta(bits, l) {
                 c.put(body, 0b111, 3);
                 c.put(body, u64::from(tz), 6);
-                c.put_sized(body, zigzag(diff >> tz));
+                c.put_sized(body, rest);
             } else if 64 - d.leading_zeros() < 56 {
                 c.put(body, 0b01, 2);
                 c.put_sized(body, d);
@@ -165,9 +164,6 @@ fn put_value(c: &mut BitCursor, body: &mut Vec<u8>, bits: u64, last: Option<u64>
     }
 }
 
-/// Trailing zero bits of a change from which it is written shifted (the
-/// shift's 6 bits must pay for themselves).
-const SHIFT_FROM: u32 = 7;
 /// Set in the point count of a batch record whose values may be shifted
 /// (`put_value`); marks and notes (`u32::MAX`, `u32::MAX - 1`) do not
 /// carry it, and no batch holds 2^31 points.
@@ -226,9 +222,7 @@ fn get_value(
     } else if !r.bit()? {
         undelta(r.get_sized()?, f64::from_bits(changed(last)?)).to_bits()
     } else if shifted && r.bit()? {
-        let tz = r.get(6)? as u32;
-        let diff = unzigzag(r.get_sized()?).wrapping_shl(tz);
-        (changed(last)? as i64).wrapping_add(diff) as u64
+        r.get_shifted(changed(last)?)?
     } else {
         r.get(64)?
     };

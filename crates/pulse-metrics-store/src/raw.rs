@@ -15,7 +15,7 @@
 //! open window's chunk without decoding it. A point for an older second
 //! (late, or a rewrite of a second) rebuilds its chunk.
 
-use crate::bits::{BitReader, DecodeError, WordAppender, delta, undelta, unzigzag, zigzag};
+use crate::bits::{BitReader, DecodeError, WordAppender, delta, shifted_delta, undelta, zigzag};
 use crate::codec::Agg;
 
 /// Seconds of one chunk's window.
@@ -58,23 +58,16 @@ struct Tail {
     last_bits: u64,
 }
 
-/// Trailing zero bits of a value's change from which it is coded shifted:
-/// the shift's 6 bits must be paid for.
-const SHIFT_FROM: u32 = 7;
-
 /// Writes a changed value as the difference of its bit pattern from the
-/// previous one: `0` and the zigzagged difference (sized), or `1`, the
-/// difference's trailing zero bits (6) and the difference shifted by them.
-/// Values with few significant bits change by differences that end in
-/// zeros: used bytes over a power-of-two total, integer counters. Proxmox's
-/// memory percentages so take ~2.9 bytes a change instead of ~5.7.
+/// previous one: `0` and the zigzagged difference (sized), or `1` and the
+/// difference shifted past its trailing zeros (`bits::shifted_delta`).
+/// Proxmox's memory percentages so take ~2.9 bytes a change instead of
+/// ~5.7.
 fn put_change(w: &mut WordAppender, out: &mut Vec<u8>, bits: u64, last: u64) {
-    let d = (bits as i64).wrapping_sub(last as i64);
-    let tz = d.trailing_zeros();
-    if tz >= SHIFT_FROM {
+    if let Some((tz, rest)) = shifted_delta(bits, last) {
         w.put(out, 1, 1);
         w.put(out, u64::from(tz), 6);
-        w.put_sized(out, zigzag(d >> tz));
+        w.put_sized(out, rest);
     } else {
         w.put(out, 0, 1);
         w.put_sized(out, delta(f64::from_bits(bits), f64::from_bits(last)));
@@ -84,9 +77,7 @@ fn put_change(w: &mut WordAppender, out: &mut Vec<u8>, bits: u64, last: u64) {
 /// Reads what `put_change` wrote; returns the new bit pattern.
 fn get_change(r: &mut BitReader<'_>, last: u64) -> Result<u64, DecodeError> {
     if r.bit()? {
-        let tz = r.get(6)? as u32;
-        let d = unzigzag(r.get_sized()?).wrapping_shl(tz);
-        Ok((last as i64).wrapping_add(d) as u64)
+        r.get_shifted(last)
     } else {
         Ok(undelta(r.get_sized()?, f64::from_bits(last)).to_bits())
     }
