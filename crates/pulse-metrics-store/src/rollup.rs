@@ -564,8 +564,8 @@ impl Fold {
             .min()
             .unwrap_or(i64::MAX);
         drop(st);
-        let d1 = pass.hourly.write(conn, ctx.last_seq)?;
-        let d2 = pass.daily.write(conn, ctx.last_seq)?;
+        let d1 = pass.hourly.write(conn)?;
+        let d2 = pass.daily.write(conn)?;
         Ok(Staged {
             writes: pass.minute_writes > 0 || !pass.hourly.is_empty() || !pass.daily.is_empty(),
             deltas: [pass.minute_delta, d1, d2],
@@ -587,8 +587,6 @@ impl Fold {
 /// committed at the end.
 struct Pass {
     now: i64,
-    /// The batch every chunk written is marked with.
-    seq: u64,
     /// Minute chunks are written as each hour is sealed, not held.
     minute_writes: usize,
     minute_delta: i64,
@@ -610,12 +608,11 @@ impl Pass {
     fn new(now: i64, seq: u64) -> Pass {
         Pass {
             now,
-            seq,
             minute_writes: 0,
             minute_delta: 0,
-            minute: Edits::new(ChunkTier::MINUTE),
-            hourly: Edits::new(ChunkTier::HOURLY),
-            daily: Edits::new(ChunkTier::DAILY),
+            minute: Edits::new(ChunkTier::MINUTE, seq),
+            hourly: Edits::new(ChunkTier::HOURLY, seq),
+            daily: Edits::new(ChunkTier::DAILY, seq),
             open_set: Vec::new(),
             open_remove: Vec::new(),
             hourly_ops: Vec::new(),
@@ -739,7 +736,7 @@ impl Pass {
             self.hourly_ops.push((sid, hour, Op::Set(hourly)));
             self.minute_delta +=
                 self.minute
-                    .seal_hour(conn, hour, sid, &buckets, encoded.as_deref(), self.seq)?;
+                    .seal_hour(conn, hour, sid, &buckets, encoded.as_deref())?;
             self.minute_writes += 1;
             if held.is_some() {
                 self.open_remove.push((sid, hour));
@@ -772,9 +769,6 @@ impl Pass {
         for (sid, hour, op) in std::mem::take(&mut self.hourly_ops) {
             let day = floor_to(hour, DAY);
             if day >= hourly_floor {
-                if self.hourly.chunks.len() >= EDITS_HELD {
-                    self.hourly.write_out(conn, self.seq)?;
-                }
                 op.apply(&mut self.hourly.get_mut(conn, t.chunk_of(hour), sid)?[t.index_of(hour)]);
                 touched.insert((day, sid));
                 self.report.hourly_buckets += 1;
@@ -795,9 +789,6 @@ impl Pass {
             }
         }
         for &(day, sid) in touched.union(daily_pending) {
-            if self.hourly.chunks.len() >= EDITS_HELD {
-                self.hourly.write_out(conn, self.seq)?;
-            }
             if day + DAY <= self.now {
                 let chunk = self.hourly.get(conn, t.chunk_of(day), sid)?;
                 daily_ops.push((sid, day, Op::Set(Agg::combine(chunk.iter().flatten()))));
@@ -818,9 +809,6 @@ impl Pass {
         let t = ChunkTier::DAILY;
         for (sid, day, op) in ops {
             if day >= daily_floor {
-                if self.daily.chunks.len() >= EDITS_HELD {
-                    self.daily.write_out(conn, self.seq)?;
-                }
                 op.apply(&mut self.daily.get_mut(conn, t.chunk_of(day), sid)?[t.index_of(day)]);
                 self.report.daily_buckets += 1;
             } else if let Op::Merge(d) = op {
@@ -832,50 +820,29 @@ impl Pass {
     }
 }
 
-/// Chunks a pass holds before writing them out (`Edits::write_out`).
+/// Chunks a pass holds in memory: reading one more first writes out those
+/// it holds (`Edits::write_out`). An hour's seal at 40,000 series touches
+/// 40,000 hourly chunks of ~1 KB each.
 const EDITS_HELD: usize = 4096;
 
 /// Chunks read and rewritten in this pass: (buckets, count on disk,
 /// changed). Only changed chunks are written back.
 struct Edits {
     tier: ChunkTier,
+    /// The batch every chunk written is marked with.
+    seq: u64,
     chunks: BTreeMap<(i64, u32), (Buckets, u64, bool)>,
-    /// Spans with no chunk stored when the pass first looked: sealing an
-    /// hour that just closed then needs no lookup per series for what it
-    /// replaces (120,000 of them at 40,000 series).
-    had_rows: BTreeMap<i64, bool>,
     /// Change of the stored buckets by chunks already written this pass.
     written: Option<i64>,
 }
 
 impl Edits {
-    fn new(tier: ChunkTier) -> Edits {
+    fn new(tier: ChunkTier, seq: u64) -> Edits {
         Edits {
             tier,
+            seq,
             chunks: BTreeMap::new(),
-            had_rows: BTreeMap::new(),
             written: None,
-        }
-    }
-
-    /// Buckets stored in (chunk, series) before this pass wrote to it; a
-    /// chunk this pass already read is not read again.
-    fn stored_population(&mut self, conn: &Connection, chunk: i64, sid: u32) -> Result<u64> {
-        if let Some((_, old, _)) = self.chunks.remove(&(chunk, sid)) {
-            return Ok(old);
-        }
-        let had_rows = match self.had_rows.get(&chunk) {
-            Some(h) => *h,
-            None => {
-                let h = tiers::span_has_rows(conn, self.tier, chunk)?;
-                self.had_rows.insert(chunk, h);
-                h
-            }
-        };
-        if had_rows {
-            tiers::population(conn, self.tier, chunk, sid)
-        } else {
-            Ok(0)
         }
     }
 
@@ -891,6 +858,9 @@ impl Edits {
         sid: u32,
     ) -> Result<&mut (Buckets, u64, bool)> {
         use std::collections::btree_map::Entry;
+        if self.chunks.len() >= EDITS_HELD && !self.chunks.contains_key(&(chunk, sid)) {
+            self.write_out(conn)?;
+        }
         match self.chunks.entry((chunk, sid)) {
             Entry::Occupied(e) => Ok(e.into_mut()),
             Entry::Vacant(e) => {
@@ -936,32 +906,32 @@ impl Edits {
         sid: u32,
         buckets: &[Option<Agg>],
         encoded: Option<&[Option<Vec<u8>>]>,
-        seq: u64,
     ) -> Result<i64> {
         let t = self.tier;
         let mut delta = 0i64;
         for (i, chunk) in (t.chunk_of(hour)..=t.chunk_of(hour + HOUR - 1)).enumerate() {
-            let old = self.stored_population(conn, chunk, sid)?;
+            let old = match self.chunks.remove(&(chunk, sid)) {
+                Some((_, old, _)) => old,
+                None => tiers::population(conn, t, chunk, sid)?,
+            };
             let part = &buckets[i * t.span..(i + 1) * t.span];
             match encoded.and_then(|e| e.get(i)) {
-                Some(Some(data)) => tiers::write_encoded(conn, t, chunk, sid, seq, data)?,
-                _ => tiers::write(conn, t, chunk, sid, seq, part)?,
+                Some(Some(data)) => tiers::write_encoded(conn, t, chunk, sid, self.seq, data)?,
+                _ => tiers::write(conn, t, chunk, sid, self.seq, part)?,
             }
             delta += part.iter().flatten().count() as i64 - old as i64;
         }
         Ok(delta)
     }
 
-    /// Writes every changed chunk and forgets every chunk read, so the
-    /// pass holds a bounded number (an hour's seal at 40,000 series touches
-    /// 40,000 hourly chunks of ~1 KB in memory each); a chunk needed again
-    /// is read back, with what this pass wrote.
-    fn write_out(&mut self, conn: &Connection, seq: u64) -> Result<()> {
+    /// Writes every changed chunk and forgets every chunk read; a chunk
+    /// needed again is read back, with what this pass wrote.
+    fn write_out(&mut self, conn: &Connection) -> Result<()> {
         for ((chunk, sid), (buckets, old, changed)) in std::mem::take(&mut self.chunks) {
             if !changed {
                 continue;
             }
-            tiers::write(conn, self.tier, chunk, sid, seq, &buckets)?;
+            tiers::write(conn, self.tier, chunk, sid, self.seq, &buckets)?;
             *self.written.get_or_insert(0) += buckets.iter().flatten().count() as i64 - old as i64;
         }
         Ok(())
@@ -969,8 +939,8 @@ impl Edits {
 
     /// Writes every changed chunk; returns the change in stored buckets
     /// over the pass.
-    fn write(&mut self, conn: &Connection, seq: u64) -> Result<i64> {
-        self.write_out(conn, seq)?;
+    fn write(&mut self, conn: &Connection) -> Result<i64> {
+        self.write_out(conn)?;
         Ok(self.written.unwrap_or(0))
     }
 }

@@ -160,21 +160,6 @@ pub fn population(conn: &Connection, tier: ChunkTier, chunk: i64, sid: u32) -> R
     population_between(conn, tier, key, key + 1)
 }
 
-/// Whether any chunk of `tier` is stored for span `chunk` (any series).
-pub fn span_has_rows(conn: &Connection, tier: ChunkTier, chunk: i64) -> Result<bool> {
-    let sql = format!(
-        "SELECT EXISTS (SELECT 1 FROM {} WHERE key >= ?1 AND key < ?2)",
-        tier.table
-    );
-    conn.prepare_cached(&sql)
-        .and_then(|mut s| {
-            s.query_row([tier.key(chunk, 0), tier.key(chunk + 1, 0)], |r| {
-                r.get::<_, bool>(0)
-            })
-        })
-        .ctx("look for chunks of a span")
-}
-
 /// Total buckets stored in rows with key in `[from_key, to_key)`.
 pub fn population_between(
     conn: &Connection,
