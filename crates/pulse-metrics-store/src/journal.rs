@@ -26,7 +26,7 @@ use crate::bits::{
     BitCursor, BitReader, DecodeError, delta, shifted_delta, undelta, unzigzag, zigzag,
 };
 use crate::error::{Error, Result};
-use crate::staging::{SegmentId, Staging, UNIT, write_at};
+use crate::staging::{self, SegmentId, Staging, UNIT, write_at};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
@@ -580,11 +580,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
     let mut out = Vec::new();
     for entry in entries {
         let entry = entry.map_err(io(format!("read {}", dir.display())))?;
-        let name = entry.file_name();
-        let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(SEGMENT_SUFFIX)) else {
-            continue;
-        };
-        if let Ok(seq) = stem.parse::<u64>() {
+        if let Some(seq) = first_seq_of(Path::new(&entry.file_name())) {
             out.push((seq, entry.path()));
         }
     }
@@ -596,11 +592,7 @@ pub fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>> {
 /// for it (`staging.rs`). With `repair` (a writer opening) the staged bytes
 /// are written to the file and synced, so the file alone holds them.
 pub(crate) fn segment_bytes(path: &Path, repair: bool) -> std::io::Result<Vec<u8>> {
-    let first_seq = path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(|n| n.strip_suffix(SEGMENT_SUFFIX))
-        .and_then(|n| n.parse::<u64>().ok());
+    let first_seq = first_seq_of(path);
     // A writer beside a reader extends the file before it stages what
     // follows: staged bytes that start past the end of the file just read
     // mean the file grew since, so it is read again.
@@ -611,10 +603,7 @@ pub(crate) fn segment_bytes(path: &Path, repair: bool) -> std::io::Result<Vec<u8
         let meta = file.metadata()?;
         let mut bytes = Vec::with_capacity(meta.len() as usize);
         std::io::Read::read_to_end(&mut file, &mut bytes)?;
-        let (Some(dir), Some(first_seq)) = (path.parent(), first_seq) else {
-            return Ok(bytes);
-        };
-        let Some(staged) = crate::staging::read(dir, SegmentId::of(&meta, first_seq)) else {
+        let Some(staged) = first_seq.and_then(|seq| staging::for_segment(path, &meta, seq)) else {
             return Ok(bytes);
         };
         let Some(extra) = staged.beyond(&bytes) else {
@@ -639,6 +628,16 @@ pub(crate) fn segment_bytes(path: &Path, repair: bool) -> std::io::Result<Vec<u8
         }
         return Ok(bytes);
     }
+}
+
+/// The first batch a segment file holds, from its name (`None`: not a
+/// segment).
+fn first_seq_of(path: &Path) -> Option<u64> {
+    path.file_name()?
+        .to_str()?
+        .strip_suffix(SEGMENT_SUFFIX)?
+        .parse()
+        .ok()
 }
 
 fn segment_name(first_seq: u64) -> String {
@@ -704,7 +703,7 @@ impl Open {
             Ok(n) => Ok(n),
             Err(e) => {
                 tracing::warn!(
-                    "could not stage the raw journal's last page ({e}); it is written to the disk from now on"
+                    "could not stage the raw journal's last unit ({e}); it is written to the disk from now on"
                 );
                 *staging = None;
                 self.write_tail()?;
@@ -742,7 +741,7 @@ pub struct Journal {
     /// The latest note, written again at the start of every segment, so the
     /// newest segment (never deleted) always holds it.
     preamble: Option<Vec<u8>>,
-    /// Where the open segment's partial last page is kept instead of being
+    /// Where the open segment's partial last unit is kept instead of being
     /// rewritten on the disk (`staging.rs`); opened with the first segment.
     staging: Option<Staging>,
     staging_tried: bool,
@@ -901,7 +900,7 @@ impl Journal {
     }
 
     /// Makes every append so far survive a power cut: the staged part of
-    /// the last page is written to the file, then the file is fsynced.
+    /// the last unit is written to the file, then the file is fsynced.
     pub fn sync(&mut self) -> Result<()> {
         if let (Some(open), true) = (&mut self.open, self.unsynced) {
             let path = self.segments.last().map_or(Path::new(""), |s| &s.path);
@@ -1369,7 +1368,7 @@ mod tests {
         assert_eq!(got, (1..=300).collect::<Vec<_>>());
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), written);
         // The next writer: its first segment empties the staging file, and
-        // a sync puts the partial page in the file.
+        // a sync puts the partial unit in the file.
         let mut j = Journal::new(jdir.clone(), segments);
         j.append(301, &batch(301, 50, 1_505_000), 255).unwrap();
         let newest = list(&jdir).unwrap().pop().unwrap().1;

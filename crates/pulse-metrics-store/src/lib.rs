@@ -34,7 +34,7 @@
 //! | `bits`      | varints, zigzag, bit streams, float bit-pattern deltas       |
 //! | `codec`     | the byte layout of tier chunks                               |
 //! | `journal`   | the raw tier on disk: append-only segment files              |
-//! | `staging`   | the journal's partial last page, kept in shared memory       |
+//! | `staging`   | the journal's partial last unit, kept in shared memory       |
 //! | `raw`       | the raw tier in memory: compressed 20-minute chunks          |
 //! | `legacy`    | reading the SQLite raw log of schema versions 1 and 2        |
 //! | `state`     | what lives in memory: series, raw points, open hours          |
@@ -372,7 +372,7 @@ pub struct Stats {
     /// Bytes of the raw journal's files (not in `db_size`).
     pub journal_bytes: u64,
     /// Bytes the journal wrote to its staging file in shared memory (its
-    /// partial last page; not the disk) since the store was opened: what
+    /// partial last unit; not the disk) since the store was opened: what
     /// to take off `wchar` for the bytes written to files on the disk.
     pub journal_staged_bytes: u64,
     /// Memory the raw tier takes (compressed points and chunk headers).

@@ -1,4 +1,4 @@
-//! The journal's unfinished last page, kept in shared memory instead of
+//! The journal's unfinished last unit, kept in shared memory instead of
 //! being rewritten on the disk.
 //!
 //! A flush of the typical install appends ~1.8 KB to the open segment
@@ -85,6 +85,15 @@ impl Staged {
         let overlap = file.len().checked_sub(start)?.min(self.bytes.len());
         (file[start..start + overlap] == self.bytes[..overlap]).then(|| &self.bytes[overlap..])
     }
+
+    /// The staged bytes from segment offset `off` on (none if it is
+    /// outside them).
+    pub(crate) fn after(&self, off: u64) -> &[u8] {
+        off.checked_sub(self.offset)
+            .and_then(|skip| usize::try_from(skip).ok())
+            .and_then(|skip| self.bytes.get(skip..))
+            .unwrap_or_default()
+    }
 }
 
 /// The staging file of the journal in `journal_dir`, when staging is
@@ -156,7 +165,7 @@ impl Staging {
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 if !trusted(&path, journal_dir) {
                     tracing::warn!(
-                        "{} is not a private file of this user: the raw journal will rewrite its last page on the disk instead",
+                        "{} is not a private file of this user: the raw journal will append everything to the disk instead",
                         path.display()
                     );
                     return None;
@@ -217,8 +226,14 @@ pub(crate) fn write_at(mut file: &File, buf: &[u8], at: u64) -> io::Result<()> {
     file.write_all(buf)
 }
 
+/// What is staged for the segment file at `path` (its metadata `meta`,
+/// named by batch `first_seq`), if anything.
+pub(crate) fn for_segment(path: &Path, meta: &std::fs::Metadata, first_seq: u64) -> Option<Staged> {
+    read(path.parent()?, SegmentId::of(meta, first_seq))
+}
+
 /// The latest intact slot staged for `seg`, if any.
-pub(crate) fn read(journal_dir: &Path, seg: SegmentId) -> Option<Staged> {
+fn read(journal_dir: &Path, seg: SegmentId) -> Option<Staged> {
     let path = path_for(journal_dir)?;
     if !trusted(&path, journal_dir) {
         return None;

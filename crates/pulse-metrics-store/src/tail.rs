@@ -25,7 +25,7 @@
 
 use crate::error::{Error, Result};
 use crate::journal::{self, HEADER, MARK, NOTE, Segment, Values, decode_body};
-use crate::staging::{SegmentId, Staged};
+use crate::staging::{self, Staged};
 use crate::state::State;
 use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
@@ -336,11 +336,9 @@ impl JournalTail {
             let Ok(mut file) = File::open(&path) else {
                 continue;
             };
-            // The newest segment's partial last page may be staged.
+            // The newest segment's partial last unit may be staged.
             let staged = match (Some(name) == newest, file.metadata()) {
-                (true, Ok(meta)) => path
-                    .parent()
-                    .and_then(|dir| crate::staging::read(dir, SegmentId::of(&meta, name))),
+                (true, Ok(meta)) => staging::for_segment(&path, &meta, name),
                 _ => None,
             };
             let mut off = from;
@@ -450,33 +448,21 @@ fn fill(open: &mut Open) -> Result<usize> {
 }
 
 /// Appends to the buffer what is staged for the segment past `off` (the
-/// end of its file): the writer keeps a partial last page in shared memory
-/// until the page fills or is synced (`staging.rs`).
+/// end of its file): the writer keeps a partial last unit in shared memory
+/// until the unit fills or is synced (`staging.rs`).
 fn staged(open: &mut Open, off: u64, meta: &std::fs::Metadata) -> usize {
-    let Some(st) = open
-        .path
-        .parent()
-        .and_then(|dir| crate::staging::read(dir, SegmentId::of(meta, open.name)))
-    else {
+    let Some(st) = staging::for_segment(&open.path, meta, open.name) else {
         return 0;
     };
-    let new = staged_from(&st, off);
+    let new = st.after(off);
     open.buf.extend_from_slice(new);
     new.len()
-}
-
-/// The staged bytes from segment offset `off` on (none if it is outside them).
-fn staged_from(st: &Staged, off: u64) -> &[u8] {
-    off.checked_sub(st.offset)
-        .and_then(|skip| usize::try_from(skip).ok())
-        .and_then(|skip| st.bytes.get(skip..))
-        .unwrap_or_default()
 }
 
 /// Fills `buf` from what is staged at `off`, past the end of the file;
 /// returns the bytes copied.
 fn past_file(staged: Option<&Staged>, off: u64, buf: &mut [u8]) -> usize {
-    let more = staged.map_or(&[][..], |st| staged_from(st, off));
+    let more = staged.map_or(&[][..], |st| st.after(off));
     let n = more.len().min(buf.len());
     buf[..n].copy_from_slice(&more[..n]);
     n
