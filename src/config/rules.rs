@@ -29,7 +29,6 @@ fn fields(
     enabled: bool,
 ) -> Result<(String, Option<[u8; 32]>), FieldError> {
     instance_name(&instance.name).map_err(|m| ("name", m))?;
-    check_url(&instance.url).map_err(|m| ("url", m))?;
     let endpoint = endpoint(&instance.url).map_err(|m| ("url", m))?;
     let token_id = instance.token_id.trim();
     let secret = instance.token_secret.trim();
@@ -115,6 +114,7 @@ fn check_url(url: &str) -> std::result::Result<(), String> {
 /// `https://host:8006` (a trailing `/` or `/api2/json` tolerated) ->
 /// the cluster/resources endpoint.
 pub(crate) fn endpoint(url: &str) -> Result<String, String> {
+    check_url(url)?;
     let trimmed = url.trim().trim_end_matches('/');
     let base = trimmed
         .strip_suffix("/api2/json")
@@ -123,15 +123,6 @@ pub(crate) fn endpoint(url: &str) -> Result<String, String> {
     let endpoint = format!("{base}/api2/json/cluster/resources");
     let parsed = reqwest::Url::parse(&endpoint)
         .map_err(|e| format!("`url` {url:?} is not a valid URL ({e})"))?;
-    // The token would travel in clear text over plain HTTP.
-    if parsed.scheme() != "https" {
-        return Err(format!(
-            "`url` {url:?} must use https:// (Proxmox serves its API on https://host:8006)"
-        ));
-    }
-    if parsed.host_str().is_none_or(str::is_empty) {
-        return Err(format!("`url` {url:?} has no host"));
-    }
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Err(format!(
             "`url` {url:?} must not have a query or fragment; give the cluster's base URL such as https://pve1:8006"
