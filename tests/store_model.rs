@@ -94,6 +94,31 @@ impl Agg {
     }
 }
 
+/// Every bucket of `tier` the store exports, keyed (series, start in
+/// seconds), the series numbered by `series_of`.
+fn exported(
+    store: &Store,
+    tier: Tier,
+    series_of: impl Fn(&SeriesKey) -> usize,
+) -> BTreeMap<(usize, i64), Agg> {
+    let mut got = BTreeMap::new();
+    store
+        .export(tier, |key, p| {
+            got.insert(
+                (series_of(key), p.timestamp / 1000),
+                Agg {
+                    count: p.count,
+                    sum: p.value * p.count as f64,
+                    min: p.min,
+                    max: p.max,
+                },
+            );
+            Ok(())
+        })
+        .unwrap();
+    got
+}
+
 fn close(a: f64, b: f64) -> bool {
     (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0)
 }
@@ -213,27 +238,14 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
                 expected.entry((series, start)).or_default().add(v);
             }
         }
-        let mut got: BTreeMap<(usize, i64), Agg> = BTreeMap::new();
-        store
-            .export(tier, |key, p| {
-                let series = SERIES
-                    .iter()
-                    .position(|s| {
-                        (s.0, s.1, s.2) == (&*key.resource_type, &*key.resource_id, &*key.metric)
-                    })
-                    .unwrap();
-                got.insert(
-                    (series, p.timestamp / 1000),
-                    Agg {
-                        count: p.count,
-                        sum: p.value * p.count as f64,
-                        min: p.min,
-                        max: p.max,
-                    },
-                );
-                Ok(())
-            })
-            .unwrap();
+        let got = exported(&store, tier, |key| {
+            SERIES
+                .iter()
+                .position(|s| {
+                    (s.0, s.1, s.2) == (&*key.resource_type, &*key.resource_id, &*key.metric)
+                })
+                .unwrap()
+        });
         prop_assert_eq!(
             got.keys().collect::<Vec<_>>(),
             expected.keys().collect::<Vec<_>>(),
@@ -492,22 +504,7 @@ fn sealed_tiers_match_a_recomputation(series: usize, step: i64, secs: i64, tiers
                 expected.entry((series, bucket)).or_default().add(v);
             }
         }
-        let mut got: BTreeMap<(usize, i64), Agg> = BTreeMap::new();
-        store
-            .export(tier, |key, p| {
-                let series: usize = key.resource_id[1..].parse().unwrap();
-                got.insert(
-                    (series, p.timestamp / 1000),
-                    Agg {
-                        count: p.count,
-                        sum: p.value * p.count as f64,
-                        min: p.min,
-                        max: p.max,
-                    },
-                );
-                Ok(())
-            })
-            .unwrap();
+        let got = exported(&store, tier, |key| key.resource_id[1..].parse().unwrap());
         assert!(!expected.is_empty(), "{tier}: nothing to check");
         assert_eq!(got.len(), expected.len(), "{tier} buckets");
         for (k, e) in &expected {

@@ -1189,6 +1189,25 @@ mod tests {
     use proptest::prelude::*;
     use std::io::Write;
 
+    /// Appends batches `seqs`, of `n` points each, 5 s apart.
+    fn append_batches(j: &mut Journal, seqs: std::ops::RangeInclusive<u64>, n: u32, series: usize) {
+        for seq in seqs {
+            j.append(seq, &batch(seq, n, seq as i64 * 5_000), series)
+                .unwrap();
+        }
+    }
+
+    /// The batches a replay of `jdir` finds, in order, and its segments.
+    fn replayed(jdir: &Path, repair: bool) -> (Vec<u64>, Vec<Segment>) {
+        let mut seqs = Vec::new();
+        let segments = replay(jdir, repair, |rs| {
+            seqs.extend(rs.iter().map(|r| r.seq));
+            Ok(())
+        })
+        .unwrap();
+        (seqs, segments)
+    }
+
     fn batch(seq: u64, n: u32, ts: i64) -> Vec<LogPoint> {
         (0..n)
             .map(|sid| LogPoint {
@@ -1286,10 +1305,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jdir = dir.path().join("j");
         let mut j = Journal::new(jdir.clone(), Vec::new());
-        for seq in 1..=50u64 {
-            j.append(seq, &batch(seq, 300, seq as i64 * 5_000), 10_000)
-                .unwrap();
-        }
+        append_batches(&mut j, 1..=50, 300, 10_000);
         j.sync().unwrap();
         let (segs, bytes) = j.usage();
         assert!(segs >= 1 && bytes > 0);
@@ -1303,20 +1319,14 @@ mod tests {
             .unwrap()
             .write_all(&[1, 2, 3])
             .unwrap();
-        let mut seqs = Vec::new();
-        let segments = replay(&jdir, true, |rs| {
-            seqs.extend(rs.iter().map(|r| r.seq));
-            Ok(())
-        })
-        .unwrap();
+        let (seqs, segments) = replayed(&jdir, true);
         assert_eq!(seqs, (1..=50).collect::<Vec<u64>>());
         assert_eq!(std::fs::metadata(&last).unwrap().len(), len);
         let mut j = Journal::new(jdir.clone(), segments);
         j.append(51, &batch(51, 3, 300_000), 10_000).unwrap();
         // After a restart, a mark naming the last batch starts a segment of
         // its own: it must not replace the one that batch is in.
-        let reopened = replay(&jdir, true, |_| Ok(())).unwrap();
-        let mut j2 = Journal::new(jdir.clone(), reopened);
+        let mut j2 = Journal::new(jdir.clone(), replayed(&jdir, true).1);
         j2.mark(51, 300, 10_000).unwrap();
         drop(j2);
         let deleted = j.delete(|s| s.last_seq <= 50).unwrap();
@@ -1332,14 +1342,11 @@ mod tests {
     }
 
     #[test]
-    fn the_partial_last_page_is_staged_until_synced_and_outlives_a_kill() {
+    fn the_partial_last_unit_is_staged_until_synced_and_outlives_a_kill() {
         let dir = tempfile::tempdir().unwrap();
         let jdir = dir.path().join("j");
         let mut j = Journal::new(jdir.clone(), Vec::new());
-        for seq in 1..=300u64 {
-            j.append(seq, &batch(seq, 50, seq as i64 * 5_000), 255)
-                .unwrap();
-        }
+        append_batches(&mut j, 1..=300, 50, 255);
         if j.staging.is_none() {
             eprintln!("/dev/shm is not a tmpfs here: staging is off, nothing to test");
             return;
@@ -1349,22 +1356,13 @@ mod tests {
         let in_file = std::fs::metadata(&seg).unwrap().len();
         assert_eq!(in_file % UNIT as u64, 0, "only whole units reach the file");
         assert!(in_file > 0 && in_file < written && written - in_file < UNIT as u64);
-        let seqs = |repair| {
-            let mut seqs = Vec::new();
-            let segments = replay(&jdir, repair, |rs| {
-                seqs.extend(rs.iter().map(|r| r.seq));
-                Ok(())
-            })
-            .unwrap();
-            (seqs, segments)
-        };
-        // A reader sees every batch: the file, then the staged page.
-        assert_eq!(seqs(false).0, (1..=300).collect::<Vec<_>>());
+        // A reader sees every batch: the file, then the staged unit.
+        assert_eq!(replayed(&jdir, false).0, (1..=300).collect::<Vec<_>>());
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), in_file);
         // Killed before a sync: the next writer's replay puts the staged
-        // page in the file.
+        // unit in the file.
         drop(j);
-        let (got, segments) = seqs(true);
+        let (got, segments) = replayed(&jdir, true);
         assert_eq!(got, (1..=300).collect::<Vec<_>>());
         assert_eq!(std::fs::metadata(&seg).unwrap().len(), written);
         // The next writer: its first segment empties the staging file, and
@@ -1381,7 +1379,7 @@ mod tests {
         assert!(staged.exists());
         j.close().unwrap();
         assert!(!staged.exists(), "close removes the staging file");
-        assert_eq!(seqs(false).0, (1..=301).collect::<Vec<_>>());
+        assert_eq!(replayed(&jdir, false).0, (1..=301).collect::<Vec<_>>());
     }
 
     #[test]
@@ -1389,34 +1387,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let jdir = dir.path().join("j");
         let mut j = Journal::new(jdir.clone(), Vec::new());
-        let append = |j: &mut Journal, seqs: std::ops::RangeInclusive<u64>| {
-            for seq in seqs {
-                j.append(seq, &batch(seq, 50, seq as i64 * 5_000), 255)
-                    .unwrap();
-            }
-        };
-        append(&mut j, 1..=100);
+        append_batches(&mut j, 1..=100, 50, 255);
         j.sync().unwrap();
         let seg = list(&jdir).unwrap().pop().unwrap().1;
         let len = || std::fs::metadata(&seg).unwrap().len();
         assert_eq!(len(), j.usage().1, "a sync puts every byte in the file");
-        append(&mut j, 101..=400);
+        append_batches(&mut j, 101..=400, 50, 255);
         if j.staging.is_some() {
             assert!(len() % UNIT as u64 == 0 && len() < j.usage().1);
         }
-        let all = |repair| {
-            let mut seqs = Vec::new();
-            replay(&jdir, repair, |rs| {
-                seqs.extend(rs.iter().map(|r| r.seq));
-                Ok(())
-            })
-            .unwrap();
-            seqs
-        };
-        assert_eq!(all(false), (1..=400).collect::<Vec<_>>());
+        assert_eq!(replayed(&jdir, false).0, (1..=400).collect::<Vec<_>>());
         let written = j.usage().1;
         drop(j);
-        assert_eq!(all(true), (1..=400).collect::<Vec<_>>());
+        assert_eq!(replayed(&jdir, true).0, (1..=400).collect::<Vec<_>>());
         assert_eq!(len(), written);
         let _ = crate::staging::Staging::open(&jdir).map(crate::staging::Staging::remove);
     }
