@@ -145,36 +145,25 @@ fn proc_io() -> (u64, u64) {
     (field("wchar:"), field("write_bytes:"))
 }
 
-/// (VmRSS, RssAnon, RssFile) now, in MB: how much of the memory is the
-/// process's own and how much is mapped file pages.
-fn rss_now_mb() -> (f64, f64, f64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| -> f64 {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .map(|v| {
-                v.trim()
-                    .trim_end_matches("kB")
-                    .trim()
-                    .parse::<f64>()
-                    .unwrap_or(0.0)
-                    / 1024.0
-            })
-            .unwrap_or(0.0)
-    };
-    (field("VmRSS:"), field("RssAnon:"), field("RssFile:"))
-}
-
-fn peak_rss_kib() -> u64 {
+/// A `/proc/self/status` figure in KiB (`name` with its colon).
+fn status_kib(name: &str) -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .unwrap_or_default()
         .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmHWM:")
-                .map(|v| v.trim().trim_end_matches("kB").trim().parse().unwrap_or(0))
-        })
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// (VmRSS, RssAnon, RssFile) now, in MB: how much of the memory is the
+/// process's own and how much is mapped file pages.
+fn rss_now_mb() -> (f64, f64, f64) {
+    let mb = |name| status_kib(name) as f64 / 1024.0;
+    (mb("VmRSS:"), mb("RssAnon:"), mb("RssFile:"))
+}
+
+fn peak_rss_kib() -> u64 {
+    status_kib("VmHWM:")
 }
 
 /// Bytes of the raw journal's segment files.
