@@ -443,6 +443,69 @@ fn retention_never_prunes_what_is_not_rolled_up() {
 }
 
 #[test]
+fn the_pass_that_seals_an_hour_prunes_expired_minutes_first() {
+    // The seal deletes what retention no longer keeps in its own commit
+    // (the pages freed are the ones its new chunks take: written once), so
+    // the hourly retention pass finds nothing left to delete in the tiers.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(&dir.path().join("metrics.db"));
+    cfg.retention.minute = Duration::from_secs(2 * 3600);
+    let store = Store::open(cfg).unwrap();
+    let start = T0 - 5 * 3600;
+    let mut ts = start;
+    let mut expired_by_seals = 0;
+    while ts < T0 + 10 * 60 {
+        store.write_batch(&poll(6, ts)).unwrap();
+        ts += 5;
+        if ts % 300 == 0 {
+            let r = store.rollup(ts * 1000).unwrap();
+            let [minute, hourly, daily] = r.expired_buckets;
+            assert_eq!((hourly, daily), (0, 0));
+            if ts % 3600 != 0 {
+                assert_eq!(minute, 0, "only an hour's close moves the minute floor");
+            } else if ts - start > 3 * 3600 {
+                // An hour of 6 series leaves at each close from the third.
+                assert_eq!(minute, 6 * 60, "at {ts}");
+                assert_eq!(r.floors[1], (ts - 2 * 3600) * 1000);
+            }
+            expired_by_seals += minute;
+        }
+    }
+    assert_eq!(expired_by_seals, 6 * 60 * 3);
+    let pruned = store.prune(ts * 1000).unwrap();
+    assert_eq!(
+        (
+            pruned.minute_buckets,
+            pruned.hourly_buckets,
+            pruned.daily_buckets
+        ),
+        (0, 0, 0)
+    );
+    assert_eq!(pruned.floors[1], (T0 - 2 * 3600) * 1000);
+    let mut oldest_minute = i64::MAX;
+    store
+        .export(Tier::Minute, |_, p| {
+            oldest_minute = oldest_minute.min(p.timestamp);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(oldest_minute, (T0 - 2 * 3600) * 1000);
+    // Two sealed hours and the open hour's ten closed minutes.
+    assert_eq!(store.stats().unwrap().minute_count, 6 * (60 * 2 + 10));
+
+    // A maintenance run reports what it removed, whichever pass did it.
+    let later = T0 + 3600 + 5 * 60;
+    for t in (ts..later).step_by(5) {
+        store.write_batch(&poll(6, t)).unwrap();
+    }
+    let m = store.maintain(later * 1000).unwrap();
+    assert_eq!(m.rollup.expired_buckets[0], 6 * 60);
+    assert_eq!(m.prune.minute_buckets, 6 * 60);
+    assert_eq!(store.stats().unwrap().minute_count, 6 * (60 * 2 + 5));
+    store.close().unwrap();
+}
+
+#[test]
 fn memory_only_mode_answers_and_writes_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("metrics.db");

@@ -131,7 +131,6 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
     // (series, second) -> value: the last write of each second wins.
     let mut written: BTreeMap<(usize, i64), f64> = BTreeMap::new();
     let mut raw_floor = 0i64;
-    let mut floors = [0i64; 4];
     let mut rolled_to = i64::MIN;
     // Late writes (below the raw floor) not folded by a rollup yet.
     let mut pending_late: std::collections::BTreeSet<(usize, i64)> = Default::default();
@@ -191,8 +190,7 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::Prune => {
                 let r = store.prune(now * 1000).unwrap();
-                floors = r.floors.map(|f| f / 1000);
-                raw_floor = floors[0];
+                raw_floor = r.floors[0] / 1000;
             }
             Step::Restart => {
                 store.close().unwrap();
@@ -200,7 +198,11 @@ fn run(steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
         }
     }
-    raw_floor = store.rollup(now * 1000).unwrap().raw_floor / 1000;
+    // The floors as they stand: moved by prunes and by the rollups that
+    // sealed an hour (which prune first).
+    let last = store.rollup(now * 1000).unwrap();
+    let floors = last.floors.map(|f| f / 1000);
+    raw_floor = last.raw_floor / 1000;
     rolled_to = rolled_to.max(now);
 
     // Raw: exactly the retained points.

@@ -252,8 +252,9 @@ pub async fn run_once(kind: JobKind, app: &App) -> bool {
         let now = now_ms();
         match kind {
             JobKind::Rollup => store.rollup(now).map(|r| {
+                let [minute, hourly, daily] = r.expired_buckets;
                 format!(
-                    "{} minute buckets, {} hourly, {} daily",
+                    "{} minute buckets, {} hourly, {} daily; pruned {minute} minute, {hourly} hourly, {daily} daily buckets past retention",
                     r.minute_buckets, r.hourly_buckets, r.daily_buckets
                 )
             }),

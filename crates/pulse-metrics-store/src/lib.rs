@@ -254,6 +254,13 @@ pub struct RollupReport {
     /// Oldest raw point kept (Unix ms): raw points past retention are
     /// dropped once rolled up.
     pub raw_floor: i64,
+    /// Minute, hourly and daily buckets deleted as past retention: the pass
+    /// that seals an hour prunes first, in its own transaction (the
+    /// retention pass then finds them gone).
+    pub expired_buckets: [u64; 3],
+    /// The floors after the pass (raw, minute, hourly, daily; Unix ms), as
+    /// [`PruneReport::floors`].
+    pub floors: [i64; 4],
     /// Wall-clock time the pass took, in milliseconds.
     pub duration_ms: f64,
 }

@@ -22,7 +22,7 @@ use crate::disk::Disk;
 use crate::error::Result;
 use crate::raw::RawPoint;
 use crate::raw::RawSeries;
-use crate::state::{ChunkTier, DAY, HOUR, MINUTE, OpenHour, State, floor_to};
+use crate::state::{ChunkTier, DAY, Floors, HOUR, MINUTE, OpenHour, State, floor_to};
 use crate::tiers::{self, Buckets};
 use crate::{RollupReport, schema};
 use rusqlite::Connection;
@@ -243,10 +243,15 @@ struct Prefetched {
 /// The minute buckets from raw of each work item that seals a whole hour
 /// from the raw tier (`Pass::hour` checks the minutes match, else
 /// computes them itself), computed on several threads.
-fn prefetch(st: &State, now: i64, batch: &[((i64, u32), &HourWork)]) -> Vec<Option<Prefetched>> {
+fn prefetch(
+    st: &State,
+    now: i64,
+    minute_floor: i64,
+    batch: &[((i64, u32), &HourWork)],
+) -> Vec<Option<Prefetched>> {
     let one = |&((hour, sid), _): &((i64, u32), &HourWork)| -> Option<Prefetched> {
         let sealing =
-            hour + HOUR <= now && hour >= st.floors.minute && !st.open.contains_key(&(sid, hour));
+            hour + HOUR <= now && hour >= minute_floor && !st.open.contains_key(&(sid, hour));
         let raw = &st.series.get(sid as usize)?.raw;
         sealing.then(|| {
             let below = minutes_below_raw_floor(st, hour);
@@ -330,6 +335,10 @@ pub struct RollupContext<'a> {
     pub next_seq: u64,
     /// Where raw retention puts the raw floor as of `now`.
     pub raw_floor: i64,
+    /// The minute, hourly and daily floors retention asks for as of `now`
+    /// (`retention::floors_for`): the pass deletes what lies below them
+    /// before it writes (see `retention::drop_expired`).
+    pub floors: Floors,
     pub counters: &'a Counters,
 }
 
@@ -427,13 +436,25 @@ impl Fold {
         // transaction as it goes: at 40,000 series, holding an hour's chunks
         // until the end took ~100 MB.
         disk.begin("rollup")?;
-        let staged = match self.stage(disk, now, &ctx) {
+        let old = disk.shared.read().floors;
+        let floors = Floors {
+            raw: old.raw,
+            minute: old.minute.max(ctx.floors.minute),
+            hourly: old.hourly.max(ctx.floors.hourly),
+            daily: old.daily.max(ctx.floors.daily),
+        };
+        // Expired chunks go first, in this transaction: the pages they free
+        // are the ones this pass's new chunks then fill (written once).
+        let staged = match crate::retention::drop_expired(&disk.conn, old, floors)
+            .and_then(|expired| Ok((expired, self.stage(disk, now, &ctx, floors)?)))
+        {
             Ok(s) => s,
             Err(e) => {
                 disk.abort();
                 return Err(e);
             }
         };
+        let (expired, staged) = staged;
         let Staged {
             writes,
             deltas,
@@ -449,6 +470,12 @@ impl Fold {
             mut report,
         } = staged;
         let staged_counts = disk.shared.read().disk_buckets;
+        // A pass that deletes commits even if it seals nothing; one that
+        // does neither leaves the floors to the retention pass.
+        let writes = writes || expired.iter().any(|&n| n > 0);
+        let floors = if writes { floors } else { old };
+        let deltas: [i64; 3] = std::array::from_fn(|i| deltas[i] - expired[i] as i64);
+        report.expired_buckets = expired;
         let late_folded = report.late_points as u64;
         counters
             .last_rollup
@@ -458,6 +485,17 @@ impl Fold {
             schema::meta_set(&disk.conn, key::ROLLED_TO, rolled_to)?;
             schema::meta_set(&disk.conn, key::FOLDED_SEQ, folded_seq as i64)?;
             schema::meta_set(&disk.conn, crate::retention::key::FLOOR_RAW, raw_floor)?;
+            schema::meta_set(
+                &disk.conn,
+                crate::retention::key::FLOOR_MINUTE,
+                floors.minute,
+            )?;
+            schema::meta_set(
+                &disk.conn,
+                crate::retention::key::FLOOR_HOURLY,
+                floors.hourly,
+            )?;
+            schema::meta_set(&disk.conn, crate::retention::key::FLOOR_DAILY, floors.daily)?;
             schema::meta_set(&disk.conn, key::NEXT_SEQ, next_seq as i64)?;
             counters.persist(&disk.conn)
         };
@@ -481,7 +519,10 @@ impl Fold {
                 st.disk_buckets[i] = st.disk_buckets[i].saturating_add_signed(*d);
             }
             st.late_points = st.late_points.saturating_sub(late_folded);
-            st.floors.raw = raw_floor;
+            st.floors = Floors {
+                raw: raw_floor,
+                ..floors
+            };
             st.rolled_to = rolled_to;
             st.drop_raw_below(raw_floor)
         })?;
@@ -508,6 +549,8 @@ impl Fold {
             self.durable_raw_floor = raw_floor;
         }
         report.raw_floor = raw_floor.max(0) * 1000;
+        report.floors =
+            [raw_floor, floors.minute, floors.hourly, floors.daily].map(|f| f.max(0) * 1000);
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
     }
@@ -534,17 +577,24 @@ struct Staged {
 
 impl Fold {
     /// Runs a pass inside the open transaction, under the state's read lock.
-    fn stage(&self, disk: &Disk, now: i64, ctx: &RollupContext<'_>) -> Result<Staged> {
+    /// `floors` are those the pass commits (the raw floor is `st`'s).
+    fn stage(
+        &self,
+        disk: &Disk,
+        now: i64,
+        ctx: &RollupContext<'_>,
+        floors: Floors,
+    ) -> Result<Staged> {
         let st = disk.shared.read();
-        let floors = st.floors;
         let conn = &disk.conn;
-        let mut pass = Pass::new(now, ctx.last_seq);
+        let mut pass = Pass::new(now, ctx.last_seq, floors.minute);
         let work: Vec<_> = self.work.iter().collect();
         for batch in work.chunks(PREFETCH_BATCH) {
-            let fresh = prefetch(&st, now, batch);
+            let fresh = prefetch(&st, now, floors.minute, batch);
             for (((hour, sid), w), fresh) in batch.iter().zip(fresh) {
                 pass.hour(conn, &st, *hour, *sid, w, fresh)?;
             }
+            pass.minute.write_sealed(conn)?;
         }
         let daily_ops = pass.hourly_tier(conn, floors.hourly, &self.daily_pending)?;
         pass.daily_tier(conn, floors.daily, daily_ops)?;
@@ -587,6 +637,9 @@ impl Fold {
 /// committed at the end.
 struct Pass {
     now: i64,
+    /// The minute floor as of this pass: hours below it have no minute
+    /// chunks (they were pruned, possibly by this very pass).
+    minute_floor: i64,
     /// Minute chunks are written as each hour is sealed, not held.
     minute_writes: usize,
     minute_delta: i64,
@@ -605,9 +658,10 @@ struct Pass {
 }
 
 impl Pass {
-    fn new(now: i64, seq: u64) -> Pass {
+    fn new(now: i64, seq: u64, minute_floor: i64) -> Pass {
         Pass {
             now,
+            minute_floor,
             minute_writes: 0,
             minute_delta: 0,
             minute: Edits::new(ChunkTier::MINUTE, seq),
@@ -651,7 +705,7 @@ impl Pass {
         }
         self.report.late_points += late_now.len();
         let late_now = latest_per_second(&late_now);
-        if hour < st.floors.minute {
+        if hour < self.minute_floor {
             // The minute chunk of this hour was pruned: only late points
             // can land here (retention never passes unsealed raw data).
             if roll != 0 {
@@ -734,9 +788,7 @@ impl Pass {
         if hour_closed {
             let hourly = Agg::combine(buckets.iter().flatten());
             self.hourly_ops.push((sid, hour, Op::Set(hourly)));
-            self.minute_delta +=
-                self.minute
-                    .seal_hour(conn, hour, sid, &buckets, encoded.as_deref())?;
+            self.minute_delta += self.minute.seal_hour(conn, hour, sid, &buckets, encoded)?;
             self.minute_writes += 1;
             if held.is_some() {
                 self.open_remove.push((sid, hour));
@@ -834,6 +886,12 @@ struct Edits {
     chunks: BTreeMap<(i64, u32), (Buckets, u64, bool)>,
     /// Change of the stored buckets by chunks already written this pass.
     written: Option<i64>,
+    /// Sealed chunks not written yet, by key (`None`: delete the row). An
+    /// hour's seal inserts 3 chunks per series; written in key order they
+    /// are appended at the B-tree's right edge, which fills each page
+    /// (~10 rows of ~400 bytes) instead of splitting pages in the middle
+    /// (9.4 a page): fewer pages to the WAL and the file.
+    sealed: Vec<(i64, Option<Vec<u8>>)>,
 }
 
 impl Edits {
@@ -843,6 +901,7 @@ impl Edits {
             seq,
             chunks: BTreeMap::new(),
             written: None,
+            sealed: Vec::new(),
         }
     }
 
@@ -905,7 +964,7 @@ impl Edits {
         hour: i64,
         sid: u32,
         buckets: &[Option<Agg>],
-        encoded: Option<&[Option<Vec<u8>>]>,
+        mut encoded: Option<Vec<Option<Vec<u8>>>>,
     ) -> Result<i64> {
         let t = self.tier;
         let mut delta = 0i64;
@@ -915,13 +974,33 @@ impl Edits {
                 None => tiers::population(conn, t, chunk, sid)?,
             };
             let part = &buckets[i * t.span..(i + 1) * t.span];
-            match encoded.and_then(|e| e.get(i)) {
-                Some(Some(data)) => tiers::write_encoded(conn, t, chunk, sid, self.seq, data)?,
-                _ => tiers::write(conn, t, chunk, sid, self.seq, part)?,
-            }
+            // `None`: no bucket, the row goes.
+            let data = encoded
+                .as_mut()
+                .and_then(|e| e.get_mut(i)?.take())
+                .or_else(|| {
+                    part.iter()
+                        .any(Option::is_some)
+                        .then(|| crate::codec::encode_chunk(part))
+                });
+            self.sealed.push((t.key(chunk, sid), data));
             delta += part.iter().flatten().count() as i64 - old as i64;
         }
         Ok(delta)
+    }
+
+    /// Writes the sealed chunks held by `seal_hour`, in key order.
+    fn write_sealed(&mut self, conn: &Connection) -> Result<()> {
+        let mut sealed = std::mem::take(&mut self.sealed);
+        sealed.sort_unstable_by_key(|(key, _)| *key);
+        for (key, data) in sealed {
+            let (chunk, sid) = ChunkTier::split_key(key);
+            match data {
+                Some(data) => tiers::write_encoded(conn, self.tier, chunk, sid, self.seq, &data)?,
+                None => tiers::write(conn, self.tier, chunk, sid, self.seq, &[])?,
+            }
+        }
+        Ok(())
     }
 
     /// Writes every changed chunk and forgets every chunk read; a chunk

@@ -100,6 +100,16 @@ pub struct Floors {
     pub daily: i64,
 }
 
+impl Floors {
+    /// Below every floor a store can have.
+    pub const BOTTOM: Floors = Floors {
+        raw: i64::MIN,
+        minute: i64::MIN,
+        hourly: i64::MIN,
+        daily: i64::MIN,
+    };
+}
+
 /// Minute buckets of one unsealed hour, rolled up but not yet on disk. Held
 /// only for hours into which late points were merged; an open rebuilds them
 /// from the journal, which keeps their raw and late points until the hour is

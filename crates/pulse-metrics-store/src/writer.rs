@@ -262,7 +262,14 @@ impl Writer {
         if let Some(j) = &mut self.journal {
             j.sync()?;
         }
-        let raw_floor = retention::raw_floor_for(now, &self.config.read());
+        let (raw_floor, floors) = {
+            let config = self.config.read();
+            let old = self.disk.shared.read().floors;
+            (
+                retention::raw_floor_for(now, &config),
+                retention::floors_for(now, &config, &self.fold, old),
+            )
+        };
         let report = self.fold.rollup(
             &mut self.disk,
             now,
@@ -270,6 +277,7 @@ impl Writer {
                 last_seq: self.next_seq.saturating_sub(1),
                 next_seq: self.next_seq,
                 raw_floor,
+                floors,
                 counters: &self.counters,
             },
         )?;
@@ -296,7 +304,12 @@ impl Writer {
 
     fn maintain(&mut self, now: i64) -> Result<MaintainReport> {
         let rollup = self.rollup(now)?;
-        let prune = self.prune(now)?;
+        let mut prune = self.prune(now)?;
+        // What this maintenance removed, whichever of its passes did it (a
+        // rollup that seals an hour prunes first, see drop_expired).
+        prune.minute_buckets += rollup.expired_buckets[0];
+        prune.hourly_buckets += rollup.expired_buckets[1];
+        prune.daily_buckets += rollup.expired_buckets[2];
         let reclaim = retention::reclaim(&mut self.disk, retention::RESERVE_PAGES, &self.counters)?;
         Ok(MaintainReport {
             rollup,
