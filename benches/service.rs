@@ -16,19 +16,26 @@
 //!    values to `/api/metrics-store/write` and puts them on that page.
 //! 5. After a warm-up it looks once a second, for the window, at both
 //!    processes' `/proc/PID/io`, CPU time and memory and at the files
-//!    they write, and prints each figure extrapolated to a day.
+//!    they write, and prints each figure extrapolated to a day. The window
+//!    starts 10 s after one of the service's rollups and lasts whole
+//!    rollup intervals: each rollup syncs the journal, which writes the
+//!    partly filled 64 KiB unit its staging held in shared memory, so the
+//!    window holds every record appended in it as it reaches the disk. (A
+//!    window from any moment held 3 to 5 of its ~4 units: +-25 %.)
 //!
 //! What happens less often than the window is counted apart. The service
 //! writes the database when a rollup closes an hour (in the window only if
 //! the wall clock crosses an hour in it: `--cross-hour` sees to that) and
-//! at the hourly retention pass, which the bench runs once after the
-//! window (`POST /api/metrics-store/maintenance`) and measures. Prometheus
+//! at the hourly retention pass. The bench measures one retention pass as
+//! the service runs it, after the window: it sets the pass's interval to
+//! the shortest allowed (1m) through the settings API, lets the first pass
+//! that follows run, and measures the next one alone. Prometheus
 //! compacts its blocks: the bench weighs a sample in a block `promtool`
 //! builds of the same values and counts it at each level its default
 //! retention compacts into (2 h, 6 h, 18 h).
 //!
 //! Options after `--`: `--values random|proxmox` (as `workload`'s),
-//! `--window 12m`, `--warmup 1m`, `--history 2h`, `--cross-hour` (keep
+//! `--window 15m` (rounded up to whole rollup intervals), `--warmup 1m`, `--history 2h`, `--cross-hour` (keep
 //! warming up until the window will hold the first rollup after an hour
 //! closes: up to an hour more), `--no-prometheus`, `--sync` (POST with
 //! `sync=true`). `SERVICE_BENCH_DIR=DIR` keeps the files in a new
@@ -69,7 +76,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use window::{Counters, get_json, watch};
+use window::{Counters, family_sum, get_json, watch};
 
 pub const POLL_MS: i64 = 5_000;
 pub const HOUR_MS: i64 = 3_600_000;
@@ -78,6 +85,10 @@ pub const MB: f64 = 1e6;
 /// The service's default rollup interval: the first rollup after an hour
 /// closes writes that hour to the database.
 pub const ROLLUP: Duration = Duration::from_secs(300);
+const ROLLUP_MS: i64 = 300_000;
+/// How long after a rollup the window starts and ends: past its journal
+/// sync and its database write, if any.
+const AFTER_ROLLUP_MS: i64 = 10_000;
 /// The service's default retention interval.
 pub const RETENTIONS_PER_DAY: f64 = 24.0;
 
@@ -95,7 +106,7 @@ impl Args {
     fn parse() -> Args {
         let mut a = Args {
             values: Values::Random,
-            window: Duration::from_secs(12 * 60),
+            window: Duration::from_secs(15 * 60),
             warmup: Duration::from_secs(60),
             history: Duration::from_secs(2 * 3600),
             cross_hour: false,
@@ -125,16 +136,19 @@ impl Args {
                     }
                 }
                 other => panic!(
-                    "unknown argument {other:?}: --values random|proxmox --window 12m --warmup 1m --history 2h --cross-hour --no-prometheus --sync"
+                    "unknown argument {other:?}: --values random|proxmox --window 15m --warmup 1m --history 2h --cross-hour --no-prometheus --sync"
                 ),
             }
         }
+        let rollups = a.window.as_millis().div_ceil(ROLLUP.as_millis());
+        a.window = ROLLUP * rollups as u32;
         assert!(
             a.window >= Duration::from_secs(60),
             "--window is at least 1m"
         );
         if a.cross_hour {
-            let needs = ROLLUP + Duration::from_secs(120);
+            // The close's rollup and the one after it.
+            let needs = ROLLUP * 2;
             assert!(
                 a.window >= needs,
                 "--cross-hour needs a window of at least {}",
@@ -190,31 +204,95 @@ fn is_tmpfs(dir: &Path) -> bool {
     rustix::fs::statfs(dir).is_ok_and(|s| s.f_type as u64 == TMPFS_MAGIC)
 }
 
-/// Sleeps (the polls go on) until the window, starting now, would hold
-/// the next hour's close and the rollup after it, a minute to spare.
-async fn wait_for_hour(window: Duration) {
-    let window = window.as_millis() as i64;
+/// Sleeps (the polls go on) until 10 s after one of the service's
+/// rollups: the next one, or with `cross_hour` the last one before an
+/// hour's close, so that a window of two rollup intervals or more holds
+/// the close's rollup and the one after it. Rollups run every
+/// `ROLLUP` from the last one (the stats' `lastRollup`).
+async fn after_a_rollup(client: &reqwest::Client, base: &str, cross_hour: bool) {
+    let stats = get_json(client, &format!("{base}/api/metrics-store/stats")).await;
+    let last = stats["lastRollup"]
+        .as_i64()
+        .filter(|&t| t > 0)
+        .expect("the service reports its last rollup");
     let now = now_ms();
-    let next_hour = (now / HOUR_MS + 1) * HOUR_MS;
-    let earliest = next_hour + ROLLUP.as_millis() as i64 + 60_000 - window;
-    let latest = next_hour - 60_000;
-    let start = if now <= latest {
-        earliest
-    } else {
-        earliest + HOUR_MS
-    };
-    if start > now {
-        println!(
-            "(--cross-hour: warming up until {}, for the window to hold {} and the rollup after it)",
-            clock(start),
-            clock(if now <= latest {
-                next_hour
-            } else {
-                next_hour + HOUR_MS
-            })
-        );
-        tokio::time::sleep(Duration::from_millis((start - now) as u64)).await;
+    let mut start = last + AFTER_ROLLUP_MS;
+    while start <= now {
+        start += ROLLUP_MS;
     }
+    if cross_hour {
+        // The first rollup at or after an hour's start closes that hour.
+        while (start + ROLLUP_MS - AFTER_ROLLUP_MS) % HOUR_MS >= ROLLUP_MS {
+            start += ROLLUP_MS;
+        }
+    }
+    println!(
+        "(waiting until {}: 10 s after a rollup{})",
+        clock(start),
+        if cross_hour {
+            let hour = (start + ROLLUP_MS - AFTER_ROLLUP_MS) / HOUR_MS * HOUR_MS;
+            format!(
+                ", for the window to hold the close of the hour to {}",
+                clock(hour)
+            )
+        } else {
+            String::new()
+        }
+    );
+    tokio::time::sleep(Duration::from_millis((start - now) as u64)).await;
+}
+
+/// The write_bytes of one retention pass as the service runs it: its
+/// interval set to the shortest allowed (1m) through the settings API, the
+/// first pass after that let run, the next one measured alone (polls are
+/// stopped; should a rollup run in the same minute, the next pass is
+/// measured instead). The settings are reset to the file's after.
+async fn retention_pass(client: &reqwest::Client, base: &str, pid: u32) -> f64 {
+    let metrics = format!("{base}/metrics");
+    let runs = || family_sum(client, &metrics, "pulse_metrics_job_retention_runs_total");
+    let rollups = || family_sum(client, &metrics, "pulse_metrics_job_rollup_runs_total");
+    let wait_for_run = |after: f64| async move {
+        let deadline = Instant::now() + Duration::from_secs(150);
+        loop {
+            let n = runs().await;
+            if n > after {
+                return n;
+            }
+            assert!(Instant::now() < deadline, "no retention pass within 150 s");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let config = format!("{base}/api/metrics-store/config");
+    let put = client
+        .put(&config)
+        .header("content-type", "application/json")
+        .body(r#"{"retention_interval": "1m"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "PUT config: {}", put.status());
+    let mut seen = wait_for_run(runs().await - 1.0).await;
+    let bytes = loop {
+        seen = wait_for_run(seen).await;
+        let (m0, u0) = (ProcSample::read(pid).unwrap(), rollups().await);
+        seen = wait_for_run(seen).await;
+        let (m1, u1) = (ProcSample::read(pid).unwrap(), rollups().await);
+        if u1 == u0 {
+            break (m1.write_bytes - m0.write_bytes) as f64;
+        }
+    };
+    let reset = client
+        .delete(&config)
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        reset.status().is_success(),
+        "DELETE config: {}",
+        reset.status()
+    );
+    bytes
 }
 
 // ------------------------------------------------------------------ run
@@ -359,9 +437,7 @@ async fn run(args: Args) {
         done_feeding.clone(),
     ));
     tokio::time::sleep(args.warmup).await;
-    if args.cross_hour {
-        wait_for_hour(args.window).await;
-    }
+    after_a_rollup(&client, &base, args.cross_hour).await;
 
     // 5. The window.
     let prom_url = prom.as_ref().map(|(_, _, url)| url.clone());
@@ -397,17 +473,8 @@ async fn run(args: Args) {
     // The hourly retention pass, measured alone: polls stopped first.
     done_feeding.store(true, Ordering::Relaxed);
     let _ = feeder.await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let m0 = ProcSample::read(service.pid()).unwrap();
-    let maintained = client
-        .post(format!("{base}/api/metrics-store/maintenance"))
-        .header("content-type", "application/json")
-        .body("{}")
-        .send()
-        .await
-        .is_ok_and(|r| r.status().is_success());
-    let m1 = ProcSample::read(service.pid()).unwrap();
-    assert!(maintained, "maintenance failed:\n{}", service.tail());
+    println!("(measuring one retention pass: a minute or two)");
+    let retention = retention_pass(&client, &base, service.pid()).await;
     let end_stats = get_json(&client, &format!("{base}/api/metrics-store/stats")).await;
 
     let mut f = Figures::default();
@@ -429,15 +496,7 @@ async fn run(args: Args) {
             "no hour closed in it (--cross-hour)"
         }
     );
-    let ours = service_summary(
-        &mut f,
-        &window,
-        polls,
-        series,
-        (m1.write_bytes - m0.write_bytes) as f64,
-        &end_stats,
-        &db,
-    );
+    let ours = service_summary(&mut f, &window, polls, series, retention, &end_stats, &db);
     let theirs = prom.as_ref().map(|(_, data, _)| {
         let block = prometheus::which("promtool").and_then(|tool| {
             let input = root.join("block.om");

@@ -64,7 +64,7 @@ pub fn service_summary(
     w: &Window,
     polls: u64,
     series: usize,
-    maintenance: f64,
+    retention: f64,
     stats: &serde_json::Value,
     db: &Path,
 ) -> Summary {
@@ -93,9 +93,9 @@ pub fn service_summary(
     let others = split.other_rate(secs) * DAY;
     let day = f.set(
         "pulse_write_bytes_per_day_model",
-        steady + close.unwrap_or(0.0) * 24.0 + others + maintenance * RETENTIONS_PER_DAY,
+        steady + close.unwrap_or(0.0) * 24.0 + others + retention * RETENTIONS_PER_DAY,
     );
-    f.set("pulse_retention_pass_write_bytes", maintenance);
+    f.set("pulse_retention_pass_write_bytes", retention);
     if let Some(c) = close {
         f.set("pulse_hour_close_write_bytes", c);
     }
@@ -138,9 +138,9 @@ pub fn service_summary(
         ));
     }
     notes.push(format!(
-        "one retention pass (with its WAL checkpoint), run after the window: write_bytes {:.0} KB, {} a day at one an hour",
-        maintenance / 1e3,
-        mb(maintenance * RETENTIONS_PER_DAY)
+        "one retention pass as the service runs it (with its WAL checkpoint), measured after the window: write_bytes {:.0} KB, {} a day at one an hour",
+        retention / 1e3,
+        mb(retention * RETENTIONS_PER_DAY)
     ));
     notes.push(match close {
         Some(c) => format!(
