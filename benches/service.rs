@@ -232,7 +232,7 @@ async fn after_a_rollup(client: &reqwest::Client, base: &str, cross_hour: bool) 
         if cross_hour {
             let hour = (start + ROLLUP_MS - AFTER_ROLLUP_MS) / HOUR_MS * HOUR_MS;
             format!(
-                ", for the window to hold the close of the hour to {}",
+                ", for the window to hold the first rollup after {}",
                 clock(hour)
             )
         } else {

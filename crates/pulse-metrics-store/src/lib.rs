@@ -1291,6 +1291,12 @@ impl Store {
             .load(Ordering::Relaxed)
     }
 
+    /// [`Stats::late_count`] alone, from memory, without the queries
+    /// [`Store::stats`] makes: for a watcher that looks every second.
+    pub fn late_count(&self) -> u64 {
+        self.inner.shared.read().late_points
+    }
+
     /// Storage health.
     pub fn stats(&self) -> Result<Stats> {
         let c = &self.inner.counters;
