@@ -18,6 +18,9 @@
 //!   them (see `Values`).
 //! - `--hours H`, `--history-days D`: override the steady-state window and
 //!   the history before it.
+//! - `--minute-retention H`: keep minute buckets H hours instead of 24, so
+//!   that a run of more than H hours without history sees each hour's seal
+//!   delete an expired hour, as every hour does at full retention.
 //!
 //! Prints each figure, its ratio to the seed schema where one exists, and
 //! last one JSON line with everything.
@@ -53,6 +56,8 @@ struct Args {
     values: Values,
     hours: i64,
     history_days: i64,
+    /// `metrics.retention.minute`, when not the default.
+    minute_retention: Option<Duration>,
     /// Run the seed schema and the all-series queries (typical sizes only).
     full: bool,
     quick: bool,
@@ -70,6 +75,7 @@ impl Args {
         let mut values = Values::Random;
         let mut hours = None;
         let mut history_days = None;
+        let mut minute_retention = None;
         let mut reopen = None;
         let mut it = std::env::args().skip(1);
         while let Some(a) = it.next() {
@@ -84,6 +90,10 @@ impl Args {
                 "--metrics" => metrics = num("--metrics") as usize,
                 "--hours" => hours = Some(num("--hours")),
                 "--history-days" => history_days = Some(num("--history-days")),
+                "--minute-retention" => {
+                    let h = num("--minute-retention");
+                    minute_retention = Some(Duration::from_secs(h as u64 * 3600));
+                }
                 "--values" => {
                     values = match it.next().as_deref() {
                         Some("random") => Values::Random,
@@ -104,7 +114,7 @@ impl Args {
                     reopen = Some((path, key, now));
                 }
                 other => panic!(
-                    "unknown argument {other:?}: --resources N --metrics M --values random|proxmox --hours H --history-days D"
+                    "unknown argument {other:?}: --resources N --metrics M --values random|proxmox --hours H --history-days D --minute-retention H"
                 ),
             }
         }
@@ -125,6 +135,7 @@ impl Args {
                 (true, true) => 9,
                 (false, _) => 0,
             }),
+            minute_retention,
             full,
             quick,
             reopen,
@@ -240,9 +251,18 @@ fn config(path: &Path) -> MetricsConfig {
     }
 }
 
+/// The configuration the simulation runs with.
+fn simulated_config(path: &Path, args: &Args) -> MetricsConfig {
+    let mut c = config(path);
+    if let Some(minute) = args.minute_retention {
+        c.retention.minute = minute;
+    }
+    c
+}
+
 /// Fills 90 days of history, then runs one steady-state day at 5 s polls.
 fn simulate(path: &Path, args: &Args) -> (Store, Fleet, Ours) {
-    let store = Store::open(config(path)).unwrap();
+    let store = Store::open(simulated_config(path, args)).unwrap();
     let mut fleet = Fleet::new(args.resources, args.metrics, args.values);
     // History before the steady-state day. Tier row counts do not depend on
     // raw density, so older history is simulated sparser: one point per
