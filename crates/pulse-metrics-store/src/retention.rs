@@ -38,6 +38,14 @@ pub fn raw_floor_for(now: i64, config: &MetricsConfig) -> i64 {
     floor_to(now.saturating_sub(secs(config.retention.raw)), MINUTE)
 }
 
+/// Saves the floors in `meta`, in the transaction open on `conn`.
+pub fn save_floors(conn: &Connection, floors: Floors) -> Result<()> {
+    schema::meta_set(conn, key::FLOOR_RAW, floors.raw)?;
+    schema::meta_set(conn, key::FLOOR_MINUTE, floors.minute)?;
+    schema::meta_set(conn, key::FLOOR_HOURLY, floors.hourly)?;
+    schema::meta_set(conn, key::FLOOR_DAILY, floors.daily)
+}
+
 /// The floors restored at open.
 pub fn restore_floors(conn: &Connection) -> Result<Floors> {
     Ok(Floors {
@@ -157,10 +165,7 @@ pub fn prune(
         let removed = drop_expired(conn, Floors::BOTTOM, floors)?;
         let deltas = removed.map(|r| -(r as i64));
         tiers::save_counts(conn, tiers::add_counts(counts, deltas))?;
-        schema::meta_set(conn, key::FLOOR_RAW, floors.raw)?;
-        schema::meta_set(conn, key::FLOOR_MINUTE, floors.minute)?;
-        schema::meta_set(conn, key::FLOOR_HOURLY, floors.hourly)?;
-        schema::meta_set(conn, key::FLOOR_DAILY, floors.daily)?;
+        save_floors(conn, floors)?;
         counters
             .last_retention
             .store(crate::model::now_ms(), Ordering::Relaxed);
@@ -186,7 +191,7 @@ pub fn prune(
         daily_buckets: removed[2],
         journal_segments_deleted: 0,
         bytes_freed,
-        floors: [floors.raw, floors.minute, floors.hourly, floors.daily].map(|f| f.max(0) * 1000),
+        floors: floors.to_ms(),
         duration_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
 }

@@ -439,13 +439,11 @@ impl Fold {
         let old = disk.shared.read().floors;
         let floors = Floors {
             raw: old.raw,
-            minute: old.minute.max(ctx.floors.minute),
-            hourly: old.hourly.max(ctx.floors.hourly),
-            daily: old.daily.max(ctx.floors.daily),
+            ..ctx.floors
         };
         // Expired chunks go first, in this transaction: the pages they free
         // are the ones this pass's new chunks then fill (written once).
-        let staged = match crate::retention::drop_expired(&disk.conn, old, floors)
+        let (expired, staged) = match crate::retention::drop_expired(&disk.conn, old, floors)
             .and_then(|expired| Ok((expired, self.stage(disk, now, &ctx, floors)?)))
         {
             Ok(s) => s,
@@ -454,7 +452,6 @@ impl Fold {
                 return Err(e);
             }
         };
-        let (expired, staged) = staged;
         let Staged {
             writes,
             deltas,
@@ -473,7 +470,11 @@ impl Fold {
         // A pass that deletes commits even if it seals nothing; one that
         // does neither leaves the floors to the retention pass.
         let writes = writes || expired.iter().any(|&n| n > 0);
-        let floors = if writes { floors } else { old };
+        // The floors this pass commits and publishes.
+        let floors = Floors {
+            raw: raw_floor,
+            ..if writes { floors } else { old }
+        };
         let deltas: [i64; 3] = std::array::from_fn(|i| deltas[i] - expired[i] as i64);
         report.expired_buckets = expired;
         let late_folded = report.late_points as u64;
@@ -484,18 +485,7 @@ impl Fold {
             tiers::save_counts(&disk.conn, tiers::add_counts(staged_counts, deltas))?;
             schema::meta_set(&disk.conn, key::ROLLED_TO, rolled_to)?;
             schema::meta_set(&disk.conn, key::FOLDED_SEQ, folded_seq as i64)?;
-            schema::meta_set(&disk.conn, crate::retention::key::FLOOR_RAW, raw_floor)?;
-            schema::meta_set(
-                &disk.conn,
-                crate::retention::key::FLOOR_MINUTE,
-                floors.minute,
-            )?;
-            schema::meta_set(
-                &disk.conn,
-                crate::retention::key::FLOOR_HOURLY,
-                floors.hourly,
-            )?;
-            schema::meta_set(&disk.conn, crate::retention::key::FLOOR_DAILY, floors.daily)?;
+            crate::retention::save_floors(&disk.conn, floors)?;
             schema::meta_set(&disk.conn, key::NEXT_SEQ, next_seq as i64)?;
             counters.persist(&disk.conn)
         };
@@ -519,10 +509,7 @@ impl Fold {
                 st.disk_buckets[i] = st.disk_buckets[i].saturating_add_signed(*d);
             }
             st.late_points = st.late_points.saturating_sub(late_folded);
-            st.floors = Floors {
-                raw: raw_floor,
-                ..floors
-            };
+            st.floors = floors;
             st.rolled_to = rolled_to;
             st.drop_raw_below(raw_floor)
         })?;
@@ -549,8 +536,7 @@ impl Fold {
             self.durable_raw_floor = raw_floor;
         }
         report.raw_floor = raw_floor.max(0) * 1000;
-        report.floors =
-            [raw_floor, floors.minute, floors.hourly, floors.daily].map(|f| f.max(0) * 1000);
+        report.floors = floors.to_ms();
         report.duration_ms = started.elapsed().as_secs_f64() * 1000.0;
         Ok(report)
     }
@@ -997,7 +983,7 @@ impl Edits {
             let (chunk, sid) = ChunkTier::split_key(key);
             match data {
                 Some(data) => tiers::write_encoded(conn, self.tier, chunk, sid, self.seq, &data)?,
-                None => tiers::write(conn, self.tier, chunk, sid, self.seq, &[])?,
+                None => tiers::delete(conn, self.tier, chunk, sid)?,
             }
         }
         Ok(())

@@ -108,6 +108,11 @@ impl Floors {
         hourly: i64::MIN,
         daily: i64::MIN,
     };
+
+    /// Raw, minute, hourly and daily, in Unix ms (as reports give them).
+    pub fn to_ms(self) -> [i64; 4] {
+        [self.raw, self.minute, self.hourly, self.daily].map(|f| f.max(0) * 1000)
+    }
 }
 
 /// Minute buckets of one unsealed hour, rolled up but not yet on disk. Held

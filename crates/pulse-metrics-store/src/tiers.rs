@@ -196,15 +196,19 @@ pub fn write(
     seq: u64,
     buckets: &[Option<Agg>],
 ) -> Result<()> {
-    let key = tier.key(chunk, sid);
     if buckets.iter().all(Option::is_none) {
-        let sql = format!("DELETE FROM {} WHERE key = ?1", tier.table);
-        conn.prepare_cached(&sql)
-            .and_then(|mut s| s.execute([key]))
-            .ctx("delete chunk")?;
-        return Ok(());
+        return delete(conn, tier, chunk, sid);
     }
     write_encoded(conn, tier, chunk, sid, seq, &codec::encode_chunk(buckets))
+}
+
+/// Deletes a chunk (one with no bucket left).
+pub fn delete(conn: &Connection, tier: ChunkTier, chunk: i64, sid: u32) -> Result<()> {
+    let sql = format!("DELETE FROM {} WHERE key = ?1", tier.table);
+    conn.prepare_cached(&sql)
+        .and_then(|mut s| s.execute([tier.key(chunk, sid)]))
+        .ctx("delete chunk")?;
+    Ok(())
 }
 
 /// Stores a chunk already encoded (`codec::encode_chunk` of buckets that
